@@ -1,0 +1,67 @@
+//! Command-line surface (SPEC section 7): one file per command. Parses flags, builds the
+//! validated settings, and hands over to the library.
+
+mod export;
+mod sandbox;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Result;
+
+/// Dump a CRM account (HubSpot) into warehouse-ready files: pg_dump for CRMs.
+///
+/// Try it without an account:  crmdump export --source sandbox --dest ./export
+#[derive(Debug, Parser)]
+#[command(name = "crmdump", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export an account into <dest>/<YYYY-MM-DD>/<TABLE>/part-NNNNN.csv.gz plus _manifest.json.
+    Export(export::ExportArgs),
+    /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
+    Sandbox(sandbox::SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only print warnings and errors on stderr.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr: human-readable text or one JSON object per line (for orchestrators).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging on stderr: `RUST_LOG` wins, else info (warn with --quiet).
+pub fn init_logging(args: &LogArgs) {
+    let default = if args.quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("crmdump={default},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Export(args) => export::run(args).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
+    }
+}

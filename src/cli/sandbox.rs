@@ -1,0 +1,72 @@
+//! `crmdump sandbox`: the fake CRM as a server of its own.
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::sandbox::{SandboxConfig, SandboxServer};
+
+/// Settings of the sandbox account, shared by `crmdump sandbox` and `export --source sandbox`.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxData {
+    /// Seed of the generated data: the same seed and scale always give the same account.
+    #[arg(long = "seed", default_value_t = 1)]
+    pub seed: u64,
+    /// Records per object type (contacts, companies, deals, tickets, cars).
+    #[arg(long = "scale", default_value_t = 2000)]
+    pub scale: u64,
+    /// "Now" of the generated data (RFC 3339); default: the start of today, UTC.
+    #[arg(long = "anchor")]
+    pub anchor: Option<String>,
+}
+
+impl SandboxData {
+    pub fn config(&self, token: Option<String>) -> Result<SandboxConfig> {
+        let mut config = SandboxConfig::new(self.seed, self.scale);
+        if self.scale == 0 {
+            return Err(Error::Config("--scale must be at least 1".into()));
+        }
+        if let Some(a) = &self.anchor {
+            config.anchor = chrono::DateTime::parse_from_rfc3339(a)
+                .map_err(|e| {
+                    Error::Config(format!("--anchor '{a}' is not an RFC 3339 timestamp: {e}"))
+                })?
+                .with_timezone(&chrono::Utc);
+        }
+        config.token = token;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port on 127.0.0.1 (0 picks a free one, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// API flavour to imitate.
+    #[arg(long, default_value = "hubspot", value_parser = ["hubspot"])]
+    pub flavor: String,
+    #[command(flatten)]
+    pub data: SandboxData,
+    /// Accept only this Bearer token (default: any non-empty token).
+    #[arg(long, env = "CRMDUMP_SANDBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+pub async fn run(args: SandboxArgs) -> Result<()> {
+    let config = args.data.config(args.token.clone())?;
+    let (seed, scale) = (config.seed, config.scale);
+    let server = SandboxServer::start(config, args.port).await?;
+    println!(
+        "Sandbox ({}) listening on {} (seed {seed}, {scale} records per type)",
+        args.flavor,
+        server.base_url()
+    );
+    println!(
+        "Export from it with: crmdump export --source hubspot --base-url {} --dest ./export",
+        server.base_url()
+    );
+    tokio::select! {
+        r = server.wait() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,0 +1,183 @@
+//! The crate's error type. Every failure names what was being done (table, object type,
+//! page) and carries a class that decides retries and the process exit code.
+//!
+//! Secrets never enter an error: HTTP errors carry the path and query, never headers.
+
+use std::fmt;
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Bad flags, config or input: fix the invocation (exit 2).
+    Config,
+    /// Token missing, invalid or without permission (exit 3).
+    Auth,
+    /// Worth trying again: 429, 5xx, timeouts, dropped connections, truncated bodies.
+    Retryable,
+    /// Retrying will not help: the export fails (exit 1).
+    Fatal,
+    /// One record or value is bad; counted and reported (exit 1 when it stops the export).
+    Data,
+}
+
+impl ErrorClass {
+    /// Process exit code for an export that ended with an error of this class (SPEC section 7).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::Config => 2,
+            ErrorClass::Auth => 3,
+            ErrorClass::Retryable | ErrorClass::Fatal | ErrorClass::Data => 1,
+        }
+    }
+}
+
+/// Everything that can go wrong in crmdump, one variant per failure site.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The API answered with a status that is not retried (or retries ran out).
+    #[error("{method} {path} answered HTTP {status}: {message}{}. {hint}", correlation.as_ref().map(|c| format!(" (correlationId {c})")).unwrap_or_default())]
+    Api {
+        method: &'static str,
+        path: String,
+        status: u16,
+        message: String,
+        correlation: Option<String>,
+        hint: String,
+    },
+
+    /// The request never produced a usable response (connect, timeout, reset, truncated body).
+    #[error("{method} {path} failed: {detail}")]
+    Transport {
+        method: &'static str,
+        path: String,
+        detail: String,
+        retryable: bool,
+    },
+
+    /// A response that parsed as HTTP but not as the JSON shape we expect.
+    #[error("{method} {path}: the response body is not the expected JSON ({detail})")]
+    Malformed {
+        method: &'static str,
+        path: String,
+        detail: String,
+    },
+
+    /// Extraction of one stream failed; wraps the cause with the stream and page.
+    #[error("while reading {stream} ({page}): {source}")]
+    Stream {
+        stream: String,
+        page: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("writing {key}: {source}")]
+    Sink {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error("destination {dest}: {detail}")]
+    Destination { dest: String, detail: String },
+
+    /// A row that can never be written (for example larger than the part size limit).
+    #[error("table {table}, record {record}: {detail}")]
+    Row {
+        table: String,
+        record: String,
+        detail: String,
+    },
+
+    #[error("the sandbox failed: {0}")]
+    Sandbox(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The class of this error, looking through stream wrappers.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Config(_) => ErrorClass::Config,
+            Error::Io { .. } | Error::Sink { .. } | Error::Destination { .. } => ErrorClass::Fatal,
+            Error::Api { status, .. } => match status {
+                401 | 403 => ErrorClass::Auth,
+                429 | 500..=599 => ErrorClass::Retryable,
+                _ => ErrorClass::Fatal,
+            },
+            Error::Transport { retryable, .. } => {
+                if *retryable {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            Error::Malformed { .. } => ErrorClass::Retryable,
+            Error::Stream { source, .. } => source.class(),
+            Error::Row { .. } => ErrorClass::Data,
+            Error::Sandbox(_) | Error::Internal(_) => ErrorClass::Fatal,
+        }
+    }
+
+    /// Wrap with the stream and page being read, so the message says where it failed.
+    pub fn in_stream(self, stream: impl fmt::Display, page: impl fmt::Display) -> Error {
+        Error::Stream {
+            stream: stream.to_string(),
+            page: page.to_string(),
+            source: Box::new(self),
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_map_to_spec_exit_codes() {
+        let auth = Error::Api {
+            method: "GET",
+            path: "/crm/v3/objects/contacts".into(),
+            status: 401,
+            message: "expired".into(),
+            correlation: None,
+            hint: String::new(),
+        };
+        assert_eq!(auth.class().exit_code(), 3);
+        let wrapped = auth.in_stream("OBJECTS_CONTACTS", "first page");
+        assert_eq!(wrapped.class(), ErrorClass::Auth);
+        assert!(wrapped.to_string().contains("OBJECTS_CONTACTS"));
+        assert_eq!(Error::Config("x".into()).class().exit_code(), 2);
+        let bad_request = Error::Api {
+            method: "POST",
+            path: "/x".into(),
+            status: 400,
+            message: "bad".into(),
+            correlation: Some("abc".into()),
+            hint: String::new(),
+        };
+        assert_eq!(bad_request.class(), ErrorClass::Fatal);
+        assert!(bad_request.to_string().contains("correlationId abc"));
+    }
+}

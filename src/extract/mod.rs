@@ -1,0 +1,93 @@
+//! Extractors page through a CRM's API and emit Arrow record batches; they never write
+//! files. Discovery (types, properties, association labels) comes first and yields the
+//! [`Catalog`] of every table the export will write, so that empty tables still appear.
+
+pub mod hubspot;
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::model::ObjectType;
+use crate::schema::TableSchema;
+
+/// A property definition as the exporter keeps it.
+#[derive(Debug, Clone)]
+pub struct PropertyDefinition {
+    pub name: String,
+    /// The API's property type (`string`, `number`, `datetime`, ...).
+    pub property_type: String,
+    /// Its column in `OBJECTS_<PLURAL>`.
+    pub column: String,
+}
+
+/// One object type to export, with its two schemas.
+#[derive(Debug)]
+pub struct ObjectStream {
+    pub object_type: ObjectType,
+    pub properties: Vec<PropertyDefinition>,
+    /// Shape of the batches the extractor emits: the `OBJECTS` columns, then one Utf8
+    /// column per property (named by property name) holding the value exactly as sent.
+    pub raw: Arc<TableSchema>,
+    /// `OBJECTS_<PLURAL>`: the `OBJECTS` columns, then typed `PROPERTY_` columns.
+    pub table: Arc<TableSchema>,
+}
+
+/// One direction of an associated pair of object types.
+#[derive(Debug)]
+pub struct AssociationPair {
+    pub from: ObjectType,
+    pub to: ObjectType,
+    /// `ASSOCIATIONS_<FROM>_TO_<TO>`.
+    pub table: Arc<TableSchema>,
+}
+
+/// Everything discovery learnt: the streams to run and every table they produce.
+#[derive(Debug)]
+pub struct Catalog {
+    pub account: String,
+    pub objects: Vec<Arc<ObjectStream>>,
+    pub pairs: Vec<Arc<AssociationPair>>,
+    /// Every output table, in the order the manifest lists them.
+    pub tables: Vec<Arc<TableSchema>>,
+}
+
+/// What extractors send downstream.
+#[derive(Debug)]
+pub enum Emit {
+    /// A page of records in the shape of `stream.raw`; the splitter builds the object tables.
+    Objects {
+        stream: Arc<ObjectStream>,
+        batch: RecordBatch,
+    },
+    /// Association rows in the `ASSOCIATIONS` shape; the splitter builds the per-pair table.
+    Associations {
+        pair: Arc<AssociationPair>,
+        batch: RecordBatch,
+    },
+    /// Final rows of one table.
+    Rows { table: String, batch: RecordBatch },
+    /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
+    Warning {
+        kind: String,
+        table: String,
+        detail: String,
+    },
+}
+
+/// A CRM source: discovery first, then a run that sends every batch downstream.
+#[async_trait::async_trait]
+pub trait Extractor: Send + Sync {
+    /// `hubspot`, `pipedrive`: names the source in the manifest and the state file.
+    fn source(&self) -> &'static str;
+    /// Finds what the account holds and every table the export will write.
+    async fn discover(&self) -> crate::error::Result<Catalog>;
+    /// Extracts everything in `catalog` (from [`Extractor::discover`]), sending to `out`.
+    async fn run(
+        &self,
+        catalog: &Catalog,
+        out: tokio::sync::mpsc::Sender<Emit>,
+    ) -> crate::error::Result<()>;
+    /// Request counters of this source's HTTP client.
+    fn http_stats(&self) -> Arc<crate::http::HttpStats>;
+}

@@ -1,0 +1,370 @@
+//! One HTTP client per source: authentication, a proactive rate limiter, retries with
+//! exponential backoff and jitter, and error classing (SPEC section 8).
+//!
+//! Never logs or returns the token: errors carry the method, path and API message only.
+
+mod rate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+pub use rate::RateLimit;
+
+use crate::error::{Error, Result};
+
+/// Longest URL we build; SPEC section 8 says never over 8 KiB.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+
+/// How the token travels.
+#[derive(Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` (HubSpot private apps and OAuth).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth(<redacted>)")
+    }
+}
+
+/// Counters reported in the manifest and the summary.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: Url,
+    pub auth: Auth,
+    pub rate_limit: RateLimit,
+    /// Attempts per request, the first included.
+    pub max_attempts: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// What to tell the user on a 401 (differs per source).
+    pub unauthorized_hint: &'static str,
+}
+
+pub struct HttpClient {
+    inner: reqwest::Client,
+    options: ClientOptions,
+    limiter: Option<rate::Limiter>,
+    pub stats: Arc<HttpStats>,
+}
+
+impl HttpClient {
+    pub fn new(options: ClientOptions) -> Result<HttpClient> {
+        let inner = reqwest::Client::builder()
+            .user_agent(concat!("crmdump/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .gzip(true)
+            .pool_max_idle_per_host(16)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpClient {
+            inner,
+            limiter: rate::Limiter::new(options.rate_limit),
+            options,
+            stats: Arc::new(HttpStats::default()),
+        })
+    }
+
+    /// The full URL of `path` with `query`, as it would be sent.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
+        let mut url = self
+            .options
+            .base_url
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| Error::Config(format!("cannot join {path} to the base URL: {e}")))?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T> {
+        let url = self.url(path, query)?;
+        if url.as_str().len() > MAX_URL_BYTES {
+            return Err(Error::Internal(format!(
+                "refusing to send a {}-byte URL for {path} (limit {MAX_URL_BYTES})",
+                url.as_str().len()
+            )));
+        }
+        self.send(Method::GET, url, None::<&()>).await
+    }
+
+    pub async fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let url = self.url(path, &[])?;
+        self.send(Method::POST, url, Some(body)).await
+    }
+
+    async fn send<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let method_name: &'static str = if method == Method::GET { "GET" } else { "POST" };
+        let path = display_path(&url);
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .with_max_times(self.options.max_attempts.saturating_sub(1))
+            .build();
+        loop {
+            if let Some(l) = &self.limiter {
+                l.until_ready().await;
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.attempt(&method, method_name, &url, &path, body).await;
+            let (err, wait) = match outcome {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Retry(e, wait)) => (e, wait),
+            };
+            let Some(delay) = backoff.next() else {
+                return Err(err);
+            };
+            let delay = wait.unwrap_or(delay);
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(method = method_name, path = %path, delay_ms = delay.as_millis() as u64, error = %err, "Retrying request.");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: &Method,
+        method_name: &'static str,
+        url: &Url,
+        path: &str,
+        body: Option<&B>,
+    ) -> std::result::Result<T, Attempt> {
+        let mut request = self.inner.request(method.clone(), url.clone());
+        request = match &self.options.auth {
+            Auth::Bearer(token) => request.bearer_auth(token),
+        };
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let transport = |e: reqwest::Error| {
+            let retryable =
+                e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode();
+            let err = Error::Transport {
+                method: method_name,
+                path: path.to_string(),
+                detail: describe(&e),
+                retryable,
+            };
+            if retryable {
+                Attempt::Retry(err, None)
+            } else {
+                Attempt::Final(err)
+            }
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(Duration::from_secs_f64);
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Attempt::Retry(
+                    Error::Malformed {
+                        method: method_name,
+                        path: path.to_string(),
+                        detail: e.to_string(),
+                    },
+                    None,
+                )
+            });
+        }
+        let api = ApiError::parse(&bytes);
+        let err = Error::Api {
+            method: method_name,
+            path: path.to_string(),
+            status: status.as_u16(),
+            message: api
+                .message
+                .clone()
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
+            correlation: api.correlation_id.clone(),
+            hint: self.hint(status, &api),
+        };
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let wait = retry_after.or(match api.policy_name.as_deref() {
+                    Some("TEN_SECONDLY_ROLLING") => Some(Duration::from_secs(10)),
+                    Some("SECONDLY") => Some(Duration::from_secs(1)),
+                    _ => None,
+                });
+                if api.policy_name.as_deref() == Some("DAILY") {
+                    Err(Attempt::Final(err))
+                } else {
+                    Err(Attempt::Retry(err, wait))
+                }
+            }
+            s if s.is_server_error() => Err(Attempt::Retry(err, retry_after)),
+            _ => Err(Attempt::Final(err)),
+        }
+    }
+
+    fn hint(&self, status: StatusCode, api: &ApiError) -> String {
+        match status.as_u16() {
+            401 => self.options.unauthorized_hint.to_string(),
+            403 => match &api.missing_scopes {
+                Some(scopes) if !scopes.is_empty() => {
+                    format!(
+                        "The token lacks the scope(s) {}: add them to the app and retry",
+                        scopes.join(", ")
+                    )
+                }
+                _ => "The token is not allowed to read this: check the app's scopes".to_string(),
+            },
+            404 => "Check --base-url and the object type name".to_string(),
+            414 => "The request URL was too long; please report this as a crmdump bug".to_string(),
+            429 => "The account's rate limit was exceeded; lower --concurrency or --rate-limit"
+                .to_string(),
+            s if s >= 500 => "The API failed repeatedly; try again later".to_string(),
+            _ => {
+                "This looks like a crmdump bug; please report it with the correlationId".to_string()
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Retry(Error, Option<Duration>),
+    Final(Error),
+}
+
+/// Path and query of a URL, the part worth showing in messages.
+fn display_path(url: &Url) -> String {
+    let mut s = url.path().to_string();
+    if let Some(q) = url.query() {
+        s.push('?');
+        if q.len() > 120 {
+            s.push_str(&q[..q.floor_char_boundary(120)]);
+            s.push('…');
+        } else {
+            s.push_str(q);
+        }
+    }
+    s
+}
+
+/// reqwest's error with its causes, without the URL (already in our message).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.without_url_ref().to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let kind = if self.is_timeout() {
+            "timed out"
+        } else if self.is_connect() {
+            "could not connect"
+        } else if self.is_body() || self.is_decode() {
+            "the response body was cut short or unreadable"
+        } else {
+            "request failed"
+        };
+        kind.to_string()
+    }
+}
+
+/// The fields of an API error body we use; every one optional (reference/hubspot-api.md §2.2).
+#[derive(Debug, Default)]
+struct ApiError {
+    message: Option<String>,
+    correlation_id: Option<String>,
+    policy_name: Option<String>,
+    missing_scopes: Option<Vec<String>>,
+}
+
+impl ApiError {
+    fn parse(bytes: &[u8]) -> ApiError {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            let text = String::from_utf8_lossy(bytes);
+            return ApiError {
+                message: (!text.trim().is_empty()).then(|| text.chars().take(300).collect()),
+                ..ApiError::default()
+            };
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        ApiError {
+            message: s("message"),
+            correlation_id: s("correlationId"),
+            policy_name: s("policyName"),
+            missing_scopes: v
+                .pointer("/context/missingScopes")
+                .or_else(|| v.pointer("/errors/0/context/missingScopes"))
+                .and_then(|x| x.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_parse_with_every_field_optional() {
+        let body = include_bytes!("../../fixtures/hubspot/429_ten_secondly.json");
+        let e = ApiError::parse(body);
+        assert_eq!(e.policy_name.as_deref(), Some("TEN_SECONDLY_ROLLING"));
+        assert!(e.correlation_id.is_some());
+        let e = ApiError::parse(br#"{"context":{"missingScopes":["crm.objects.deals.read"]}}"#);
+        assert_eq!(e.missing_scopes.unwrap(), vec!["crm.objects.deals.read"]);
+        assert_eq!(
+            ApiError::parse(b"<html>").message.as_deref(),
+            Some("<html>")
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! crmdump dumps a CRM account (HubSpot first) into files that warehouses load and analysts
+//! query: one folder per export day, one folder per table, gzip CSV parts of at most 15 MiB,
+//! and a manifest written last as the commit marker.
+//!
+//! Layers, imports flowing down: `model` and `schema` (names, tables, canonical values);
+//! `http` (one client); `extract` (sources, emitting Arrow batches); `split` (per-type and
+//! combined tables); `write` (encoders and the size-limited chunker); `sink` (object_store
+//! and the manifest); `pipeline` (all of it, with bounded channels); `cli`.
+
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod model;
+pub mod pipeline;
+pub mod sandbox;
+pub mod schema;
+pub mod sink;
+pub mod split;
+pub mod write;
+
+pub use error::{Error, ErrorClass, Result};

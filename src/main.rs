@@ -1,0 +1,34 @@
+//! The `crmdump` binary: parse arguments, run, print the error chain, map to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = crmdump::cli::Cli::parse();
+    crmdump::cli::init_logging(&cli.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(crmdump::cli::run(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Err(e) = result {
+        let code = e.class().exit_code();
+        let mut message = format!("error: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!("\n  caused by: {text}"));
+            }
+            source = s.source();
+        }
+        eprintln!("{message}");
+        std::process::exit(code);
+    }
+}

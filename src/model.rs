@@ -1,0 +1,149 @@
+//! Small value types shared by every layer: object types and the names derived from them.
+//! Imports nothing else of ours.
+
+/// One CRM object type as the exporter sees it: the API name used in paths, the type id
+/// (`0-1`, `2-123`) that goes into `OBJECTTYPEID`, and the singular/plural words used in
+/// table and column names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectType {
+    /// Name used in API paths: `contacts`, `line_items`, or a custom object's fully
+    /// qualified name (`p1234_cars`).
+    pub api_name: String,
+    /// HubSpot's objectTypeId: `0-1` for contacts, `2-XXX` for custom objects.
+    pub type_id: String,
+    /// Upper-case singular used in association column names (`CONTACT`, `LINE_ITEM`).
+    pub singular: String,
+    /// Upper-case plural used in table names (`CONTACTS`, `LINE_ITEMS`).
+    pub plural: String,
+    /// Whether pipelines exist for this type (`GET /crm/v3/pipelines/{type}`).
+    pub has_pipelines: bool,
+    /// False for the standard types, true for types found through the schemas API.
+    pub custom: bool,
+}
+
+impl ObjectType {
+    /// `OBJECTS_<PLURAL>`.
+    pub fn table_name(&self) -> String {
+        format!("OBJECTS_{}", self.plural)
+    }
+}
+
+/// A standard HubSpot object type: declared here as data, one row each.
+pub struct StandardType {
+    pub api_name: &'static str,
+    pub type_id: &'static str,
+    pub singular: &'static str,
+    pub plural: &'static str,
+    pub has_pipelines: bool,
+}
+
+/// The standard object types, with HubSpot's fixed type ids (reference/hubspot-api.md §12).
+pub const STANDARD_TYPES: &[StandardType] = &[
+    std_type("contacts", "0-1", "CONTACT", "CONTACTS", false),
+    std_type("companies", "0-2", "COMPANY", "COMPANIES", false),
+    std_type("deals", "0-3", "DEAL", "DEALS", true),
+    std_type("tickets", "0-5", "TICKET", "TICKETS", true),
+    std_type("products", "0-7", "PRODUCT", "PRODUCTS", false),
+    std_type("line_items", "0-8", "LINE_ITEM", "LINE_ITEMS", false),
+    std_type("quotes", "0-14", "QUOTE", "QUOTES", false),
+    std_type(
+        "communications",
+        "0-18",
+        "COMMUNICATION",
+        "COMMUNICATIONS",
+        false,
+    ),
+    std_type("tasks", "0-27", "TASK", "TASKS", false),
+    std_type("notes", "0-46", "NOTE", "NOTES", false),
+    std_type("meetings", "0-47", "MEETING", "MEETINGS", false),
+    std_type("calls", "0-48", "CALL", "CALLS", false),
+    std_type("emails", "0-49", "EMAIL", "EMAILS", false),
+    std_type("postal_mail", "0-116", "POSTAL_MAIL", "POSTAL_MAIL", false),
+];
+
+const fn std_type(
+    api_name: &'static str,
+    type_id: &'static str,
+    singular: &'static str,
+    plural: &'static str,
+    has_pipelines: bool,
+) -> StandardType {
+    StandardType {
+        api_name,
+        type_id,
+        singular,
+        plural,
+        has_pipelines,
+    }
+}
+
+/// The object types exported when `--objects` is not given (custom objects are always added).
+pub const DEFAULT_OBJECTS: &[&str] = &["contacts", "companies", "deals", "tickets"];
+
+impl StandardType {
+    pub fn to_object_type(&self) -> ObjectType {
+        ObjectType {
+            api_name: self.api_name.to_string(),
+            type_id: self.type_id.to_string(),
+            singular: self.singular.to_string(),
+            plural: self.plural.to_string(),
+            has_pipelines: self.has_pipelines,
+            custom: false,
+        }
+    }
+}
+
+/// Finds a standard type by API name or type id.
+pub fn standard_type(name_or_id: &str) -> Option<&'static StandardType> {
+    STANDARD_TYPES
+        .iter()
+        .find(|t| t.api_name.eq_ignore_ascii_case(name_or_id) || t.type_id == name_or_id)
+}
+
+/// Upper-cases a name and turns every run of characters other than A-Z and 0-9 into `_`
+/// per character, the rule HubSpot's data share uses for `PROPERTY_` and `EVENTS_` names.
+pub fn upper_identifier(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `PROPERTY_<UPPER(name)>`.
+pub fn property_column(property_name: &str) -> String {
+    format!("PROPERTY_{}", upper_identifier(property_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_data_share_rule() {
+        assert_eq!(property_column("hs_object_id"), "PROPERTY_HS_OBJECT_ID");
+        assert_eq!(
+            upper_identifier("Social media flow - Basic"),
+            "SOCIAL_MEDIA_FLOW___BASIC"
+        );
+        assert_eq!(upper_identifier("Zoë"), "ZO_");
+    }
+
+    #[test]
+    fn standard_types_resolve_by_name_or_id() {
+        assert_eq!(standard_type("0-3").unwrap().api_name, "deals");
+        assert_eq!(standard_type("LINE_ITEMS").unwrap().type_id, "0-8");
+        assert!(standard_type("cars").is_none());
+        assert_eq!(
+            standard_type("contacts")
+                .unwrap()
+                .to_object_type()
+                .table_name(),
+            "OBJECTS_CONTACTS"
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! extract -> split -> encode -> sink, through bounded channels, then the commit.
+//!
+//! Every table gets its own writer on a blocking thread (encoding and compression are CPU
+//! work) fed by a small bounded channel, so memory is bounded by the channel depths and the
+//! writers' upload buffers, never by the number of records. The manifest is written last,
+//! after parts of an earlier run of the same date that this run did not rewrite are removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::extract::{Emit, Extractor};
+use crate::schema::TableSchema;
+use crate::sink::Sink;
+use crate::sink::manifest::{ColumnEntry, MANIFEST_FILE, Manifest, TableEntry, Warning};
+use crate::split;
+use crate::write::{CsvGzipWriter, PartReceipt};
+
+/// Batches queued per table writer before the extractor waits.
+const WRITER_QUEUE: usize = 4;
+/// Emits queued between the extractor and the splitter.
+const EMIT_QUEUE: usize = 16;
+
+/// What an export run needs beyond the extractor and the sink.
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    pub date: NaiveDate,
+    pub max_file_size: u64,
+    pub gzip_level: u32,
+    pub started_at: DateTime<Utc>,
+    /// Canonical text of `started_at` (INGESTEDAT).
+    pub ingested_at: Arc<str>,
+}
+
+/// What a finished export reports.
+#[derive(Debug)]
+pub struct ExportReport {
+    pub manifest: Manifest,
+    pub manifest_key: String,
+    pub elapsed: std::time::Duration,
+}
+
+struct TableWriter {
+    tx: Option<mpsc::Sender<RecordBatch>>,
+    handle: JoinHandle<Result<Vec<PartReceipt>>>,
+}
+
+/// Runs one full export of `extractor` into `sink` and commits it.
+pub async fn export(
+    extractor: &dyn Extractor,
+    sink: &Sink,
+    settings: &ExportSettings,
+) -> Result<ExportReport> {
+    let clock = Instant::now();
+    let catalog = extractor.discover().await?;
+    tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
+
+    let day = settings.date.format("%Y-%m-%d").to_string();
+    let manifest_key = format!("{day}/{MANIFEST_FILE}");
+    // A re-run first withdraws the old commit marker: from here on the folder is incomplete.
+    sink.delete(&manifest_key).await?;
+
+    let mut writers: HashMap<String, TableWriter> = catalog
+        .tables
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                spawn_writer(sink, &day, t.clone(), settings),
+            )
+        })
+        .collect();
+
+    let (tx, mut rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
+    let extraction = extractor.run(&catalog, tx);
+    let ingested = settings.ingested_at.clone();
+    let routing = async {
+        let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
+        let mut notes: Vec<Warning> = Vec::new();
+        while let Some(emit) = rx.recv().await {
+            let rows = match emit {
+                Emit::Objects { stream, batch } => {
+                    split::split_objects(&stream, &batch, &ingested)?
+                }
+                Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
+                Emit::Rows { table, batch } => vec![split::TableRows {
+                    table,
+                    batch,
+                    unparseable: 0,
+                }],
+                Emit::Warning {
+                    kind,
+                    table,
+                    detail,
+                } => {
+                    tracing::warn!(table = %table, kind = %kind, "{detail}");
+                    notes.push(Warning {
+                        kind,
+                        table,
+                        count: None,
+                        detail: Some(detail),
+                    });
+                    continue;
+                }
+            };
+            for r in rows {
+                if r.unparseable > 0 {
+                    *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
+                }
+                if r.batch.num_rows() > 0 {
+                    route(&mut writers, &r.table, r.batch).await?;
+                }
+            }
+        }
+        Ok::<_, Error>((unparseable, notes))
+    };
+    let (extracted, routed) = tokio::join!(extraction, routing);
+    extracted?;
+    let (unparseable, mut warnings) = routed?;
+
+    // Every table's last part closes once its channel closes.
+    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = BTreeMap::new();
+    for (name, mut w) in writers {
+        w.tx.take();
+        let parts = w
+            .handle
+            .await
+            .map_err(|e| Error::Internal(format!("writer of {name} panicked: {e}")))??;
+        receipts.insert(name, parts);
+    }
+
+    remove_stale_parts(sink, &day, &receipts).await?;
+
+    for (table, count) in unparseable {
+        warnings.push(Warning {
+            kind: "unparseable_value".into(),
+            table,
+            count: Some(count),
+            detail: None,
+        });
+    }
+    let stats = extractor.http_stats();
+    let manifest = Manifest {
+        format_version: crate::sink::manifest::FORMAT_VERSION,
+        crmdump_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: extractor.source().to_string(),
+        account: catalog.account.clone(),
+        export_date: day.clone(),
+        mode: "full".into(),
+        window: None,
+        started_at: settings.ingested_at.to_string(),
+        finished_at: crate::sandbox::iso(Utc::now()),
+        format: "csv.gz".into(),
+        tables: catalog
+            .tables
+            .iter()
+            .map(|t| {
+                let files = receipts.remove(&t.name).unwrap_or_default();
+                TableEntry {
+                    name: t.name.clone(),
+                    rows: files.iter().map(|f| f.rows).sum(),
+                    columns: t
+                        .columns
+                        .iter()
+                        .map(|c| ColumnEntry {
+                            name: c.name.clone(),
+                            ty: c.ty.manifest_name().to_string(),
+                            nullable: c.nullable,
+                        })
+                        .collect(),
+                    files,
+                }
+            })
+            .collect(),
+        requests: stats.requests.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        warnings,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    sink.put(&manifest_key, Bytes::from(body)).await?;
+    tracing::info!(key = %manifest_key, "Manifest written; the export is committed.");
+    Ok(ExportReport {
+        manifest,
+        manifest_key,
+        elapsed: clock.elapsed(),
+    })
+}
+
+fn spawn_writer(
+    sink: &Sink,
+    day: &str,
+    table: Arc<TableSchema>,
+    settings: &ExportSettings,
+) -> TableWriter {
+    let (tx, mut rx) = mpsc::channel::<RecordBatch>(WRITER_QUEUE);
+    let sink = sink.clone();
+    let day = day.to_string();
+    let limit = settings.max_file_size;
+    let level = settings.gzip_level;
+    let handle = tokio::task::spawn_blocking(move || {
+        let parts = sink.part_sink(&day, &table.name, "csv.gz");
+        let mut writer = CsvGzipWriter::new(table.name.clone(), parts, limit, level);
+        while let Some(batch) = rx.blocking_recv() {
+            writer.write_batch(&batch)?;
+        }
+        let (receipts, _) = writer.finish(&table.arrow_schema())?;
+        tracing::debug!(table = %table.name, parts = receipts.len(), "Table written.");
+        Ok(receipts)
+    });
+    TableWriter {
+        tx: Some(tx),
+        handle,
+    }
+}
+
+/// Sends a batch to its table's writer; if the writer has stopped, returns its error.
+async fn route(
+    writers: &mut HashMap<String, TableWriter>,
+    table: &str,
+    batch: RecordBatch,
+) -> Result<()> {
+    let w = writers
+        .get_mut(table)
+        .ok_or_else(|| Error::Internal(format!("no writer for table {table}")))?;
+    let tx = w.tx.as_ref().expect("writers are open while routing");
+    if tx.send(batch).await.is_ok() {
+        return Ok(());
+    }
+    let w = writers.remove(table).expect("looked up above");
+    match w.handle.await {
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(_)) => Err(Error::Internal(format!("writer of {table} stopped early"))),
+        Err(e) => Err(Error::Internal(format!("writer of {table} panicked: {e}"))),
+    }
+}
+
+/// Removes objects under the day folder that this run did not write (parts of an earlier
+/// run that had more of them), so that the folder holds exactly what the manifest lists.
+async fn remove_stale_parts(
+    sink: &Sink,
+    day: &str,
+    receipts: &BTreeMap<String, Vec<PartReceipt>>,
+) -> Result<()> {
+    let keep: std::collections::HashSet<String> = receipts
+        .values()
+        .flatten()
+        .map(|r| format!("{day}/{}", r.path))
+        .collect();
+    for (key, _) in sink.list(day).await? {
+        if !keep.contains(&key) && !key.ends_with(MANIFEST_FILE) {
+            tracing::info!(key = %key, "Removing a part of an earlier run.");
+            sink.delete(&key).await?;
+        }
+    }
+    Ok(())
+}

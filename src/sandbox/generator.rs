@@ -1,0 +1,1015 @@
+//! Deterministic data of the sandbox CRM, generated lazily from `(seed, scale)`.
+//!
+//! Every value is a pure function of the seed, the object type, the record index and the
+//! property, so the server never holds a type in memory and tests can ask for the ground
+//! truth of any record. Associations follow a few arithmetic rules whose inverse is cheap,
+//! so both directions of every pair can be served and checked.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+
+/// Settings of one sandbox account.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Everything generated derives from this.
+    pub seed: u64,
+    /// Records per object type.
+    pub scale: u64,
+    /// "Now" for the generated data: timestamps fall in the two years before it.
+    pub anchor: DateTime<Utc>,
+    /// The Bearer token the server accepts; `None` accepts any non-empty token.
+    pub token: Option<String>,
+}
+
+impl SandboxConfig {
+    pub fn new(seed: u64, scale: u64) -> SandboxConfig {
+        SandboxConfig {
+            seed,
+            scale,
+            anchor: default_anchor(),
+            token: None,
+        }
+    }
+}
+
+/// The start of the current UTC day: data is stable within a day.
+pub fn default_anchor() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+}
+
+/// splitmix64: a tiny, well-known mixing function; the whole generator is built on it.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn hash(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x5EED_u64, |acc, &p| mix(acc ^ p))
+}
+
+/// A property definition served by `/crm/v3/properties/{type}`.
+#[derive(Debug, Clone)]
+pub struct PropertyDef {
+    pub name: String,
+    pub label: String,
+    /// HubSpot's `type`: string, number, datetime, date, bool, enumeration, phone_number.
+    pub ty: &'static str,
+    pub field_type: &'static str,
+    pub group: &'static str,
+    pub options: Vec<(String, String)>,
+    pub hubspot_defined: bool,
+    pub calculated: bool,
+    pub has_unique_value: bool,
+    role: Role,
+}
+
+/// What a property's values are made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    ObjectId,
+    CreatedAt,
+    UpdatedAt,
+    Owner,
+    FirstName,
+    LastName,
+    Email,
+    /// A deal pipeline or ticket pipeline and its stage.
+    Pipeline,
+    Stage,
+    /// A number field where HubSpot sometimes sends "N/A".
+    SloppyNumber,
+    Generic,
+}
+
+/// One object type of the sandbox account.
+#[derive(Debug, Clone)]
+pub struct SandboxType {
+    pub api_name: &'static str,
+    pub type_id: String,
+    pub singular_label: &'static str,
+    pub plural_label: &'static str,
+    /// Set for custom objects (`p<portal>_<name>`).
+    pub fully_qualified_name: Option<String>,
+    pub primary_display_property: &'static str,
+    pub properties: Vec<PropertyDef>,
+    pub id_base: i64,
+    ordinal: u64,
+}
+
+impl SandboxType {
+    pub fn is_custom(&self) -> bool {
+        self.fully_qualified_name.is_some()
+    }
+
+    /// Record index of an id, when the id belongs to this type.
+    pub fn index_of(&self, id: i64, count: u64) -> Option<u64> {
+        let i = id.checked_sub(self.id_base)?;
+        (i >= 0 && (i as u64) < count).then_some(i as u64)
+    }
+
+    pub fn id_of(&self, index: u64) -> i64 {
+        self.id_base + index as i64
+    }
+}
+
+/// An association type (label) between two object types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationType {
+    pub category: &'static str,
+    pub type_id: i32,
+    pub label: Option<&'static str>,
+}
+
+const fn assoc(
+    category: &'static str,
+    type_id: i32,
+    label: Option<&'static str>,
+) -> AssociationType {
+    AssociationType {
+        category,
+        type_id,
+        label,
+    }
+}
+
+/// How the records of two types are linked; each shape has a cheap inverse.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// from i -> to i / k
+    Div(u64),
+    /// from i -> to (i + s) mod n
+    Shift(u64),
+    /// from i with i % m == 0 -> to the last record
+    Hub(u64),
+}
+
+struct Rule {
+    from: usize,
+    to: usize,
+    shape: Shape,
+    forward: &'static [AssociationType],
+    inverse: &'static [AssociationType],
+}
+
+const HD: &str = "HUBSPOT_DEFINED";
+const UD: &str = "USER_DEFINED";
+
+/// An owner served by `/crm/v3/owners`.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub archived: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// (team id, team name, primary)
+    pub teams: Vec<(String, String, bool)>,
+}
+
+/// A pipeline with its stages: (id, label, metadata pairs).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub id: String,
+    pub label: String,
+    pub display_order: i32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub stages: Vec<(String, String, Vec<(&'static str, String)>)>,
+}
+
+/// One generated record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub archived: bool,
+}
+
+/// The sandbox account's whole data set, as functions.
+pub struct Generator {
+    pub config: SandboxConfig,
+    pub portal_id: i64,
+    pub types: Vec<SandboxType>,
+    pub owners: Vec<Owner>,
+    rules: Vec<Rule>,
+}
+
+/// Values that trip exporters: separators, quotes, line breaks, unicode, padding.
+const TRICKY_TEXT: &[&str] = &[
+    "Smith, John",
+    "He said \"hello\"",
+    "line one\nline two",
+    "crlf\r\nline",
+    "Zoë Ångström",
+    "日本語のテキスト",
+    "emoji 🚀 ok",
+    "  padded  ",
+    "comma, \"quote\" and\nnewline",
+    "tab\there",
+    "a;b;c",
+    "'single quotes'",
+    "ends with backslash \\",
+];
+
+const FIRST_NAMES: &[&str] = &[
+    "Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun",
+];
+const LAST_NAMES: &[&str] = &[
+    "Nguyen", "O'Brien", "Müller", "García", "Smith", "Kowalski", "Tanaka", "Okafor", "Rossi",
+    "Ivanova",
+];
+
+impl Generator {
+    pub fn new(config: SandboxConfig) -> Generator {
+        let portal_id = 10_000_000 + (hash(&[config.seed, 1]) % 89_999_999) as i64;
+        let types = build_types(portal_id);
+        let owners = build_owners(&config);
+        let rules = build_rules();
+        Generator {
+            config,
+            portal_id,
+            types,
+            owners,
+            rules,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.config.scale
+    }
+
+    /// A type by API name, type id or fully qualified name.
+    pub fn type_index(&self, name: &str) -> Option<usize> {
+        self.types.iter().position(|t| {
+            t.api_name.eq_ignore_ascii_case(name)
+                || t.type_id == name
+                || t.fully_qualified_name.as_deref() == Some(name)
+        })
+    }
+
+    pub fn record(&self, t: usize, index: u64) -> Record {
+        let ty = &self.types[t];
+        let h = hash(&[self.config.seed, ty.ordinal, index, 0xC4EA7ED]);
+        let two_years_ms = 730 * 86_400_000_i64;
+        let created =
+            self.config.anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
+        let age_ms = (self.config.anchor - created).num_milliseconds().max(1);
+        let updated = created + Duration::milliseconds((mix(h) % age_ms as u64) as i64);
+        Record {
+            id: ty.id_of(index),
+            created_at: iso(created),
+            updated_at: iso(updated),
+            archived: false,
+        }
+    }
+
+    /// The value of property `p` of record `index` as the API sends it (`None` is JSON null).
+    pub fn property_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
+        let ty = &self.types[t];
+        let prop = &ty.properties[p];
+        let h = hash(&[self.config.seed, ty.ordinal, index, p as u64 + 1]);
+        match prop.role {
+            Role::ObjectId => return Some(ty.id_of(index).to_string()),
+            Role::CreatedAt => return Some(self.record(t, index).created_at),
+            Role::UpdatedAt => return Some(self.record(t, index).updated_at),
+            Role::FirstName => return Some(FIRST_NAMES[(h % 10) as usize].to_string()),
+            Role::LastName => return Some(LAST_NAMES[(mix(h) % 10) as usize].to_string()),
+            Role::Email => {
+                return Some(format!(
+                    "person{}@example{}.com",
+                    ty.id_of(index),
+                    index % 7
+                ));
+            }
+            _ => {}
+        }
+        // About 15% of values are null and 2% the empty string.
+        let roll = h % 100;
+        if roll < 15 {
+            return None;
+        }
+        if roll < 17 && prop.role == Role::Generic {
+            return Some(String::new());
+        }
+        let v = mix(h);
+        Some(match prop.role {
+            Role::Owner => {
+                let active: Vec<&Owner> = self.owners.iter().collect();
+                active[(v % active.len() as u64) as usize].id.to_string()
+            }
+            Role::Pipeline | Role::Stage => {
+                let pipelines = self.pipelines(t);
+                let pipeline = &pipelines[(hash(&[self.config.seed, ty.ordinal, index, 77])
+                    % pipelines.len() as u64) as usize];
+                if prop.role == Role::Pipeline {
+                    pipeline.id.clone()
+                } else {
+                    pipeline.stages[(v % pipeline.stages.len() as u64) as usize]
+                        .0
+                        .clone()
+                }
+            }
+            Role::SloppyNumber if v % 10 == 0 => "N/A".to_string(),
+            _ => generic_value(prop, v, self.config.anchor),
+        })
+    }
+
+    /// Pipelines of a type (deals and tickets have them).
+    pub fn pipelines(&self, t: usize) -> Vec<Pipeline> {
+        let epoch = "1970-01-01T00:00:00Z".to_string();
+        let later = iso(self.config.anchor - Duration::days(400));
+        match self.types[t].api_name {
+            "deals" => vec![
+                Pipeline {
+                    id: "default".into(),
+                    label: "Sales Pipeline".into(),
+                    display_order: 0,
+                    created_at: epoch.clone(),
+                    updated_at: epoch.clone(),
+                    stages: [
+                        ("appointmentscheduled", "Appointment Scheduled", "0.2"),
+                        ("qualifiedtobuy", "Qualified To Buy", "0.4"),
+                        ("contractsent", "Contract Sent", "0.9"),
+                        ("closedwon", "Closed Won", "1.0"),
+                        ("closedlost", "Closed Lost", "0.0"),
+                    ]
+                    .iter()
+                    .map(|(id, label, p)| {
+                        let closed = if id.starts_with("closed") {
+                            "true"
+                        } else {
+                            "false"
+                        };
+                        (
+                            id.to_string(),
+                            label.to_string(),
+                            vec![
+                                ("isClosed", closed.to_string()),
+                                ("probability", p.to_string()),
+                            ],
+                        )
+                    })
+                    .collect(),
+                },
+                Pipeline {
+                    id: "9182736".into(),
+                    label: "Renewals, \"EMEA\"".into(),
+                    display_order: 1,
+                    created_at: later.clone(),
+                    updated_at: later,
+                    stages: vec![
+                        (
+                            "9182737".into(),
+                            "Renewal due".into(),
+                            vec![("isClosed", "false".into()), ("probability", "0.5".into())],
+                        ),
+                        (
+                            "9182738".into(),
+                            "Renewed ✓".into(),
+                            vec![("isClosed", "true".into()), ("probability", "1.0".into())],
+                        ),
+                    ],
+                },
+            ],
+            "tickets" => vec![Pipeline {
+                id: "0".into(),
+                label: "Support Pipeline".into(),
+                display_order: 0,
+                created_at: epoch.clone(),
+                updated_at: epoch,
+                stages: [
+                    ("1", "New", "OPEN"),
+                    ("2", "Waiting on contact", "OPEN"),
+                    ("4", "Closed", "CLOSED"),
+                ]
+                .iter()
+                .map(|(id, label, state)| {
+                    (
+                        id.to_string(),
+                        label.to_string(),
+                        vec![("ticketState", state.to_string())],
+                    )
+                })
+                .collect(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Association types defined from type `from` to type `to` (empty when none).
+    pub fn association_labels(&self, from: usize, to: usize) -> Vec<AssociationType> {
+        let mut out: Vec<AssociationType> = Vec::new();
+        for r in &self.rules {
+            // A type associated with itself uses both directions of its rule.
+            let forward = if (r.from, r.to) == (from, to) {
+                r.forward
+            } else {
+                &[]
+            };
+            let inverse = if (r.to, r.from) == (from, to) {
+                r.inverse
+            } else {
+                &[]
+            };
+            for t in forward.iter().chain(inverse) {
+                if !out.iter().any(|o| o.type_id == t.type_id) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Records of type `to` associated with record `index` of type `from`, ordered by
+    /// target index, each with its association types.
+    pub fn associations(
+        &self,
+        from: usize,
+        index: u64,
+        to: usize,
+    ) -> Vec<(u64, Vec<AssociationType>)> {
+        let n = self.count();
+        let mut out: Vec<(u64, Vec<AssociationType>)> = Vec::new();
+        let mut add = |target: u64, types: &'static [AssociationType]| {
+            if from == to && target == index {
+                return;
+            }
+            match out.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, existing)) => {
+                    for t in types {
+                        if !existing.contains(t) {
+                            existing.push(t.clone());
+                        }
+                    }
+                }
+                None => out.push((target, types.to_vec())),
+            }
+        };
+        for r in &self.rules {
+            if (r.from, r.to) == (from, to) {
+                match r.shape {
+                    Shape::Div(k) => add(index / k, r.forward),
+                    Shape::Shift(s) => add((index + s) % n, r.forward),
+                    Shape::Hub(m) => {
+                        if index % m == 0 {
+                            add(n - 1, r.forward)
+                        }
+                    }
+                }
+            }
+            if (r.to, r.from) == (from, to) {
+                match r.shape {
+                    Shape::Div(k) => {
+                        for i in index * k..((index + 1) * k).min(n) {
+                            add(i, r.inverse);
+                        }
+                    }
+                    Shape::Shift(s) => add((index + n - s % n) % n, r.inverse),
+                    Shape::Hub(m) => {
+                        if index == n - 1 {
+                            for i in (0..n).step_by(m as usize) {
+                                add(i, r.inverse);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+}
+
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
+    match prop.ty {
+        "number" => match v % 6 {
+            0 => format!("{}", v % 1000),
+            1 => format!("{}.{:02}", v % 100_000, v % 100),
+            2 => format!("-{}.5", v % 50),
+            3 => "1234.50".to_string(),
+            4 => format!("{}", (v % 10_000_000) * 1000),
+            _ => "0".to_string(),
+        },
+        "datetime" => {
+            let t = anchor - Duration::milliseconds((v % (900 * 86_400_000)) as i64);
+            // HubSpot sends most datetimes as ISO text, some as epoch milliseconds.
+            if v % 9 == 0 {
+                t.timestamp_millis().to_string()
+            } else {
+                iso(t)
+            }
+        }
+        "date" => (anchor - Duration::days((v % 3000) as i64))
+            .format("%Y-%m-%d")
+            .to_string(),
+        "bool" => if v % 2 == 0 { "true" } else { "false" }.to_string(),
+        "enumeration" => {
+            let o = &prop.options[(v % prop.options.len() as u64) as usize];
+            if prop.field_type == "checkbox" && v % 3 == 0 && prop.options.len() > 1 {
+                format!("{};{}", o.1, prop.options[0].1)
+            } else {
+                o.1.clone()
+            }
+        }
+        "phone_number" => format!("+1 (555) {:03}-{:04}", v % 1000, (v >> 10) % 10_000),
+        _ => {
+            if v % 4 == 0 {
+                TRICKY_TEXT[((v >> 3) % TRICKY_TEXT.len() as u64) as usize].to_string()
+            } else {
+                format!("{} {}", prop.label, v % 100_000)
+            }
+        }
+    }
+}
+
+fn prop(
+    name: &str,
+    label: &str,
+    ty: &'static str,
+    field_type: &'static str,
+    role: Role,
+) -> PropertyDef {
+    PropertyDef {
+        name: name.to_string(),
+        label: label.to_string(),
+        ty,
+        field_type,
+        group: "sandbox",
+        options: Vec::new(),
+        hubspot_defined: true,
+        calculated: false,
+        has_unique_value: role == Role::ObjectId,
+        role,
+    }
+}
+
+fn enumeration(name: &str, label: &str, field_type: &'static str, values: &[&str]) -> PropertyDef {
+    let mut p = prop(name, label, "enumeration", field_type, Role::Generic);
+    p.options = values
+        .iter()
+        .map(|v| (v.replace('_', " "), v.to_string()))
+        .collect();
+    p
+}
+
+/// Custom properties: `count` of them, cycling through the value types.
+fn custom_properties(prefix: &str, count: usize) -> Vec<PropertyDef> {
+    const KINDS: &[(&str, &str)] = &[
+        ("string", "text"),
+        ("number", "number"),
+        ("datetime", "date"),
+        ("date", "date"),
+        ("bool", "booleancheckbox"),
+        ("enumeration", "select"),
+        ("string", "textarea"),
+        ("phone_number", "phonenumber"),
+    ];
+    (0..count)
+        .map(|i| {
+            let (ty, field_type) = KINDS[i % KINDS.len()];
+            let name = format!("{prefix}_{i:03}");
+            let label = format!("Custom {} {i}", ty.replace('_', " "));
+            let mut p = if ty == "enumeration" {
+                enumeration(
+                    &name,
+                    &label,
+                    field_type,
+                    &["gold", "silver", "bronze_tier", "Ünïcode"],
+                )
+            } else {
+                prop(&name, &label, ty, field_type, Role::Generic)
+            };
+            p.hubspot_defined = false;
+            p.group = "custom_fields";
+            p
+        })
+        .collect()
+}
+
+fn build_types(portal_id: i64) -> Vec<SandboxType> {
+    let last_modified = |name: &str| {
+        prop(
+            name,
+            "Last Modified Date",
+            "datetime",
+            "date",
+            Role::UpdatedAt,
+        )
+    };
+    let common = |modified: &str| {
+        vec![
+            prop(
+                "hs_object_id",
+                "Record ID",
+                "number",
+                "number",
+                Role::ObjectId,
+            ),
+            prop(
+                "createdate",
+                "Create Date",
+                "datetime",
+                "date",
+                Role::CreatedAt,
+            ),
+            last_modified(modified),
+            prop(
+                "hubspot_owner_id",
+                "Owner",
+                "enumeration",
+                "select",
+                Role::Owner,
+            ),
+        ]
+    };
+    let mut contacts = common("lastmodifieddate");
+    contacts.extend([
+        prop("firstname", "First Name", "string", "text", Role::FirstName),
+        prop("lastname", "Last Name", "string", "text", Role::LastName),
+        prop("email", "Email", "string", "text", Role::Email),
+        prop(
+            "phone",
+            "Phone Number",
+            "string",
+            "phonenumber",
+            Role::Generic,
+        ),
+        prop("jobtitle", "Job Title", "string", "text", Role::Generic),
+        prop(
+            "date_of_birth",
+            "Date of birth",
+            "date",
+            "date",
+            Role::Generic,
+        ),
+        prop(
+            "annualrevenue",
+            "Annual Revenue",
+            "number",
+            "number",
+            Role::SloppyNumber,
+        ),
+        prop(
+            "hs_email_optout",
+            "Opted out of email",
+            "bool",
+            "booleancheckbox",
+            Role::Generic,
+        ),
+        prop(
+            "notes_last_contacted",
+            "Last Contacted",
+            "datetime",
+            "date",
+            Role::Generic,
+        ),
+        enumeration(
+            "lifecyclestage",
+            "Lifecycle Stage",
+            "radio",
+            &["subscriber", "lead", "marketingqualifiedlead", "customer"],
+        ),
+        enumeration(
+            "hs_buying_role",
+            "Buying Role",
+            "checkbox",
+            &["BUDGET_HOLDER", "CHAMPION", "END_USER"],
+        ),
+    ]);
+    // Long names, as real portals have: together they overflow an 8 KiB URL.
+    contacts.extend(custom_properties(
+        "custom_contact_attribute_with_a_long_descriptive_name",
+        230,
+    ));
+
+    let mut companies = common("hs_lastmodifieddate");
+    companies.extend([
+        prop("name", "Company name", "string", "text", Role::Generic),
+        prop(
+            "domain",
+            "Company Domain Name",
+            "string",
+            "text",
+            Role::Generic,
+        ),
+        prop(
+            "numberofemployees",
+            "Number of Employees",
+            "number",
+            "number",
+            Role::SloppyNumber,
+        ),
+        prop(
+            "founded_year",
+            "Year Founded",
+            "string",
+            "text",
+            Role::Generic,
+        ),
+        enumeration(
+            "industry",
+            "Industry",
+            "select",
+            &["COMPUTER_SOFTWARE", "BANKING", "RETAIL"],
+        ),
+    ]);
+    companies.extend(custom_properties("company_custom", 40));
+
+    let mut deals = common("hs_lastmodifieddate");
+    deals.extend([
+        prop("dealname", "Deal Name", "string", "text", Role::Generic),
+        prop("amount", "Amount", "number", "number", Role::SloppyNumber),
+        prop("closedate", "Close Date", "datetime", "date", Role::Generic),
+        prop(
+            "pipeline",
+            "Pipeline",
+            "enumeration",
+            "select",
+            Role::Pipeline,
+        ),
+        prop(
+            "dealstage",
+            "Deal Stage",
+            "enumeration",
+            "radio",
+            Role::Stage,
+        ),
+    ]);
+    deals.extend(custom_properties("deal_custom", 25));
+
+    let mut tickets = common("hs_lastmodifieddate");
+    tickets.extend([
+        prop("subject", "Ticket name", "string", "text", Role::Generic),
+        prop(
+            "content",
+            "Ticket description",
+            "string",
+            "textarea",
+            Role::Generic,
+        ),
+        prop(
+            "hs_pipeline",
+            "Pipeline",
+            "enumeration",
+            "select",
+            Role::Pipeline,
+        ),
+        prop(
+            "hs_pipeline_stage",
+            "Ticket status",
+            "enumeration",
+            "select",
+            Role::Stage,
+        ),
+        enumeration(
+            "hs_ticket_priority",
+            "Priority",
+            "select",
+            &["LOW", "MEDIUM", "HIGH"],
+        ),
+    ]);
+    tickets.extend(custom_properties("ticket_custom", 15));
+
+    let mut cars = common("hs_lastmodifieddate");
+    cars.extend([
+        prop("model", "Model", "string", "text", Role::Generic),
+        prop("year", "Year", "number", "number", Role::Generic),
+        prop("vin", "VIN", "string", "text", Role::Generic),
+    ]);
+    for p in cars.iter_mut().skip(4) {
+        p.hubspot_defined = false;
+    }
+    cars.extend(custom_properties("car_custom", 6));
+
+    let make =
+        |ordinal: u64, api_name, type_id: String, singular, plural, fqn, display, properties| {
+            SandboxType {
+                api_name,
+                type_id,
+                singular_label: singular,
+                plural_label: plural,
+                fully_qualified_name: fqn,
+                primary_display_property: display,
+                properties,
+                id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
+                ordinal,
+            }
+        };
+    vec![
+        make(
+            0,
+            "contacts",
+            "0-1".into(),
+            "Contact",
+            "Contacts",
+            None,
+            "email",
+            contacts,
+        ),
+        make(
+            1,
+            "companies",
+            "0-2".into(),
+            "Company",
+            "Companies",
+            None,
+            "name",
+            companies,
+        ),
+        make(
+            2,
+            "deals",
+            "0-3".into(),
+            "Deal",
+            "Deals",
+            None,
+            "dealname",
+            deals,
+        ),
+        make(
+            3,
+            "tickets",
+            "0-5".into(),
+            "Ticket",
+            "Tickets",
+            None,
+            "subject",
+            tickets,
+        ),
+        make(
+            4,
+            "cars",
+            "2-3508482".into(),
+            "Car",
+            "Cars",
+            Some(format!("p{portal_id}_cars")),
+            "model",
+            cars,
+        ),
+    ]
+}
+
+fn build_owners(config: &SandboxConfig) -> Vec<Owner> {
+    let teams = [
+        ("178588", "West Coast Sales"),
+        ("178590", "Support, \"Tier 2\""),
+        ("178591", "Équipe Paris"),
+    ];
+    (0..24)
+        .map(|i| {
+            let h = hash(&[config.seed, 0x0E7E4, i]);
+            let created = config.anchor - Duration::days(100 + (h % 900) as i64);
+            let mut member_of = vec![];
+            if i % 4 != 3 {
+                let t = teams[(i % 3) as usize];
+                member_of.push((t.0.to_string(), t.1.to_string(), true));
+                if i % 5 == 0 {
+                    let s = teams[((i + 1) % 3) as usize];
+                    member_of.push((s.0.to_string(), s.1.to_string(), false));
+                }
+            }
+            Owner {
+                id: 60_000_000 + (i as i64) * 37,
+                user_id: 9_000_000 + i as i64,
+                email: format!("owner{i}@sandbox.example"),
+                first_name: FIRST_NAMES[(i % 10) as usize].to_string(),
+                last_name: LAST_NAMES[((i / 3) % 10) as usize].to_string(),
+                archived: i >= 20,
+                created_at: iso(created),
+                updated_at: iso(created + Duration::days((h % 50) as i64)),
+                teams: member_of,
+            }
+        })
+        .collect()
+}
+
+fn build_rules() -> Vec<Rule> {
+    const CONTACT_COMPANY: &[AssociationType] =
+        &[assoc(HD, 1, Some("Primary")), assoc(HD, 279, None)];
+    const COMPANY_CONTACT: &[AssociationType] =
+        &[assoc(HD, 2, Some("Primary")), assoc(HD, 280, None)];
+    const CONTACT_COMPANY_BILLING: &[AssociationType] = &[
+        assoc(HD, 279, None),
+        assoc(UD, 1001, Some("Billing contact")),
+    ];
+    const COMPANY_CONTACT_BILLING: &[AssociationType] = &[
+        assoc(HD, 280, None),
+        assoc(UD, 1002, Some("Billing contact")),
+    ];
+    const DEAL_CONTACT: &[AssociationType] = &[
+        assoc(HD, 3, None),
+        assoc(UD, 1003, Some("Decision maker, \"final\"")),
+    ];
+    const CONTACT_DEAL: &[AssociationType] = &[
+        assoc(HD, 4, None),
+        assoc(UD, 1004, Some("Decision maker, \"final\"")),
+    ];
+    const DEAL_COMPANY: &[AssociationType] = &[assoc(HD, 5, Some("Primary")), assoc(HD, 341, None)];
+    const COMPANY_DEAL: &[AssociationType] = &[assoc(HD, 6, Some("Primary")), assoc(HD, 342, None)];
+    const TICKET_CONTACT: &[AssociationType] = &[assoc(HD, 16, None)];
+    const CONTACT_TICKET: &[AssociationType] = &[assoc(HD, 15, None)];
+    const TICKET_COMPANY: &[AssociationType] = &[assoc(HD, 339, None)];
+    const COMPANY_TICKET: &[AssociationType] = &[assoc(HD, 340, None)];
+    const CHILD_PARENT: &[AssociationType] = &[assoc(HD, 14, Some("Parent Company"))];
+    const PARENT_CHILD: &[AssociationType] = &[assoc(HD, 13, Some("Child Company"))];
+    const CAR_CONTACT: &[AssociationType] = &[assoc(UD, 2001, Some("Driver ✓"))];
+    const CONTACT_CAR: &[AssociationType] = &[assoc(UD, 2002, Some("Drives"))];
+    let rule = |from, to, shape, forward, inverse| Rule {
+        from,
+        to,
+        shape,
+        forward,
+        inverse,
+    };
+    vec![
+        rule(0, 1, Shape::Div(3), CONTACT_COMPANY, COMPANY_CONTACT),
+        rule(
+            0,
+            1,
+            Shape::Hub(10),
+            CONTACT_COMPANY_BILLING,
+            COMPANY_CONTACT_BILLING,
+        ),
+        rule(2, 0, Shape::Shift(1), DEAL_CONTACT, CONTACT_DEAL),
+        rule(2, 1, Shape::Div(2), DEAL_COMPANY, COMPANY_DEAL),
+        rule(3, 0, Shape::Shift(0), TICKET_CONTACT, CONTACT_TICKET),
+        rule(3, 1, Shape::Div(4), TICKET_COMPANY, COMPANY_TICKET),
+        rule(1, 1, Shape::Div(5), CHILD_PARENT, PARENT_CHILD),
+        rule(4, 0, Shape::Shift(0), CAR_CONTACT, CONTACT_CAR),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generator(scale: u64) -> Generator {
+        let mut c = SandboxConfig::new(7, scale);
+        c.anchor = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Generator::new(c)
+    }
+
+    #[test]
+    fn data_is_deterministic_and_has_the_hard_cases() {
+        let a = generator(300);
+        let b = generator(300);
+        let contacts = a.type_index("contacts").unwrap();
+        assert!(a.types[contacts].properties.len() >= 150);
+        let mut seen_null = false;
+        let mut seen_empty = false;
+        let mut seen_na = false;
+        let mut seen_tricky = false;
+        for i in 0..300 {
+            for p in 0..a.types[contacts].properties.len() {
+                let v = a.property_value(contacts, i, p);
+                assert_eq!(v, b.property_value(contacts, i, p));
+                match v.as_deref() {
+                    None => seen_null = true,
+                    Some("") => seen_empty = true,
+                    Some("N/A") => seen_na = true,
+                    Some(s) if s.contains(['\n', '"', ',']) => seen_tricky = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(seen_null && seen_empty && seen_na && seen_tricky);
+        let r = a.record(contacts, 5);
+        assert!(r.created_at <= r.updated_at && r.updated_at.as_str() < "2026-11-01");
+    }
+
+    #[test]
+    fn associations_are_symmetric() {
+        let g = generator(120);
+        for (from, to) in [(0, 1), (1, 0), (2, 0), (0, 2), (1, 1), (3, 1), (4, 0)] {
+            for i in 0..120 {
+                for (j, types) in g.associations(from, i, to) {
+                    let back = g.associations(to, j, from);
+                    assert!(
+                        back.iter().any(|(k, _)| *k == i),
+                        "{from}:{i} -> {to}:{j} has no inverse"
+                    );
+                    let labels = g.association_labels(from, to);
+                    assert!(types.iter().all(|t| labels.contains(t)));
+                }
+            }
+        }
+        // The hub company has more than one page of contacts.
+        assert!(g.associations(1, 119, 0).len() >= 12);
+        assert!(g.association_labels(0, 3).len() == 1 && g.association_labels(3, 2).is_empty());
+    }
+}

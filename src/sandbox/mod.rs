@@ -1,0 +1,13 @@
+//! The built-in fake CRM (SPEC section 9): a loopback HTTP server that answers the HubSpot
+//! API paths with HubSpot's JSON shapes, from data generated lazily by [`Generator`].
+//! It exists so that anyone can run a real export without an account, and so that every
+//! test and bench runs the real extractor over HTTP.
+
+mod generator;
+mod server;
+
+pub use generator::{
+    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType,
+    default_anchor, iso,
+};
+pub use server::{SandboxServer, Stats};

@@ -1,0 +1,655 @@
+//! HTTP side of the sandbox: routes, authentication, paging, limits and request counting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+use super::generator::{Generator, SandboxConfig};
+use crate::error::{Error, Result};
+
+/// Longest request line HubSpot accepts before answering 414 (measured near 16 KB).
+const MAX_URL: usize = 16_000;
+/// Associations returned per input of a v4 batch read before `paging` is set.
+const ASSOCIATIONS_PER_INPUT: usize = 100;
+
+/// Request counters served at `GET /_sandbox/stats`.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub by_endpoint: BTreeMap<String, u64>,
+    pub throttled: u64,
+    pub throttled_after_10s: u64,
+    pub faults: BTreeMap<String, u64>,
+    /// Longest request URL (path and query) seen, in bytes.
+    pub max_url_bytes: u64,
+}
+
+struct AppState {
+    generator: Generator,
+    stats: Mutex<Stats>,
+}
+
+type Shared = Arc<AppState>;
+
+/// A running sandbox server.
+pub struct SandboxServer {
+    pub addr: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SandboxServer {
+    /// Binds 127.0.0.1:`port` (0 for an ephemeral port) and serves in the background.
+    pub async fn start(config: SandboxConfig, port: u16) -> Result<SandboxServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| Error::Sandbox(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Sandbox(e.to_string()))?;
+        let state = Arc::new(AppState {
+            generator: Generator::new(config),
+            stats: Mutex::new(Stats::default()),
+        });
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "Sandbox server stopped.");
+            }
+        });
+        Ok(SandboxServer {
+            addr,
+            task: Some(task),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn wait(mut self) -> Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| Error::Sandbox(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SandboxServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/crm/v3/schemas", get(schemas))
+        .route("/crm-object-schemas/v3/schemas", get(schemas))
+        .route("/crm/v3/properties/{object_type}", get(properties))
+        .route("/crm/v3/objects/{object_type}", get(list_objects))
+        .route("/crm/v3/objects/{object_type}/batch/read", post(batch_read))
+        .route(
+            "/crm/v4/associations/{from}/{to}/batch/read",
+            post(association_batch_read),
+        )
+        .route(
+            "/crm/v4/associations/{from}/{to}/labels",
+            get(association_labels),
+        )
+        .route("/crm/v3/owners", get(owners))
+        .route("/crm/v3/pipelines/{object_type}", get(pipelines))
+        .route("/account-info/v3/details", get(account_details))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/_sandbox/stats", get(stats))
+        .merge(api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// HubSpot's error body.
+fn error(status: StatusCode, category: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "status": "error",
+        "message": message.into(),
+        "correlationId": format!("{:08x}-sand-box0-0000-{:012x}", status.as_u16(), rand_id()),
+        "category": category,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn rand_id() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn count(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let url_bytes = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if !endpoint.starts_with("/_sandbox") {
+        let mut s = state.stats.lock().expect("stats lock");
+        s.requests += 1;
+        *s.by_endpoint
+            .entry(format!("{} {endpoint}", request.method()))
+            .or_default() += 1;
+        s.max_url_bytes = s.max_url_bytes.max(url_bytes as u64);
+    }
+    if url_bytes > MAX_URL {
+        return error(StatusCode::URI_TOO_LONG, "VALIDATION_ERROR", "URI Too Long");
+    }
+    next.run(request).await
+}
+
+async fn authenticate(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty());
+    let ok = match (&state.generator.config.token, token) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(expected), Some(given)) => expected == given,
+    };
+    if !ok {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        );
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        "resource not found",
+    )
+}
+
+async fn stats(State(state): State<Shared>) -> Response {
+    let s = state.stats.lock().expect("stats lock").clone();
+    Json(s).into_response()
+}
+
+/// Query pairs, with repeated keys and comma lists both accepted (as HubSpot does).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<String>) -> Query {
+        Query(
+            url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn list(&self, key: &str) -> Option<Vec<String>> {
+        let values: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .flat_map(|(_, v)| v.split(',').map(str::to_string))
+            .filter(|v| !v.is_empty())
+            .collect();
+        self.0.iter().any(|(k, _)| k == key).then_some(values)
+    }
+    fn flag(&self, key: &str) -> bool {
+        self.get(key) == Some("true")
+    }
+    fn limit(&self, default: usize, max: usize) -> std::result::Result<usize, Response> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    format!("limit must be between 1 and {max}, got {l}"),
+                )),
+            },
+        }
+    }
+}
+
+fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Response> {
+    g.type_index(name).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Unable to infer object type from: {name}"),
+        )
+    })
+}
+
+fn property_json(g: &Generator, t: usize, p: usize) -> Value {
+    let def = &g.types[t].properties[p];
+    let created = g.config.anchor - chrono::Duration::days(1000 + p as i64);
+    json!({
+        "name": def.name,
+        "label": def.label,
+        "type": def.ty,
+        "fieldType": def.field_type,
+        "groupName": def.group,
+        "description": format!("{} (sandbox)", def.label),
+        "options": def.options.iter().enumerate().map(|(i, (label, value))| json!({
+            "label": label, "value": value, "displayOrder": i, "hidden": false
+        })).collect::<Vec<_>>(),
+        "calculated": def.calculated,
+        "hubspotDefined": def.hubspot_defined,
+        "hasUniqueValue": def.has_unique_value,
+        "hidden": false,
+        "archived": false,
+        "formField": true,
+        "dataSensitivity": "non_sensitive",
+        "createdAt": super::iso(created),
+        "updatedAt": super::iso(created + chrono::Duration::days(3)),
+        "displayOrder": p,
+        "modificationMetadata": {"archivable": !def.hubspot_defined, "readOnlyDefinition": def.hubspot_defined, "readOnlyValue": false}
+    })
+}
+
+async fn schemas(State(state): State<Shared>) -> Response {
+    let g = &state.generator;
+    let results: Vec<Value> = g
+        .types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_custom())
+        .map(|(t, ty)| {
+            let associations: Vec<Value> = (0..g.types.len())
+                .flat_map(|other| {
+                    g.association_labels(t, other).into_iter().map(move |a| (other, a))
+                })
+                .map(|(other, a)| {
+                    json!({"id": a.type_id.to_string(), "fromObjectTypeId": ty.type_id, "toObjectTypeId": g.types[other].type_id, "name": a.label})
+                })
+                .collect();
+            json!({
+                "id": ty.type_id.trim_start_matches("2-"),
+                "objectTypeId": ty.type_id,
+                "name": ty.api_name,
+                "fullyQualifiedName": ty.fully_qualified_name,
+                "labels": {"singular": ty.singular_label, "plural": ty.plural_label},
+                "primaryDisplayProperty": ty.primary_display_property,
+                "requiredProperties": [ty.primary_display_property],
+                "searchableProperties": [ty.primary_display_property],
+                "secondaryDisplayProperties": [],
+                "properties": (0..ty.properties.len()).map(|p| property_json(g, t, p)).collect::<Vec<_>>(),
+                "associations": associations,
+                "archived": false,
+                "createdAt": super::iso(g.config.anchor - chrono::Duration::days(800)),
+                "updatedAt": super::iso(g.config.anchor - chrono::Duration::days(20)),
+            })
+        })
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Response {
+    let g = &state.generator;
+    let t = match resolve_type(g, &object_type) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let results: Vec<Value> = (0..g.types[t].properties.len())
+        .map(|p| property_json(g, t, p))
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+/// A record as HubSpot's `SimplePublicObject`, with the requested properties.
+fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize]) -> Value {
+    let r = g.record(t, index);
+    let mut props = Map::new();
+    for &p in wanted {
+        let name = g.types[t].properties[p].name.clone();
+        props.insert(
+            name,
+            g.property_value(t, index, p)
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        );
+    }
+    json!({
+        "id": r.id.to_string(),
+        "properties": props,
+        "createdAt": r.created_at,
+        "updatedAt": r.updated_at,
+        "archived": r.archived,
+    })
+}
+
+/// Indexes of the requested properties; HubSpot ignores unknown names and always includes
+/// `hs_object_id`, `createdate` and the last-modified date.
+fn wanted_properties(g: &Generator, t: usize, requested: Option<Vec<String>>) -> Vec<usize> {
+    let props = &g.types[t].properties;
+    let always = |name: &str| {
+        matches!(
+            name,
+            "hs_object_id" | "createdate" | "lastmodifieddate" | "hs_lastmodifieddate"
+        )
+    };
+    let requested = requested.unwrap_or_else(|| {
+        // Without `properties`, HubSpot answers a small default set.
+        props.iter().take(6).map(|p| p.name.clone()).collect()
+    });
+    props
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| always(&p.name) || requested.iter().any(|r| r == &p.name))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+async fn list_objects(
+    State(state): State<Shared>,
+    Path(object_type): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let g = &state.generator;
+    let q = Query::parse(q);
+    let t = match resolve_type(g, &object_type) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let limit = match q.limit(10, 100) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if q.flag("archived") {
+        // The sandbox has no archived records yet.
+        return Json(json!({ "results": [] })).into_response();
+    }
+    let start: u64 = match q.get("after").map(str::parse) {
+        None => 0,
+        Some(Ok(a)) => a,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "invalid after cursor",
+            );
+        }
+    };
+    let wanted = wanted_properties(g, t, q.list("properties"));
+    let end = (start + limit as u64).min(g.count());
+    let results: Vec<Value> = (start..end)
+        .map(|i| object_json(g, t, i, &wanted))
+        .collect();
+    let mut body = json!({ "results": results });
+    if end < g.count() {
+        body["paging"] =
+            json!({"next": {"after": end.to_string(), "link": format!("?after={end}")}});
+    }
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct IdInput {
+    id: String,
+    after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchReadBody {
+    inputs: Vec<IdInput>,
+    #[serde(default)]
+    properties: Vec<String>,
+    #[serde(default)]
+    properties_with_history: Vec<String>,
+}
+
+async fn batch_read(
+    State(state): State<Shared>,
+    Path(object_type): Path<String>,
+    body: Option<Json<BatchReadBody>>,
+) -> Response {
+    let g = &state.generator;
+    let t = match resolve_type(g, &object_type) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON",
+        );
+    };
+    let max = if body.properties_with_history.is_empty() {
+        100
+    } else {
+        50
+    };
+    if body.inputs.len() > max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Batch size must be at most {max}"),
+        );
+    }
+    let wanted = wanted_properties(g, t, Some(body.properties));
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for input in &body.inputs {
+        match input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id, g.count())) {
+            Some(i) => results.push(object_json(g, t, i, &wanted)),
+            None => errors.push(json!({
+                "status": "error", "category": "OBJECT_NOT_FOUND", "message": format!("Could not get some {} objects, they may be deleted or not exist.", object_type),
+                "context": {"ids": [input.id]}, "errors": [], "links": {}
+            })),
+        }
+    }
+    let now = super::iso(chrono::Utc::now());
+    let mut out =
+        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
+    if errors.is_empty() {
+        Json(out).into_response()
+    } else {
+        out["numErrors"] = json!(errors.len());
+        out["errors"] = Value::Array(errors);
+        (StatusCode::MULTI_STATUS, Json(out)).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct AssociationBody {
+    inputs: Vec<IdInput>,
+}
+
+async fn association_batch_read(
+    State(state): State<Shared>,
+    Path((from, to)): Path<(String, String)>,
+    body: Option<Json<AssociationBody>>,
+) -> Response {
+    let g = &state.generator;
+    let (f, t) = match (resolve_type(g, &from), resolve_type(g, &to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let Some(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON",
+        );
+    };
+    if body.inputs.len() > 1000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "The maximum number of inputs is 1000",
+        );
+    }
+    let mut results = Vec::new();
+    for input in &body.inputs {
+        let Some(i) = input
+            .id
+            .parse::<i64>()
+            .ok()
+            .and_then(|id| g.types[f].index_of(id, g.count()))
+        else {
+            continue;
+        };
+        let all = g.associations(f, i, t);
+        let start: usize = input
+            .after
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        if all.is_empty() || start >= all.len() {
+            continue;
+        }
+        let end = (start + ASSOCIATIONS_PER_INPUT).min(all.len());
+        let to_json: Vec<Value> = all[start..end]
+            .iter()
+            .map(|(j, types)| {
+                json!({
+                    "toObjectId": g.types[t].id_of(*j),
+                    "associationTypes": types.iter().map(|a| json!({"category": a.category, "typeId": a.type_id, "label": a.label})).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut result = json!({"from": {"id": input.id}, "to": to_json});
+        if end < all.len() {
+            result["paging"] = json!({"next": {"after": end.to_string(), "link": null}});
+        }
+        results.push(result);
+    }
+    let now = super::iso(chrono::Utc::now());
+    Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}))
+        .into_response()
+}
+
+async fn association_labels(
+    State(state): State<Shared>,
+    Path((from, to)): Path<(String, String)>,
+) -> Response {
+    let g = &state.generator;
+    let (f, t) = match (resolve_type(g, &from), resolve_type(g, &to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let results: Vec<Value> = g
+        .association_labels(f, t)
+        .iter()
+        .map(|a| json!({"category": a.category, "typeId": a.type_id, "label": a.label}))
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let g = &state.generator;
+    let q = Query::parse(q);
+    let limit = match q.limit(100, 500) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let archived = q.flag("archived");
+    let matching: Vec<_> = g.owners.iter().filter(|o| o.archived == archived).collect();
+    let start: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let end = (start + limit).min(matching.len());
+    let results: Vec<Value> = matching[start.min(end)..end]
+        .iter()
+        .map(|o| {
+            let mut v = json!({
+                "id": o.id.to_string(), "type": "PERSON", "email": o.email, "firstName": o.first_name,
+                "lastName": o.last_name, "userId": o.user_id, "userIdIncludingInactive": o.user_id,
+                "createdAt": o.created_at, "updatedAt": o.updated_at, "archived": o.archived,
+                "teams": o.teams.iter().map(|(id, name, primary)| json!({"id": id, "name": name, "primary": primary})).collect::<Vec<_>>(),
+            });
+            if o.archived {
+                v["userId"] = Value::Null;
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "results": results });
+    if end < matching.len() {
+        body["paging"] = json!({"next": {"after": end.to_string()}});
+    }
+    Json(body).into_response()
+}
+
+async fn pipelines(State(state): State<Shared>, Path(object_type): Path<String>) -> Response {
+    let g = &state.generator;
+    let t = match resolve_type(g, &object_type) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let pipelines = g.pipelines(t);
+    if pipelines.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("{object_type} does not have pipelines"),
+        );
+    }
+    let results: Vec<Value> = pipelines
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "label": p.label, "displayOrder": p.display_order, "archived": false,
+                "createdAt": p.created_at, "updatedAt": p.updated_at,
+                "stages": p.stages.iter().enumerate().map(|(i, (id, label, meta))| json!({
+                    "id": id, "label": label, "displayOrder": i, "archived": false,
+                    "metadata": meta.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    "createdAt": p.created_at, "updatedAt": p.updated_at, "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT"
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+async fn account_details(State(state): State<Shared>) -> Response {
+    Json(json!({
+        "portalId": state.generator.portal_id,
+        "accountType": "SANDBOX",
+        "timeZone": "UTC",
+        "companyCurrency": "USD",
+        "uiDomain": "app.hubspot.com",
+        "dataHostingLocation": "na1"
+    }))
+    .into_response()
+}

@@ -1,0 +1,162 @@
+//! Canonical text of a value of each logical type (SPEC section 3, "CSV dialect").
+//! Pure functions; the only place values are parsed.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+
+use super::ColumnType;
+
+/// The value does not parse as its column's type.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unparseable;
+
+/// Canonical text of `raw` for a column of type `ty`.
+///
+/// Numbers keep the API's digits (validated, never re-printed); timestamps become
+/// `YYYY-MM-DDTHH:MM:SS.sssZ` in UTC (from RFC 3339 or epoch milliseconds); dates
+/// `YYYY-MM-DD`; booleans `true`/`false`. An empty string in a typed column is NULL rather
+/// than an error: HubSpot sends `""` for a cleared number or date.
+/// `Ok(None)` means NULL: the empty string in a typed column.
+pub fn canonicalize(raw: &str, ty: ColumnType) -> Result<Option<Cow<'_, str>>, Unparseable> {
+    if raw.is_empty() && !matches!(ty, ColumnType::Utf8 | ColumnType::Json) {
+        return Ok(None);
+    }
+    canonical_text(raw, ty).map(Some)
+}
+
+fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable> {
+    match ty {
+        ColumnType::Utf8 | ColumnType::Json => Ok(Cow::Borrowed(raw)),
+        ColumnType::Int64 | ColumnType::Int32 => {
+            let n: i64 = raw.trim().parse().map_err(|_| Unparseable)?;
+            if ty == ColumnType::Int32 && i32::try_from(n).is_err() {
+                return Err(Unparseable);
+            }
+            Ok(
+                if raw.len() == raw.trim().len() && !raw.starts_with('+') && !has_leading_zero(raw)
+                {
+                    Cow::Borrowed(raw)
+                } else {
+                    Cow::Owned(n.to_string())
+                },
+            )
+        }
+        ColumnType::Float64 => {
+            let t = raw.trim();
+            let ok = t
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+                && t.parse::<f64>().is_ok_and(f64::is_finite);
+            if !ok {
+                return Err(Unparseable);
+            }
+            Ok(if t.len() == raw.len() {
+                Cow::Borrowed(raw)
+            } else {
+                Cow::Owned(t.to_string())
+            })
+        }
+        ColumnType::Boolean => match raw.trim() {
+            "true" => Ok(Cow::Borrowed("true")),
+            "false" => Ok(Cow::Borrowed("false")),
+            t if t.eq_ignore_ascii_case("true") => Ok(Cow::Borrowed("true")),
+            t if t.eq_ignore_ascii_case("false") => Ok(Cow::Borrowed("false")),
+            _ => Err(Unparseable),
+        },
+        ColumnType::Timestamp => {
+            let dt = parse_instant(raw.trim()).ok_or(Unparseable)?;
+            let text = dt.to_rfc3339_opts(SecondsFormat::Millis, true);
+            Ok(if text == raw {
+                Cow::Borrowed(raw)
+            } else {
+                Cow::Owned(text)
+            })
+        }
+        ColumnType::Date32 => {
+            let t = raw.trim();
+            if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+                let text = d.format("%Y-%m-%d").to_string();
+                return Ok(if text == raw {
+                    Cow::Borrowed(raw)
+                } else {
+                    Cow::Owned(text)
+                });
+            }
+            let dt = parse_instant(t).ok_or(Unparseable)?;
+            Ok(Cow::Owned(dt.date_naive().format("%Y-%m-%d").to_string()))
+        }
+    }
+}
+
+fn has_leading_zero(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    digits.len() > 1 && digits.starts_with('0')
+}
+
+/// An instant from RFC 3339 text, or from epoch milliseconds (HubSpot sends both).
+pub fn parse_instant(t: &str) -> Option<DateTime<Utc>> {
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    if !t.is_empty()
+        && t.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+    {
+        let ms: i64 = t.parse().ok()?;
+        return DateTime::from_timestamp_millis(ms);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ColumnType::*;
+
+    fn c(raw: &str, ty: ColumnType) -> Option<String> {
+        canonicalize(raw, ty).ok().flatten().map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        assert_eq!(c("1234.50", Float64).as_deref(), Some("1234.50"));
+        assert_eq!(c("1e3", Float64).as_deref(), Some("1e3"));
+        assert_eq!(c(" 7 ", Float64).as_deref(), Some("7"));
+        assert_eq!(c("N/A", Float64), None);
+        assert_eq!(c("inf", Float64), None);
+        assert_eq!(c("NaN", Float64), None);
+        assert_eq!(canonicalize("", Float64), Ok(None));
+        assert_eq!(c("0012", Int64).as_deref(), Some("12"));
+        assert_eq!(c("3000000000", Int32), None);
+        assert_eq!(c("12.5", Int64), None);
+    }
+
+    #[test]
+    fn instants_and_dates_normalise_to_utc_text() {
+        assert_eq!(
+            c("2019-10-30T03:30:17.883Z", Timestamp).as_deref(),
+            Some("2019-10-30T03:30:17.883Z")
+        );
+        assert_eq!(
+            c("1970-01-01T00:00:00Z", Timestamp).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            c("2024-01-01T02:00:00+02:00", Timestamp).as_deref(),
+            Some("2024-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            c("1695938616824", Timestamp).as_deref(),
+            Some("2023-09-28T22:03:36.824Z")
+        );
+        assert_eq!(c("yesterday", Timestamp), None);
+        assert_eq!(c("2024-02-29", Date32).as_deref(), Some("2024-02-29"));
+        assert_eq!(c("2024-02-30", Date32), None);
+        assert_eq!(c("1709251200000", Date32).as_deref(), Some("2024-03-01"));
+        assert_eq!(c("TRUE", Boolean).as_deref(), Some("true"));
+        assert_eq!(c("yes", Boolean), None);
+        assert_eq!(c("", Utf8).as_deref(), Some(""));
+    }
+}

@@ -1,0 +1,61 @@
+//! `_manifest.json`: the commit marker of a day folder (SPEC section 3). A reader trusts a
+//! day folder only when its manifest is there; every part it lists exists with that size,
+//! checksum and row count.
+
+use serde::{Deserialize, Serialize};
+
+use crate::write::PartReceipt;
+
+pub const MANIFEST_FILE: &str = "_manifest.json";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub crmdump_version: String,
+    pub source: String,
+    pub account: String,
+    pub export_date: String,
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub window: Option<Window>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub format: String,
+    pub tables: Vec<TableEntry>,
+    pub requests: u64,
+    pub retries: u64,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub name: String,
+    pub rows: u64,
+    pub columns: Vec<ColumnEntry>,
+    pub files: Vec<PartReceipt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    pub kind: String,
+    pub table: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+}
