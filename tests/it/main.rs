@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `crmdump` binary against the sandbox over loopback HTTP,
+//! writing to a real local folder, every file read back by an independent reader
+//! (pyarrow, `tests/reader/read_export.py`) and compared with the sandbox's ground truth.
+
+mod support;
+
+mod chunking;
+mod errors;
+mod export;
+mod fixture;

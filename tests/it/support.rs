@@ -1,0 +1,154 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use chrono::{DateTime, Utc};
+use crmdump::sandbox::{Generator, SandboxConfig};
+use serde_json::Value;
+
+pub const ANCHOR: &str = "2026-11-01T00:00:00Z";
+pub const DATE: &str = "2026-11-20";
+
+pub fn crmdump() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crmdump"));
+    c.env_remove("HUBSPOT_ACCESS_TOKEN")
+        .env("RUST_LOG", "crmdump=info");
+    c
+}
+
+/// Runs a command, returning its output; panics with both streams if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the crmdump binary runs")
+}
+
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "crmdump failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn anchor() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(ANCHOR)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+pub fn generator(seed: u64, scale: u64) -> Generator {
+    let mut c = SandboxConfig::new(seed, scale);
+    c.anchor = anchor();
+    Generator::new(c)
+}
+
+/// The Python that has pyarrow: `CRMDUMP_TEST_PYTHON` (set by scripts/test), else the
+/// project's `.venv`, else `python3`.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CRMDUMP_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// Reads a day folder with the independent reader; `tables` empty reads every table.
+pub fn read_export(day: &Path, tables: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_export.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(day)
+        .args(tables)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "the independent reader failed (run scripts/test, which installs pyarrow):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the reader prints JSON")
+}
+
+/// Rows of a table as read back: a vector of rows of optional strings.
+pub fn rows(export: &Value, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let t = &export["tables"][table];
+    assert!(!t.is_null(), "table {table} was not read back");
+    let columns = t["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let rows = t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// A `crmdump sandbox` server in its own process, stopped on drop.
+pub struct SandboxProcess {
+    child: Child,
+    pub base_url: String,
+}
+
+impl SandboxProcess {
+    pub fn start(args: &[&str]) -> SandboxProcess {
+        let mut child = crmdump()
+            .args(["sandbox", "--port", "0", "--anchor", ANCHOR])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sandbox starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base_url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in the sandbox's first line: {line}"))
+            .to_string();
+        SandboxProcess { child, base_url }
+    }
+
+    /// `GET /_sandbox/stats`.
+    pub fn stats(&self) -> Value {
+        let url = format!("{}/_sandbox/stats", self.base_url);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(&url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Independent reader for crmdump exports (used by the Rust end-to-end tests).
+
+Reads a day folder with pyarrow's CSV reader (and Python's gzip/csv/hashlib for the checks),
+never with crmdump's own code, and prints one JSON document:
+
+  {"manifest": {...}, "tables": {NAME: {"columns": [...], "rows": [[...], ...]}},
+   "parts": {PATH: {"rows": N, "bytes": N, "sha256": "...", "header": [...]}},
+   "files_on_disk": [relative paths]}
+
+NULL (an empty unquoted field) reads as null; the empty string ("") reads as "".
+Usage: read_export.py DAY_FOLDER [TABLE ...]   (no TABLE: every table in the manifest)
+"""
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+
+def read_part(path):
+    raw = open(path, "rb").read()
+    # Each part must be a complete gzip file on its own.
+    text = gzip.decompress(raw).decode("utf-8")
+    header = next(csv.reader(io.StringIO(text)))
+    table = pacsv.read_csv(
+        io.BytesIO(text.encode("utf-8")),
+        read_options=pacsv.ReadOptions(use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            null_values=[""],
+        ),
+    )
+    return raw, header, table
+
+
+def main():
+    day = sys.argv[1]
+    wanted = set(sys.argv[2:])
+    manifest = json.load(open(os.path.join(day, "_manifest.json")))
+    out = {"manifest": manifest, "tables": {}, "parts": {}, "files_on_disk": []}
+    for root, _dirs, files in os.walk(day):
+        for f in files:
+            out["files_on_disk"].append(os.path.relpath(os.path.join(root, f), day))
+    for entry in manifest["tables"]:
+        name = entry["name"]
+        rows = []
+        columns = None
+        for f in entry["files"]:
+            raw, header, table = read_part(os.path.join(day, f["path"]))
+            out["parts"][f["path"]] = {
+                "rows": table.num_rows,
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "header": header,
+            }
+            columns = header
+            if not wanted or name in wanted:
+                cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+                rows.extend([list(r) for r in zip(*cols)] if cols else [])
+        if not wanted or name in wanted:
+            out["tables"][name] = {"columns": columns, "rows": rows}
+    json.dump(out, sys.stdout, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
