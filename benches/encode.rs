@@ -1,1 +1,114 @@
-fn main() {}
+//! Throughput of the CPU-bound parts: page split and gzip CSV encoding with part rolling,
+//! reported in bytes per second of CSV produced.
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crmdump::extract::{ObjectStream, PropertyDefinition};
+use crmdump::model;
+use crmdump::schema::{BatchBuilder, ColumnType, object_schemas};
+use crmdump::split::split_objects;
+use crmdump::write::{CsvGzipWriter, PartSink};
+
+/// Discards parts but counts their bytes.
+#[derive(Default)]
+struct Discard(u64);
+
+impl PartSink for Discard {
+    fn begin_part(&mut self, index: usize) -> crmdump::Result<String> {
+        Ok(format!("T/part-{index:05}.csv.gz"))
+    }
+    fn write(&mut self, bytes: &[u8]) -> crmdump::Result<()> {
+        self.0 += bytes.len() as u64;
+        Ok(())
+    }
+    fn finish_part(&mut self) -> crmdump::Result<()> {
+        Ok(())
+    }
+}
+
+/// A contacts-like stream with 60 properties of mixed types.
+fn stream() -> ObjectStream {
+    let kinds = ["string", "number", "datetime", "enumeration", "bool", "date"];
+    let properties: Vec<PropertyDefinition> = (0..60)
+        .map(|i| PropertyDefinition {
+            name: format!("property_{i:02}"),
+            property_type: kinds[i % kinds.len()].to_string(),
+            column: model::property_column(&format!("property_{i:02}")),
+        })
+        .collect();
+    let cols: Vec<_> = properties
+        .iter()
+        .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
+        .collect();
+    let (raw, table) = object_schemas("OBJECTS_CONTACTS", &cols);
+    ObjectStream {
+        object_type: model::standard_type("contacts").unwrap().to_object_type(),
+        properties,
+        raw,
+        table,
+    }
+}
+
+fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch {
+    let mut b = BatchBuilder::new(stream.raw.clone(), ingested.clone(), rows);
+    for r in 0..rows {
+        let id = (100_000 + r).to_string();
+        b.push(Some("0-1"));
+        b.push(Some(&id));
+        b.push(Some("2024-01-01T00:00:00.000Z"));
+        b.push(Some("2024-06-01T12:00:00.000Z"));
+        b.push(Some("false"));
+        b.push(None);
+        for (i, p) in stream.properties.iter().enumerate() {
+            let v = match p.property_type.as_str() {
+                "number" => format!("{}.{}", r * 7 + i, r % 100),
+                "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
+                "bool" => "true".to_string(),
+                "date" => "2025-03-04".to_string(),
+                _ => format!("value {r} of {i}, with \"quotes\""),
+            };
+            b.push_canonical(if (r + i) % 7 == 0 { None } else { Some(&v) });
+        }
+        b.end_row();
+    }
+    b.finish().unwrap()
+}
+
+fn csv_bytes(batch: &RecordBatch) -> u64 {
+    let rows = crmdump::write::csv::Rows::new(batch);
+    let mut buf = Vec::new();
+    (0..batch.num_rows())
+        .map(|r| {
+            rows.encode(r, &mut buf);
+            buf.len() as u64
+        })
+        .sum()
+}
+
+fn benches(c: &mut Criterion) {
+    let ingested: Arc<str> = "2026-11-23T00:00:00.000Z".into();
+    let s = stream();
+    let raw = page(&s, 1000, &ingested);
+    let typed = split_objects(&s, &raw, &ingested).unwrap().remove(1).batch;
+    let csv_len = csv_bytes(&typed);
+
+    let mut g = c.benchmark_group("objects_1000x60");
+    g.throughput(Throughput::Bytes(csv_len));
+    g.bench_function("split", |b| b.iter(|| split_objects(&s, &raw, &ingested).unwrap()));
+    g.bench_function("csv_encode", |b| b.iter(|| csv_bytes(&typed)));
+    for level in [1, 6] {
+        g.bench_function(format!("csv_gzip_parts_level{level}"), |b| {
+            b.iter(|| {
+                let mut w = CsvGzipWriter::new("OBJECTS_CONTACTS", Discard::default(), 1 << 20, level);
+                w.write_batch(&typed).unwrap();
+                w.finish(&typed.schema()).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(encode, benches);
+criterion_main!(encode);

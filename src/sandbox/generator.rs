@@ -174,7 +174,10 @@ pub struct Owner {
     pub teams: Vec<(String, String, bool)>,
 }
 
-/// A pipeline with its stages: (id, label, metadata pairs).
+/// A pipeline stage: id, label, metadata pairs.
+pub type Stage = (String, String, Vec<(&'static str, String)>);
+
+/// A pipeline with its stages.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub id: String,
@@ -182,7 +185,7 @@ pub struct Pipeline {
     pub display_order: i32,
     pub created_at: String,
     pub updated_at: String,
-    pub stages: Vec<(String, String, Vec<(&'static str, String)>)>,
+    pub stages: Vec<Stage>,
 }
 
 /// One generated record.
@@ -318,7 +321,7 @@ impl Generator {
                         .clone()
                 }
             }
-            Role::SloppyNumber if v % 10 == 0 => "N/A".to_string(),
+            Role::SloppyNumber if v.is_multiple_of(10) => "N/A".to_string(),
             _ => generic_value(prop, v, self.config.anchor),
         })
     }
@@ -460,7 +463,7 @@ impl Generator {
                     Shape::Div(k) => add(index / k, r.forward),
                     Shape::Shift(s) => add((index + s) % n, r.forward),
                     Shape::Hub(m) => {
-                        if index % m == 0 {
+                        if index.is_multiple_of(m) {
                             add(n - 1, r.forward)
                         }
                     }
@@ -506,7 +509,7 @@ fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
         "datetime" => {
             let t = anchor - Duration::milliseconds((v % (900 * 86_400_000)) as i64);
             // HubSpot sends most datetimes as ISO text, some as epoch milliseconds.
-            if v % 9 == 0 {
+            if v.is_multiple_of(9) {
                 t.timestamp_millis().to_string()
             } else {
                 iso(t)
@@ -515,10 +518,10 @@ fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
         "date" => (anchor - Duration::days((v % 3000) as i64))
             .format("%Y-%m-%d")
             .to_string(),
-        "bool" => if v % 2 == 0 { "true" } else { "false" }.to_string(),
+        "bool" => if v.is_multiple_of(2) { "true" } else { "false" }.to_string(),
         "enumeration" => {
             let o = &prop.options[(v % prop.options.len() as u64) as usize];
-            if prop.field_type == "checkbox" && v % 3 == 0 && prop.options.len() > 1 {
+            if prop.field_type == "checkbox" && v.is_multiple_of(3) && prop.options.len() > 1 {
                 format!("{};{}", o.1, prop.options[0].1)
             } else {
                 o.1.clone()
@@ -526,7 +529,7 @@ fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
         }
         "phone_number" => format!("+1 (555) {:03}-{:04}", v % 1000, (v >> 10) % 10_000),
         _ => {
-            if v % 4 == 0 {
+            if v.is_multiple_of(4) {
                 TRICKY_TEXT[((v >> 3) % TRICKY_TEXT.len() as u64) as usize].to_string()
             } else {
                 format!("{} {}", prop.label, v % 100_000)

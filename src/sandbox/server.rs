@@ -122,16 +122,38 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// HubSpot's error body.
-fn error(status: StatusCode, category: &str, message: impl Into<String>) -> Response {
-    let body = json!({
-        "status": "error",
-        "message": message.into(),
-        "correlationId": format!("{:08x}-sand-box0-0000-{:012x}", status.as_u16(), rand_id()),
-        "category": category,
-    });
-    (status, Json(body)).into_response()
+/// A request the sandbox refuses, answered with HubSpot's error body.
+struct Rejection {
+    status: StatusCode,
+    category: &'static str,
+    message: String,
 }
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "status": "error",
+            "message": self.message,
+            "correlationId": format!("{:08x}-sand-box0-0000-{:012x}", self.status.as_u16(), rand_id()),
+            "category": self.category,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn reject(status: StatusCode, category: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        status,
+        category,
+        message: message.into(),
+    }
+}
+
+fn error(status: StatusCode, category: &'static str, message: impl Into<String>) -> Response {
+    reject(status, category, message).into_response()
+}
+
+type Answer = std::result::Result<Response, Rejection>;
 
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
@@ -235,12 +257,12 @@ impl Query {
     fn flag(&self, key: &str) -> bool {
         self.get(key) == Some("true")
     }
-    fn limit(&self, default: usize, max: usize) -> std::result::Result<usize, Response> {
+    fn limit(&self, default: usize, max: usize) -> std::result::Result<usize, Rejection> {
         match self.get("limit") {
             None => Ok(default),
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(error(
+                _ => Err(reject(
                     StatusCode::BAD_REQUEST,
                     "VALIDATION_ERROR",
                     format!("limit must be between 1 and {max}, got {l}"),
@@ -250,9 +272,9 @@ impl Query {
     }
 }
 
-fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Response> {
+fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Rejection> {
     g.type_index(name).ok_or_else(|| {
-        error(
+        reject(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
             format!("Unable to infer object type from: {name}"),
@@ -324,16 +346,13 @@ async fn schemas(State(state): State<Shared>) -> Response {
     Json(json!({ "results": results })).into_response()
 }
 
-async fn properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Response {
+async fn properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
     let g = &state.generator;
-    let t = match resolve_type(g, &object_type) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+    let t = resolve_type(g, &object_type)?;
     let results: Vec<Value> = (0..g.types[t].properties.len())
         .map(|p| property_json(g, t, p))
         .collect();
-    Json(json!({ "results": results })).into_response()
+    Ok(Json(json!({ "results": results })).into_response())
 }
 
 /// A record as HubSpot's `SimplePublicObject`, with the requested properties.
@@ -384,30 +403,24 @@ async fn list_objects(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
     RawQuery(q): RawQuery,
-) -> Response {
+) -> Answer {
     let g = &state.generator;
     let q = Query::parse(q);
-    let t = match resolve_type(g, &object_type) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let limit = match q.limit(10, 100) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
+    let t = resolve_type(g, &object_type)?;
+    let limit = q.limit(10, 100)?;
     if q.flag("archived") {
         // The sandbox has no archived records yet.
-        return Json(json!({ "results": [] })).into_response();
+        return Ok(Json(json!({ "results": [] })).into_response());
     }
     let start: u64 = match q.get("after").map(str::parse) {
         None => 0,
         Some(Ok(a)) => a,
         Some(Err(_)) => {
-            return error(
+            return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
                 "invalid after cursor",
-            );
+            ));
         }
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
@@ -420,7 +433,7 @@ async fn list_objects(
         body["paging"] =
             json!({"next": {"after": end.to_string(), "link": format!("?after={end}")}});
     }
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -443,30 +456,21 @@ async fn batch_read(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
     body: Option<Json<BatchReadBody>>,
-) -> Response {
+) -> Answer {
     let g = &state.generator;
-    let t = match resolve_type(g, &object_type) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON",
-        );
-    };
+    let t = resolve_type(g, &object_type)?;
+    let Json(body) = body.ok_or_else(invalid_json)?;
     let max = if body.properties_with_history.is_empty() {
         100
     } else {
         50
     };
     if body.inputs.len() > max {
-        return error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
             format!("Batch size must be at most {max}"),
-        );
+        ));
     }
     let wanted = wanted_properties(g, t, Some(body.properties));
     let mut results = Vec::new();
@@ -484,12 +488,15 @@ async fn batch_read(
     let mut out =
         json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
     if errors.is_empty() {
-        Json(out).into_response()
-    } else {
-        out["numErrors"] = json!(errors.len());
-        out["errors"] = Value::Array(errors);
-        (StatusCode::MULTI_STATUS, Json(out)).into_response()
+        return Ok(Json(out).into_response());
     }
+    out["numErrors"] = json!(errors.len());
+    out["errors"] = Value::Array(errors);
+    Ok((StatusCode::MULTI_STATUS, Json(out)).into_response())
+}
+
+fn invalid_json() -> Rejection {
+    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON")
 }
 
 #[derive(Deserialize)]
@@ -501,25 +508,16 @@ async fn association_batch_read(
     State(state): State<Shared>,
     Path((from, to)): Path<(String, String)>,
     body: Option<Json<AssociationBody>>,
-) -> Response {
+) -> Answer {
     let g = &state.generator;
-    let (f, t) = match (resolve_type(g, &from), resolve_type(g, &to)) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let Some(Json(body)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON",
-        );
-    };
+    let (f, t) = (resolve_type(g, &from)?, resolve_type(g, &to)?);
+    let Json(body) = body.ok_or_else(invalid_json)?;
     if body.inputs.len() > 1000 {
-        return error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
             "The maximum number of inputs is 1000",
-        );
+        ));
     }
     let mut results = Vec::new();
     for input in &body.inputs {
@@ -557,34 +555,28 @@ async fn association_batch_read(
         results.push(result);
     }
     let now = super::iso(chrono::Utc::now());
-    Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}))
-        .into_response()
+    Ok(Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}))
+        .into_response())
 }
 
 async fn association_labels(
     State(state): State<Shared>,
     Path((from, to)): Path<(String, String)>,
-) -> Response {
+) -> Answer {
     let g = &state.generator;
-    let (f, t) = match (resolve_type(g, &from), resolve_type(g, &to)) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+    let (f, t) = (resolve_type(g, &from)?, resolve_type(g, &to)?);
     let results: Vec<Value> = g
         .association_labels(f, t)
         .iter()
         .map(|a| json!({"category": a.category, "typeId": a.type_id, "label": a.label}))
         .collect();
-    Json(json!({ "results": results })).into_response()
+    Ok(Json(json!({ "results": results })).into_response())
 }
 
-async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Response {
+async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let g = &state.generator;
     let q = Query::parse(q);
-    let limit = match q.limit(100, 500) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
+    let limit = q.limit(100, 500)?;
     let archived = q.flag("archived");
     let matching: Vec<_> = g.owners.iter().filter(|o| o.archived == archived).collect();
     let start: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -608,22 +600,19 @@ async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Response 
     if end < matching.len() {
         body["paging"] = json!({"next": {"after": end.to_string()}});
     }
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
-async fn pipelines(State(state): State<Shared>, Path(object_type): Path<String>) -> Response {
+async fn pipelines(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
     let g = &state.generator;
-    let t = match resolve_type(g, &object_type) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+    let t = resolve_type(g, &object_type)?;
     let pipelines = g.pipelines(t);
     if pipelines.is_empty() {
-        return error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
             format!("{object_type} does not have pipelines"),
-        );
+        ));
     }
     let results: Vec<Value> = pipelines
         .iter()
@@ -639,11 +628,11 @@ async fn pipelines(State(state): State<Shared>, Path(object_type): Path<String>)
             })
         })
         .collect();
-    Json(json!({ "results": results })).into_response()
+    Ok(Json(json!({ "results": results })).into_response())
 }
 
-async fn account_details(State(state): State<Shared>) -> Response {
-    Json(json!({
+async fn account_details(State(state): State<Shared>) -> Answer {
+    Ok(Json(json!({
         "portalId": state.generator.portal_id,
         "accountType": "SANDBOX",
         "timeZone": "UTC",
@@ -651,5 +640,5 @@ async fn account_details(State(state): State<Shared>) -> Response {
         "uiDomain": "app.hubspot.com",
         "dataHostingLocation": "na1"
     }))
-    .into_response()
+    .into_response())
 }

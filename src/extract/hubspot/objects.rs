@@ -107,7 +107,7 @@ pub(super) async fn extract(
             let chunk: Vec<String> = pending_ids.drain(..ASSOCIATION_INPUTS).collect();
             associations(client, &pairs, &chunk, ingested, out).await?;
         }
-        if pages % 50 == 0 {
+        if pages.is_multiple_of(50) {
             tracing::info!(table = %table, records, pages, "Reading records.");
         }
         match next {
