@@ -18,6 +18,10 @@ pub struct SandboxConfig {
     pub anchor: DateTime<Utc>,
     /// The Bearer token the server accepts; `None` accepts any non-empty token.
     pub token: Option<String>,
+    /// Scopes the token lacks: endpoints needing them answer 403 with HubSpot's body
+    /// (`crm.objects.<type>.read`, `crm.lists.read`, `behavioral_events.event_definitions.read_write`,
+    /// `settings.users.teams.read`).
+    pub missing_scopes: Vec<String>,
 }
 
 impl SandboxConfig {
@@ -27,6 +31,7 @@ impl SandboxConfig {
             scale,
             anchor: default_anchor(),
             token: None,
+            missing_scopes: Vec::new(),
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct PropertyDef {
     pub hubspot_defined: bool,
     pub calculated: bool,
     pub has_unique_value: bool,
+    /// Most history entries a value of this property has (1: only the current value).
+    pub history_depth: u64,
     role: Role,
 }
 
@@ -91,13 +98,17 @@ enum Role {
 pub struct SandboxType {
     pub api_name: &'static str,
     pub type_id: String,
-    pub singular_label: &'static str,
-    pub plural_label: &'static str,
+    pub singular_label: String,
+    pub plural_label: String,
     /// Set for custom objects (`p<portal>_<name>`).
     pub fully_qualified_name: Option<String>,
     pub primary_display_property: &'static str,
     pub properties: Vec<PropertyDef>,
     pub id_base: i64,
+    /// Records of this type (archived ones included).
+    pub count: u64,
+    /// The scope a token needs to read this type.
+    pub scope: String,
     ordinal: u64,
 }
 
@@ -107,9 +118,9 @@ impl SandboxType {
     }
 
     /// Record index of an id, when the id belongs to this type.
-    pub fn index_of(&self, id: i64, count: u64) -> Option<u64> {
+    pub fn index_of(&self, id: i64) -> Option<u64> {
         let i = id.checked_sub(self.id_base)?;
-        (i >= 0 && (i as u64) < count).then_some(i as u64)
+        (i >= 0 && (i as u64) < self.count).then_some(i as u64)
     }
 
     pub fn id_of(&self, index: u64) -> i64 {
@@ -195,6 +206,17 @@ pub struct Record {
     pub created_at: String,
     pub updated_at: String,
     pub archived: bool,
+    pub archived_at: Option<String>,
+}
+
+/// One historical value of a property (`ValueWithTimestamp`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub value: String,
+    pub timestamp: String,
+    pub source_type: &'static str,
+    pub source_id: Option<String>,
+    pub updated_by_user_id: Option<i64>,
 }
 
 /// The sandbox account's whole data set, as functions.
@@ -234,7 +256,7 @@ const LAST_NAMES: &[&str] = &[
 impl Generator {
     pub fn new(config: SandboxConfig) -> Generator {
         let portal_id = 10_000_000 + (hash(&[config.seed, 1]) % 89_999_999) as i64;
-        let types = build_types(portal_id);
+        let types = build_types(portal_id, config.scale);
         let owners = build_owners(&config);
         let rules = build_rules();
         Generator {
@@ -246,8 +268,20 @@ impl Generator {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.config.scale
+    /// Records of type `t`, archived ones included.
+    pub fn count(&self, t: usize) -> u64 {
+        self.types[t].count
+    }
+
+    /// About one record in 40 is archived (in the recycle bin): listed only with
+    /// `archived=true`, without associations.
+    pub fn is_archived(&self, t: usize, index: u64) -> bool {
+        hash(&[self.config.seed, self.types[t].ordinal, index, 0xA5C41]).is_multiple_of(40)
+    }
+
+    /// Whether the token lacks `scope`.
+    pub fn scope_missing(&self, scope: &str) -> bool {
+        self.config.missing_scopes.iter().any(|s| s == scope)
     }
 
     /// A type by API name, type id or fully qualified name.
@@ -267,11 +301,17 @@ impl Generator {
             self.config.anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
         let age_ms = (self.config.anchor - created).num_milliseconds().max(1);
         let updated = created + Duration::milliseconds((mix(h) % age_ms as u64) as i64);
+        let archived = self.is_archived(t, index);
+        let archived_at = archived.then(|| {
+            let left = (self.config.anchor - updated).num_milliseconds().max(1);
+            iso(updated + Duration::milliseconds((mix(h ^ 0xA5) % left as u64) as i64))
+        });
         Record {
             id: ty.id_of(index),
             created_at: iso(created),
             updated_at: iso(updated),
-            archived: false,
+            archived,
+            archived_at,
         }
     }
 
@@ -440,7 +480,11 @@ impl Generator {
         index: u64,
         to: usize,
     ) -> Vec<(u64, Vec<AssociationType>)> {
-        let n = self.count();
+        if self.is_archived(from, index) {
+            return Vec::new();
+        }
+        // Rules link the core types, which all have `scale` records.
+        let n = self.count(from);
         let mut out: Vec<(u64, Vec<AssociationType>)> = Vec::new();
         let mut add = |target: u64, types: &'static [AssociationType]| {
             if from == to && target == index {
@@ -487,8 +531,222 @@ impl Generator {
                 }
             }
         }
+        out.retain(|(target, _)| !self.is_archived(to, *target));
         out.sort_by_key(|(t, _)| *t);
         out
+    }
+}
+
+/// A list (segment) served by the lists API.
+#[derive(Debug, Clone)]
+pub struct ListDef {
+    pub list_id: String,
+    pub name: String,
+    /// Index of the object type of its members.
+    pub object_type: usize,
+    pub processing_type: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Members are records with `hash % every == 0` (archived records excluded).
+    every: u64,
+}
+
+/// An event type served by the events API.
+#[derive(Debug, Clone)]
+pub struct EventTypeDef {
+    /// `e_visited_page`, or `pe<portal>_<name>` for a custom behavioral event.
+    pub name: String,
+    pub label: String,
+    /// Index of the object type the events are on.
+    pub object_type: usize,
+    /// (name, label, type)
+    pub properties: Vec<(String, String, &'static str)>,
+    pub custom: bool,
+    pub count: u64,
+}
+
+/// One event occurrence.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub object_index: u64,
+    pub occurred_at: String,
+    pub properties: Vec<(String, Option<String>)>,
+}
+
+/// A team: id, name, primary user ids, secondary user ids.
+pub type Team = (String, String, Vec<String>, Vec<String>);
+
+const SOURCE_TYPES: &[&str] = &["CRM_UI", "API", "IMPORT", "CALCULATED", "INTEGRATION", "AUTOMATION_PLATFORM"];
+
+impl Generator {
+    /// Every value property `p` of record `index` has had, newest first, with strictly
+    /// decreasing timestamps; the newest is the current value. Empty when the current value
+    /// is null.
+    pub fn history(&self, t: usize, index: u64, p: usize) -> Vec<HistoryEntry> {
+        let Some(current) = self.property_value(t, index, p) else {
+            return Vec::new();
+        };
+        let ty = &self.types[t];
+        let prop = &ty.properties[p];
+        let h = hash(&[self.config.seed, ty.ordinal, index, p as u64 + 1, 0x4157]);
+        let depth = 1 + h % prop.history_depth.max(1);
+        let updated = DateTime::parse_from_rfc3339(&self.record(t, index).updated_at)
+            .expect("generated timestamps parse")
+            .with_timezone(&Utc);
+        let mut at = updated;
+        (0..depth)
+            .map(|k| {
+                let e = mix(h ^ k);
+                let value = if k == 0 {
+                    current.clone()
+                } else if prop.role == Role::Generic && prop.ty != "string" {
+                    generic_value(prop, e, at)
+                } else {
+                    format!("earlier #{k}: {}", current.chars().take(20).collect::<String>())
+                };
+                let user = (e % 3 != 0).then(|| 9_000_000 + (e % 24) as i64);
+                let entry = HistoryEntry {
+                    value,
+                    timestamp: iso(at),
+                    source_type: SOURCE_TYPES[(e % SOURCE_TYPES.len() as u64) as usize],
+                    source_id: user.map(|u| format!("userId:{u}")),
+                    updated_by_user_id: user,
+                };
+                at -= Duration::milliseconds(60_000 + (e % 86_400_000) as i64);
+                entry
+            })
+            .collect()
+    }
+
+    /// The lists (segments) of the account.
+    pub fn lists(&self) -> Vec<ListDef> {
+        let specs: [(&str, usize, &str, u64); 6] = [
+            ("Newsletter, \"weekly\"", 0, "MANUAL", 3),
+            ("Customers ✓", 0, "DYNAMIC", 5),
+            ("Webinar 2024 attendees", 0, "SNAPSHOT", 11),
+            ("Key accounts", 1, "MANUAL", 4),
+            ("Open deals > 10k", 2, "DYNAMIC", 6),
+            ("Empty list", 0, "MANUAL", u64::MAX),
+        ];
+        specs
+            .iter()
+            .enumerate()
+            .map(|(k, (name, object_type, processing_type, every))| {
+                let created = self.config.anchor - Duration::days(300 - 20 * k as i64);
+                ListDef {
+                    list_id: (101 + k).to_string(),
+                    name: name.to_string(),
+                    object_type: *object_type,
+                    processing_type,
+                    created_at: iso(created),
+                    updated_at: iso(created + Duration::days(7)),
+                    every: *every,
+                }
+            })
+            .collect()
+    }
+
+    /// Members of list `k` in ascending record id order, with the time each was added.
+    pub fn list_members(&self, k: usize) -> Vec<(u64, String)> {
+        let list = &self.lists()[k];
+        let t = list.object_type;
+        (0..self.count(t))
+            .filter(|&i| !self.is_archived(t, i) && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every))
+            .map(|i| {
+                let h = hash(&[self.config.seed, 0x1158, k as u64, i]);
+                let added = self.config.anchor - Duration::milliseconds(1 + (h % (200 * 86_400_000)) as i64);
+                (i, iso(added))
+            })
+            .collect()
+    }
+
+    /// The event types of the account (standard and custom behavioral events).
+    pub fn event_types(&self) -> Vec<EventTypeDef> {
+        let n = self.config.scale;
+        vec![
+            EventTypeDef {
+                name: "e_visited_page".into(),
+                label: "Visited page".into(),
+                object_type: 0,
+                properties: vec![
+                    ("hs_url".into(), "URL".into(), "string"),
+                    ("hs_page_title".into(), "Page title".into(), "string"),
+                    ("hs_visit_source".into(), "Source".into(), "enumeration"),
+                ],
+                custom: false,
+                count: n,
+            },
+            EventTypeDef {
+                name: format!("pe{}_software_usage - daily", self.portal_id),
+                label: "Software usage - daily".into(),
+                object_type: 0,
+                properties: vec![
+                    ("feature_name".into(), "Feature".into(), "string"),
+                    ("minutes_used".into(), "Minutes used".into(), "number"),
+                    ("first_use".into(), "First use".into(), "bool"),
+                ],
+                custom: true,
+                count: n / 2 + 1,
+            },
+            EventTypeDef {
+                name: "e_form_submission_v2".into(),
+                label: "Form submission".into(),
+                object_type: 1,
+                properties: vec![("hs_form_id".into(), "Form".into(), "string")],
+                custom: false,
+                count: 0,
+            },
+        ]
+    }
+
+    /// Occurrence `j` of event type `e`.
+    pub fn event(&self, e: usize, j: u64) -> Event {
+        let def = &self.event_types()[e];
+        let h = hash(&[self.config.seed, 0xE7E47, e as u64, j]);
+        let occurred = self.config.anchor - Duration::milliseconds(1 + (h % (90 * 86_400_000)) as i64);
+        let properties = def
+            .properties
+            .iter()
+            .enumerate()
+            .map(|(p, (name, _, ty))| {
+                let v = mix(h ^ p as u64);
+                let value = match *ty {
+                    "number" => Some(format!("{}.{}", v % 500, v % 10)),
+                    "bool" => Some(if v.is_multiple_of(2) { "true" } else { "false" }.to_string()),
+                    "enumeration" => Some(["ORGANIC_SEARCH", "DIRECT_TRAFFIC", "SOCIAL"][(v % 3) as usize].to_string()),
+                    _ if v.is_multiple_of(9) => None,
+                    _ if name == "hs_url" => Some(format!("https://example.com/pricing?q={}&utm=a,b", v % 1000)),
+                    _ => Some(TRICKY_TEXT[(v % TRICKY_TEXT.len() as u64) as usize].to_string()),
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        Event {
+            id: format!("{:x}-{e}-{j}", h),
+            object_index: mix(h) % self.count(def.object_type),
+            occurred_at: iso(occurred),
+            properties,
+        }
+    }
+
+    /// Teams, with the user ids of their primary and secondary members (from the owners).
+    pub fn teams(&self) -> Vec<Team> {
+        let mut teams: Vec<Team> = Vec::new();
+        for o in &self.owners {
+            for (id, name, primary) in &o.teams {
+                let i = match teams.iter().position(|t| &t.0 == id) {
+                    Some(i) => i,
+                    None => {
+                        teams.push((id.clone(), name.clone(), Vec::new(), Vec::new()));
+                        teams.len() - 1
+                    }
+                };
+                let list = if *primary { &mut teams[i].2 } else { &mut teams[i].3 };
+                list.push(o.user_id.to_string());
+            }
+        }
+        teams
     }
 }
 
@@ -555,6 +813,7 @@ fn prop(
         hubspot_defined: true,
         calculated: false,
         has_unique_value: role == Role::ObjectId,
+        history_depth: 1,
         role,
     }
 }
@@ -602,7 +861,7 @@ fn custom_properties(prefix: &str, count: usize) -> Vec<PropertyDef> {
         .collect()
 }
 
-fn build_types(portal_id: i64) -> Vec<SandboxType> {
+fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
     let last_modified = |name: &str| {
         prop(
             name,
@@ -797,72 +1056,73 @@ fn build_types(portal_id: i64) -> Vec<SandboxType> {
     }
     cars.extend(custom_properties("car_custom", 6));
 
-    let make =
-        |ordinal: u64, api_name, type_id: String, singular, plural, fqn, display, properties| {
-            SandboxType {
-                api_name,
-                type_id,
-                singular_label: singular,
-                plural_label: plural,
-                fully_qualified_name: fqn,
-                primary_display_property: display,
-                properties,
-                id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
-                ordinal,
-            }
+    // Values that change often keep long histories: more than the 45 (contacts) and 20
+    // (other types) newest entries an export keeps.
+    let track = |props: &mut Vec<PropertyDef>, names: &[&str], depth: u64| {
+        for p in props.iter_mut().filter(|p| names.contains(&p.name.as_str())) {
+            p.history_depth = depth;
+        }
+    };
+    track(&mut contacts, &["lifecyclestage", "email", "custom_contact_attribute_with_a_long_descriptive_name_000"], 60);
+    track(&mut companies, &["name", "company_custom_001"], 30);
+    track(&mut deals, &["dealstage", "amount"], 30);
+    track(&mut tickets, &["hs_pipeline_stage"], 30);
+    track(&mut cars, &["model"], 30);
+
+    let core = [
+        ("contacts", "0-1", "Contact", "Contacts", None, "email", contacts),
+        ("companies", "0-2", "Company", "Companies", None, "name", companies),
+        ("deals", "0-3", "Deal", "Deals", None, "dealname", deals),
+        ("tickets", "0-5", "Ticket", "Tickets", None, "subject", tickets),
+        ("cars", "2-3508482", "Car", "Cars", Some(format!("p{portal_id}_cars")), "model", cars),
+    ];
+    let mut types: Vec<SandboxType> = core
+        .into_iter()
+        .enumerate()
+        .map(|(ordinal, (api_name, type_id, singular, plural, fqn, display, properties))| SandboxType {
+            api_name,
+            type_id: type_id.to_string(),
+            singular_label: singular.to_string(),
+            plural_label: plural.to_string(),
+            scope: if fqn.is_some() { "crm.objects.custom.read".to_string() } else { format!("crm.objects.{api_name}.read") },
+            fully_qualified_name: fqn,
+            primary_display_property: display,
+            properties,
+            id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
+            count: scale,
+            ordinal: ordinal as u64,
+        })
+        .collect();
+    // Every other standard type, smaller; products carry 1,200 properties.
+    let others: Vec<_> = crate::model::STANDARD_TYPES
+        .iter()
+        .filter(|s| !types.iter().any(|t| t.api_name == s.api_name))
+        .collect();
+    for std in others {
+        let ordinal = types.len() as u64;
+        let mut properties = common("hs_lastmodifieddate");
+        properties.push(prop("hs_name", "Name", "string", "text", Role::Generic));
+        let extra = if std.api_name == "products" { 1_200 - properties.len() } else { 6 };
+        properties.extend(custom_properties(&format!("{}_attribute", std.api_name), extra));
+        let title = |id: &str| {
+            let lower = id.to_lowercase().replace('_', " ");
+            lower[..1].to_uppercase() + &lower[1..]
         };
-    vec![
-        make(
-            0,
-            "contacts",
-            "0-1".into(),
-            "Contact",
-            "Contacts",
-            None,
-            "email",
-            contacts,
-        ),
-        make(
-            1,
-            "companies",
-            "0-2".into(),
-            "Company",
-            "Companies",
-            None,
-            "name",
-            companies,
-        ),
-        make(
-            2,
-            "deals",
-            "0-3".into(),
-            "Deal",
-            "Deals",
-            None,
-            "dealname",
-            deals,
-        ),
-        make(
-            3,
-            "tickets",
-            "0-5".into(),
-            "Ticket",
-            "Tickets",
-            None,
-            "subject",
-            tickets,
-        ),
-        make(
-            4,
-            "cars",
-            "2-3508482".into(),
-            "Car",
-            "Cars",
-            Some(format!("p{portal_id}_cars")),
-            "model",
-            cars,
-        ),
-    ]
+        types.push(SandboxType {
+            api_name: std.api_name,
+            type_id: std.type_id.to_string(),
+            singular_label: title(std.singular),
+            plural_label: title(std.plural),
+            fully_qualified_name: None,
+            primary_display_property: "hs_name",
+            properties,
+            id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
+            count: (scale / 10).max(1),
+            scope: format!("crm.objects.{}.read", std.api_name),
+            ordinal,
+        });
+    }
+    types
 }
 
 fn build_owners(config: &SandboxConfig) -> Vec<Owner> {

@@ -113,6 +113,12 @@ fn router(state: Shared) -> Router {
         .route("/crm/v3/owners", get(owners))
         .route("/crm/v3/pipelines/{object_type}", get(pipelines))
         .route("/account-info/v3/details", get(account_details))
+        .route("/crm/v3/lists/search", post(lists_search))
+        .route("/crm/v3/lists/{list_id}/memberships", get(list_memberships))
+        .route("/events/v3/events/event-types", get(event_types))
+        .route("/events/v3/events", get(events))
+        .route("/events/v3/event-definitions", get(event_definitions))
+        .route("/settings/v3/users/teams", get(teams))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/_sandbox/stats", get(stats))
@@ -127,16 +133,21 @@ struct Rejection {
     status: StatusCode,
     category: &'static str,
     message: String,
+    /// HubSpot's `context` (for example `missingScopes`).
+    context: Option<Value>,
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "status": "error",
             "message": self.message,
             "correlationId": format!("{:08x}-sand-box0-0000-{:012x}", self.status.as_u16(), rand_id()),
             "category": self.category,
         });
+        if let Some(context) = self.context {
+            body["context"] = context;
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -146,7 +157,22 @@ fn reject(status: StatusCode, category: &'static str, message: impl Into<String>
         status,
         category,
         message: message.into(),
+        context: None,
     }
+}
+
+/// 403 with HubSpot's missing-scope body when the token lacks `scope`.
+fn require(g: &Generator, scope: &str) -> std::result::Result<(), Rejection> {
+    if !g.scope_missing(scope) {
+        return Ok(());
+    }
+    let mut r = reject(
+        StatusCode::FORBIDDEN,
+        "MISSING_SCOPES",
+        "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+    );
+    r.context = Some(json!({ "missingScopes": [scope] }));
+    Err(r)
 }
 
 fn error(status: StatusCode, category: &'static str, message: impl Into<String>) -> Response {
@@ -185,7 +211,19 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
     if url_bytes > MAX_URL {
         return error(StatusCode::URI_TOO_LONG, "VALIDATION_ERROR", "URI Too Long");
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // HubSpot's rate-limit headers (a Starter private app), for `crmdump check`.
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-hubspot-ratelimit-max", "100"),
+        ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+        ("x-hubspot-ratelimit-remaining", "99"),
+        ("x-hubspot-ratelimit-daily", "250000"),
+        ("x-hubspot-ratelimit-daily-remaining", "249000"),
+    ] {
+        h.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn authenticate(
@@ -349,6 +387,7 @@ async fn schemas(State(state): State<Shared>) -> Response {
 async fn properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
     let results: Vec<Value> = (0..g.types[t].properties.len())
         .map(|p| property_json(g, t, p))
         .collect();
@@ -356,7 +395,7 @@ async fn properties(State(state): State<Shared>, Path(object_type): Path<String>
 }
 
 /// A record as HubSpot's `SimplePublicObject`, with the requested properties.
-fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize]) -> Value {
+fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &[usize]) -> Value {
     let r = g.record(t, index);
     let mut props = Map::new();
     for &p in wanted {
@@ -368,13 +407,38 @@ fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize]) -> Value {
                 .unwrap_or(Value::Null),
         );
     }
-    json!({
+    let mut out = json!({
         "id": r.id.to_string(),
         "properties": props,
         "createdAt": r.created_at,
         "updatedAt": r.updated_at,
         "archived": r.archived,
-    })
+    });
+    if let Some(at) = r.archived_at {
+        out["archivedAt"] = json!(at);
+    }
+    if !history.is_empty() {
+        let mut with_history = Map::new();
+        for &p in history {
+            let mut entries: Vec<Value> = g
+                .history(t, index, p)
+                .into_iter()
+                .map(|h| {
+                    json!({"value": h.value, "timestamp": h.timestamp, "sourceType": h.source_type,
+                           "sourceId": h.source_id, "updatedByUserId": h.updated_by_user_id})
+                })
+                .collect();
+            // HubSpot does not promise an order: odd records get theirs oldest first.
+            if index % 2 == 1 {
+                entries.reverse();
+            }
+            if !entries.is_empty() {
+                with_history.insert(g.types[t].properties[p].name.clone(), Value::Array(entries));
+            }
+        }
+        out["propertiesWithHistory"] = Value::Object(with_history);
+    }
+    out
 }
 
 /// Indexes of the requested properties; HubSpot ignores unknown names and always includes
@@ -407,33 +471,41 @@ async fn list_objects(
     let g = &state.generator;
     let q = Query::parse(q);
     let t = resolve_type(g, &object_type)?;
-    let limit = q.limit(10, 100)?;
-    if q.flag("archived") {
-        // The sandbox has no archived records yet.
-        return Ok(Json(json!({ "results": [] })).into_response());
-    }
-    let start: u64 = match q.get("after").map(str::parse) {
+    require(g, &g.types[t].scope)?;
+    let history_names = q.list("propertiesWithHistory");
+    let limit = q.limit(10, if history_names.is_some() { 50 } else { 100 })?;
+    let archived = q.flag("archived");
+    let mut index: u64 = match q.get("after").map(str::parse) {
         None => 0,
         Some(Ok(a)) => a,
         Some(Err(_)) => {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                "invalid after cursor",
-            ));
+            return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "invalid after cursor"));
         }
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
-    let end = (start + limit as u64).min(g.count());
-    let results: Vec<Value> = (start..end)
-        .map(|i| object_json(g, t, i, &wanted))
-        .collect();
+    let history = history_names.map(|h| named_properties(g, t, &h)).unwrap_or_default();
+    let mut results = Vec::with_capacity(limit);
+    while index < g.count(t) && results.len() < limit {
+        // `archived=true` lists only archived records; the default only live ones.
+        if g.is_archived(t, index) == archived {
+            results.push(object_json(g, t, index, &wanted, &history));
+        }
+        index += 1;
+    }
+    while index < g.count(t) && g.is_archived(t, index) != archived {
+        index += 1;
+    }
     let mut body = json!({ "results": results });
-    if end < g.count() {
-        body["paging"] =
-            json!({"next": {"after": end.to_string(), "link": format!("?after={end}")}});
+    if index < g.count(t) {
+        body["paging"] = json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
     }
     Ok(Json(body).into_response())
+}
+
+/// Indexes of the named properties of type `t` (unknown names ignored).
+fn named_properties(g: &Generator, t: usize, names: &[String]) -> Vec<usize> {
+    let props = &g.types[t].properties;
+    props.iter().enumerate().filter(|(_, p)| names.contains(&p.name)).map(|(i, _)| i).collect()
 }
 
 #[derive(Deserialize)]
@@ -455,10 +527,13 @@ struct BatchReadBody {
 async fn batch_read(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
+    RawQuery(q): RawQuery,
     body: Option<Json<BatchReadBody>>,
 ) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
+    let archived = Query::parse(q).flag("archived");
     let Json(body) = body.ok_or_else(invalid_json)?;
     let max = if body.properties_with_history.is_empty() {
         100
@@ -473,11 +548,13 @@ async fn batch_read(
         ));
     }
     let wanted = wanted_properties(g, t, Some(body.properties));
+    let history = named_properties(g, t, &body.properties_with_history);
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for input in &body.inputs {
-        match input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id, g.count())) {
-            Some(i) => results.push(object_json(g, t, i, &wanted)),
+        let found = input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
+        match found.filter(|&i| g.is_archived(t, i) == archived) {
+            Some(i) => results.push(object_json(g, t, i, &wanted, &history)),
             None => errors.push(json!({
                 "status": "error", "category": "OBJECT_NOT_FOUND", "message": format!("Could not get some {} objects, they may be deleted or not exist.", object_type),
                 "context": {"ids": [input.id]}, "errors": [], "links": {}
@@ -511,6 +588,8 @@ async fn association_batch_read(
 ) -> Answer {
     let g = &state.generator;
     let (f, t) = (resolve_type(g, &from)?, resolve_type(g, &to)?);
+    require(g, &g.types[f].scope)?;
+    require(g, &g.types[t].scope)?;
     let Json(body) = body.ok_or_else(invalid_json)?;
     if body.inputs.len() > 1000 {
         return Err(reject(
@@ -525,7 +604,7 @@ async fn association_batch_read(
             .id
             .parse::<i64>()
             .ok()
-            .and_then(|id| g.types[f].index_of(id, g.count()))
+            .and_then(|id| g.types[f].index_of(id))
         else {
             continue;
         };
@@ -564,6 +643,9 @@ async fn association_labels(
     Path((from, to)): Path<(String, String)>,
 ) -> Answer {
     let g = &state.generator;
+    for name in [&from, &to] {
+        require(g, &g.types[resolve_type(g, name)?].scope)?;
+    }
     let (f, t) = (resolve_type(g, &from)?, resolve_type(g, &to)?);
     let results: Vec<Value> = g
         .association_labels(f, t)
@@ -606,6 +688,7 @@ async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
 async fn pipelines(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
     let pipelines = g.pipelines(t);
     if pipelines.is_empty() {
         return Err(reject(
@@ -641,4 +724,138 @@ async fn account_details(State(state): State<Shared>) -> Answer {
         "dataHostingLocation": "na1"
     }))
     .into_response())
+}
+
+const LISTS_SCOPE: &str = "crm.lists.read";
+const EVENTS_SCOPE: &str = "analytics.behavioral_events.read";
+const TEAMS_SCOPE: &str = "settings.users.teams.read";
+
+#[derive(Deserialize)]
+struct ListSearchBody {
+    #[serde(default)]
+    offset: usize,
+    count: Option<usize>,
+}
+
+async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchBody>>) -> Answer {
+    let g = &state.generator;
+    require(g, LISTS_SCOPE)?;
+    let Json(body) = body.ok_or_else(invalid_json)?;
+    let count = body.count.unwrap_or(20);
+    if count == 0 || count > 500 {
+        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "count must be between 1 and 500"));
+    }
+    let lists = g.lists();
+    let end = (body.offset + count).min(lists.len());
+    let page: Vec<Value> = lists[body.offset.min(end)..end]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let size = g.list_members(body.offset + i).len();
+            json!({
+                "listId": l.list_id, "listVersion": 3, "name": l.name,
+                "objectTypeId": g.types[l.object_type].type_id,
+                "processingStatus": "COMPLETE", "processingType": l.processing_type,
+                "additionalProperties": {"hs_list_size": size.to_string(), "hs_folder_name": null},
+                "createdAt": l.created_at, "createdById": "9000001",
+                "updatedAt": l.updated_at, "updatedById": "9000002",
+                "filtersUpdatedAt": l.updated_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"lists": page, "hasMore": end < lists.len(), "offset": end, "total": lists.len()})).into_response())
+}
+
+async fn list_memberships(State(state): State<Shared>, Path(list_id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let g = &state.generator;
+    require(g, LISTS_SCOPE)?;
+    let q = Query::parse(q);
+    let limit = q.limit(100, 250)?;
+    let Some(k) = g.lists().iter().position(|l| l.list_id == list_id) else {
+        return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("List {list_id} does not exist")));
+    };
+    let t = g.lists()[k].object_type;
+    let members = g.list_members(k);
+    let start: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let end = (start + limit).min(members.len());
+    let results: Vec<Value> = members[start.min(end)..end]
+        .iter()
+        .map(|(i, at)| json!({"recordId": g.types[t].id_of(*i).to_string(), "membershipTimestamp": at}))
+        .collect();
+    let mut body = json!({"results": results, "total": members.len()});
+    if end < members.len() {
+        body["paging"] = json!({"next": {"after": end.to_string()}});
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn event_types(State(state): State<Shared>) -> Answer {
+    let g = &state.generator;
+    require(g, EVENTS_SCOPE)?;
+    let names: Vec<String> = g.event_types().into_iter().map(|e| e.name).collect();
+    Ok(Json(json!({ "eventTypes": names })).into_response())
+}
+
+async fn event_definitions(State(state): State<Shared>) -> Answer {
+    let g = &state.generator;
+    require(g, EVENTS_SCOPE)?;
+    let results: Vec<Value> = g
+        .event_types()
+        .into_iter()
+        .filter(|e| e.custom)
+        .map(|e| {
+            json!({
+                "id": e.name, "name": e.name, "fullyQualifiedName": e.name,
+                "labels": {"singular": e.label, "plural": null},
+                "objectTypeId": g.types[e.object_type].type_id, "archived": false, "associations": [],
+                "properties": e.properties.iter().map(|(n, l, t)| json!({"name": n, "label": l, "type": t})).collect::<Vec<_>>(),
+                "createdAt": super::iso(g.config.anchor - chrono::Duration::days(120)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"results": results, "total": results.len()})).into_response())
+}
+
+async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
+    let g = &state.generator;
+    require(g, EVENTS_SCOPE)?;
+    let q = Query::parse(q);
+    let limit = q.limit(100, 1000)?;
+    let types = g.event_types();
+    let Some(e) = q.get("eventType").and_then(|name| types.iter().position(|t| t.name == name)) else {
+        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "eventType is required and must be a known event type"));
+    };
+    let def = &types[e];
+    let start: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let end = (start + limit as u64).min(def.count);
+    let object = g.types[def.object_type].singular_label.to_lowercase();
+    let results: Vec<Value> = (start.min(end)..end)
+        .map(|j| {
+            let ev = g.event(e, j);
+            let props: Map<String, Value> = ev
+                .properties
+                .into_iter()
+                .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
+                .collect();
+            json!({"id": ev.id, "eventType": def.name, "objectType": object,
+                   "objectId": g.types[def.object_type].id_of(ev.object_index).to_string(),
+                   "occurredAt": ev.occurred_at, "properties": props})
+        })
+        .collect();
+    let mut body = json!({ "results": results });
+    if end < def.count {
+        body["paging"] = json!({"next": {"after": end.to_string()}});
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn teams(State(state): State<Shared>) -> Answer {
+    let g = &state.generator;
+    require(g, TEAMS_SCOPE)?;
+    let results: Vec<Value> = g
+        .teams()
+        .into_iter()
+        .map(|(id, name, users, secondary)| json!({"id": id, "name": name, "userIds": users, "secondaryUserIds": secondary}))
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
 }
