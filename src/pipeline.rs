@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::extract::{Emit, Extractor};
+use crate::extract::{Emit, Extractor, Notice};
 use crate::schema::TableSchema;
 use crate::sink::Sink;
 use crate::sink::manifest::{ColumnEntry, MANIFEST_FILE, Manifest, TableEntry, Warning};
@@ -91,23 +91,17 @@ pub async fn export(
                     split::split_objects(&stream, &batch, &ingested)?
                 }
                 Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
-                Emit::Rows { table, batch } => vec![split::TableRows {
+                Emit::Rows {
                     table,
                     batch,
-                    unparseable: 0,
-                }],
-                Emit::Warning {
-                    kind,
+                    unparseable,
+                } => vec![split::TableRows {
                     table,
-                    detail,
-                } => {
-                    tracing::warn!(table = %table, kind = %kind, "{detail}");
-                    notes.push(Warning {
-                        kind,
-                        table,
-                        count: None,
-                        detail: Some(detail),
-                    });
+                    batch,
+                    unparseable,
+                }],
+                Emit::Warning(notice) => {
+                    notes.push(warning(notice));
                     continue;
                 }
             };
@@ -124,7 +118,9 @@ pub async fn export(
     };
     let (extracted, routed) = tokio::join!(extraction, routing);
     extracted?;
-    let (unparseable, mut warnings) = routed?;
+    let (unparseable, notes) = routed?;
+    let mut warnings: Vec<Warning> = catalog.notices.iter().cloned().map(warning).collect();
+    warnings.extend(notes);
 
     // Every table's last part closes once its channel closes.
     let mut receipts: BTreeMap<String, Vec<PartReceipt>> = BTreeMap::new();
@@ -192,6 +188,16 @@ pub async fn export(
         manifest_key,
         elapsed: clock.elapsed(),
     })
+}
+
+fn warning(notice: Notice) -> Warning {
+    tracing::warn!(table = %notice.table, kind = %notice.kind, "{}", notice.detail);
+    Warning {
+        kind: notice.kind,
+        table: notice.table,
+        count: None,
+        detail: Some(notice.detail),
+    }
 }
 
 fn spawn_writer(

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use super::sandbox::SandboxData;
 use crate::error::{Error, Result};
 use crate::extract::Extractor;
-use crate::extract::hubspot::{HubSpot, HubSpotOptions};
+use crate::extract::hubspot::{HistoryLimits, HubSpot, HubSpotOptions};
 use crate::http::{Auth, ClientOptions, HttpClient, RateLimit};
 use crate::pipeline::{self, ExportSettings};
 use crate::sandbox::{SandboxServer, iso};
@@ -64,6 +64,19 @@ pub struct ExportArgs {
     /// Seconds before a request is abandoned and retried.
     #[arg(long, default_value_t = 60)]
     pub request_timeout: u64,
+    /// Historical values kept per (contact, property), newest first.
+    #[arg(long, default_value_t = 45)]
+    pub history_contacts: usize,
+    /// Historical values kept per (record, property) for types other than contacts.
+    #[arg(long, default_value_t = 20)]
+    pub history_others: usize,
+    /// Skip property history (OBJECT_PROPERTIES_HISTORY): fewer, smaller requests.
+    #[arg(long)]
+    pub no_history: bool,
+    /// Scopes the in-process sandbox's token lacks, comma-separated (with --source sandbox),
+    /// to see how an export skips what it may not read.
+    #[arg(long = "sandbox-missing-scopes", value_delimiter = ',')]
+    pub sandbox_missing_scopes: Vec<String>,
     /// Gzip level of CSV parts (1 fastest .. 9 smallest).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
@@ -108,7 +121,9 @@ pub async fn run(args: ExportArgs) -> Result<()> {
                 scale: args.sandbox.scale,
                 anchor: args.sandbox.anchor.clone(),
             };
-            let server = SandboxServer::start(data.config(Some(token.clone()))?, 0).await?;
+            let mut config = data.config(Some(token.clone()))?;
+            config.missing_scopes = args.sandbox_missing_scopes.clone();
+            let server = SandboxServer::start(config, 0).await?;
             tracing::info!(url = %server.base_url(), scale = args.sandbox.scale, seed = args.sandbox.seed, "Sandbox started.");
             let url = server.base_url();
             _sandbox = Some(server);
@@ -148,6 +163,10 @@ pub async fn run(args: ExportArgs) -> Result<()> {
             objects: args.objects.clone(),
             concurrency: args.concurrency.max(1),
             ingested_at: ingested_at.clone(),
+            history: (!args.no_history).then_some(HistoryLimits {
+                contacts: args.history_contacts,
+                others: args.history_others,
+            }),
         },
     );
     let settings = ExportSettings {

@@ -47,13 +47,19 @@ pub struct SandboxArgs {
     pub flavor: String,
     #[command(flatten)]
     pub data: SandboxData,
+    /// Scopes the token lacks, comma-separated: endpoints needing them answer 403
+    /// (crm.objects.<type>.read, crm.lists.read, analytics.behavioral_events.read,
+    /// settings.users.teams.read).
+    #[arg(long, value_delimiter = ',')]
+    pub missing_scopes: Vec<String>,
     /// Accept only this Bearer token (default: any non-empty token).
     #[arg(long, env = "CRMDUMP_SANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
 pub async fn run(args: SandboxArgs) -> Result<()> {
-    let config = args.data.config(args.token.clone())?;
+    let mut config = args.data.config(args.token.clone())?;
+    config.missing_scopes = args.missing_scopes.clone();
     let (seed, scale) = (config.seed, config.scale);
     let server = SandboxServer::start(config, args.port).await?;
     println!(

@@ -42,12 +42,34 @@ pub struct AssociationPair {
     pub table: Arc<TableSchema>,
 }
 
+/// One event type to export.
+#[derive(Debug)]
+pub struct EventStream {
+    /// The API's event type name (`e_visited_page`, `pe123_my_event`).
+    pub event_type: String,
+    /// (property name, column) in table order.
+    pub properties: Vec<(String, String)>,
+    /// `EVENTS_<UPPER(name)>`.
+    pub table: Arc<TableSchema>,
+}
+
+/// Something the manifest's warnings should carry: a skipped type, a missing scope.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub kind: String,
+    pub table: String,
+    pub detail: String,
+}
+
 /// Everything discovery learnt: the streams to run and every table they produce.
 #[derive(Debug)]
 pub struct Catalog {
     pub account: String,
     pub objects: Vec<Arc<ObjectStream>>,
     pub pairs: Vec<Arc<AssociationPair>>,
+    pub events: Vec<Arc<EventStream>>,
+    /// What discovery skipped and why.
+    pub notices: Vec<Notice>,
     /// Every output table, in the order the manifest lists them.
     pub tables: Vec<Arc<TableSchema>>,
 }
@@ -65,14 +87,15 @@ pub enum Emit {
         pair: Arc<AssociationPair>,
         batch: RecordBatch,
     },
-    /// Final rows of one table.
-    Rows { table: String, batch: RecordBatch },
-    /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
-    Warning {
-        kind: String,
+    /// Final rows of one table, with the count of values that did not parse as their
+    /// column's type (NULL in `batch`).
+    Rows {
         table: String,
-        detail: String,
+        batch: RecordBatch,
+        unparseable: u64,
     },
+    /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
+    Warning(Notice),
 }
 
 /// A CRM source: discovery first, then a run that sends every batch downstream.

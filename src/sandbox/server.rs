@@ -479,11 +479,17 @@ async fn list_objects(
         None => 0,
         Some(Ok(a)) => a,
         Some(Err(_)) => {
-            return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "invalid after cursor"));
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "invalid after cursor",
+            ));
         }
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
-    let history = history_names.map(|h| named_properties(g, t, &h)).unwrap_or_default();
+    let history = history_names
+        .map(|h| named_properties(g, t, &h))
+        .unwrap_or_default();
     let mut results = Vec::with_capacity(limit);
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
@@ -497,7 +503,8 @@ async fn list_objects(
     }
     let mut body = json!({ "results": results });
     if index < g.count(t) {
-        body["paging"] = json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
+        body["paging"] =
+            json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
     }
     Ok(Json(body).into_response())
 }
@@ -505,7 +512,12 @@ async fn list_objects(
 /// Indexes of the named properties of type `t` (unknown names ignored).
 fn named_properties(g: &Generator, t: usize, names: &[String]) -> Vec<usize> {
     let props = &g.types[t].properties;
-    props.iter().enumerate().filter(|(_, p)| names.contains(&p.name)).map(|(i, _)| i).collect()
+    props
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| names.contains(&p.name))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -552,7 +564,11 @@ async fn batch_read(
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for input in &body.inputs {
-        let found = input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
+        let found = input
+            .id
+            .parse::<i64>()
+            .ok()
+            .and_then(|id| g.types[t].index_of(id));
         match found.filter(|&i| g.is_archived(t, i) == archived) {
             Some(i) => results.push(object_json(g, t, i, &wanted, &history)),
             None => errors.push(json!({
@@ -573,7 +589,11 @@ async fn batch_read(
 }
 
 fn invalid_json() -> Rejection {
-    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON")
+    reject(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        "Invalid input JSON",
+    )
 }
 
 #[derive(Deserialize)]
@@ -634,8 +654,10 @@ async fn association_batch_read(
         results.push(result);
     }
     let now = super::iso(chrono::Utc::now());
-    Ok(Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}))
-        .into_response())
+    Ok(Json(
+        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}),
+    )
+    .into_response())
 }
 
 async fn association_labels(
@@ -743,7 +765,11 @@ async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchB
     let Json(body) = body.ok_or_else(invalid_json)?;
     let count = body.count.unwrap_or(20);
     if count == 0 || count > 500 {
-        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "count must be between 1 and 500"));
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "count must be between 1 and 500",
+        ));
     }
     let lists = g.lists();
     let end = (body.offset + count).min(lists.len());
@@ -763,16 +789,27 @@ async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchB
             })
         })
         .collect();
-    Ok(Json(json!({"lists": page, "hasMore": end < lists.len(), "offset": end, "total": lists.len()})).into_response())
+    Ok(Json(
+        json!({"lists": page, "hasMore": end < lists.len(), "offset": end, "total": lists.len()}),
+    )
+    .into_response())
 }
 
-async fn list_memberships(State(state): State<Shared>, Path(list_id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+async fn list_memberships(
+    State(state): State<Shared>,
+    Path(list_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let g = &state.generator;
     require(g, LISTS_SCOPE)?;
     let q = Query::parse(q);
     let limit = q.limit(100, 250)?;
     let Some(k) = g.lists().iter().position(|l| l.list_id == list_id) else {
-        return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("List {list_id} does not exist")));
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            format!("List {list_id} does not exist"),
+        ));
     };
     let t = g.lists()[k].object_type;
     let members = g.list_members(k);
@@ -822,8 +859,15 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let q = Query::parse(q);
     let limit = q.limit(100, 1000)?;
     let types = g.event_types();
-    let Some(e) = q.get("eventType").and_then(|name| types.iter().position(|t| t.name == name)) else {
-        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "eventType is required and must be a known event type"));
+    let Some(e) = q
+        .get("eventType")
+        .and_then(|name| types.iter().position(|t| t.name == name))
+    else {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "eventType is required and must be a known event type",
+        ));
     };
     let def = &types[e];
     let start: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);

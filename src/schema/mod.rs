@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-pub use canonical::canonicalize;
+pub use canonical::{canonicalize, parse_instant};
 
 use crate::error::{Error, Result};
 
@@ -208,6 +208,18 @@ pub fn association_schema(
         format!("ASSOCIATIONS_{from_plural}_TO_{to_plural}"),
         columns,
     ))
+}
+
+/// `EVENTS_<NAME>`: the `EVENTS` base columns, then one typed `PROPERTY_` column per event
+/// property.
+pub fn event_schema(table_name: &str, properties: &[(String, ColumnType)]) -> Arc<TableSchema> {
+    let mut columns = fixed_table("EVENTS").columns.clone();
+    columns.extend(
+        properties
+            .iter()
+            .map(|(column, ty)| Column::new(column.clone(), *ty, true)),
+    );
+    Arc::new(TableSchema::new(table_name, columns))
 }
 
 /// Index in `ASSOCIATIONS` of the first column a per-pair table shares with it.

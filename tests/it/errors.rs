@@ -84,40 +84,163 @@ fn a_bad_size_is_refused_before_any_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("parsecs"));
 }
 
-/// The same export through a sandbox in another process, as from a real account: the
-/// contacts' 250 properties overflow one URL, so they must come through batch reads, and
-/// no URL may exceed 8 KiB.
+/// The same export through a sandbox in another process, as from a real account. Contacts'
+/// 250 properties overflow one URL, so their ids are listed and properties (with history)
+/// read through batch reads of 50; no URL may exceed 8 KiB, not even for the type with
+/// 1,200 properties.
 #[test]
 fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
-    let sandbox = SandboxProcess::start(&["--scale", "250", "--seed", "3"]);
+    let (seed, scale) = (3, 250);
+    let sandbox =
+        SandboxProcess::start(&["--scale", &scale.to_string(), "--seed", &seed.to_string()]);
+    let export = |dir: &std::path::Path, extra: &[&str]| {
+        let out = run(crmdump()
+            .args([
+                "export",
+                "--source",
+                "hubspot",
+                "--base-url",
+                &sandbox.base_url,
+                "--date",
+                DATE,
+                "--rate-limit",
+                "none",
+            ])
+            .args(["--dest", dir.to_str().unwrap()])
+            .args(extra)
+            .env("HUBSPOT_ACCESS_TOKEN", "any-token"));
+        assert_success(&out);
+    };
+    let batch_reads = |stats: &serde_json::Value| {
+        stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    let contacts_only = tempfile::tempdir().unwrap();
+    export(contacts_only.path(), &["--objects", "contacts"]);
+    let stats = sandbox.stats();
+    // Expected: per list page of 100 ids (live, then archived), one batch read per 50.
+    let g = generator(seed, scale);
+    let (live, archived): (Vec<u64>, Vec<u64>) =
+        (0..scale).partition(|&i| !g.record(0, i).archived);
+    let reads: usize = [live, archived]
+        .iter()
+        .flat_map(|ids| ids.chunks(100))
+        .map(|page| page.len().div_ceil(50))
+        .sum();
+    assert_eq!(batch_reads(&stats) as usize, reads, "{stats}");
+    let read_back = read_export(&contacts_only.path().join(DATE), &["OBJECTS_CONTACTS"]);
+    assert_eq!(
+        read_back["manifest"]["requests"].as_u64(),
+        stats["requests"].as_u64()
+    );
+    assert_eq!(rows(&read_back, "OBJECTS_CONTACTS").1.len() as u64, scale);
+
+    let everything = tempfile::tempdir().unwrap();
+    export(everything.path(), &[]);
+    let stats = sandbox.stats();
+    let max_url = stats["max_url_bytes"].as_u64().unwrap();
+    assert!(max_url > 1000 && max_url <= 8192, "longest URL {max_url}");
+    let read_back = read_export(&everything.path().join(DATE), &["OBJECTS_PRODUCTS"]);
+    let (columns, products) = rows(&read_back, "OBJECTS_PRODUCTS");
+    assert_eq!(
+        columns
+            .iter()
+            .filter(|c| c.starts_with("PROPERTY_"))
+            .count(),
+        1200
+    );
+    assert_eq!(
+        products.len() as u64,
+        g.count(g.type_index("products").unwrap())
+    );
+}
+
+/// A type or feature without scope is skipped with a warning naming the scope; the rest of
+/// the export completes.
+#[test]
+fn missing_scopes_are_skipped_with_a_warning_naming_them() {
+    let scopes = [
+        "crm.objects.quotes.read",
+        "crm.lists.read",
+        "analytics.behavioral_events.read",
+        "settings.users.teams.read",
+    ];
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()
         .args([
             "export",
             "--source",
-            "hubspot",
-            "--base-url",
-            &sandbox.base_url,
+            "sandbox",
+            "--sandbox-scale",
+            "40",
             "--date",
             DATE,
-            "--rate-limit",
-            "none",
+            "--no-history",
         ])
-        .args(["--dest", dir.path().to_str().unwrap()])
-        .env("HUBSPOT_ACCESS_TOKEN", "any-token"));
+        .args(["--sandbox-missing-scopes", &scopes.join(",")])
+        .args(["--dest", dir.path().to_str().unwrap()]));
     assert_success(&out);
-    let stats = sandbox.stats();
-    let max_url = stats["max_url_bytes"].as_u64().unwrap();
-    assert!(max_url > 1000 && max_url <= 8192, "longest URL {max_url}");
-    let batch_reads = stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(batch_reads, 3, "250 contacts need 3 batch reads: {stats}");
-    let export = read_export(&dir.path().join(DATE), &["OBJECTS_CONTACTS"]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(DATE).join("_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let warnings = manifest["warnings"].as_array().unwrap();
+    for scope in scopes {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w["kind"] == "missing_scope"
+                    && w["detail"].as_str().unwrap().contains(scope)),
+            "no warning names {scope}: {warnings:?}"
+        );
+    }
+    let tables: Vec<&str> = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for absent in [
+        "OBJECTS_QUOTES",
+        "LISTS",
+        "LIST_MEMBERSHIPS",
+        "TEAMS",
+        "EVENTS_E_VISITED_PAGE",
+        "OBJECT_PROPERTIES_HISTORY",
+    ] {
+        assert!(!tables.contains(&absent), "{absent} should be skipped");
+    }
+    assert!(tables.contains(&"OBJECTS_CONTACTS") && tables.contains(&"OWNERS"));
+}
+
+#[test]
+fn no_readable_object_type_is_a_permission_error() {
+    let all: Vec<String> = crmdump::model::STANDARD_TYPES
+        .iter()
+        .map(|t| format!("crm.objects.{}.read", t.api_name))
+        .chain(["crm.objects.custom.read".to_string()])
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(crmdump()
+        .args([
+            "export",
+            "--source",
+            "sandbox",
+            "--sandbox-scale",
+            "10",
+            "--date",
+            DATE,
+        ])
+        .args(["--sandbox-missing-scopes", &all.join(",")])
+        .args(["--dest", dir.path().to_str().unwrap()]));
     assert_eq!(
-        export["manifest"]["requests"].as_u64(),
-        stats["requests"].as_u64()
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let (_, rows) = rows(&export, "OBJECTS_CONTACTS");
-    assert_eq!(rows.len(), 250);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read any object type"));
+    assert!(!dir.path().join(DATE).join("_manifest.json").exists());
 }

@@ -41,6 +41,22 @@ pub struct SimpleObject {
     #[serde(default)]
     pub archived: bool,
     pub archived_at: Option<String>,
+    #[serde(default)]
+    pub properties_with_history: HashMap<String, Vec<HistoryEntry>>,
+}
+
+/// `ValueWithTimestamp`: one historical value of a property.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub value: Option<String>,
+    pub timestamp: String,
+    pub source_type: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub source_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub updated_by_user_id: Option<String>,
 }
 
 /// Property values are strings in HubSpot's spec; numbers and booleans are accepted too.
@@ -221,6 +237,104 @@ pub struct Pipeline {
 pub struct AccountDetails {
     #[serde(deserialize_with = "id_text")]
     pub portal_id: String,
+}
+
+/// `ListSearchResponse` (offset paging).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSearch {
+    pub lists: Vec<List>,
+    #[serde(default)]
+    pub has_more: bool,
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct List {
+    #[serde(deserialize_with = "id_text")]
+    pub list_id: String,
+    pub name: Option<String>,
+    pub object_type_id: Option<String>,
+    pub processing_type: Option<String>,
+    pub processing_status: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub list_version: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub additional_properties: HashMap<String, Value>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub deleted_at: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub created_by_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub updated_by_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    #[serde(deserialize_with = "id_text")]
+    pub record_id: String,
+    pub membership_timestamp: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTypes {
+    pub event_types: Vec<String>,
+}
+
+/// `ExternalUnifiedEvent`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    #[serde(deserialize_with = "id_text")]
+    pub id: String,
+    pub event_type: Option<String>,
+    pub object_type: Option<String>,
+    #[serde(default, deserialize_with = "opt_id_text")]
+    pub object_id: Option<String>,
+    pub occurred_at: Option<String>,
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub properties: HashMap<String, Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventProperty {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub property_type: Option<String>,
+}
+
+/// A custom behavioral event definition.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDefinition {
+    pub name: String,
+    pub fully_qualified_name: Option<String>,
+    pub labels: Option<Labels>,
+    pub object_type_id: Option<String>,
+    pub archived: Option<bool>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub properties: Vec<EventProperty>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    #[serde(deserialize_with = "id_text")]
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub user_ids: Vec<Value>,
+    #[serde(default)]
+    pub secondary_user_ids: Vec<Value>,
 }
 
 #[cfg(test)]

@@ -1,7 +1,14 @@
-//! The HubSpot extractor: discovery, then reference tables, owners, pipelines, and for each
-//! object type its records and associations, as declared in [`crate::model::STANDARD_TYPES`].
+//! The HubSpot extractor: discovery (types, properties, association labels, lists, event
+//! types, teams), then reference tables, owners, pipelines, lists and their memberships,
+//! events, and for each object type its records (live and archived), property history and
+//! associations. Object types are data: [`crate::model::STANDARD_TYPES`] plus the schemas API.
+//!
+//! A type or feature the token has no scope for (403) is skipped with one notice naming the
+//! scope; a 401, or a 403 on every object type, fails the export.
 
 pub mod api;
+mod events;
+mod lists;
 mod objects;
 mod reference;
 
@@ -11,23 +18,51 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{AssociationPair, Catalog, Emit, Extractor, ObjectStream, PropertyDefinition};
-use crate::error::{Error, ErrorClass, Result};
+use super::{
+    AssociationPair, Catalog, Emit, EventStream, Extractor, Notice, ObjectStream,
+    PropertyDefinition,
+};
+use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
 use crate::schema::{self, ColumnType, TableSchema, fixed_table};
 
 pub use objects::RECORDS_PER_PAGE;
 
+/// How many historical values to keep per (record, property), newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub contacts: usize,
+    pub others: usize,
+}
+
+impl HistoryLimits {
+    /// SPEC section 4: 45 for contacts, 20 for other types.
+    pub const DEFAULT: HistoryLimits = HistoryLimits {
+        contacts: 45,
+        others: 20,
+    };
+
+    pub fn for_type(&self, object_type: &ObjectType) -> usize {
+        if object_type.type_id == "0-1" {
+            self.contacts
+        } else {
+            self.others
+        }
+    }
+}
+
 /// What to export and how.
 #[derive(Debug, Clone)]
 pub struct HubSpotOptions {
-    /// Object types by API name, type id or custom-object name; `None` for the defaults.
+    /// Object types by API name, type id or custom-object name; `None` for every type.
     pub objects: Option<Vec<String>>,
     /// Object types extracted at the same time.
     pub concurrency: usize,
     /// The export run's start time, canonical text, for INGESTEDAT.
     pub ingested_at: Arc<str>,
+    /// Property history kept per (record, property); `None` skips history.
+    pub history: Option<HistoryLimits>,
 }
 
 pub struct HubSpot {
@@ -43,6 +78,46 @@ struct DiscoveredType {
     schema: Option<api::ObjectSchema>,
 }
 
+/// Discovery results kept for the run.
+pub struct Discovery {
+    types: Vec<DiscoveredType>,
+    labels: Vec<(ObjectType, ObjectType, Vec<api::AssociationLabel>)>,
+    /// `None` when the token may not read lists.
+    lists: Option<()>,
+    events: Vec<events::DiscoveredEvent>,
+    teams: Option<Vec<api::Team>>,
+}
+
+/// The scope HubSpot reports in a 403, or a description when it names none.
+fn missing_scope(e: &Error) -> Option<String> {
+    match e {
+        Error::Api {
+            status: 403, hint, ..
+        } => Some(hint.clone()),
+        Error::Stream { source, .. } => missing_scope(source),
+        _ => None,
+    }
+}
+
+/// `Ok(None)` for a 403 (the caller records a notice), the value otherwise.
+fn unless_forbidden<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => match missing_scope(&e) {
+            Some(why) => Ok(Err(why)),
+            None => Err(e),
+        },
+    }
+}
+
+fn notice(table: &str, detail: String) -> Notice {
+    Notice {
+        kind: "missing_scope".into(),
+        table: table.into(),
+        detail,
+    }
+}
+
 impl HubSpot {
     pub fn new(client: Arc<HttpClient>, options: HubSpotOptions) -> HubSpot {
         HubSpot {
@@ -56,29 +131,40 @@ impl HubSpot {
         &self.client
     }
 
-    /// Finds the account, object types, their properties and the associated pairs.
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
-        let account = match self
-            .client
-            .get_json::<api::AccountDetails>("/account-info/v3/details", &[])
-            .await
+        let mut notices = Vec::new();
+        let account = match unless_forbidden(
+            self.client
+                .get_json::<api::AccountDetails>("/account-info/v3/details", &[])
+                .await,
+        )
+        .map_err(|e| e.in_stream("account details", "GET /account-info/v3/details"))?
         {
             Ok(a) => a.portal_id,
-            Err(e) if e.class() == ErrorClass::Auth && is_status(&e, 403) => "unknown".to_string(),
-            Err(e) => return Err(e.in_stream("account details", "GET /account-info/v3/details")),
+            Err(_) => "unknown".to_string(),
         };
-        let schemas: Vec<api::ObjectSchema> = self
-            .client
-            .get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[])
-            .await
-            .map_err(|e| e.in_stream("custom object schemas", "GET /crm/v3/schemas"))?
-            .results;
-        let object_types = self.select_types(&schemas)?;
+        let schemas = match unless_forbidden(
+            self.client
+                .get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[])
+                .await,
+        )
+        .map_err(|e| e.in_stream("custom object schemas", "GET /crm/v3/schemas"))?
+        {
+            Ok(s) => s.results,
+            Err(why) => {
+                notices.push(notice(
+                    "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
+                    format!("custom objects skipped: {why}"),
+                ));
+                Vec::new()
+            }
+        };
+        let candidates = self.select_types(&schemas)?;
 
         let mut discovered = Vec::new();
-        for (object_type, schema) in object_types {
+        for (object_type, schema) in candidates {
             let path = format!("/crm/v3/properties/{}", object_type.api_name);
-            let properties = self
+            let found = self
                 .client
                 .get_json::<api::BatchResults<api::Property>>(&path, &[])
                 .await
@@ -87,12 +173,29 @@ impl HubSpot {
                         format!("properties of {}", object_type.api_name),
                         format!("GET {path}"),
                     )
-                })?
-                .results;
-            discovered.push(DiscoveredType {
-                object_type,
-                properties,
-                schema,
+                });
+            match unless_forbidden(found)? {
+                Ok(p) => discovered.push(DiscoveredType {
+                    object_type,
+                    properties: p.results,
+                    schema,
+                }),
+                Err(why) => notices.push(notice(
+                    &object_type.table_name(),
+                    format!("{} skipped: {why}", object_type.api_name),
+                )),
+            }
+        }
+        if discovered.is_empty() {
+            return Err(Error::Api {
+                method: "GET",
+                path: "/crm/v3/properties".into(),
+                status: 403,
+                message: "the token cannot read any object type".into(),
+                correlation: None,
+                hint:
+                    "Give the private app the crm.objects.<type>.read scopes of the types to export"
+                        .into(),
             });
         }
 
@@ -106,8 +209,11 @@ impl HubSpot {
                     .client
                     .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
                     .await
-                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")))?
-                    .results;
+                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
+                let found = match unless_forbidden(found)? {
+                    Ok(l) => l.results,
+                    Err(_) => continue,
+                };
                 if found.is_empty() {
                     continue;
                 }
@@ -125,8 +231,40 @@ impl HubSpot {
             }
         }
 
+        let lists = match unless_forbidden(lists::probe(&self.client).await)? {
+            Ok(()) => Some(()),
+            Err(why) => {
+                notices.push(notice(
+                    "LISTS",
+                    format!("lists and memberships skipped: {why}"),
+                ));
+                None
+            }
+        };
+        let events = match unless_forbidden(events::discover(&self.client).await)? {
+            Ok(e) => e,
+            Err(why) => {
+                notices.push(notice("EVENTS_*", format!("events skipped: {why}")));
+                Vec::new()
+            }
+        };
+        let teams = match unless_forbidden(
+            self.client
+                .get_json::<api::BatchResults<api::Team>>("/settings/v3/users/teams", &[])
+                .await
+                .map_err(|e| e.in_stream("TEAMS", "GET /settings/v3/users/teams")),
+        )? {
+            Ok(t) => Some(t.results),
+            Err(why) => {
+                notices.push(notice("TEAMS", format!("teams skipped: {why}")));
+                None
+            }
+        };
+
         let objects: Vec<Arc<ObjectStream>> = discovered.iter().map(object_stream).collect();
-        let mut tables: Vec<Arc<TableSchema>> = [
+        let event_streams: Vec<Arc<EventStream>> =
+            events.iter().map(|e| e.stream.clone()).collect();
+        let mut fixed = vec![
             "OBJECTS",
             "OBJECT_WITH_OBJECT_PROPERTIES",
             "OBJECT_PROPERTIES",
@@ -138,18 +276,28 @@ impl HubSpot {
             "OWNER_TEAM",
             "PIPELINES",
             "PIPELINE_STAGES",
-        ]
-        .iter()
-        .map(|n| fixed_table(n))
-        .collect();
+        ];
+        if self.options.history.is_some() {
+            fixed.push("OBJECT_PROPERTIES_HISTORY");
+        }
+        if lists.is_some() {
+            fixed.extend(["LISTS", "LIST_MEMBERSHIPS"]);
+        }
+        if teams.is_some() {
+            fixed.push("TEAMS");
+        }
+        let mut tables: Vec<Arc<TableSchema>> = fixed.iter().map(|n| fixed_table(n)).collect();
         tables.extend(objects.iter().map(|o| o.table.clone()));
         tables.extend(pairs.iter().map(|p| p.table.clone()));
+        tables.extend(event_streams.iter().map(|e| e.table.clone()));
         tables.sort_by(|a, b| a.name.cmp(&b.name));
 
         let catalog = Catalog {
             account,
             objects,
             pairs,
+            events: event_streams,
+            notices,
             tables,
         };
         Ok((
@@ -157,11 +305,14 @@ impl HubSpot {
             Discovery {
                 types: discovered,
                 labels,
+                lists,
+                events,
+                teams,
             },
         ))
     }
 
-    /// The standard types asked for (or the defaults) plus the custom objects.
+    /// The standard types asked for (or all of them) plus the custom objects.
     fn select_types(
         &self,
         schemas: &[api::ObjectSchema],
@@ -172,14 +323,11 @@ impl HubSpot {
             .collect();
         let wanted: Vec<String> = match &self.options.objects {
             Some(list) => list.clone(),
-            None => {
-                let mut all: Vec<String> = model::DEFAULT_OBJECTS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                all.extend(custom.iter().map(|(t, _)| t.type_id.clone()));
-                all
-            }
+            None => model::STANDARD_TYPES
+                .iter()
+                .map(|s| s.api_name.to_string())
+                .chain(custom.iter().map(|(t, _)| t.type_id.clone()))
+                .collect(),
         };
         let mut out: Vec<(ObjectType, Option<api::ObjectSchema>)> = Vec::new();
         let mut seen = HashSet::new();
@@ -215,7 +363,6 @@ impl HubSpot {
         Ok(out)
     }
 
-    /// Runs every stream of the catalog, sending batches to `out`.
     async fn run_all(
         &self,
         catalog: &Catalog,
@@ -227,6 +374,16 @@ impl HubSpot {
         reference::emit_definitions(catalog, discovery, &ingested, &sender).await?;
         reference::owners(&self.client, &ingested, &sender).await?;
         reference::pipelines(&self.client, catalog, &ingested, &sender).await?;
+        if let Some(teams) = &discovery.teams {
+            reference::teams(teams, &ingested, &sender).await?;
+        }
+        if discovery.lists.is_some() {
+            lists::extract(&self.client, catalog, &ingested, &sender).await?;
+        }
+        for e in &discovery.events {
+            events::extract(&self.client, e, &ingested, &sender).await?;
+        }
+        let history = self.options.history;
         futures::stream::iter(catalog.objects.iter().cloned())
             .map(|stream| {
                 let pairs: Vec<Arc<AssociationPair>> = catalog
@@ -238,7 +395,8 @@ impl HubSpot {
                 let sender = sender.clone();
                 let client = self.client.clone();
                 let ingested = ingested.clone();
-                async move { objects::extract(&client, stream, pairs, &ingested, &sender).await }
+                let keep = history.map(|h| h.for_type(&stream.object_type));
+                async move { objects::extract(&client, stream, pairs, keep, &ingested, &sender).await }
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .try_collect::<Vec<()>>()
@@ -272,12 +430,6 @@ impl Extractor for HubSpot {
     }
 }
 
-/// Discovery results kept for the reference tables.
-pub struct Discovery {
-    types: Vec<DiscoveredType>,
-    labels: Vec<(ObjectType, ObjectType, Vec<api::AssociationLabel>)>,
-}
-
 /// Sends downstream; a closed channel means the pipeline already failed and reports why.
 #[derive(Clone)]
 struct Sender(mpsc::Sender<Emit>);
@@ -290,23 +442,19 @@ impl Sender {
             .map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
     }
 
-    async fn rows(&self, table: &str, batch: arrow::record_batch::RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+    /// Sends what `rows` holds (if anything) and empties it.
+    async fn rows(&self, table: &str, rows: &mut crate::schema::BatchBuilder) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
+        let unparseable = rows.unparseable();
+        let batch = rows.finish()?;
         self.send(Emit::Rows {
             table: table.to_string(),
             batch,
+            unparseable,
         })
         .await
-    }
-}
-
-fn is_status(e: &Error, status: u16) -> bool {
-    match e {
-        Error::Api { status: s, .. } => *s == status,
-        Error::Stream { source, .. } => is_status(source, status),
-        _ => false,
     }
 }
 
@@ -327,26 +475,38 @@ fn custom_type(s: &api::ObjectSchema) -> Option<ObjectType> {
     })
 }
 
-/// Property columns named `PROPERTY_<UPPER(name)>`, with `_2`, `_3`... on a clash.
-fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {
+/// Columns named `PROPERTY_<UPPER(name)>`, with `_2`, `_3`... on a clash.
+pub(crate) fn unique_columns<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut used = HashSet::new();
-    let properties: Vec<PropertyDefinition> = d
-        .properties
-        .iter()
-        .filter(|p| p.archived != Some(true))
-        .map(|p| {
-            let base = model::property_column(&p.name);
+    names
+        .into_iter()
+        .map(|name| {
+            let base = model::property_column(name);
             let mut column = base.clone();
             let mut n = 2;
             while !used.insert(column.clone()) {
                 column = format!("{base}_{n}");
                 n += 1;
             }
-            PropertyDefinition {
-                name: p.name.clone(),
-                property_type: p.property_type.clone().unwrap_or_else(|| "string".into()),
-                column,
-            }
+            column
+        })
+        .collect()
+}
+
+fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {
+    let live: Vec<&api::Property> = d
+        .properties
+        .iter()
+        .filter(|p| p.archived != Some(true))
+        .collect();
+    let columns = unique_columns(live.iter().map(|p| p.name.as_str()));
+    let properties: Vec<PropertyDefinition> = live
+        .iter()
+        .zip(columns)
+        .map(|(p, column)| PropertyDefinition {
+            name: p.name.clone(),
+            property_type: p.property_type.clone().unwrap_or_else(|| "string".into()),
+            column,
         })
         .collect();
     let columns: Vec<(String, String, ColumnType)> = properties

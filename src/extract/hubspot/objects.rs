@@ -1,10 +1,11 @@
-//! Records of one object type, and the associations of those records.
+//! Records of one object type (live, then archived), their property history, and the
+//! associations of the live ones.
 //!
-//! Call plan: when every property name fits in one GET URL (under 8 KiB), one list request
-//! per 100 records. Otherwise the list pages ids only and `batch/read` fetches every
-//! property in the JSON body (two requests per 100 records, whatever the property count).
-//! Record ids are buffered by the thousand and their associations read for every pair that
-//! starts at this type through v4 batch reads, following each input's own `after` cursor.
+//! Call plan: when every property name (twice, with history) fits in one GET URL (under
+//! 8 KiB), one list request per page (100 records, 50 with history, as HubSpot allows).
+//! Otherwise the list pages ids only and `batch/read` fetches every property in the JSON
+//! body. Record ids are buffered by the thousand and their associations read for every pair
+//! that starts at this type through v4 batch reads, following each input's own `after`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,47 +20,106 @@ use crate::schema::{BatchBuilder, fixed_table};
 
 /// HubSpot's largest page for list and batch read.
 pub const RECORDS_PER_PAGE: usize = 100;
+/// HubSpot's largest page when `propertiesWithHistory` is asked for.
+const RECORDS_PER_PAGE_WITH_HISTORY: usize = 50;
 /// HubSpot's largest association batch read (since 2025-02-10).
 const ASSOCIATION_INPUTS: usize = 1000;
 /// Room kept in the URL for the `after` cursor and the other parameters.
 const URL_RESERVE: usize = 256;
 
-enum Plan {
-    /// Every property in the list request's URL.
-    ListAll(String),
-    /// Ids from the list, properties through batch read.
-    ListIdsThenBatchRead,
+/// How one pass reads its records.
+struct Plan {
+    path: String,
+    archived: &'static str,
+    /// Every property (and history) in the list URL; otherwise ids, then batch reads.
+    all_in_url: bool,
+    names: String,
+    history: Option<usize>,
+    page_size: usize,
+}
+
+impl Plan {
+    fn new(
+        client: &HttpClient,
+        stream: &ObjectStream,
+        archived: bool,
+        history: Option<usize>,
+    ) -> Result<Plan> {
+        let path = format!("/crm/v3/objects/{}", stream.object_type.api_name);
+        let names = stream
+            .properties
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let page_size = if history.is_some() {
+            RECORDS_PER_PAGE_WITH_HISTORY
+        } else {
+            RECORDS_PER_PAGE
+        };
+        let mut plan = Plan {
+            path,
+            archived: if archived { "true" } else { "false" },
+            all_in_url: true,
+            names,
+            history,
+            page_size,
+        };
+        let query = plan.list_query(None);
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let probe = client.url(&plan.path, &query)?;
+        if probe.as_str().len() + URL_RESERVE > MAX_URL_BYTES {
+            plan.all_in_url = false;
+            plan.page_size = RECORDS_PER_PAGE;
+        }
+        Ok(plan)
+    }
+
+    fn list_query<'a>(&'a self, after: Option<&'a str>) -> Vec<(&'a str, String)> {
+        let mut q = vec![
+            ("limit", self.page_size.to_string()),
+            ("archived", self.archived.to_string()),
+        ];
+        if self.all_in_url {
+            q.push(("properties", self.names.clone()));
+            if self.history.is_some() {
+                q.push(("propertiesWithHistory", self.names.clone()));
+            }
+        } else {
+            q.push(("properties", "hs_object_id".to_string()));
+        }
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        q
+    }
 }
 
 pub(super) async fn extract(
     client: &HttpClient,
     stream: Arc<ObjectStream>,
     pairs: Vec<Arc<AssociationPair>>,
+    history: Option<usize>,
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
-    let t = &stream.object_type;
-    let path = format!("/crm/v3/objects/{}", t.api_name);
-    let all_names = stream
-        .properties
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    let limit = RECORDS_PER_PAGE.to_string();
-    let probe = client.url(
-        &path,
-        &[
-            ("limit", &limit),
-            ("archived", "false"),
-            ("properties", &all_names),
-        ],
-    )?;
-    let plan = if probe.as_str().len() + URL_RESERVE <= MAX_URL_BYTES {
-        Plan::ListAll(all_names)
-    } else {
-        Plan::ListIdsThenBatchRead
-    };
+    for archived in [false, true] {
+        let plan = Plan::new(client, &stream, archived, history)?;
+        // Archived records have no associations to read.
+        let pairs: &[Arc<AssociationPair>] = if archived { &[] } else { &pairs };
+        pass(client, &stream, &plan, pairs, ingested, out).await?;
+    }
+    Ok(())
+}
+
+async fn pass(
+    client: &HttpClient,
+    stream: &Arc<ObjectStream>,
+    plan: &Plan,
+    pairs: &[Arc<AssociationPair>],
+    ingested: &Arc<str>,
+    out: &Sender,
+) -> Result<()> {
     let table = stream.table.name.clone();
     let mut after: Option<String> = None;
     let mut pending_ids: Vec<String> = Vec::new();
@@ -67,37 +127,35 @@ pub(super) async fn extract(
     let mut pages = 0u64;
     loop {
         let page_name = format!(
-            "page {} (after={})",
+            "page {} (archived={}, after={})",
             pages + 1,
+            plan.archived,
             after.as_deref().unwrap_or("start")
         );
-        let properties = match &plan {
-            Plan::ListAll(names) => names.as_str(),
-            Plan::ListIdsThenBatchRead => "hs_object_id",
-        };
-        let mut query = vec![
-            ("limit", limit.as_str()),
-            ("archived", "false"),
-            ("properties", properties),
-        ];
-        if let Some(a) = &after {
-            query.push(("after", a.as_str()));
-        }
+        let query = plan.list_query(after.as_deref());
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let page: api::Page<api::SimpleObject> = client
-            .get_json(&path, &query)
+            .get_json(&plan.path, &query)
             .await
             .map_err(|e| e.in_stream(&table, &page_name))?;
         let next = page.next_after();
-        let rows = match plan {
-            Plan::ListAll(_) => page.results,
-            Plan::ListIdsThenBatchRead => batch_read(client, &stream, page.results)
+        let rows = if plan.all_in_url {
+            page.results
+        } else {
+            batch_read(client, stream, plan, page.results)
                 .await
-                .map_err(|e| e.in_stream(&table, &page_name))?,
+                .map_err(|e| e.in_stream(&table, &page_name))?
         };
         records += rows.len() as u64;
         pages += 1;
-        pending_ids.extend(rows.iter().map(|r| r.id.clone()));
-        let batch = raw_batch(&stream, &rows, ingested)?;
+        if let Some(keep) = plan.history {
+            let mut h = history_rows(stream, &rows, keep, ingested);
+            out.rows("OBJECT_PROPERTIES_HISTORY", &mut h).await?;
+        }
+        if !pairs.is_empty() {
+            pending_ids.extend(rows.iter().map(|r| r.id.clone()));
+        }
+        let batch = raw_batch(stream, &rows, ingested)?;
         out.send(Emit::Objects {
             stream: stream.clone(),
             batch,
@@ -105,10 +163,10 @@ pub(super) async fn extract(
         .await?;
         while pending_ids.len() >= ASSOCIATION_INPUTS {
             let chunk: Vec<String> = pending_ids.drain(..ASSOCIATION_INPUTS).collect();
-            associations(client, &pairs, &chunk, ingested, out).await?;
+            associations(client, pairs, &chunk, ingested, out).await?;
         }
         if pages.is_multiple_of(50) {
-            tracing::info!(table = %table, records, pages, "Reading records.");
+            tracing::info!(table = %table, records, pages, archived = plan.archived, "Reading records.");
         }
         match next {
             Some(a) => after = Some(a),
@@ -116,34 +174,38 @@ pub(super) async fn extract(
         }
     }
     if !pending_ids.is_empty() {
-        associations(client, &pairs, &pending_ids, ingested, out).await?;
+        associations(client, pairs, &pending_ids, ingested, out).await?;
     }
-    tracing::info!(table = %table, records, pages, "Records read.");
+    tracing::info!(table = %table, records, pages, archived = plan.archived, "Records read.");
     Ok(())
 }
 
-/// Reads every property of the listed records through `batch/read`, in list order. A record
-/// deleted between the two calls is left out (it is no longer in the account).
+/// Reads every property (and its history) of the listed records through `batch/read`, in
+/// list order. A record deleted between the two calls is left out (it is no longer there).
 async fn batch_read(
     client: &HttpClient,
     stream: &ObjectStream,
+    plan: &Plan,
     listed: Vec<api::SimpleObject>,
 ) -> Result<Vec<api::SimpleObject>> {
-    if listed.is_empty() {
-        return Ok(listed);
+    let path = format!("{}/batch/read?archived={}", plan.path, plan.archived);
+    let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
+    let history: &[&str] = if plan.history.is_some() { &names } else { &[] };
+    let chunk = if plan.history.is_some() {
+        RECORDS_PER_PAGE_WITH_HISTORY
+    } else {
+        RECORDS_PER_PAGE
+    };
+    let mut by_id: HashMap<String, api::SimpleObject> = HashMap::with_capacity(listed.len());
+    for ids in listed.chunks(chunk) {
+        let body = json!({
+            "inputs": ids.iter().map(|r| json!({"id": r.id})).collect::<Vec<_>>(),
+            "properties": names,
+            "propertiesWithHistory": history,
+        });
+        let read: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
+        by_id.extend(read.results.into_iter().map(|r| (r.id.clone(), r)));
     }
-    let path = format!("/crm/v3/objects/{}/batch/read", stream.object_type.api_name);
-    let body = json!({
-        "inputs": listed.iter().map(|r| json!({"id": r.id})).collect::<Vec<_>>(),
-        "properties": stream.properties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-        "propertiesWithHistory": [],
-    });
-    let read: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
-    let mut by_id: HashMap<String, api::SimpleObject> = read
-        .results
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
     let mut out = Vec::with_capacity(listed.len());
     for r in listed {
         match by_id.remove(&r.id) {
@@ -154,6 +216,54 @@ async fn batch_read(
         }
     }
     Ok(out)
+}
+
+/// `OBJECT_PROPERTIES_HISTORY` rows: per (record, property) the newest `keep` values by
+/// timestamp (HubSpot does not promise an order).
+fn history_rows(
+    stream: &ObjectStream,
+    rows: &[api::SimpleObject],
+    keep: usize,
+    ingested: &Arc<str>,
+) -> BatchBuilder {
+    let mut b = BatchBuilder::new(
+        fixed_table("OBJECT_PROPERTIES_HISTORY"),
+        ingested.clone(),
+        rows.len() * 8,
+    );
+    let type_id = stream.object_type.type_id.as_str();
+    for r in rows {
+        for p in &stream.properties {
+            let Some(entries) = r.properties_with_history.get(&p.name) else {
+                continue;
+            };
+            let mut sorted: Vec<(i64, &api::HistoryEntry)> = entries
+                .iter()
+                .map(|e| {
+                    (
+                        crate::schema::parse_instant(&e.timestamp)
+                            .map(|t| t.timestamp_millis())
+                            .unwrap_or(i64::MIN),
+                        e,
+                    )
+                })
+                .collect();
+            sorted.sort_by(|a, b| b.0.cmp(&a.0));
+            for (_, e) in sorted.into_iter().take(keep) {
+                b.push_row([
+                    Some(type_id),
+                    Some(r.id.as_str()),
+                    Some(p.name.as_str()),
+                    e.value.as_deref(),
+                    Some(e.timestamp.as_str()),
+                    e.source_type.as_deref(),
+                    e.source_id.as_deref(),
+                    e.updated_by_user_id.as_deref(),
+                ]);
+            }
+        }
+    }
+    b
 }
 
 /// One page of records in the raw shape of `stream.raw`.

@@ -102,9 +102,29 @@ pub(super) async fn emit_definitions(
             ]);
         }
     }
-    out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", types.finish()?)
+    for e in &discovery.events {
+        let name = e.stream.event_type.as_str();
+        let d = e.definition.as_ref();
+        let labels = d.and_then(|d| d.labels.as_ref());
+        types.push_row([
+            Some(name),
+            Some("EVENT"),
+            Some(d.map(|d| d.name.as_str()).unwrap_or(name)),
+            Some(
+                d.and_then(|d| d.fully_qualified_name.as_deref())
+                    .unwrap_or(name),
+            ),
+            labels.and_then(|l| l.singular.as_deref()),
+            labels.and_then(|l| l.plural.as_deref()),
+            None,
+            flag(d.and_then(|d| d.archived).or(Some(false))),
+            d.and_then(|d| d.created_at.as_deref()),
+            d.and_then(|d| d.updated_at.as_deref()),
+        ]);
+    }
+    out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types)
         .await?;
-    out.rows("PROPERTY_DEFINITIONS", props.finish()?).await?;
+    out.rows("PROPERTY_DEFINITIONS", &mut props).await?;
 
     let mut defs = builder("ASSOCIATION_DEFINITIONS", ingested, 64);
     for (from, to, labels) in &discovery.labels {
@@ -120,7 +140,7 @@ pub(super) async fn emit_definitions(
             ]);
         }
     }
-    out.rows("ASSOCIATION_DEFINITIONS", defs.finish()?).await
+    out.rows("ASSOCIATION_DEFINITIONS", &mut defs).await
 }
 
 /// `OWNERS` and `OWNER_TEAM`, active and archived owners both, so that every owner id on a
@@ -175,8 +195,8 @@ pub(super) async fn owners(client: &HttpClient, ingested: &Arc<str>, out: &Sende
             }
         }
     }
-    out.rows("OWNERS", owners.finish()?).await?;
-    out.rows("OWNER_TEAM", teams.finish()?).await
+    out.rows("OWNERS", &mut owners).await?;
+    out.rows("OWNER_TEAM", &mut teams).await
 }
 
 /// `PIPELINES` and `PIPELINE_STAGES` of every exported type that has pipelines.
@@ -233,6 +253,22 @@ pub(super) async fn pipelines(
             }
         }
     }
-    out.rows("PIPELINES", pipelines.finish()?).await?;
-    out.rows("PIPELINE_STAGES", stages.finish()?).await
+    out.rows("PIPELINES", &mut pipelines).await?;
+    out.rows("PIPELINE_STAGES", &mut stages).await
+}
+
+/// `TEAMS`, read during discovery (one request, no paging).
+pub(super) async fn teams(teams: &[api::Team], ingested: &Arc<str>, out: &Sender) -> Result<()> {
+    let mut rows = builder("TEAMS", ingested, teams.len());
+    for t in teams {
+        let users = serde_json::Value::Array(t.user_ids.clone()).to_string();
+        let secondary = serde_json::Value::Array(t.secondary_user_ids.clone()).to_string();
+        rows.push_row([
+            Some(t.id.as_str()),
+            t.name.as_deref(),
+            Some(users.as_str()),
+            Some(secondary.as_str()),
+        ]);
+    }
+    out.rows("TEAMS", &mut rows).await
 }
