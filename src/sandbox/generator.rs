@@ -617,7 +617,7 @@ impl Generator {
                         current.chars().take(20).collect::<String>()
                     )
                 };
-                let user = (e % 3 != 0).then(|| 9_000_000 + (e % 24) as i64);
+                let user = (!e.is_multiple_of(3)).then(|| 9_000_000 + (e % 24) as i64);
                 let entry = HistoryEntry {
                     value,
                     timestamp: iso(at),

@@ -248,7 +248,7 @@ fn history_rows(
                     )
                 })
                 .collect();
-            sorted.sort_by(|a, b| b.0.cmp(&a.0));
+            sorted.sort_by_key(|e| std::cmp::Reverse(e.0));
             for (_, e) in sorted.into_iter().take(keep) {
                 b.push_row([
                     Some(type_id),
