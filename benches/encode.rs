@@ -30,14 +30,7 @@ impl PartSink for Discard {
 
 /// A contacts-like stream with 60 properties of mixed types.
 fn stream() -> ObjectStream {
-    let kinds = [
-        "string",
-        "number",
-        "datetime",
-        "enumeration",
-        "bool",
-        "date",
-    ];
+    let kinds = ["string", "number", "datetime", "enumeration", "bool", "date"];
     let properties: Vec<PropertyDefinition> = (0..60)
         .map(|i| PropertyDefinition {
             name: format!("property_{i:02}"),
@@ -47,21 +40,10 @@ fn stream() -> ObjectStream {
         .collect();
     let cols: Vec<_> = properties
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                p.column.clone(),
-                ColumnType::from_hubspot_property_type(&p.property_type),
-            )
-        })
+        .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
         .collect();
     let (raw, table) = object_schemas("OBJECTS_CONTACTS", &cols);
-    ObjectStream {
-        object_type: model::standard_type("contacts").unwrap().to_object_type(),
-        properties,
-        raw,
-        table,
-    }
+    ObjectStream { object_type: model::standard_type("contacts").unwrap().to_object_type(), properties, raw, table }
 }
 
 fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch {
@@ -109,15 +91,12 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("objects_1000x60");
     g.throughput(Throughput::Bytes(csv_len));
-    g.bench_function("split", |b| {
-        b.iter(|| split_objects(&s, &raw, &ingested).unwrap())
-    });
+    g.bench_function("split", |b| b.iter(|| split_objects(&s, &raw, &ingested).unwrap()));
     g.bench_function("csv_encode", |b| b.iter(|| csv_bytes(&typed)));
     for level in [1, 6] {
         g.bench_function(format!("csv_gzip_parts_level{level}"), |b| {
             b.iter(|| {
-                let mut w =
-                    CsvGzipWriter::new("OBJECTS_CONTACTS", Discard::default(), 1 << 20, level);
+                let mut w = CsvGzipWriter::new("OBJECTS_CONTACTS", Discard::default(), 1 << 20, level);
                 w.write_batch(&typed).unwrap();
                 w.finish(&typed.schema()).unwrap()
             })

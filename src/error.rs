@@ -46,31 +46,15 @@ pub enum Error {
 
     /// The API answered with a status that is not retried (or retries ran out).
     #[error("{method} {path} answered HTTP {status}: {message}{}. {hint}", correlation.as_ref().map(|c| format!(" (correlationId {c})")).unwrap_or_default())]
-    Api {
-        method: &'static str,
-        path: String,
-        status: u16,
-        message: String,
-        correlation: Option<String>,
-        hint: String,
-    },
+    Api { method: &'static str, path: String, status: u16, message: String, correlation: Option<String>, hint: String },
 
     /// The request never produced a usable response (connect, timeout, reset, truncated body).
     #[error("{method} {path} failed: {detail}")]
-    Transport {
-        method: &'static str,
-        path: String,
-        detail: String,
-        retryable: bool,
-    },
+    Transport { method: &'static str, path: String, detail: String, retryable: bool },
 
     /// A response that parsed as HTTP but not as the JSON shape we expect.
     #[error("{method} {path}: the response body is not the expected JSON ({detail})")]
-    Malformed {
-        method: &'static str,
-        path: String,
-        detail: String,
-    },
+    Malformed { method: &'static str, path: String, detail: String },
 
     /// Extraction of one stream failed; wraps the cause with the stream and page.
     #[error("while reading {stream} ({page}): {source}")]
@@ -93,11 +77,7 @@ pub enum Error {
 
     /// A row that can never be written (for example larger than the part size limit).
     #[error("table {table}, record {record}: {detail}")]
-    Row {
-        table: String,
-        record: String,
-        detail: String,
-    },
+    Row { table: String, record: String, detail: String },
 
     #[error("the sandbox failed: {0}")]
     Sandbox(String),
@@ -133,18 +113,11 @@ impl Error {
 
     /// Wrap with the stream and page being read, so the message says where it failed.
     pub fn in_stream(self, stream: impl fmt::Display, page: impl fmt::Display) -> Error {
-        Error::Stream {
-            stream: stream.to_string(),
-            page: page.to_string(),
-            source: Box::new(self),
-        }
+        Error::Stream { stream: stream.to_string(), page: page.to_string(), source: Box::new(self) }
     }
 
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
+        Error::Io { what: what.into(), source }
     }
 }
 

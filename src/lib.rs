@@ -13,6 +13,7 @@ pub mod extract;
 pub mod http;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod sandbox;
 pub mod schema;
 pub mod sink;

@@ -4,11 +4,8 @@ use clap::Parser;
 
 fn main() {
     let cli = crmdump::cli::Cli::parse();
-    crmdump::cli::init_logging(&cli.logging);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    crmdump::cli::init_logging(&cli.logging, &cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

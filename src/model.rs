@@ -46,13 +46,7 @@ pub const STANDARD_TYPES: &[StandardType] = &[
     std_type("products", "0-7", "PRODUCT", "PRODUCTS", false),
     std_type("line_items", "0-8", "LINE_ITEM", "LINE_ITEMS", false),
     std_type("quotes", "0-14", "QUOTE", "QUOTES", false),
-    std_type(
-        "communications",
-        "0-18",
-        "COMMUNICATION",
-        "COMMUNICATIONS",
-        false,
-    ),
+    std_type("communications", "0-18", "COMMUNICATION", "COMMUNICATIONS", false),
     std_type("tasks", "0-27", "TASK", "TASKS", false),
     std_type("notes", "0-46", "NOTE", "NOTES", false),
     std_type("meetings", "0-47", "MEETING", "MEETINGS", false),
@@ -68,13 +62,7 @@ const fn std_type(
     plural: &'static str,
     has_pipelines: bool,
 ) -> StandardType {
-    StandardType {
-        api_name,
-        type_id,
-        singular,
-        plural,
-        has_pipelines,
-    }
+    StandardType { api_name, type_id, singular, plural, has_pipelines }
 }
 
 /// The object types exported when `--objects` is not given (custom objects are always added).
@@ -95,23 +83,13 @@ impl StandardType {
 
 /// Finds a standard type by API name or type id.
 pub fn standard_type(name_or_id: &str) -> Option<&'static StandardType> {
-    STANDARD_TYPES
-        .iter()
-        .find(|t| t.api_name.eq_ignore_ascii_case(name_or_id) || t.type_id == name_or_id)
+    STANDARD_TYPES.iter().find(|t| t.api_name.eq_ignore_ascii_case(name_or_id) || t.type_id == name_or_id)
 }
 
 /// Upper-cases a name and turns every run of characters other than A-Z and 0-9 into `_`
 /// per character, the rule HubSpot's data share uses for `PROPERTY_` and `EVENTS_` names.
 pub fn upper_identifier(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
 /// `PROPERTY_<UPPER(name)>`.
@@ -126,10 +104,7 @@ mod tests {
     #[test]
     fn identifiers_follow_the_data_share_rule() {
         assert_eq!(property_column("hs_object_id"), "PROPERTY_HS_OBJECT_ID");
-        assert_eq!(
-            upper_identifier("Social media flow - Basic"),
-            "SOCIAL_MEDIA_FLOW___BASIC"
-        );
+        assert_eq!(upper_identifier("Social media flow - Basic"), "SOCIAL_MEDIA_FLOW___BASIC");
         assert_eq!(upper_identifier("Zoë"), "ZO_");
     }
 
@@ -138,12 +113,6 @@ mod tests {
         assert_eq!(standard_type("0-3").unwrap().api_name, "deals");
         assert_eq!(standard_type("LINE_ITEMS").unwrap().type_id, "0-8");
         assert!(standard_type("cars").is_none());
-        assert_eq!(
-            standard_type("contacts")
-                .unwrap()
-                .to_object_type()
-                .table_name(),
-            "OBJECTS_CONTACTS"
-        );
+        assert_eq!(standard_type("contacts").unwrap().to_object_type().table_name(), "OBJECTS_CONTACTS");
     }
 }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::extract::{Emit, Extractor, Notice};
+use crate::progress::Progress;
 use crate::schema::TableSchema;
 use crate::sink::Sink;
 use crate::sink::manifest::{ColumnEntry, MANIFEST_FILE, Manifest, TableEntry, Warning};
@@ -58,8 +59,11 @@ pub async fn export(
     extractor: &dyn Extractor,
     sink: &Sink,
     settings: &ExportSettings,
+    progress: &Arc<Progress>,
 ) -> Result<ExportReport> {
     let clock = Instant::now();
+    progress.set_http(extractor.http_stats());
+    let _display = progress.start();
     let catalog = extractor.discover().await?;
     tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
 
@@ -71,12 +75,7 @@ pub async fn export(
     let mut writers: HashMap<String, TableWriter> = catalog
         .tables
         .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                spawn_writer(sink, &day, t.clone(), settings),
-            )
-        })
+        .map(|t| (t.name.clone(), spawn_writer(sink, &day, t.clone(), settings, progress.bytes_counter(&t.name))))
         .collect();
 
     let (tx, mut rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
@@ -87,19 +86,9 @@ pub async fn export(
         let mut notes: Vec<Warning> = Vec::new();
         while let Some(emit) = rx.recv().await {
             let rows = match emit {
-                Emit::Objects { stream, batch } => {
-                    split::split_objects(&stream, &batch, &ingested)?
-                }
+                Emit::Objects { stream, batch } => split::split_objects(&stream, &batch, &ingested)?,
                 Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
-                Emit::Rows {
-                    table,
-                    batch,
-                    unparseable,
-                } => vec![split::TableRows {
-                    table,
-                    batch,
-                    unparseable,
-                }],
+                Emit::Rows { table, batch, unparseable } => vec![split::TableRows { table, batch, unparseable }],
                 Emit::Warning(notice) => {
                     notes.push(warning(notice));
                     continue;
@@ -110,6 +99,7 @@ pub async fn export(
                     *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
                 }
                 if r.batch.num_rows() > 0 {
+                    progress.add_rows(&r.table, r.batch.num_rows() as u64);
                     route(&mut writers, &r.table, r.batch).await?;
                 }
             }
@@ -126,22 +116,14 @@ pub async fn export(
     let mut receipts: BTreeMap<String, Vec<PartReceipt>> = BTreeMap::new();
     for (name, mut w) in writers {
         w.tx.take();
-        let parts = w
-            .handle
-            .await
-            .map_err(|e| Error::Internal(format!("writer of {name} panicked: {e}")))??;
+        let parts = w.handle.await.map_err(|e| Error::Internal(format!("writer of {name} panicked: {e}")))??;
         receipts.insert(name, parts);
     }
 
     remove_stale_parts(sink, &day, &receipts).await?;
 
     for (table, count) in unparseable {
-        warnings.push(Warning {
-            kind: "unparseable_value".into(),
-            table,
-            count: Some(count),
-            detail: None,
-        });
+        warnings.push(Warning { kind: "unparseable_value".into(), table, count: Some(count), detail: None });
     }
     let stats = extractor.http_stats();
     let manifest = Manifest {
@@ -183,21 +165,12 @@ pub async fn export(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     sink.put(&manifest_key, Bytes::from(body)).await?;
     tracing::info!(key = %manifest_key, "Manifest written; the export is committed.");
-    Ok(ExportReport {
-        manifest,
-        manifest_key,
-        elapsed: clock.elapsed(),
-    })
+    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed() })
 }
 
 fn warning(notice: Notice) -> Warning {
     tracing::warn!(table = %notice.table, kind = %notice.kind, "{}", notice.detail);
-    Warning {
-        kind: notice.kind,
-        table: notice.table,
-        count: None,
-        detail: Some(notice.detail),
-    }
+    Warning { kind: notice.kind, table: notice.table, count: None, detail: Some(notice.detail) }
 }
 
 fn spawn_writer(
@@ -205,6 +178,7 @@ fn spawn_writer(
     day: &str,
     table: Arc<TableSchema>,
     settings: &ExportSettings,
+    written: Arc<std::sync::atomic::AtomicU64>,
 ) -> TableWriter {
     let (tx, mut rx) = mpsc::channel::<RecordBatch>(WRITER_QUEUE);
     let sink = sink.clone();
@@ -212,7 +186,7 @@ fn spawn_writer(
     let limit = settings.max_file_size;
     let level = settings.gzip_level;
     let handle = tokio::task::spawn_blocking(move || {
-        let parts = sink.part_sink(&day, &table.name, "csv.gz");
+        let parts = sink.part_sink(&day, &table.name, "csv.gz", written);
         let mut writer = CsvGzipWriter::new(table.name.clone(), parts, limit, level);
         while let Some(batch) = rx.blocking_recv() {
             writer.write_batch(&batch)?;
@@ -221,21 +195,12 @@ fn spawn_writer(
         tracing::debug!(table = %table.name, parts = receipts.len(), "Table written.");
         Ok(receipts)
     });
-    TableWriter {
-        tx: Some(tx),
-        handle,
-    }
+    TableWriter { tx: Some(tx), handle }
 }
 
 /// Sends a batch to its table's writer; if the writer has stopped, returns its error.
-async fn route(
-    writers: &mut HashMap<String, TableWriter>,
-    table: &str,
-    batch: RecordBatch,
-) -> Result<()> {
-    let w = writers
-        .get_mut(table)
-        .ok_or_else(|| Error::Internal(format!("no writer for table {table}")))?;
+async fn route(writers: &mut HashMap<String, TableWriter>, table: &str, batch: RecordBatch) -> Result<()> {
+    let w = writers.get_mut(table).ok_or_else(|| Error::Internal(format!("no writer for table {table}")))?;
     let tx = w.tx.as_ref().expect("writers are open while routing");
     if tx.send(batch).await.is_ok() {
         return Ok(());
@@ -250,16 +215,9 @@ async fn route(
 
 /// Removes objects under the day folder that this run did not write (parts of an earlier
 /// run that had more of them), so that the folder holds exactly what the manifest lists.
-async fn remove_stale_parts(
-    sink: &Sink,
-    day: &str,
-    receipts: &BTreeMap<String, Vec<PartReceipt>>,
-) -> Result<()> {
-    let keep: std::collections::HashSet<String> = receipts
-        .values()
-        .flatten()
-        .map(|r| format!("{day}/{}", r.path))
-        .collect();
+async fn remove_stale_parts(sink: &Sink, day: &str, receipts: &BTreeMap<String, Vec<PartReceipt>>) -> Result<()> {
+    let keep: std::collections::HashSet<String> =
+        receipts.values().flatten().map(|r| format!("{day}/{}", r.path)).collect();
     for (key, _) in sink.list(day).await? {
         if !keep.contains(&key) && !key.ends_with(MANIFEST_FILE) {
             tracing::info!(key = %key, "Removing a part of an earlier run.");

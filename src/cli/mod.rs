@@ -1,8 +1,11 @@
 //! Command-line surface (SPEC section 7): one file per command. Parses flags, builds the
 //! validated settings, and hands over to the library.
 
+mod check;
 mod export;
 mod sandbox;
+mod source;
+mod tables;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -24,6 +27,11 @@ pub struct Cli {
 pub enum Command {
     /// Export an account into <dest>/<YYYY-MM-DD>/<TABLE>/part-NNNNN.csv.gz plus _manifest.json.
     Export(export::ExportArgs),
+    /// Check the token, which tables it can read (and the scopes it lacks), the account's
+    /// rate-limit tier, and that the destination is writable.
+    Check(check::CheckArgs),
+    /// List the tables and columns an export of this account would produce.
+    Tables(tables::TablesArgs),
     /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
     Sandbox(sandbox::SandboxArgs),
 }
@@ -44,14 +52,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging on stderr: `RUST_LOG` wins, else info (warn with --quiet).
-pub fn init_logging(args: &LogArgs) {
-    let default = if args.quiet { "warn" } else { "info" };
+/// Sets up logging on stderr: `RUST_LOG` wins, else info (warn with --quiet, and on a
+/// terminal during an export, where progress bars take the place of info lines).
+pub fn init_logging(args: &LogArgs, command: &Command) {
+    use std::io::IsTerminal;
+    let bars = matches!(command, Command::Export(_))
+        && std::io::stderr().is_terminal()
+        && matches!(args.log_format, LogFormat::Text);
+    let default = if args.quiet || bars { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("crmdump={default},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -61,7 +72,12 @@ pub fn init_logging(args: &LogArgs) {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Export(args) => export::run(args).await,
+        Command::Export(mut args) => {
+            args.quiet_progress = cli.logging.quiet;
+            export::run(args).await
+        }
+        Command::Check(args) => check::run(args).await,
+        Command::Tables(args) => tables::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

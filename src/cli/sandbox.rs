@@ -27,9 +27,7 @@ impl SandboxData {
         }
         if let Some(a) = &self.anchor {
             config.anchor = chrono::DateTime::parse_from_rfc3339(a)
-                .map_err(|e| {
-                    Error::Config(format!("--anchor '{a}' is not an RFC 3339 timestamp: {e}"))
-                })?
+                .map_err(|e| Error::Config(format!("--anchor '{a}' is not an RFC 3339 timestamp: {e}")))?
                 .with_timezone(&chrono::Utc);
         }
         config.token = token;
@@ -62,15 +60,8 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
     config.missing_scopes = args.missing_scopes.clone();
     let (seed, scale) = (config.seed, config.scale);
     let server = SandboxServer::start(config, args.port).await?;
-    println!(
-        "Sandbox ({}) listening on {} (seed {seed}, {scale} records per type)",
-        args.flavor,
-        server.base_url()
-    );
-    println!(
-        "Export from it with: crmdump export --source hubspot --base-url {} --dest ./export",
-        server.base_url()
-    );
+    println!("Sandbox ({}) listening on {} (seed {seed}, {scale} records per type)", args.flavor, server.base_url());
+    println!("Export from it with: crmdump export --source hubspot --base-url {} --dest ./export", server.base_url());
     tokio::select! {
         r = server.wait() => r,
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -78,22 +78,12 @@ pub struct Catalog {
 #[derive(Debug)]
 pub enum Emit {
     /// A page of records in the shape of `stream.raw`; the splitter builds the object tables.
-    Objects {
-        stream: Arc<ObjectStream>,
-        batch: RecordBatch,
-    },
+    Objects { stream: Arc<ObjectStream>, batch: RecordBatch },
     /// Association rows in the `ASSOCIATIONS` shape; the splitter builds the per-pair table.
-    Associations {
-        pair: Arc<AssociationPair>,
-        batch: RecordBatch,
-    },
+    Associations { pair: Arc<AssociationPair>, batch: RecordBatch },
     /// Final rows of one table, with the count of values that did not parse as their
     /// column's type (NULL in `batch`).
-    Rows {
-        table: String,
-        batch: RecordBatch,
-        unparseable: u64,
-    },
+    Rows { table: String, batch: RecordBatch, unparseable: u64 },
     /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
     Warning(Notice),
 }
@@ -106,11 +96,7 @@ pub trait Extractor: Send + Sync {
     /// Finds what the account holds and every table the export will write.
     async fn discover(&self) -> crate::error::Result<Catalog>;
     /// Extracts everything in `catalog` (from [`Extractor::discover`]), sending to `out`.
-    async fn run(
-        &self,
-        catalog: &Catalog,
-        out: tokio::sync::mpsc::Sender<Emit>,
-    ) -> crate::error::Result<()>;
+    async fn run(&self, catalog: &Catalog, out: tokio::sync::mpsc::Sender<Emit>) -> crate::error::Result<()>;
     /// Request counters of this source's HTTP client.
     fn http_stats(&self) -> Arc<crate::http::HttpStats>;
 }

@@ -41,6 +41,33 @@ pub struct HttpStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// The account's limits as the last response that carried them said.
+    pub limits: std::sync::Mutex<Option<RateLimitHeaders>>,
+}
+
+/// HubSpot's `X-HubSpot-RateLimit-*` headers (every field optional: search responses and
+/// OAuth calls leave some out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub max: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub remaining: Option<u64>,
+    pub daily: Option<u64>,
+    pub daily_remaining: Option<u64>,
+}
+
+impl RateLimitHeaders {
+    fn parse(headers: &reqwest::header::HeaderMap) -> Option<RateLimitHeaders> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+        let h = RateLimitHeaders {
+            max: get("x-hubspot-ratelimit-max"),
+            interval_ms: get("x-hubspot-ratelimit-interval-milliseconds"),
+            remaining: get("x-hubspot-ratelimit-remaining"),
+            daily: get("x-hubspot-ratelimit-daily"),
+            daily_remaining: get("x-hubspot-ratelimit-daily-remaining"),
+        };
+        (h != RateLimitHeaders::default()).then_some(h)
+    }
 }
 
 /// Client settings.
@@ -98,11 +125,7 @@ impl HttpClient {
         Ok(url)
     }
 
-    pub async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<T> {
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
         let url = self.url(path, query)?;
         if url.as_str().len() > MAX_URL_BYTES {
             return Err(Error::Internal(format!(
@@ -113,21 +136,12 @@ impl HttpClient {
         self.send(Method::GET, url, None::<&()>).await
     }
 
-    pub async fn post_json<T: DeserializeOwned, B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T> {
+    pub async fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
         let url = self.url(path, &[])?;
         self.send(Method::POST, url, Some(body)).await
     }
 
-    async fn send<T: DeserializeOwned, B: Serialize>(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<&B>,
-    ) -> Result<T> {
+    async fn send<T: DeserializeOwned, B: Serialize>(&self, method: Method, url: Url, body: Option<&B>) -> Result<T> {
         let method_name: &'static str = if method == Method::GET { "GET" } else { "POST" };
         let path = display_path(&url);
         let mut backoff = ExponentialBuilder::default()
@@ -173,22 +187,15 @@ impl HttpClient {
             request = request.json(b);
         }
         let transport = |e: reqwest::Error| {
-            let retryable =
-                e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode();
-            let err = Error::Transport {
-                method: method_name,
-                path: path.to_string(),
-                detail: describe(&e),
-                retryable,
-            };
-            if retryable {
-                Attempt::Retry(err, None)
-            } else {
-                Attempt::Final(err)
-            }
+            let retryable = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode();
+            let err = Error::Transport { method: method_name, path: path.to_string(), detail: describe(&e), retryable };
+            if retryable { Attempt::Retry(err, None) } else { Attempt::Final(err) }
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        if let Some(limits) = RateLimitHeaders::parse(response.headers()) {
+            *self.stats.limits.lock().expect("limits lock") = Some(limits);
+        }
         let retry_after = response
             .headers()
             .get("retry-after")
@@ -199,11 +206,7 @@ impl HttpClient {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 Attempt::Retry(
-                    Error::Malformed {
-                        method: method_name,
-                        path: path.to_string(),
-                        detail: e.to_string(),
-                    },
+                    Error::Malformed { method: method_name, path: path.to_string(), detail: e.to_string() },
                     None,
                 )
             });
@@ -213,10 +216,7 @@ impl HttpClient {
             method: method_name,
             path: path.to_string(),
             status: status.as_u16(),
-            message: api
-                .message
-                .clone()
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
+            message: api.message.clone().unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string()),
             correlation: api.correlation_id.clone(),
             hint: self.hint(status, &api),
         };
@@ -244,21 +244,15 @@ impl HttpClient {
             401 => self.options.unauthorized_hint.to_string(),
             403 => match &api.missing_scopes {
                 Some(scopes) if !scopes.is_empty() => {
-                    format!(
-                        "The token lacks the scope(s) {}: add them to the app and retry",
-                        scopes.join(", ")
-                    )
+                    format!("The token lacks the scope(s) {}: add them to the app and retry", scopes.join(", "))
                 }
                 _ => "The token is not allowed to read this: check the app's scopes".to_string(),
             },
             404 => "Check --base-url and the object type name".to_string(),
             414 => "The request URL was too long; please report this as a crmdump bug".to_string(),
-            429 => "The account's rate limit was exceeded; lower --concurrency or --rate-limit"
-                .to_string(),
+            429 => "The account's rate limit was exceeded; lower --concurrency or --rate-limit".to_string(),
             s if s >= 500 => "The API failed repeatedly; try again later".to_string(),
-            _ => {
-                "This looks like a crmdump bug; please report it with the correlationId".to_string()
-            }
+            _ => "This looks like a crmdump bug; please report it with the correlationId".to_string(),
         }
     }
 }
@@ -341,11 +335,7 @@ impl ApiError {
                 .pointer("/context/missingScopes")
                 .or_else(|| v.pointer("/errors/0/context/missingScopes"))
                 .and_then(|x| x.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                }),
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()),
         }
     }
 }
@@ -362,9 +352,6 @@ mod tests {
         assert!(e.correlation_id.is_some());
         let e = ApiError::parse(br#"{"context":{"missingScopes":["crm.objects.deals.read"]}}"#);
         assert_eq!(e.missing_scopes.unwrap(), vec!["crm.objects.deals.read"]);
-        assert_eq!(
-            ApiError::parse(b"<html>").message.as_deref(),
-            Some("<html>")
-        );
+        assert_eq!(ApiError::parse(b"<html>").message.as_deref(), Some("<html>"));
     }
 }

@@ -14,10 +14,7 @@ pub enum RateLimit {
 
 impl RateLimit {
     /// HubSpot's default for private apps: 100 requests per 10 seconds.
-    pub const HUBSPOT_DEFAULT: RateLimit = RateLimit::PerPeriod {
-        requests: 100,
-        period: Duration::from_secs(10),
-    };
+    pub const HUBSPOT_DEFAULT: RateLimit = RateLimit::PerPeriod { requests: 100, period: Duration::from_secs(10) };
 
     /// Parses `100/10s`, `10/1s`, `600/60s`, `5/500ms` or `none`.
     pub fn parse(text: &str) -> Result<RateLimit, String> {
@@ -25,24 +22,13 @@ impl RateLimit {
         if matches!(t, "none" | "unlimited" | "off") {
             return Ok(RateLimit::Unlimited);
         }
-        let bad = || {
-            format!(
-                "'{text}' is not a rate limit: write REQUESTS/PERIOD such as 100/10s or 5/500ms, or 'none'"
-            )
-        };
+        let bad =
+            || format!("'{text}' is not a rate limit: write REQUESTS/PERIOD such as 100/10s or 5/500ms, or 'none'");
         let (n, period) = t.split_once('/').ok_or_else(bad)?;
         let requests: u32 = n.trim().parse().map_err(|_| bad())?;
         let period = period.trim();
-        let (num, unit) = period.split_at(
-            period
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(period.len()),
-        );
-        let num: u64 = if num.is_empty() {
-            1
-        } else {
-            num.parse().map_err(|_| bad())?
-        };
+        let (num, unit) = period.split_at(period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len()));
+        let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
         let period = match unit {
             "ms" => Duration::from_millis(num),
             "s" | "" => Duration::from_secs(num),
@@ -64,9 +50,7 @@ impl Limiter {
             RateLimit::Unlimited => None,
             RateLimit::PerPeriod { requests, period } => {
                 let burst = NonZeroU32::new(requests).expect("checked when parsed");
-                let quota = Quota::with_period(period / requests)
-                    .expect("non-zero period")
-                    .allow_burst(burst);
+                let quota = Quota::with_period(period / requests).expect("non-zero period").allow_burst(burst);
                 Some(Limiter(DefaultDirectRateLimiter::direct(quota)))
             }
         }
@@ -86,10 +70,7 @@ mod tests {
         assert_eq!(RateLimit::parse("100/10s"), Ok(RateLimit::HUBSPOT_DEFAULT));
         assert_eq!(
             RateLimit::parse("5/500ms"),
-            Ok(RateLimit::PerPeriod {
-                requests: 5,
-                period: Duration::from_millis(500)
-            })
+            Ok(RateLimit::PerPeriod { requests: 5, period: Duration::from_millis(500) })
         );
         assert_eq!(RateLimit::parse("none"), Ok(RateLimit::Unlimited));
         assert!(RateLimit::parse("fast").unwrap_err().contains("100/10s"));

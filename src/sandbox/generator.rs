@@ -26,23 +26,14 @@ pub struct SandboxConfig {
 
 impl SandboxConfig {
     pub fn new(seed: u64, scale: u64) -> SandboxConfig {
-        SandboxConfig {
-            seed,
-            scale,
-            anchor: default_anchor(),
-            token: None,
-            missing_scopes: Vec::new(),
-        }
+        SandboxConfig { seed, scale, anchor: default_anchor(), token: None, missing_scopes: Vec::new() }
     }
 }
 
 /// The start of the current UTC day: data is stable within a day.
 pub fn default_anchor() -> DateTime<Utc> {
     let now = Utc::now();
-    now.date_naive()
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
+    now.date_naive().and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
 /// splitmix64: a tiny, well-known mixing function; the whole generator is built on it.
@@ -136,16 +127,8 @@ pub struct AssociationType {
     pub label: Option<&'static str>,
 }
 
-const fn assoc(
-    category: &'static str,
-    type_id: i32,
-    label: Option<&'static str>,
-) -> AssociationType {
-    AssociationType {
-        category,
-        type_id,
-        label,
-    }
+const fn assoc(category: &'static str, type_id: i32, label: Option<&'static str>) -> AssociationType {
+    AssociationType { category, type_id, label }
 }
 
 /// How the records of two types are linked; each shape has a cheap inverse.
@@ -245,13 +228,9 @@ const TRICKY_TEXT: &[&str] = &[
     "ends with backslash \\",
 ];
 
-const FIRST_NAMES: &[&str] = &[
-    "Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun",
-];
-const LAST_NAMES: &[&str] = &[
-    "Nguyen", "O'Brien", "Müller", "García", "Smith", "Kowalski", "Tanaka", "Okafor", "Rossi",
-    "Ivanova",
-];
+const FIRST_NAMES: &[&str] = &["Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun"];
+const LAST_NAMES: &[&str] =
+    &["Nguyen", "O'Brien", "Müller", "García", "Smith", "Kowalski", "Tanaka", "Okafor", "Rossi", "Ivanova"];
 
 impl Generator {
     pub fn new(config: SandboxConfig) -> Generator {
@@ -259,13 +238,7 @@ impl Generator {
         let types = build_types(portal_id, config.scale);
         let owners = build_owners(&config);
         let rules = build_rules();
-        Generator {
-            config,
-            portal_id,
-            types,
-            owners,
-            rules,
-        }
+        Generator { config, portal_id, types, owners, rules }
     }
 
     /// Records of type `t`, archived ones included.
@@ -277,8 +250,7 @@ impl Generator {
     /// `archived=true`, without associations.
     pub fn is_archived(&self, t: usize, index: u64) -> bool {
         // The last record (the association hub) is never archived.
-        index + 1 < self.count(t)
-            && hash(&[self.config.seed, self.types[t].ordinal, index, 0xA5C41]).is_multiple_of(40)
+        index + 1 < self.count(t) && hash(&[self.config.seed, self.types[t].ordinal, index, 0xA5C41]).is_multiple_of(40)
     }
 
     /// Whether the token lacks `scope`.
@@ -299,8 +271,7 @@ impl Generator {
         let ty = &self.types[t];
         let h = hash(&[self.config.seed, ty.ordinal, index, 0xC4EA7ED]);
         let two_years_ms = 730 * 86_400_000_i64;
-        let created =
-            self.config.anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
+        let created = self.config.anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
         let age_ms = (self.config.anchor - created).num_milliseconds().max(1);
         let updated = created + Duration::milliseconds((mix(h) % age_ms as u64) as i64);
         let archived = self.is_archived(t, index);
@@ -308,13 +279,7 @@ impl Generator {
             let left = (self.config.anchor - updated).num_milliseconds().max(1);
             iso(updated + Duration::milliseconds((mix(h ^ 0xA5) % left as u64) as i64))
         });
-        Record {
-            id: ty.id_of(index),
-            created_at: iso(created),
-            updated_at: iso(updated),
-            archived,
-            archived_at,
-        }
+        Record { id: ty.id_of(index), created_at: iso(created), updated_at: iso(updated), archived, archived_at }
     }
 
     /// The value of property `p` of record `index` as the API sends it (`None` is JSON null).
@@ -329,11 +294,7 @@ impl Generator {
             Role::FirstName => return Some(FIRST_NAMES[(h % 10) as usize].to_string()),
             Role::LastName => return Some(LAST_NAMES[(mix(h) % 10) as usize].to_string()),
             Role::Email => {
-                return Some(format!(
-                    "person{}@example{}.com",
-                    ty.id_of(index),
-                    index % 7
-                ));
+                return Some(format!("person{}@example{}.com", ty.id_of(index), index % 7));
             }
             _ => {}
         }
@@ -353,14 +314,12 @@ impl Generator {
             }
             Role::Pipeline | Role::Stage => {
                 let pipelines = self.pipelines(t);
-                let pipeline = &pipelines[(hash(&[self.config.seed, ty.ordinal, index, 77])
-                    % pipelines.len() as u64) as usize];
+                let pipeline =
+                    &pipelines[(hash(&[self.config.seed, ty.ordinal, index, 77]) % pipelines.len() as u64) as usize];
                 if prop.role == Role::Pipeline {
                     pipeline.id.clone()
                 } else {
-                    pipeline.stages[(v % pipeline.stages.len() as u64) as usize]
-                        .0
-                        .clone()
+                    pipeline.stages[(v % pipeline.stages.len() as u64) as usize].0.clone()
                 }
             }
             Role::SloppyNumber if v.is_multiple_of(10) => "N/A".to_string(),
@@ -389,18 +348,11 @@ impl Generator {
                     ]
                     .iter()
                     .map(|(id, label, p)| {
-                        let closed = if id.starts_with("closed") {
-                            "true"
-                        } else {
-                            "false"
-                        };
+                        let closed = if id.starts_with("closed") { "true" } else { "false" };
                         (
                             id.to_string(),
                             label.to_string(),
-                            vec![
-                                ("isClosed", closed.to_string()),
-                                ("probability", p.to_string()),
-                            ],
+                            vec![("isClosed", closed.to_string()), ("probability", p.to_string())],
                         )
                     })
                     .collect(),
@@ -431,20 +383,12 @@ impl Generator {
                 display_order: 0,
                 created_at: epoch.clone(),
                 updated_at: epoch,
-                stages: [
-                    ("1", "New", "OPEN"),
-                    ("2", "Waiting on contact", "OPEN"),
-                    ("4", "Closed", "CLOSED"),
-                ]
-                .iter()
-                .map(|(id, label, state)| {
-                    (
-                        id.to_string(),
-                        label.to_string(),
-                        vec![("ticketState", state.to_string())],
-                    )
-                })
-                .collect(),
+                stages: [("1", "New", "OPEN"), ("2", "Waiting on contact", "OPEN"), ("4", "Closed", "CLOSED")]
+                    .iter()
+                    .map(|(id, label, state)| {
+                        (id.to_string(), label.to_string(), vec![("ticketState", state.to_string())])
+                    })
+                    .collect(),
             }],
             _ => Vec::new(),
         }
@@ -455,16 +399,8 @@ impl Generator {
         let mut out: Vec<AssociationType> = Vec::new();
         for r in &self.rules {
             // A type associated with itself uses both directions of its rule.
-            let forward = if (r.from, r.to) == (from, to) {
-                r.forward
-            } else {
-                &[]
-            };
-            let inverse = if (r.to, r.from) == (from, to) {
-                r.inverse
-            } else {
-                &[]
-            };
+            let forward = if (r.from, r.to) == (from, to) { r.forward } else { &[] };
+            let inverse = if (r.to, r.from) == (from, to) { r.inverse } else { &[] };
             for t in forward.iter().chain(inverse) {
                 if !out.iter().any(|o| o.type_id == t.type_id) {
                     out.push(t.clone());
@@ -476,12 +412,7 @@ impl Generator {
 
     /// Records of type `to` associated with record `index` of type `from`, ordered by
     /// target index, each with its association types.
-    pub fn associations(
-        &self,
-        from: usize,
-        index: u64,
-        to: usize,
-    ) -> Vec<(u64, Vec<AssociationType>)> {
+    pub fn associations(&self, from: usize, index: u64, to: usize) -> Vec<(u64, Vec<AssociationType>)> {
         if self.is_archived(from, index) {
             return Vec::new();
         }
@@ -579,14 +510,7 @@ pub struct Event {
 /// A team: id, name, primary user ids, secondary user ids.
 pub type Team = (String, String, Vec<String>, Vec<String>);
 
-const SOURCE_TYPES: &[&str] = &[
-    "CRM_UI",
-    "API",
-    "IMPORT",
-    "CALCULATED",
-    "INTEGRATION",
-    "AUTOMATION_PLATFORM",
-];
+const SOURCE_TYPES: &[&str] = &["CRM_UI", "API", "IMPORT", "CALCULATED", "INTEGRATION", "AUTOMATION_PLATFORM"];
 
 impl Generator {
     /// Every value property `p` of record `index` has had, newest first, with strictly
@@ -612,10 +536,7 @@ impl Generator {
                 } else if prop.role == Role::Generic && prop.ty != "string" {
                     generic_value(prop, e, at)
                 } else {
-                    format!(
-                        "earlier #{k}: {}",
-                        current.chars().take(20).collect::<String>()
-                    )
+                    format!("earlier #{k}: {}", current.chars().take(20).collect::<String>())
                 };
                 let user = (!e.is_multiple_of(3)).then(|| 9_000_000 + (e % 24) as i64);
                 let entry = HistoryEntry {
@@ -665,13 +586,11 @@ impl Generator {
         let t = list.object_type;
         (0..self.count(t))
             .filter(|&i| {
-                !self.is_archived(t, i)
-                    && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
+                !self.is_archived(t, i) && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
             })
             .map(|i| {
                 let h = hash(&[self.config.seed, 0x1158, k as u64, i]);
-                let added = self.config.anchor
-                    - Duration::milliseconds(1 + (h % (200 * 86_400_000)) as i64);
+                let added = self.config.anchor - Duration::milliseconds(1 + (h % (200 * 86_400_000)) as i64);
                 (i, iso(added))
             })
             .collect()
@@ -720,8 +639,7 @@ impl Generator {
     pub fn event(&self, e: usize, j: u64) -> Event {
         let def = &self.event_types()[e];
         let h = hash(&[self.config.seed, 0xE7E47, e as u64, j]);
-        let occurred =
-            self.config.anchor - Duration::milliseconds(1 + (h % (90 * 86_400_000)) as i64);
+        let occurred = self.config.anchor - Duration::milliseconds(1 + (h % (90 * 86_400_000)) as i64);
         let properties = def
             .properties
             .iter()
@@ -731,15 +649,9 @@ impl Generator {
                 let value = match *ty {
                     "number" => Some(format!("{}.{}", v % 500, v % 10)),
                     "bool" => Some(if v.is_multiple_of(2) { "true" } else { "false" }.to_string()),
-                    "enumeration" => Some(
-                        ["ORGANIC_SEARCH", "DIRECT_TRAFFIC", "SOCIAL"][(v % 3) as usize]
-                            .to_string(),
-                    ),
+                    "enumeration" => Some(["ORGANIC_SEARCH", "DIRECT_TRAFFIC", "SOCIAL"][(v % 3) as usize].to_string()),
                     _ if v.is_multiple_of(9) => None,
-                    _ if name == "hs_url" => Some(format!(
-                        "https://example.com/pricing?q={}&utm=a,b",
-                        v % 1000
-                    )),
+                    _ if name == "hs_url" => Some(format!("https://example.com/pricing?q={}&utm=a,b", v % 1000)),
                     _ => Some(TRICKY_TEXT[(v % TRICKY_TEXT.len() as u64) as usize].to_string()),
                 };
                 (name.clone(), value)
@@ -765,11 +677,7 @@ impl Generator {
                         teams.len() - 1
                     }
                 };
-                let list = if *primary {
-                    &mut teams[i].2
-                } else {
-                    &mut teams[i].3
-                };
+                let list = if *primary { &mut teams[i].2 } else { &mut teams[i].3 };
                 list.push(o.user_id.to_string());
             }
         }
@@ -794,15 +702,9 @@ fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
         "datetime" => {
             let t = anchor - Duration::milliseconds((v % (900 * 86_400_000)) as i64);
             // HubSpot sends most datetimes as ISO text, some as epoch milliseconds.
-            if v.is_multiple_of(9) {
-                t.timestamp_millis().to_string()
-            } else {
-                iso(t)
-            }
+            if v.is_multiple_of(9) { t.timestamp_millis().to_string() } else { iso(t) }
         }
-        "date" => (anchor - Duration::days((v % 3000) as i64))
-            .format("%Y-%m-%d")
-            .to_string(),
+        "date" => (anchor - Duration::days((v % 3000) as i64)).format("%Y-%m-%d").to_string(),
         "bool" => if v.is_multiple_of(2) { "true" } else { "false" }.to_string(),
         "enumeration" => {
             let o = &prop.options[(v % prop.options.len() as u64) as usize];
@@ -823,13 +725,7 @@ fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
     }
 }
 
-fn prop(
-    name: &str,
-    label: &str,
-    ty: &'static str,
-    field_type: &'static str,
-    role: Role,
-) -> PropertyDef {
+fn prop(name: &str, label: &str, ty: &'static str, field_type: &'static str, role: Role) -> PropertyDef {
     PropertyDef {
         name: name.to_string(),
         label: label.to_string(),
@@ -847,10 +743,7 @@ fn prop(
 
 fn enumeration(name: &str, label: &str, field_type: &'static str, values: &[&str]) -> PropertyDef {
     let mut p = prop(name, label, "enumeration", field_type, Role::Generic);
-    p.options = values
-        .iter()
-        .map(|v| (v.replace('_', " "), v.to_string()))
-        .collect();
+    p.options = values.iter().map(|v| (v.replace('_', " "), v.to_string())).collect();
     p
 }
 
@@ -872,12 +765,7 @@ fn custom_properties(prefix: &str, count: usize) -> Vec<PropertyDef> {
             let name = format!("{prefix}_{i:03}");
             let label = format!("Custom {} {i}", ty.replace('_', " "));
             let mut p = if ty == "enumeration" {
-                enumeration(
-                    &name,
-                    &label,
-                    field_type,
-                    &["gold", "silver", "bronze_tier", "Ünïcode"],
-                )
+                enumeration(&name, &label, field_type, &["gold", "silver", "bronze_tier", "Ünïcode"])
             } else {
                 prop(&name, &label, ty, field_type, Role::Generic)
             };
@@ -889,39 +777,13 @@ fn custom_properties(prefix: &str, count: usize) -> Vec<PropertyDef> {
 }
 
 fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
-    let last_modified = |name: &str| {
-        prop(
-            name,
-            "Last Modified Date",
-            "datetime",
-            "date",
-            Role::UpdatedAt,
-        )
-    };
+    let last_modified = |name: &str| prop(name, "Last Modified Date", "datetime", "date", Role::UpdatedAt);
     let common = |modified: &str| {
         vec![
-            prop(
-                "hs_object_id",
-                "Record ID",
-                "number",
-                "number",
-                Role::ObjectId,
-            ),
-            prop(
-                "createdate",
-                "Create Date",
-                "datetime",
-                "date",
-                Role::CreatedAt,
-            ),
+            prop("hs_object_id", "Record ID", "number", "number", Role::ObjectId),
+            prop("createdate", "Create Date", "datetime", "date", Role::CreatedAt),
             last_modified(modified),
-            prop(
-                "hubspot_owner_id",
-                "Owner",
-                "enumeration",
-                "select",
-                Role::Owner,
-            ),
+            prop("hubspot_owner_id", "Owner", "enumeration", "select", Role::Owner),
         ]
     };
     let mut contacts = common("lastmodifieddate");
@@ -929,91 +791,30 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
         prop("firstname", "First Name", "string", "text", Role::FirstName),
         prop("lastname", "Last Name", "string", "text", Role::LastName),
         prop("email", "Email", "string", "text", Role::Email),
-        prop(
-            "phone",
-            "Phone Number",
-            "string",
-            "phonenumber",
-            Role::Generic,
-        ),
+        prop("phone", "Phone Number", "string", "phonenumber", Role::Generic),
         prop("jobtitle", "Job Title", "string", "text", Role::Generic),
-        prop(
-            "date_of_birth",
-            "Date of birth",
-            "date",
-            "date",
-            Role::Generic,
-        ),
-        prop(
-            "annualrevenue",
-            "Annual Revenue",
-            "number",
-            "number",
-            Role::SloppyNumber,
-        ),
-        prop(
-            "hs_email_optout",
-            "Opted out of email",
-            "bool",
-            "booleancheckbox",
-            Role::Generic,
-        ),
-        prop(
-            "notes_last_contacted",
-            "Last Contacted",
-            "datetime",
-            "date",
-            Role::Generic,
-        ),
+        prop("date_of_birth", "Date of birth", "date", "date", Role::Generic),
+        prop("annualrevenue", "Annual Revenue", "number", "number", Role::SloppyNumber),
+        prop("hs_email_optout", "Opted out of email", "bool", "booleancheckbox", Role::Generic),
+        prop("notes_last_contacted", "Last Contacted", "datetime", "date", Role::Generic),
         enumeration(
             "lifecyclestage",
             "Lifecycle Stage",
             "radio",
             &["subscriber", "lead", "marketingqualifiedlead", "customer"],
         ),
-        enumeration(
-            "hs_buying_role",
-            "Buying Role",
-            "checkbox",
-            &["BUDGET_HOLDER", "CHAMPION", "END_USER"],
-        ),
+        enumeration("hs_buying_role", "Buying Role", "checkbox", &["BUDGET_HOLDER", "CHAMPION", "END_USER"]),
     ]);
     // Long names, as real portals have: together they overflow an 8 KiB URL.
-    contacts.extend(custom_properties(
-        "custom_contact_attribute_with_a_long_descriptive_name",
-        230,
-    ));
+    contacts.extend(custom_properties("custom_contact_attribute_with_a_long_descriptive_name", 230));
 
     let mut companies = common("hs_lastmodifieddate");
     companies.extend([
         prop("name", "Company name", "string", "text", Role::Generic),
-        prop(
-            "domain",
-            "Company Domain Name",
-            "string",
-            "text",
-            Role::Generic,
-        ),
-        prop(
-            "numberofemployees",
-            "Number of Employees",
-            "number",
-            "number",
-            Role::SloppyNumber,
-        ),
-        prop(
-            "founded_year",
-            "Year Founded",
-            "string",
-            "text",
-            Role::Generic,
-        ),
-        enumeration(
-            "industry",
-            "Industry",
-            "select",
-            &["COMPUTER_SOFTWARE", "BANKING", "RETAIL"],
-        ),
+        prop("domain", "Company Domain Name", "string", "text", Role::Generic),
+        prop("numberofemployees", "Number of Employees", "number", "number", Role::SloppyNumber),
+        prop("founded_year", "Year Founded", "string", "text", Role::Generic),
+        enumeration("industry", "Industry", "select", &["COMPUTER_SOFTWARE", "BANKING", "RETAIL"]),
     ]);
     companies.extend(custom_properties("company_custom", 40));
 
@@ -1022,53 +823,18 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
         prop("dealname", "Deal Name", "string", "text", Role::Generic),
         prop("amount", "Amount", "number", "number", Role::SloppyNumber),
         prop("closedate", "Close Date", "datetime", "date", Role::Generic),
-        prop(
-            "pipeline",
-            "Pipeline",
-            "enumeration",
-            "select",
-            Role::Pipeline,
-        ),
-        prop(
-            "dealstage",
-            "Deal Stage",
-            "enumeration",
-            "radio",
-            Role::Stage,
-        ),
+        prop("pipeline", "Pipeline", "enumeration", "select", Role::Pipeline),
+        prop("dealstage", "Deal Stage", "enumeration", "radio", Role::Stage),
     ]);
     deals.extend(custom_properties("deal_custom", 25));
 
     let mut tickets = common("hs_lastmodifieddate");
     tickets.extend([
         prop("subject", "Ticket name", "string", "text", Role::Generic),
-        prop(
-            "content",
-            "Ticket description",
-            "string",
-            "textarea",
-            Role::Generic,
-        ),
-        prop(
-            "hs_pipeline",
-            "Pipeline",
-            "enumeration",
-            "select",
-            Role::Pipeline,
-        ),
-        prop(
-            "hs_pipeline_stage",
-            "Ticket status",
-            "enumeration",
-            "select",
-            Role::Stage,
-        ),
-        enumeration(
-            "hs_ticket_priority",
-            "Priority",
-            "select",
-            &["LOW", "MEDIUM", "HIGH"],
-        ),
+        prop("content", "Ticket description", "string", "textarea", Role::Generic),
+        prop("hs_pipeline", "Pipeline", "enumeration", "select", Role::Pipeline),
+        prop("hs_pipeline_stage", "Ticket status", "enumeration", "select", Role::Stage),
+        enumeration("hs_ticket_priority", "Priority", "select", &["LOW", "MEDIUM", "HIGH"]),
     ]);
     tickets.extend(custom_properties("ticket_custom", 15));
 
@@ -1086,97 +852,53 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
     // Values that change often keep long histories: more than the 45 (contacts) and 20
     // (other types) newest entries an export keeps.
     let track = |props: &mut Vec<PropertyDef>, names: &[&str], depth: u64| {
-        for p in props
-            .iter_mut()
-            .filter(|p| names.contains(&p.name.as_str()))
-        {
+        for p in props.iter_mut().filter(|p| names.contains(&p.name.as_str())) {
             p.history_depth = depth;
         }
     };
-    track(
-        &mut contacts,
-        &[
-            "lifecyclestage",
-            "email",
-            "custom_contact_attribute_with_a_long_descriptive_name_000",
-        ],
-        60,
-    );
+    track(&mut contacts, &["lifecyclestage", "email", "custom_contact_attribute_with_a_long_descriptive_name_000"], 60);
     track(&mut companies, &["name", "company_custom_001"], 30);
     track(&mut deals, &["dealstage", "amount"], 30);
     track(&mut tickets, &["hs_pipeline_stage"], 30);
     track(&mut cars, &["model"], 30);
 
     let core = [
-        (
-            "contacts", "0-1", "Contact", "Contacts", None, "email", contacts,
-        ),
-        (
-            "companies",
-            "0-2",
-            "Company",
-            "Companies",
-            None,
-            "name",
-            companies,
-        ),
+        ("contacts", "0-1", "Contact", "Contacts", None, "email", contacts),
+        ("companies", "0-2", "Company", "Companies", None, "name", companies),
         ("deals", "0-3", "Deal", "Deals", None, "dealname", deals),
-        (
-            "tickets", "0-5", "Ticket", "Tickets", None, "subject", tickets,
-        ),
-        (
-            "cars",
-            "2-3508482",
-            "Car",
-            "Cars",
-            Some(format!("p{portal_id}_cars")),
-            "model",
-            cars,
-        ),
+        ("tickets", "0-5", "Ticket", "Tickets", None, "subject", tickets),
+        ("cars", "2-3508482", "Car", "Cars", Some(format!("p{portal_id}_cars")), "model", cars),
     ];
     let mut types: Vec<SandboxType> = core
         .into_iter()
         .enumerate()
-        .map(
-            |(ordinal, (api_name, type_id, singular, plural, fqn, display, properties))| {
-                SandboxType {
-                    api_name,
-                    type_id: type_id.to_string(),
-                    singular_label: singular.to_string(),
-                    plural_label: plural.to_string(),
-                    scope: if fqn.is_some() {
-                        "crm.objects.custom.read".to_string()
-                    } else {
-                        format!("crm.objects.{api_name}.read")
-                    },
-                    fully_qualified_name: fqn,
-                    primary_display_property: display,
-                    properties,
-                    id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
-                    count: scale,
-                    ordinal: ordinal as u64,
-                }
+        .map(|(ordinal, (api_name, type_id, singular, plural, fqn, display, properties))| SandboxType {
+            api_name,
+            type_id: type_id.to_string(),
+            singular_label: singular.to_string(),
+            plural_label: plural.to_string(),
+            scope: if fqn.is_some() {
+                "crm.objects.custom.read".to_string()
+            } else {
+                format!("crm.objects.{api_name}.read")
             },
-        )
+            fully_qualified_name: fqn,
+            primary_display_property: display,
+            properties,
+            id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
+            count: scale,
+            ordinal: ordinal as u64,
+        })
         .collect();
     // Every other standard type, smaller; products carry 1,200 properties.
-    let others: Vec<_> = crate::model::STANDARD_TYPES
-        .iter()
-        .filter(|s| !types.iter().any(|t| t.api_name == s.api_name))
-        .collect();
+    let others: Vec<_> =
+        crate::model::STANDARD_TYPES.iter().filter(|s| !types.iter().any(|t| t.api_name == s.api_name)).collect();
     for std in others {
         let ordinal = types.len() as u64;
         let mut properties = common("hs_lastmodifieddate");
         properties.push(prop("hs_name", "Name", "string", "text", Role::Generic));
-        let extra = if std.api_name == "products" {
-            1_200 - properties.len()
-        } else {
-            6
-        };
-        properties.extend(custom_properties(
-            &format!("{}_attribute", std.api_name),
-            extra,
-        ));
+        let extra = if std.api_name == "products" { 1_200 - properties.len() } else { 6 };
+        properties.extend(custom_properties(&format!("{}_attribute", std.api_name), extra));
         let title = |id: &str| {
             let lower = id.to_lowercase().replace('_', " ");
             lower[..1].to_uppercase() + &lower[1..]
@@ -1199,11 +921,7 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
 }
 
 fn build_owners(config: &SandboxConfig) -> Vec<Owner> {
-    let teams = [
-        ("178588", "West Coast Sales"),
-        ("178590", "Support, \"Tier 2\""),
-        ("178591", "Équipe Paris"),
-    ];
+    let teams = [("178588", "West Coast Sales"), ("178590", "Support, \"Tier 2\""), ("178591", "Équipe Paris")];
     (0..24)
         .map(|i| {
             let h = hash(&[config.seed, 0x0E7E4, i]);
@@ -1233,26 +951,14 @@ fn build_owners(config: &SandboxConfig) -> Vec<Owner> {
 }
 
 fn build_rules() -> Vec<Rule> {
-    const CONTACT_COMPANY: &[AssociationType] =
-        &[assoc(HD, 1, Some("Primary")), assoc(HD, 279, None)];
-    const COMPANY_CONTACT: &[AssociationType] =
-        &[assoc(HD, 2, Some("Primary")), assoc(HD, 280, None)];
-    const CONTACT_COMPANY_BILLING: &[AssociationType] = &[
-        assoc(HD, 279, None),
-        assoc(UD, 1001, Some("Billing contact")),
-    ];
-    const COMPANY_CONTACT_BILLING: &[AssociationType] = &[
-        assoc(HD, 280, None),
-        assoc(UD, 1002, Some("Billing contact")),
-    ];
-    const DEAL_CONTACT: &[AssociationType] = &[
-        assoc(HD, 3, None),
-        assoc(UD, 1003, Some("Decision maker, \"final\"")),
-    ];
-    const CONTACT_DEAL: &[AssociationType] = &[
-        assoc(HD, 4, None),
-        assoc(UD, 1004, Some("Decision maker, \"final\"")),
-    ];
+    const CONTACT_COMPANY: &[AssociationType] = &[assoc(HD, 1, Some("Primary")), assoc(HD, 279, None)];
+    const COMPANY_CONTACT: &[AssociationType] = &[assoc(HD, 2, Some("Primary")), assoc(HD, 280, None)];
+    const CONTACT_COMPANY_BILLING: &[AssociationType] =
+        &[assoc(HD, 279, None), assoc(UD, 1001, Some("Billing contact"))];
+    const COMPANY_CONTACT_BILLING: &[AssociationType] =
+        &[assoc(HD, 280, None), assoc(UD, 1002, Some("Billing contact"))];
+    const DEAL_CONTACT: &[AssociationType] = &[assoc(HD, 3, None), assoc(UD, 1003, Some("Decision maker, \"final\""))];
+    const CONTACT_DEAL: &[AssociationType] = &[assoc(HD, 4, None), assoc(UD, 1004, Some("Decision maker, \"final\""))];
     const DEAL_COMPANY: &[AssociationType] = &[assoc(HD, 5, Some("Primary")), assoc(HD, 341, None)];
     const COMPANY_DEAL: &[AssociationType] = &[assoc(HD, 6, Some("Primary")), assoc(HD, 342, None)];
     const TICKET_CONTACT: &[AssociationType] = &[assoc(HD, 16, None)];
@@ -1263,22 +969,10 @@ fn build_rules() -> Vec<Rule> {
     const PARENT_CHILD: &[AssociationType] = &[assoc(HD, 13, Some("Child Company"))];
     const CAR_CONTACT: &[AssociationType] = &[assoc(UD, 2001, Some("Driver ✓"))];
     const CONTACT_CAR: &[AssociationType] = &[assoc(UD, 2002, Some("Drives"))];
-    let rule = |from, to, shape, forward, inverse| Rule {
-        from,
-        to,
-        shape,
-        forward,
-        inverse,
-    };
+    let rule = |from, to, shape, forward, inverse| Rule { from, to, shape, forward, inverse };
     vec![
         rule(0, 1, Shape::Div(3), CONTACT_COMPANY, COMPANY_CONTACT),
-        rule(
-            0,
-            1,
-            Shape::Hub(10),
-            CONTACT_COMPANY_BILLING,
-            COMPANY_CONTACT_BILLING,
-        ),
+        rule(0, 1, Shape::Hub(10), CONTACT_COMPANY_BILLING, COMPANY_CONTACT_BILLING),
         rule(2, 0, Shape::Shift(1), DEAL_CONTACT, CONTACT_DEAL),
         rule(2, 1, Shape::Div(2), DEAL_COMPANY, COMPANY_DEAL),
         rule(3, 0, Shape::Shift(0), TICKET_CONTACT, CONTACT_TICKET),
@@ -1294,9 +988,7 @@ mod tests {
 
     fn generator(scale: u64) -> Generator {
         let mut c = SandboxConfig::new(7, scale);
-        c.anchor = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        c.anchor = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
         Generator::new(c)
     }
 
@@ -1335,10 +1027,7 @@ mod tests {
             for i in 0..120 {
                 for (j, types) in g.associations(from, i, to) {
                     let back = g.associations(to, j, from);
-                    assert!(
-                        back.iter().any(|(k, _)| *k == i),
-                        "{from}:{i} -> {to}:{j} has no inverse"
-                    );
+                    assert!(back.iter().any(|(k, _)| *k == i), "{from}:{i} -> {to}:{j} has no inverse");
                     let labels = g.association_labels(from, to);
                     assert!(types.iter().all(|t| labels.contains(t)));
                 }

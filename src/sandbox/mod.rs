@@ -7,7 +7,6 @@ mod generator;
 mod server;
 
 pub use generator::{
-    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType,
-    default_anchor, iso,
+    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};

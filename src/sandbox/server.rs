@@ -55,23 +55,15 @@ impl SandboxServer {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|e| Error::Sandbox(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Sandbox(e.to_string()))?;
-        let state = Arc::new(AppState {
-            generator: Generator::new(config),
-            stats: Mutex::new(Stats::default()),
-        });
+        let addr = listener.local_addr().map_err(|e| Error::Sandbox(e.to_string()))?;
+        let state = Arc::new(AppState { generator: Generator::new(config), stats: Mutex::new(Stats::default()) });
         let app = router(state);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "Sandbox server stopped.");
             }
         });
-        Ok(SandboxServer {
-            addr,
-            task: Some(task),
-        })
+        Ok(SandboxServer { addr, task: Some(task) })
     }
 
     pub fn base_url(&self) -> String {
@@ -102,14 +94,8 @@ fn router(state: Shared) -> Router {
         .route("/crm/v3/properties/{object_type}", get(properties))
         .route("/crm/v3/objects/{object_type}", get(list_objects))
         .route("/crm/v3/objects/{object_type}/batch/read", post(batch_read))
-        .route(
-            "/crm/v4/associations/{from}/{to}/batch/read",
-            post(association_batch_read),
-        )
-        .route(
-            "/crm/v4/associations/{from}/{to}/labels",
-            get(association_labels),
-        )
+        .route("/crm/v4/associations/{from}/{to}/batch/read", post(association_batch_read))
+        .route("/crm/v4/associations/{from}/{to}/labels", get(association_labels))
         .route("/crm/v3/owners", get(owners))
         .route("/crm/v3/pipelines/{object_type}", get(pipelines))
         .route("/account-info/v3/details", get(account_details))
@@ -153,12 +139,7 @@ impl IntoResponse for Rejection {
 }
 
 fn reject(status: StatusCode, category: &'static str, message: impl Into<String>) -> Rejection {
-    Rejection {
-        status,
-        category,
-        message: message.into(),
-        context: None,
-    }
+    Rejection { status, category, message: message.into(), context: None }
 }
 
 /// 403 with HubSpot's missing-scope body when the token lacks `scope`.
@@ -183,10 +164,7 @@ type Answer = std::result::Result<Response, Rejection>;
 
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
 }
 
 async fn count(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -195,17 +173,11 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let url_bytes = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().len())
-        .unwrap_or(0);
+    let url_bytes = request.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
     if !endpoint.starts_with("/_sandbox") {
         let mut s = state.stats.lock().expect("stats lock");
         s.requests += 1;
-        *s.by_endpoint
-            .entry(format!("{} {endpoint}", request.method()))
-            .or_default() += 1;
+        *s.by_endpoint.entry(format!("{} {endpoint}", request.method())).or_default() += 1;
         s.max_url_bytes = s.max_url_bytes.max(url_bytes as u64);
     }
     if url_bytes > MAX_URL {
@@ -226,12 +198,7 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
     response
 }
 
-async fn authenticate(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: Request, next: Next) -> Response {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -253,11 +220,7 @@ async fn authenticate(
 }
 
 async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "OBJECT_NOT_FOUND",
-        "resource not found",
-    )
+    error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found")
 }
 
 async fn stats(State(state): State<Shared>) -> Response {
@@ -270,17 +233,10 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(raw: Option<String>) -> Query {
-        Query(
-            url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        Query(url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect())
     }
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     fn list(&self, key: &str) -> Option<Vec<String>> {
         let values: Vec<String> = self
@@ -312,11 +268,7 @@ impl Query {
 
 fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Rejection> {
     g.type_index(name).ok_or_else(|| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            format!("Unable to infer object type from: {name}"),
-        )
+        reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Unable to infer object type from: {name}"))
     })
 }
 
@@ -388,9 +340,7 @@ async fn properties(State(state): State<Shared>, Path(object_type): Path<String>
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
-    let results: Vec<Value> = (0..g.types[t].properties.len())
-        .map(|p| property_json(g, t, p))
-        .collect();
+    let results: Vec<Value> = (0..g.types[t].properties.len()).map(|p| property_json(g, t, p)).collect();
     Ok(Json(json!({ "results": results })).into_response())
 }
 
@@ -400,12 +350,7 @@ fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &
     let mut props = Map::new();
     for &p in wanted {
         let name = g.types[t].properties[p].name.clone();
-        props.insert(
-            name,
-            g.property_value(t, index, p)
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
+        props.insert(name, g.property_value(t, index, p).map(Value::String).unwrap_or(Value::Null));
     }
     let mut out = json!({
         "id": r.id.to_string(),
@@ -445,12 +390,8 @@ fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &
 /// `hs_object_id`, `createdate` and the last-modified date.
 fn wanted_properties(g: &Generator, t: usize, requested: Option<Vec<String>>) -> Vec<usize> {
     let props = &g.types[t].properties;
-    let always = |name: &str| {
-        matches!(
-            name,
-            "hs_object_id" | "createdate" | "lastmodifieddate" | "hs_lastmodifieddate"
-        )
-    };
+    let always =
+        |name: &str| matches!(name, "hs_object_id" | "createdate" | "lastmodifieddate" | "hs_lastmodifieddate");
     let requested = requested.unwrap_or_else(|| {
         // Without `properties`, HubSpot answers a small default set.
         props.iter().take(6).map(|p| p.name.clone()).collect()
@@ -463,11 +404,7 @@ fn wanted_properties(g: &Generator, t: usize, requested: Option<Vec<String>>) ->
         .collect()
 }
 
-async fn list_objects(
-    State(state): State<Shared>,
-    Path(object_type): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Answer {
+async fn list_objects(State(state): State<Shared>, Path(object_type): Path<String>, RawQuery(q): RawQuery) -> Answer {
     let g = &state.generator;
     let q = Query::parse(q);
     let t = resolve_type(g, &object_type)?;
@@ -479,17 +416,11 @@ async fn list_objects(
         None => 0,
         Some(Ok(a)) => a,
         Some(Err(_)) => {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                "invalid after cursor",
-            ));
+            return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "invalid after cursor"));
         }
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
-    let history = history_names
-        .map(|h| named_properties(g, t, &h))
-        .unwrap_or_default();
+    let history = history_names.map(|h| named_properties(g, t, &h)).unwrap_or_default();
     let mut results = Vec::with_capacity(limit);
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
@@ -503,8 +434,7 @@ async fn list_objects(
     }
     let mut body = json!({ "results": results });
     if index < g.count(t) {
-        body["paging"] =
-            json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
+        body["paging"] = json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
     }
     Ok(Json(body).into_response())
 }
@@ -512,12 +442,7 @@ async fn list_objects(
 /// Indexes of the named properties of type `t` (unknown names ignored).
 fn named_properties(g: &Generator, t: usize, names: &[String]) -> Vec<usize> {
     let props = &g.types[t].properties;
-    props
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| names.contains(&p.name))
-        .map(|(i, _)| i)
-        .collect()
+    props.iter().enumerate().filter(|(_, p)| names.contains(&p.name)).map(|(i, _)| i).collect()
 }
 
 #[derive(Deserialize)]
@@ -547,28 +472,16 @@ async fn batch_read(
     require(g, &g.types[t].scope)?;
     let archived = Query::parse(q).flag("archived");
     let Json(body) = body.ok_or_else(invalid_json)?;
-    let max = if body.properties_with_history.is_empty() {
-        100
-    } else {
-        50
-    };
+    let max = if body.properties_with_history.is_empty() { 100 } else { 50 };
     if body.inputs.len() > max {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            format!("Batch size must be at most {max}"),
-        ));
+        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Batch size must be at most {max}")));
     }
     let wanted = wanted_properties(g, t, Some(body.properties));
     let history = named_properties(g, t, &body.properties_with_history);
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for input in &body.inputs {
-        let found = input
-            .id
-            .parse::<i64>()
-            .ok()
-            .and_then(|id| g.types[t].index_of(id));
+        let found = input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
         match found.filter(|&i| g.is_archived(t, i) == archived) {
             Some(i) => results.push(object_json(g, t, i, &wanted, &history)),
             None => errors.push(json!({
@@ -578,8 +491,7 @@ async fn batch_read(
         }
     }
     let now = super::iso(chrono::Utc::now());
-    let mut out =
-        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
+    let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
     if errors.is_empty() {
         return Ok(Json(out).into_response());
     }
@@ -589,11 +501,7 @@ async fn batch_read(
 }
 
 fn invalid_json() -> Rejection {
-    reject(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        "Invalid input JSON",
-    )
+    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON")
 }
 
 #[derive(Deserialize)]
@@ -612,28 +520,15 @@ async fn association_batch_read(
     require(g, &g.types[t].scope)?;
     let Json(body) = body.ok_or_else(invalid_json)?;
     if body.inputs.len() > 1000 {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "The maximum number of inputs is 1000",
-        ));
+        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "The maximum number of inputs is 1000"));
     }
     let mut results = Vec::new();
     for input in &body.inputs {
-        let Some(i) = input
-            .id
-            .parse::<i64>()
-            .ok()
-            .and_then(|id| g.types[f].index_of(id))
-        else {
+        let Some(i) = input.id.parse::<i64>().ok().and_then(|id| g.types[f].index_of(id)) else {
             continue;
         };
         let all = g.associations(f, i, t);
-        let start: usize = input
-            .after
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0);
+        let start: usize = input.after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(0);
         if all.is_empty() || start >= all.len() {
             continue;
         }
@@ -654,16 +549,10 @@ async fn association_batch_read(
         results.push(result);
     }
     let now = super::iso(chrono::Utc::now());
-    Ok(Json(
-        json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}),
-    )
-    .into_response())
+    Ok(Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now})).into_response())
 }
 
-async fn association_labels(
-    State(state): State<Shared>,
-    Path((from, to)): Path<(String, String)>,
-) -> Answer {
+async fn association_labels(State(state): State<Shared>, Path((from, to)): Path<(String, String)>) -> Answer {
     let g = &state.generator;
     for name in [&from, &to] {
         require(g, &g.types[resolve_type(g, name)?].scope)?;
@@ -765,11 +654,7 @@ async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchB
     let Json(body) = body.ok_or_else(invalid_json)?;
     let count = body.count.unwrap_or(20);
     if count == 0 || count > 500 {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "count must be between 1 and 500",
-        ));
+        return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "count must be between 1 and 500"));
     }
     let lists = g.lists();
     let end = (body.offset + count).min(lists.len());
@@ -789,27 +674,16 @@ async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchB
             })
         })
         .collect();
-    Ok(Json(
-        json!({"lists": page, "hasMore": end < lists.len(), "offset": end, "total": lists.len()}),
-    )
-    .into_response())
+    Ok(Json(json!({"lists": page, "hasMore": end < lists.len(), "offset": end, "total": lists.len()})).into_response())
 }
 
-async fn list_memberships(
-    State(state): State<Shared>,
-    Path(list_id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Answer {
+async fn list_memberships(State(state): State<Shared>, Path(list_id): Path<String>, RawQuery(q): RawQuery) -> Answer {
     let g = &state.generator;
     require(g, LISTS_SCOPE)?;
     let q = Query::parse(q);
     let limit = q.limit(100, 250)?;
     let Some(k) = g.lists().iter().position(|l| l.list_id == list_id) else {
-        return Err(reject(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            format!("List {list_id} does not exist"),
-        ));
+        return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("List {list_id} does not exist")));
     };
     let t = g.lists()[k].object_type;
     let members = g.list_members(k);
@@ -859,10 +733,7 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let q = Query::parse(q);
     let limit = q.limit(100, 1000)?;
     let types = g.event_types();
-    let Some(e) = q
-        .get("eventType")
-        .and_then(|name| types.iter().position(|t| t.name == name))
-    else {
+    let Some(e) = q.get("eventType").and_then(|name| types.iter().position(|t| t.name == name)) else {
         return Err(reject(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -876,11 +747,8 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let results: Vec<Value> = (start.min(end)..end)
         .map(|j| {
             let ev = g.event(e, j);
-            let props: Map<String, Value> = ev
-                .properties
-                .into_iter()
-                .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
-                .collect();
+            let props: Map<String, Value> =
+                ev.properties.into_iter().map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null))).collect();
             json!({"id": ev.id, "eventType": def.name, "objectType": object,
                    "objectId": g.types[def.object_type].id_of(ev.object_index).to_string(),
                    "occurredAt": ev.occurred_at, "properties": props})

@@ -33,29 +33,20 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
             if ty == ColumnType::Int32 && i32::try_from(n).is_err() {
                 return Err(Unparseable);
             }
-            Ok(
-                if raw.len() == raw.trim().len() && !raw.starts_with('+') && !has_leading_zero(raw)
-                {
-                    Cow::Borrowed(raw)
-                } else {
-                    Cow::Owned(n.to_string())
-                },
-            )
+            Ok(if raw.len() == raw.trim().len() && !raw.starts_with('+') && !has_leading_zero(raw) {
+                Cow::Borrowed(raw)
+            } else {
+                Cow::Owned(n.to_string())
+            })
         }
         ColumnType::Float64 => {
             let t = raw.trim();
-            let ok = t
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+            let ok = t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
                 && t.parse::<f64>().is_ok_and(f64::is_finite);
             if !ok {
                 return Err(Unparseable);
             }
-            Ok(if t.len() == raw.len() {
-                Cow::Borrowed(raw)
-            } else {
-                Cow::Owned(t.to_string())
-            })
+            Ok(if t.len() == raw.len() { Cow::Borrowed(raw) } else { Cow::Owned(t.to_string()) })
         }
         ColumnType::Boolean => match raw.trim() {
             "true" => Ok(Cow::Borrowed("true")),
@@ -67,21 +58,13 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
         ColumnType::Timestamp => {
             let dt = parse_instant(raw.trim()).ok_or(Unparseable)?;
             let text = dt.to_rfc3339_opts(SecondsFormat::Millis, true);
-            Ok(if text == raw {
-                Cow::Borrowed(raw)
-            } else {
-                Cow::Owned(text)
-            })
+            Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) })
         }
         ColumnType::Date32 => {
             let t = raw.trim();
             if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
                 let text = d.format("%Y-%m-%d").to_string();
-                return Ok(if text == raw {
-                    Cow::Borrowed(raw)
-                } else {
-                    Cow::Owned(text)
-                });
+                return Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) });
             }
             let dt = parse_instant(t).ok_or(Unparseable)?;
             Ok(Cow::Owned(dt.date_naive().format("%Y-%m-%d").to_string()))
@@ -99,11 +82,7 @@ pub fn parse_instant(t: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(dt.with_timezone(&Utc));
     }
-    if !t.is_empty()
-        && t.bytes()
-            .enumerate()
-            .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
-    {
+    if !t.is_empty() && t.bytes().enumerate().all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-')) {
         let ms: i64 = t.parse().ok()?;
         return DateTime::from_timestamp_millis(ms);
     }
@@ -135,22 +114,10 @@ mod tests {
 
     #[test]
     fn instants_and_dates_normalise_to_utc_text() {
-        assert_eq!(
-            c("2019-10-30T03:30:17.883Z", Timestamp).as_deref(),
-            Some("2019-10-30T03:30:17.883Z")
-        );
-        assert_eq!(
-            c("1970-01-01T00:00:00Z", Timestamp).as_deref(),
-            Some("1970-01-01T00:00:00.000Z")
-        );
-        assert_eq!(
-            c("2024-01-01T02:00:00+02:00", Timestamp).as_deref(),
-            Some("2024-01-01T00:00:00.000Z")
-        );
-        assert_eq!(
-            c("1695938616824", Timestamp).as_deref(),
-            Some("2023-09-28T22:03:36.824Z")
-        );
+        assert_eq!(c("2019-10-30T03:30:17.883Z", Timestamp).as_deref(), Some("2019-10-30T03:30:17.883Z"));
+        assert_eq!(c("1970-01-01T00:00:00Z", Timestamp).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(c("2024-01-01T02:00:00+02:00", Timestamp).as_deref(), Some("2024-01-01T00:00:00.000Z"));
+        assert_eq!(c("1695938616824", Timestamp).as_deref(), Some("2023-09-28T22:03:36.824Z"));
         assert_eq!(c("yesterday", Timestamp), None);
         assert_eq!(c("2024-02-29", Date32).as_deref(), Some("2024-02-29"));
         assert_eq!(c("2024-02-30", Date32), None);

@@ -73,11 +73,7 @@ pub struct Column {
 
 impl Column {
     pub fn new(name: impl Into<String>, ty: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.into(),
-            ty,
-            nullable,
-        }
+        Column { name: name.into(), ty, nullable }
     }
 }
 
@@ -97,19 +93,13 @@ impl TableSchema {
         let fields: Vec<Field> = columns
             .iter()
             .map(|c| {
-                Field::new(&c.name, DataType::Utf8, c.nullable).with_metadata(
-                    std::collections::HashMap::from([(
-                        "crmdump.type".to_string(),
-                        c.ty.manifest_name().to_string(),
-                    )]),
-                )
+                Field::new(&c.name, DataType::Utf8, c.nullable).with_metadata(std::collections::HashMap::from([(
+                    "crmdump.type".to_string(),
+                    c.ty.manifest_name().to_string(),
+                )]))
             })
             .collect();
-        TableSchema {
-            name: name.into(),
-            columns,
-            arrow: Arc::new(Schema::new(fields)),
-        }
+        TableSchema { name: name.into(), columns, arrow: Arc::new(Schema::new(fields)) }
     }
 
     /// Schema of the Utf8 record batches of this table.
@@ -138,10 +128,7 @@ static HUBSPOT_TABLES: LazyLock<BTreeMap<String, Arc<TableSchema>>> = LazyLock::
     file.tables
         .into_iter()
         .map(|(name, cols)| {
-            let columns = cols
-                .into_iter()
-                .map(|(n, ty, nullable)| Column::new(n, ty, nullable))
-                .collect();
+            let columns = cols.into_iter().map(|(n, ty, nullable)| Column::new(n, ty, nullable)).collect();
             (name.clone(), Arc::new(TableSchema::new(name, columns)))
         })
         .collect()
@@ -149,10 +136,7 @@ static HUBSPOT_TABLES: LazyLock<BTreeMap<String, Arc<TableSchema>>> = LazyLock::
 
 /// One of the fixed tables of `schemas/hubspot.json`.
 pub fn fixed_table(name: &str) -> Arc<TableSchema> {
-    HUBSPOT_TABLES
-        .get(name)
-        .unwrap_or_else(|| panic!("table {name} is declared in schemas/hubspot.json"))
-        .clone()
+    HUBSPOT_TABLES.get(name).unwrap_or_else(|| panic!("table {name} is declared in schemas/hubspot.json")).clone()
 }
 
 /// The raw and typed schemas of one object type: `raw` is what the extractor emits (the
@@ -169,10 +153,7 @@ pub fn object_schemas(
         raw.push(Column::new(name.clone(), ColumnType::Utf8, true));
         typed.push(Column::new(column.clone(), *ty, true));
     }
-    (
-        Arc::new(TableSchema::new(format!("{table_name}__RAW"), raw)),
-        Arc::new(TableSchema::new(table_name, typed)),
-    )
+    (Arc::new(TableSchema::new(format!("{table_name}__RAW"), raw)), Arc::new(TableSchema::new(table_name, typed)))
 }
 
 /// `ASSOCIATIONS_<FROM>_TO_<TO>`: `<FROM>_OBJECTID`, `<TO>_OBJECTID` (`FROM_`/`TO_` prefixed
@@ -184,41 +165,22 @@ pub fn association_schema(
     to_singular: &str,
 ) -> Arc<TableSchema> {
     let (from_col, to_col) = if from_singular == to_singular {
-        (
-            format!("FROM_{from_singular}_OBJECTID"),
-            format!("TO_{to_singular}_OBJECTID"),
-        )
+        (format!("FROM_{from_singular}_OBJECTID"), format!("TO_{to_singular}_OBJECTID"))
     } else {
-        (
-            format!("{from_singular}_OBJECTID"),
-            format!("{to_singular}_OBJECTID"),
-        )
+        (format!("{from_singular}_OBJECTID"), format!("{to_singular}_OBJECTID"))
     };
     let combined = fixed_table("ASSOCIATIONS");
-    let mut columns = vec![
-        Column::new(from_col, ColumnType::Int64, false),
-        Column::new(to_col, ColumnType::Int64, false),
-    ];
-    columns.extend(
-        combined.columns[PAIR_COLUMNS_FROM_COMBINED..]
-            .iter()
-            .cloned(),
-    );
-    Arc::new(TableSchema::new(
-        format!("ASSOCIATIONS_{from_plural}_TO_{to_plural}"),
-        columns,
-    ))
+    let mut columns =
+        vec![Column::new(from_col, ColumnType::Int64, false), Column::new(to_col, ColumnType::Int64, false)];
+    columns.extend(combined.columns[PAIR_COLUMNS_FROM_COMBINED..].iter().cloned());
+    Arc::new(TableSchema::new(format!("ASSOCIATIONS_{from_plural}_TO_{to_plural}"), columns))
 }
 
 /// `EVENTS_<NAME>`: the `EVENTS` base columns, then one typed `PROPERTY_` column per event
 /// property.
 pub fn event_schema(table_name: &str, properties: &[(String, ColumnType)]) -> Arc<TableSchema> {
     let mut columns = fixed_table("EVENTS").columns.clone();
-    columns.extend(
-        properties
-            .iter()
-            .map(|(column, ty)| Column::new(column.clone(), *ty, true)),
-    );
+    columns.extend(properties.iter().map(|(column, ty)| Column::new(column.clone(), *ty, true)));
     Arc::new(TableSchema::new(table_name, columns))
 }
 
@@ -239,21 +201,9 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(schema: Arc<TableSchema>, ingested_at: Arc<str>, capacity: usize) -> BatchBuilder {
-        let columns = schema
-            .columns
-            .iter()
-            .map(|_| StringBuilder::with_capacity(capacity, capacity * 16))
-            .collect();
+        let columns = schema.columns.iter().map(|_| StringBuilder::with_capacity(capacity, capacity * 16)).collect();
         let ingested_index = schema.column_index(INGESTED_AT);
-        BatchBuilder {
-            schema,
-            columns,
-            ingested_index,
-            ingested_at,
-            rows: 0,
-            unparseable: 0,
-            next_column: 0,
-        }
+        BatchBuilder { schema, columns, ingested_index, ingested_at, rows: 0, unparseable: 0, next_column: 0 }
     }
 
     /// Appends the next column's value of the current row (INGESTEDAT is filled by
@@ -328,11 +278,7 @@ impl BatchBuilder {
 
     /// The rows built so far as one batch; the builder starts over empty.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
         self.rows = 0;
         self.unparseable = 0;
         RecordBatch::try_new(self.schema.arrow_schema(), arrays)
@@ -380,9 +326,6 @@ mod tests {
         let ts = batch.column(2).as_string::<i32>();
         assert_eq!(ts.value(0), "2024-03-05T10:11:12.000Z");
         assert_eq!(ts.value(1), "2024-03-05T10:11:12.345Z");
-        assert_eq!(
-            batch.column(1).as_string::<i32>().value(2),
-            "2026-01-01T00:00:00.000Z"
-        );
+        assert_eq!(batch.column(1).as_string::<i32>().value(2), "2026-01-01T00:00:00.000Z");
     }
 }

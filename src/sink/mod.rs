@@ -5,6 +5,7 @@
 pub mod manifest;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -38,16 +39,9 @@ impl Sink {
     /// Opens `dest`: a local path, `file://...`, `s3://bucket/prefix` (credentials from the
     /// AWS environment) or `memory://` (for tests).
     pub fn open(dest: &str) -> Result<Sink> {
-        let bad = |detail: String| Error::Destination {
-            dest: dest.to_string(),
-            detail,
-        };
+        let bad = |detail: String| Error::Destination { dest: dest.to_string(), detail };
         if let Some(rest) = dest.strip_prefix("memory://") {
-            return Ok(Sink {
-                store: Arc::new(InMemory::new()),
-                root: Path::from(rest),
-                display: dest.to_string(),
-            });
+            return Ok(Sink { store: Arc::new(InMemory::new()), root: Path::from(rest), display: dest.to_string() });
         }
         if dest.starts_with("s3://") {
             let store = object_store::aws::AmazonS3Builder::from_env()
@@ -64,21 +58,15 @@ impl Sink {
         let local = match dest.strip_prefix("file://") {
             Some(p) => p,
             None if dest.contains("://") => {
-                return Err(bad(
-                    "unsupported destination scheme: use a local path, file://, s3:// or memory://"
-                        .into(),
-                ));
+                return Err(
+                    bad("unsupported destination scheme: use a local path, file://, s3:// or memory://".into()),
+                );
             }
             None => dest,
         };
-        std::fs::create_dir_all(local)
-            .map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+        std::fs::create_dir_all(local).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
         let store = LocalFileSystem::new_with_prefix(local).map_err(|e| bad(e.to_string()))?;
-        Ok(Sink {
-            store: Arc::new(store),
-            root: Path::default(),
-            display: dest.to_string(),
-        })
+        Ok(Sink { store: Arc::new(store), root: Path::default(), display: dest.to_string() })
     }
 
     pub fn display(&self) -> &str {
@@ -97,25 +85,16 @@ impl Sink {
         self.store
             .put(&self.path(key), PutPayload::from(bytes))
             .await
-            .map_err(|source| Error::Sink {
-                key: key.to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::Sink { key: key.to_string(), source })?;
         Ok(())
     }
 
     /// The object's bytes, or `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match self.store.get(&self.path(key)).await {
-            Ok(r) => r.bytes().await.map(Some).map_err(|source| Error::Sink {
-                key: key.to_string(),
-                source,
-            }),
+            Ok(r) => r.bytes().await.map(Some).map_err(|source| Error::Sink { key: key.to_string(), source }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(Error::Sink {
-                key: key.to_string(),
-                source,
-            }),
+            Err(source) => Err(Error::Sink { key: key.to_string(), source }),
         }
     }
 
@@ -123,10 +102,7 @@ impl Sink {
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(Error::Sink {
-                key: key.to_string(),
-                source,
-            }),
+            Err(source) => Err(Error::Sink { key: key.to_string(), source }),
         }
     }
 
@@ -139,19 +115,11 @@ impl Sink {
             .list(Some(&base))
             .try_collect()
             .await
-            .map_err(|source| Error::Sink {
-                key: prefix.to_string(),
-                source,
-            })?;
+            .map_err(|source| Error::Sink { key: prefix.to_string(), source })?;
         Ok(metas
             .into_iter()
             .map(|m| {
-                let key: Vec<String> = m
-                    .location
-                    .parts()
-                    .skip(root_parts)
-                    .map(|p| p.as_ref().to_string())
-                    .collect();
+                let key: Vec<String> = m.location.parts().skip(root_parts).map(|p| p.as_ref().to_string()).collect();
                 (key.join("/"), m.size)
             })
             .collect())
@@ -159,8 +127,10 @@ impl Sink {
 
     /// A [`PartSink`] writing `<dir>/<table>/part-NNNNN.<ext>`, for use on a blocking
     /// thread of the tokio runtime (the encoders are synchronous and CPU-bound).
-    pub fn part_sink(&self, dir: &str, table: &str, ext: &'static str) -> ObjectPartSink {
+    /// `written` counts the bytes as they go out (for progress).
+    pub fn part_sink(&self, dir: &str, table: &str, ext: &'static str, written: Arc<AtomicU64>) -> ObjectPartSink {
         ObjectPartSink {
+            written,
             sink: self.clone(),
             dir: dir.to_string(),
             table: table.to_string(),
@@ -182,14 +152,12 @@ pub struct ObjectPartSink {
     handle: Handle,
     upload: Option<WriteMultipart>,
     key: String,
+    written: Arc<AtomicU64>,
 }
 
 impl ObjectPartSink {
     fn sink_error(&self, source: object_store::Error) -> Error {
-        Error::Sink {
-            key: self.key.clone(),
-            source,
-        }
+        Error::Sink { key: self.key.clone(), source }
     }
 }
 
@@ -199,10 +167,7 @@ impl PartSink for ObjectPartSink {
         self.key = format!("{}/{relative}", self.dir);
         let path = self.sink.path(&self.key);
         let store = self.sink.store.clone();
-        let upload = self
-            .handle
-            .block_on(store.put_multipart(&path))
-            .map_err(|e| self.sink_error(e))?;
+        let upload = self.handle.block_on(store.put_multipart(&path)).map_err(|e| self.sink_error(e))?;
         self.upload = Some(WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK));
         Ok(relative)
     }
@@ -210,15 +175,14 @@ impl PartSink for ObjectPartSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let upload = self.upload.as_mut().expect("begin_part came first");
         upload.write(bytes);
+        self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let waited = self.handle.block_on(upload.wait_for_capacity(2));
         waited.map_err(|e| self.sink_error(e))
     }
 
     fn finish_part(&mut self) -> Result<()> {
         let upload = self.upload.take().expect("begin_part came first");
-        self.handle
-            .block_on(upload.finish())
-            .map_err(|e| self.sink_error(e))?;
+        self.handle.block_on(upload.finish()).map_err(|e| self.sink_error(e))?;
         Ok(())
     }
 }
@@ -231,12 +195,10 @@ mod tests {
     async fn local_sink_round_trips_lists_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Sink::open(dir.path().to_str().unwrap()).unwrap();
-        sink.put("2026-01-01/_manifest.json", Bytes::from_static(b"{}"))
-            .await
-            .unwrap();
+        sink.put("2026-01-01/_manifest.json", Bytes::from_static(b"{}")).await.unwrap();
         let s = sink.clone();
         tokio::task::spawn_blocking(move || {
-            let mut parts = s.part_sink("2026-01-01", "T", "csv.gz");
+            let mut parts = s.part_sink("2026-01-01", "T", "csv.gz", Default::default());
             assert_eq!(parts.begin_part(3).unwrap(), "T/part-00003.csv.gz");
             parts.write(b"hello ").unwrap();
             parts.write(b"world").unwrap();
@@ -248,15 +210,9 @@ mod tests {
         listed.sort();
         assert_eq!(
             listed,
-            vec![
-                ("2026-01-01/T/part-00003.csv.gz".to_string(), 11),
-                ("2026-01-01/_manifest.json".to_string(), 2)
-            ]
+            vec![("2026-01-01/T/part-00003.csv.gz".to_string(), 11), ("2026-01-01/_manifest.json".to_string(), 2)]
         );
-        assert_eq!(
-            std::fs::read(dir.path().join("2026-01-01/T/part-00003.csv.gz")).unwrap(),
-            b"hello world"
-        );
+        assert_eq!(std::fs::read(dir.path().join("2026-01-01/T/part-00003.csv.gz")).unwrap(), b"hello world");
         sink.delete("2026-01-01/_manifest.json").await.unwrap();
         sink.delete("2026-01-01/_manifest.json").await.unwrap();
         assert_eq!(sink.get("2026-01-01/_manifest.json").await.unwrap(), None);

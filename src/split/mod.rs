@@ -14,8 +14,7 @@ use arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::extract::{AssociationPair, ObjectStream};
 use crate::schema::{
-    BatchBuilder, ColumnType, INGESTED_AT, PAIR_COLUMNS_FROM_COMBINED, TableSchema, canonicalize,
-    fixed_table,
+    BatchBuilder, ColumnType, INGESTED_AT, PAIR_COLUMNS_FROM_COMBINED, TableSchema, canonicalize, fixed_table,
 };
 
 /// One table's share of a split.
@@ -33,11 +32,7 @@ fn base_width() -> usize {
 }
 
 /// Splits one page of records into the four object tables.
-pub fn split_objects(
-    stream: &ObjectStream,
-    raw: &RecordBatch,
-    ingested: &Arc<str>,
-) -> Result<Vec<TableRows>> {
+pub fn split_objects(stream: &ObjectStream, raw: &RecordBatch, ingested: &Arc<str>) -> Result<Vec<TableRows>> {
     let base = base_width();
     let mut out = Vec::with_capacity(4);
 
@@ -62,32 +57,17 @@ pub fn split_objects(
             columns.push(Arc::new(typed));
         }
     }
-    out.push(TableRows {
-        table: stream.table.name.clone(),
-        batch: with_schema(&stream.table, columns)?,
-        unparseable,
-    });
+    out.push(TableRows { table: stream.table.name.clone(), batch: with_schema(&stream.table, columns)?, unparseable });
 
     // OBJECT_WITH_OBJECT_PROPERTIES and OBJECT_PROPERTIES: non-null values as sent.
-    let props: Vec<&StringArray> = raw.columns()[base..]
-        .iter()
-        .map(|c| c.as_string::<i32>())
-        .collect();
+    let props: Vec<&StringArray> = raw.columns()[base..].iter().map(|c| c.as_string::<i32>()).collect();
     let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
     let rows = raw.num_rows();
     let type_ids = raw.column(0).as_string::<i32>();
     let ids = raw.column(1).as_string::<i32>();
     let updated = raw.column(3).as_string::<i32>();
-    let mut with_props = BatchBuilder::new(
-        fixed_table("OBJECT_WITH_OBJECT_PROPERTIES"),
-        ingested.clone(),
-        rows,
-    );
-    let mut long = BatchBuilder::new(
-        fixed_table("OBJECT_PROPERTIES"),
-        ingested.clone(),
-        rows * 16,
-    );
+    let mut with_props = BatchBuilder::new(fixed_table("OBJECT_WITH_OBJECT_PROPERTIES"), ingested.clone(), rows);
+    let mut long = BatchBuilder::new(fixed_table("OBJECT_PROPERTIES"), ingested.clone(), rows * 16);
     let mut json = String::new();
     for r in 0..rows {
         json.clear();
@@ -123,42 +103,19 @@ pub fn split_objects(
         with_props.push_canonical(Some(&json));
         with_props.end_row();
     }
-    out.push(TableRows {
-        table: "OBJECT_WITH_OBJECT_PROPERTIES".into(),
-        batch: with_props.finish()?,
-        unparseable: 0,
-    });
-    out.push(TableRows {
-        table: "OBJECT_PROPERTIES".into(),
-        batch: long.finish()?,
-        unparseable: 0,
-    });
+    out.push(TableRows { table: "OBJECT_WITH_OBJECT_PROPERTIES".into(), batch: with_props.finish()?, unparseable: 0 });
+    out.push(TableRows { table: "OBJECT_PROPERTIES".into(), batch: long.finish()?, unparseable: 0 });
     Ok(out)
 }
 
 /// Association rows for the combined table and the pair's own table.
-pub fn split_associations(
-    pair: &AssociationPair,
-    combined: &RecordBatch,
-) -> Result<Vec<TableRows>> {
+pub fn split_associations(pair: &AssociationPair, combined: &RecordBatch) -> Result<Vec<TableRows>> {
     // The pair table is FROMOBJECTID, TOOBJECTID, then the combined table's shared tail.
     let mut columns = vec![combined.column(1).clone(), combined.column(3).clone()];
-    columns.extend(
-        combined.columns()[PAIR_COLUMNS_FROM_COMBINED..]
-            .iter()
-            .cloned(),
-    );
+    columns.extend(combined.columns()[PAIR_COLUMNS_FROM_COMBINED..].iter().cloned());
     Ok(vec![
-        TableRows {
-            table: pair.table.name.clone(),
-            batch: with_schema(&pair.table, columns)?,
-            unparseable: 0,
-        },
-        TableRows {
-            table: "ASSOCIATIONS".into(),
-            batch: combined.clone(),
-            unparseable: 0,
-        },
+        TableRows { table: pair.table.name.clone(), batch: with_schema(&pair.table, columns)?, unparseable: 0 },
+        TableRows { table: "ASSOCIATIONS".into(), batch: combined.clone(), unparseable: 0 },
     ])
 }
 
@@ -198,11 +155,7 @@ mod tests {
     use crate::model;
 
     fn stream() -> ObjectStream {
-        let props = [
-            ("email", "string"),
-            ("amount", "number"),
-            ("closed", "datetime"),
-        ];
+        let props = [("email", "string"), ("amount", "number"), ("closed", "datetime")];
         let properties: Vec<PropertyDefinition> = props
             .iter()
             .map(|(n, t)| PropertyDefinition {
@@ -213,21 +166,10 @@ mod tests {
             .collect();
         let cols: Vec<_> = properties
             .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    p.column.clone(),
-                    ColumnType::from_hubspot_property_type(&p.property_type),
-                )
-            })
+            .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
             .collect();
         let (raw, table) = crate::schema::object_schemas("OBJECTS_CONTACTS", &cols);
-        ObjectStream {
-            object_type: model::standard_type("contacts").unwrap().to_object_type(),
-            properties,
-            raw,
-            table,
-        }
+        ObjectStream { object_type: model::standard_type("contacts").unwrap().to_object_type(), properties, raw, table }
     }
 
     #[test]
@@ -235,10 +177,9 @@ mod tests {
         let s = stream();
         let ingested: Arc<str> = "2026-11-23T00:00:00.000Z".into();
         let mut b = BatchBuilder::new(s.raw.clone(), ingested.clone(), 2);
-        for (id, email, amount, closed) in [
-            ("1", Some("a@x, \"y\""), Some("N/A"), Some("1700000000000")),
-            ("2", None, Some("12.50"), None),
-        ] {
+        for (id, email, amount, closed) in
+            [("1", Some("a@x, \"y\""), Some("N/A"), Some("1700000000000")), ("2", None, Some("12.50"), None)]
+        {
             b.push(Some("0-1"));
             b.push(Some(id));
             b.push(Some("2024-01-01T00:00:00Z"));
@@ -255,36 +196,20 @@ mod tests {
         let by = |n: &str| parts.iter().find(|p| p.table == n).unwrap();
         let typed = &by("OBJECTS_CONTACTS").batch;
         assert_eq!(by("OBJECTS_CONTACTS").unparseable, 1);
-        let amount = typed
-            .column(typed.schema().index_of("PROPERTY_AMOUNT").unwrap())
-            .as_string::<i32>();
+        let amount = typed.column(typed.schema().index_of("PROPERTY_AMOUNT").unwrap()).as_string::<i32>();
         assert!(amount.is_null(0));
         assert_eq!(amount.value(1), "12.50");
-        let closed = typed
-            .column(typed.schema().index_of("PROPERTY_CLOSED").unwrap())
-            .as_string::<i32>();
+        let closed = typed.column(typed.schema().index_of("PROPERTY_CLOSED").unwrap()).as_string::<i32>();
         assert_eq!(closed.value(0), "2023-11-14T22:13:20.000Z");
-        assert_eq!(
-            typed.column(3).as_string::<i32>().value(0),
-            "2024-01-02T00:00:00.500Z"
-        );
+        assert_eq!(typed.column(3).as_string::<i32>().value(0), "2024-01-02T00:00:00.500Z");
 
         let long = &by("OBJECT_PROPERTIES").batch;
         assert_eq!(long.num_rows(), 4);
         let values = long.column(3).as_string::<i32>();
-        assert_eq!(
-            values.value(1),
-            "N/A",
-            "the long table keeps values verbatim"
-        );
+        assert_eq!(values.value(1), "N/A", "the long table keeps values verbatim");
         assert_eq!(values.value(2), "1700000000000");
 
-        let json = by("OBJECT_WITH_OBJECT_PROPERTIES")
-            .batch
-            .column(7)
-            .as_string::<i32>()
-            .value(0)
-            .to_string();
+        let json = by("OBJECT_WITH_OBJECT_PROPERTIES").batch.column(7).as_string::<i32>().value(0).to_string();
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["email"], "a@x, \"y\"");
         assert_eq!(parsed["amount"], "N/A");

@@ -50,13 +50,7 @@ pub struct Rows<'a> {
 impl<'a> Rows<'a> {
     /// Panics if a column is not Utf8: every table batch is built by `schema::BatchBuilder`.
     pub fn new(batch: &'a RecordBatch) -> Rows<'a> {
-        Rows {
-            columns: batch
-                .columns()
-                .iter()
-                .map(|c| c.as_string::<i32>())
-                .collect(),
-        }
+        Rows { columns: batch.columns().iter().map(|c| c.as_string::<i32>()).collect() }
     }
 
     pub fn value(&self, row: usize, col: usize) -> Option<&'a str> {

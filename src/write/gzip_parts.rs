@@ -113,9 +113,7 @@ impl<S: PartSink> CsvGzipWriter<S> {
             }
         }
         let part = self.part.as_mut().expect("a part is open");
-        part.encoder
-            .write_all(row)
-            .map_err(|e| Error::io("gzip", e))?;
+        part.encoder.write_all(row).map_err(|e| Error::io("gzip", e))?;
         part.pending_raw += len;
         part.tally.rows += 1;
         if part.encoder.get_ref().len() >= DRAIN_AT {
@@ -133,23 +131,14 @@ impl<S: PartSink> CsvGzipWriter<S> {
         let path = self.sink.begin_part(self.receipts.len())?;
         let mut encoder = GzEncoder::new(Vec::with_capacity(DRAIN_AT * 2), self.level);
         let header = self.header.as_deref().unwrap_or_default();
-        encoder
-            .write_all(header)
-            .map_err(|e| Error::io("gzip", e))?;
-        self.part = Some(OpenPart {
-            encoder,
-            tally: PartTally::new(path),
-            exact: 0,
-            pending_raw: header.len() as u64,
-        });
+        encoder.write_all(header).map_err(|e| Error::io("gzip", e))?;
+        self.part = Some(OpenPart { encoder, tally: PartTally::new(path), exact: 0, pending_raw: header.len() as u64 });
         Ok(())
     }
 
     fn sync_flush(&mut self) -> Result<()> {
         let part = self.part.as_mut().expect("a part is open");
-        part.encoder
-            .flush()
-            .map_err(|e| Error::io("gzip flush", e))?;
+        part.encoder.flush().map_err(|e| Error::io("gzip flush", e))?;
         part.exact = part.tally.bytes + part.encoder.get_ref().len() as u64;
         part.pending_raw = 0;
         Ok(())
@@ -171,9 +160,7 @@ impl<S: PartSink> CsvGzipWriter<S> {
         let Some(part) = self.part.take() else {
             return Ok(());
         };
-        let OpenPart {
-            encoder, mut tally, ..
-        } = part;
+        let OpenPart { encoder, mut tally, .. } = part;
         let rest = encoder.finish().map_err(|e| Error::io("gzip finish", e))?;
         tally.record(&rest);
         self.sink.write(&rest)?;
@@ -227,25 +214,14 @@ mod tests {
     fn schema() -> Arc<TableSchema> {
         Arc::new(TableSchema::new(
             "T",
-            vec![
-                Column::new("ID", ColumnType::Int64, false),
-                Column::new("TEXT", ColumnType::Utf8, true),
-            ],
+            vec![Column::new("ID", ColumnType::Int64, false), Column::new("TEXT", ColumnType::Utf8, true)],
         ))
     }
 
     /// Pseudo-random text that compresses about as well as CRM data.
     fn batch(start: u64, rows: u64, width: usize) -> RecordBatch {
         let mut b = BatchBuilder::new(schema(), "".into(), rows as usize);
-        let words = [
-            "alpha",
-            "Zoë, \"q\"",
-            "日本",
-            "line\nbreak",
-            "x",
-            "",
-            "1234.50",
-        ];
+        let words = ["alpha", "Zoë, \"q\"", "日本", "line\nbreak", "x", "", "1234.50"];
         let mut state = start.wrapping_mul(0x9E3779B97F4A7C15) | 1;
         for i in start..start + rows {
             let mut text = String::new();
@@ -257,23 +233,14 @@ mod tests {
                 text.push_str(&format!("{}", state % 1000));
             }
             let id = i.to_string();
-            b.push_row([
-                Some(id.as_str()),
-                if i % 11 == 0 {
-                    None
-                } else {
-                    Some(text.as_str())
-                },
-            ]);
+            b.push_row([Some(id.as_str()), if i % 11 == 0 { None } else { Some(text.as_str()) }]);
         }
         b.finish().unwrap()
     }
 
     fn gunzip(bytes: &[u8]) -> String {
         let mut out = String::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_string(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(bytes).read_to_string(&mut out).unwrap();
         out
     }
 
@@ -285,33 +252,19 @@ mod tests {
             w.write_batch(&batch(chunk * 500, 500, 120)).unwrap();
         }
         let (receipts, sink) = w.finish(&schema().arrow_schema()).unwrap();
-        assert!(
-            receipts.len() >= 3,
-            "expected several parts, got {}",
-            receipts.len()
-        );
+        assert!(receipts.len() >= 3, "expected several parts, got {}", receipts.len());
         let mut total_rows = 0;
         for (i, (r, bytes)) in receipts.iter().zip(&sink.parts).enumerate() {
             assert_eq!(r.bytes, bytes.len() as u64);
             assert!(r.bytes <= limit, "part {i} is {} bytes", r.bytes);
             if i + 1 < receipts.len() {
-                assert!(
-                    r.bytes * 10 >= limit * 9,
-                    "part {i} is only {} bytes",
-                    r.bytes
-                );
+                assert!(r.bytes * 10 >= limit * 9, "part {i} is only {} bytes", r.bytes);
             }
             let text = gunzip(bytes);
             assert!(text.starts_with("ID,TEXT\n"), "part {i} lacks the header");
-            assert_eq!(
-                r.rows,
-                (text.matches('\n').count() - 1 - text.matches("line\nbreak").count()) as u64
-            );
+            assert_eq!(r.rows, (text.matches('\n').count() - 1 - text.matches("line\nbreak").count()) as u64);
             total_rows += r.rows;
-            assert_eq!(
-                r.sha256,
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-            );
+            assert_eq!(r.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)));
         }
         assert_eq!(total_rows, 10_000);
     }

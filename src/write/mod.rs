@@ -43,12 +43,7 @@ struct PartTally {
 
 impl PartTally {
     fn new(path: String) -> PartTally {
-        PartTally {
-            path,
-            hasher: Sha256::new(),
-            bytes: 0,
-            rows: 0,
-        }
+        PartTally { path, hasher: Sha256::new(), bytes: 0, rows: 0 }
     }
 
     fn record(&mut self, bytes: &[u8]) {
@@ -57,12 +52,7 @@ impl PartTally {
     }
 
     fn into_receipt(self) -> PartReceipt {
-        PartReceipt {
-            path: self.path,
-            rows: self.rows,
-            bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
-        }
+        PartReceipt { path: self.path, rows: self.rows, bytes: self.bytes, sha256: hex::encode(self.hasher.finalize()) }
     }
 }
 
@@ -73,9 +63,7 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits.parse().map_err(|_| {
-        format!(
-            "'{text}' is not a size: use a byte count or a number with KiB, MiB, GiB, KB, MB or GB"
-        )
+        format!("'{text}' is not a size: use a byte count or a number with KiB, MiB, GiB, KB, MB or GB")
     })?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -86,18 +74,12 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{text}': use KiB, MiB, GiB, KB, MB or GB"
-            ));
+            return Err(format!("unknown size unit '{other}' in '{text}': use KiB, MiB, GiB, KB, MB or GB"));
         }
     };
-    let size = n
-        .checked_mul(factor)
-        .ok_or_else(|| format!("size '{text}' is too large"))?;
+    let size = n.checked_mul(factor).ok_or_else(|| format!("size '{text}' is too large"))?;
     if size < 4096 {
-        return Err(format!(
-            "size '{text}' is below the smallest part size of 4096 bytes"
-        ));
+        return Err(format!("size '{text}' is below the smallest part size of 4096 bytes"));
     }
     Ok(size)
 }

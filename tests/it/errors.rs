@@ -9,28 +9,12 @@ fn a_rejected_token_exits_3_says_what_to_do_and_never_prints_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "pat-na1-wrong-secret-0123456789";
     let out = run(crmdump()
-        .args([
-            "export",
-            "--source",
-            "hubspot",
-            "--base-url",
-            &sandbox.base_url,
-            "--date",
-            DATE,
-        ])
+        .args(["export", "--source", "hubspot", "--base-url", &sandbox.base_url, "--date", DATE])
         .args(["--dest", dir.path().to_str().unwrap()])
         .env("HUBSPOT_ACCESS_TOKEN", secret));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("401") && stderr.contains("HUBSPOT_ACCESS_TOKEN"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("401") && stderr.contains("HUBSPOT_ACCESS_TOKEN"), "{stderr}");
     assert!(!stderr.contains(secret) && !String::from_utf8_lossy(&out.stdout).contains(secret));
     assert!(!dir.path().join(DATE).join("_manifest.json").exists());
 }
@@ -38,13 +22,7 @@ fn a_rejected_token_exits_3_says_what_to_do_and_never_prints_the_token() {
 #[test]
 fn a_missing_token_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(crmdump().args([
-        "export",
-        "--source",
-        "hubspot",
-        "--dest",
-        dir.path().to_str().unwrap(),
-    ]));
+    let out = run(crmdump().args(["export", "--source", "hubspot", "--dest", dir.path().to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HUBSPOT_ACCESS_TOKEN is not set"));
 }
@@ -53,33 +31,16 @@ fn a_missing_token_is_a_usage_error() {
 fn an_unknown_object_type_names_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()
-        .args([
-            "export",
-            "--source",
-            "sandbox",
-            "--sandbox-scale",
-            "10",
-            "--objects",
-            "contacts,unicorns",
-        ])
+        .args(["export", "--source", "sandbox", "--sandbox-scale", "10", "--objects", "contacts,unicorns"])
         .args(["--dest", dir.path().to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unicorns") && stderr.contains("cars") && stderr.contains("line_items"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unicorns") && stderr.contains("cars") && stderr.contains("line_items"), "{stderr}");
 }
 
 #[test]
 fn a_bad_size_is_refused_before_any_work() {
-    let out = run(crmdump().args([
-        "export",
-        "--dest",
-        "/tmp/never",
-        "--max-file-size",
-        "15 parsecs",
-    ]));
+    let out = run(crmdump().args(["export", "--dest", "/tmp/never", "--max-file-size", "15 parsecs"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("parsecs"));
 }
@@ -91,8 +52,7 @@ fn a_bad_size_is_refused_before_any_work() {
 #[test]
 fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
     let (seed, scale) = (3, 250);
-    let sandbox =
-        SandboxProcess::start(&["--scale", &scale.to_string(), "--seed", &seed.to_string()]);
+    let sandbox = SandboxProcess::start(&["--scale", &scale.to_string(), "--seed", &seed.to_string()]);
     let export = |dir: &std::path::Path, extra: &[&str]| {
         let out = run(crmdump()
             .args([
@@ -112,9 +72,7 @@ fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
         assert_success(&out);
     };
     let batch_reads = |stats: &serde_json::Value| {
-        stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"]
-            .as_u64()
-            .unwrap_or(0)
+        stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"].as_u64().unwrap_or(0)
     };
 
     let contacts_only = tempfile::tempdir().unwrap();
@@ -122,19 +80,12 @@ fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
     let stats = sandbox.stats();
     // Expected: per list page of 100 ids (live, then archived), one batch read per 50.
     let g = generator(seed, scale);
-    let (live, archived): (Vec<u64>, Vec<u64>) =
-        (0..scale).partition(|&i| !g.record(0, i).archived);
-    let reads: usize = [live, archived]
-        .iter()
-        .flat_map(|ids| ids.chunks(100))
-        .map(|page| page.len().div_ceil(50))
-        .sum();
+    let (live, archived): (Vec<u64>, Vec<u64>) = (0..scale).partition(|&i| !g.record(0, i).archived);
+    let reads: usize =
+        [live, archived].iter().flat_map(|ids| ids.chunks(100)).map(|page| page.len().div_ceil(50)).sum();
     assert_eq!(batch_reads(&stats) as usize, reads, "{stats}");
     let read_back = read_export(&contacts_only.path().join(DATE), &["OBJECTS_CONTACTS"]);
-    assert_eq!(
-        read_back["manifest"]["requests"].as_u64(),
-        stats["requests"].as_u64()
-    );
+    assert_eq!(read_back["manifest"]["requests"].as_u64(), stats["requests"].as_u64());
     assert_eq!(rows(&read_back, "OBJECTS_CONTACTS").1.len() as u64, scale);
 
     let everything = tempfile::tempdir().unwrap();
@@ -144,72 +95,36 @@ fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
     assert!(max_url > 1000 && max_url <= 8192, "longest URL {max_url}");
     let read_back = read_export(&everything.path().join(DATE), &["OBJECTS_PRODUCTS"]);
     let (columns, products) = rows(&read_back, "OBJECTS_PRODUCTS");
-    assert_eq!(
-        columns
-            .iter()
-            .filter(|c| c.starts_with("PROPERTY_"))
-            .count(),
-        1200
-    );
-    assert_eq!(
-        products.len() as u64,
-        g.count(g.type_index("products").unwrap())
-    );
+    assert_eq!(columns.iter().filter(|c| c.starts_with("PROPERTY_")).count(), 1200);
+    assert_eq!(products.len() as u64, g.count(g.type_index("products").unwrap()));
 }
 
 /// A type or feature without scope is skipped with a warning naming the scope; the rest of
 /// the export completes.
 #[test]
 fn missing_scopes_are_skipped_with_a_warning_naming_them() {
-    let scopes = [
-        "crm.objects.quotes.read",
-        "crm.lists.read",
-        "analytics.behavioral_events.read",
-        "settings.users.teams.read",
-    ];
+    let scopes =
+        ["crm.objects.quotes.read", "crm.lists.read", "analytics.behavioral_events.read", "settings.users.teams.read"];
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()
-        .args([
-            "export",
-            "--source",
-            "sandbox",
-            "--sandbox-scale",
-            "40",
-            "--date",
-            DATE,
-            "--no-history",
-        ])
+        .args(["export", "--source", "sandbox", "--sandbox-scale", "40", "--date", DATE, "--no-history"])
         .args(["--sandbox-missing-scopes", &scopes.join(",")])
         .args(["--dest", dir.path().to_str().unwrap()]));
     assert_success(&out);
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join(DATE).join("_manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(DATE).join("_manifest.json")).unwrap()).unwrap();
     let warnings = manifest["warnings"].as_array().unwrap();
     for scope in scopes {
         assert!(
-            warnings
-                .iter()
-                .any(|w| w["kind"] == "missing_scope"
-                    && w["detail"].as_str().unwrap().contains(scope)),
+            warnings.iter().any(|w| w["kind"] == "missing_scope" && w["detail"].as_str().unwrap().contains(scope)),
             "no warning names {scope}: {warnings:?}"
         );
     }
-    let tables: Vec<&str> = manifest["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    for absent in [
-        "OBJECTS_QUOTES",
-        "LISTS",
-        "LIST_MEMBERSHIPS",
-        "TEAMS",
-        "EVENTS_E_VISITED_PAGE",
-        "OBJECT_PROPERTIES_HISTORY",
-    ] {
+    let tables: Vec<&str> =
+        manifest["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for absent in
+        ["OBJECTS_QUOTES", "LISTS", "LIST_MEMBERSHIPS", "TEAMS", "EVENTS_E_VISITED_PAGE", "OBJECT_PROPERTIES_HISTORY"]
+    {
         assert!(!tables.contains(&absent), "{absent} should be skipped");
     }
     assert!(tables.contains(&"OBJECTS_CONTACTS") && tables.contains(&"OWNERS"));
@@ -224,23 +139,10 @@ fn no_readable_object_type_is_a_permission_error() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()
-        .args([
-            "export",
-            "--source",
-            "sandbox",
-            "--sandbox-scale",
-            "10",
-            "--date",
-            DATE,
-        ])
+        .args(["export", "--source", "sandbox", "--sandbox-scale", "10", "--date", DATE])
         .args(["--sandbox-missing-scopes", &all.join(",")])
         .args(["--dest", dir.path().to_str().unwrap()]));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read any object type"));
     assert!(!dir.path().join(DATE).join("_manifest.json").exists());
 }

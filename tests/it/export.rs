@@ -20,18 +20,10 @@ fn expected_typed(raw: Option<&str>, property_type: &str) -> Option<String> {
         DateTime::parse_from_rfc3339(t)
             .map(|d| d.with_timezone(&Utc))
             .ok()
-            .or_else(|| {
-                t.parse::<i64>()
-                    .ok()
-                    .and_then(DateTime::from_timestamp_millis)
-            })
+            .or_else(|| t.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis))
     };
     match property_type {
-        "number" => raw
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(|_| raw.to_string()),
+        "number" => raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(|_| raw.to_string()),
         "datetime" => instant(raw).map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true)),
         "date" => NaiveDate::parse_from_str(raw, "%Y-%m-%d")
             .ok()
@@ -46,10 +38,7 @@ fn expected_typed(raw: Option<&str>, property_type: &str) -> Option<String> {
 }
 
 fn col(columns: &[String], name: &str) -> usize {
-    columns
-        .iter()
-        .position(|c| c == name)
-        .unwrap_or_else(|| panic!("no column {name} in {columns:?}"))
+    columns.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name} in {columns:?}"))
 }
 
 fn upper(label: &str) -> String {
@@ -84,10 +73,7 @@ fn sandbox_export_matches_the_ground_truth() {
     ]));
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("Committed") && stdout.contains("requests"),
-        "no summary: {stdout}"
-    );
+    assert!(stdout.contains("Committed") && stdout.contains("requests"), "no summary: {stdout}");
 
     let export = read_export(&dir.path().join(DATE), &[]);
     let g = generator(SEED, SCALE);
@@ -105,12 +91,8 @@ fn sandbox_export_matches_the_ground_truth() {
 /// file there is. Returns the table names.
 fn check_manifest(g: &Generator, export: &Value) -> BTreeSet<String> {
     let manifest = &export["manifest"];
-    let names: BTreeSet<String> = manifest["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: BTreeSet<String> =
+        manifest["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
     let mut required: Vec<String> = [
         "OBJECTS",
         "OBJECT_WITH_OBJECT_PROPERTIES",
@@ -140,44 +122,26 @@ fn check_manifest(g: &Generator, export: &Value) -> BTreeSet<String> {
     let mut listed = BTreeSet::new();
     for t in manifest["tables"].as_array().unwrap() {
         let mut rows = 0;
-        let columns: Vec<&str> = t["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let columns: Vec<&str> = t["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         for f in t["files"].as_array().unwrap() {
             let path = f["path"].as_str().unwrap();
             let part = &export["parts"][path];
             assert_eq!(part["bytes"], f["bytes"], "{path} bytes");
             assert_eq!(part["sha256"], f["sha256"], "{path} sha256");
             assert_eq!(part["rows"], f["rows"], "{path} rows");
-            let header: Vec<&str> = part["header"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h.as_str().unwrap())
-                .collect();
+            let header: Vec<&str> = part["header"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
             assert_eq!(header, columns, "{path} header");
             rows += f["rows"].as_u64().unwrap();
             listed.insert(path.to_string());
         }
         assert_eq!(t["rows"].as_u64().unwrap(), rows);
     }
-    let on_disk: BTreeSet<String> = export["files_on_disk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
+    let on_disk: BTreeSet<String> =
+        export["files_on_disk"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
     listed.insert("_manifest.json".into());
     assert_eq!(on_disk, listed, "files on disk differ from the manifest");
     let warnings = manifest["warnings"].as_array().unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w["kind"] == "unparseable_value" && w["table"] == "OBJECTS_CONTACTS")
-    );
+    assert!(warnings.iter().any(|w| w["kind"] == "unparseable_value" && w["table"] == "OBJECTS_CONTACTS"));
     names
 }
 
@@ -189,40 +153,18 @@ fn check_objects(g: &Generator, export: &Value) {
         let ty = &g.types[t];
         let table = table_name(g, t);
         let (columns, rows) = rows(export, &table);
-        assert_eq!(
-            rows.len() as u64,
-            g.count(t),
-            "{table} row count (archived records included)"
-        );
+        assert_eq!(rows.len() as u64, g.count(t), "{table} row count (archived records included)");
         let id_col = col(&columns, "OBJECTID");
-        let by_id: HashMap<&str, &Row> = rows
-            .iter()
-            .map(|r| (r[id_col].as_deref().unwrap(), r))
-            .collect();
+        let by_id: HashMap<&str, &Row> = rows.iter().map(|r| (r[id_col].as_deref().unwrap(), r)).collect();
         assert_eq!(by_id.len(), rows.len(), "{table} has duplicate ids");
         for i in 0..g.count(t) {
             let record = g.record(t, i);
-            let row = by_id
-                .get(record.id.to_string().as_str())
-                .unwrap_or_else(|| panic!("{table} lacks {}", record.id));
-            assert_eq!(
-                row[col(&columns, "OBJECTTYPEID")].as_deref(),
-                Some(ty.type_id.as_str())
-            );
-            assert_eq!(
-                row[col(&columns, "UPDATEDAT")].as_deref(),
-                Some(record.updated_at.as_str())
-            );
-            assert_eq!(
-                row[col(&columns, "ARCHIVED")].as_deref(),
-                Some(record.archived.to_string().as_str())
-            );
-            assert_eq!(
-                row[col(&columns, "ARCHIVEDAT")],
-                record.archived_at,
-                "{table} {} archivedAt",
-                record.id
-            );
+            let row =
+                by_id.get(record.id.to_string().as_str()).unwrap_or_else(|| panic!("{table} lacks {}", record.id));
+            assert_eq!(row[col(&columns, "OBJECTTYPEID")].as_deref(), Some(ty.type_id.as_str()));
+            assert_eq!(row[col(&columns, "UPDATEDAT")].as_deref(), Some(record.updated_at.as_str()));
+            assert_eq!(row[col(&columns, "ARCHIVED")].as_deref(), Some(record.archived.to_string().as_str()));
+            assert_eq!(row[col(&columns, "ARCHIVEDAT")], record.archived_at, "{table} {} archivedAt", record.id);
             archived_seen += record.archived as usize;
             for (p, def) in ty.properties.iter().enumerate() {
                 let raw = g.property_value(t, i, p);
@@ -240,13 +182,7 @@ fn check_objects(g: &Generator, export: &Value) {
     let products = g.type_index("products").unwrap();
     let (columns, _) = rows(export, "OBJECTS_PRODUCTS");
     assert_eq!(g.types[products].properties.len(), 1200);
-    assert_eq!(
-        columns
-            .iter()
-            .filter(|c| c.starts_with("PROPERTY_"))
-            .count(),
-        1200
-    );
+    assert_eq!(columns.iter().filter(|c| c.starts_with("PROPERTY_")).count(), 1200);
 }
 
 /// `OBJECT_PROPERTIES` (one row per non-null value, verbatim) and
@@ -256,32 +192,17 @@ fn check_long_tables(g: &Generator, export: &Value) {
     let total: usize = (0..g.types.len())
         .map(|t| {
             (0..g.count(t))
-                .map(|i| {
-                    (0..g.types[t].properties.len())
-                        .filter(|&p| g.property_value(t, i, p).is_some())
-                        .count()
-                })
+                .map(|i| (0..g.types[t].properties.len()).filter(|&p| g.property_value(t, i, p).is_some()).count())
                 .sum::<usize>()
         })
         .sum();
     assert_eq!(long.len(), total);
-    let (c_type, c_id, c_name, c_value) = (
-        col(&columns, "OBJECTTYPEID"),
-        col(&columns, "OBJECTID"),
-        col(&columns, "NAME"),
-        col(&columns, "VALUE"),
-    );
+    let (c_type, c_id, c_name, c_value) =
+        (col(&columns, "OBJECTTYPEID"), col(&columns, "OBJECTID"), col(&columns, "NAME"), col(&columns, "VALUE"));
     let by_key: HashMap<(&str, &str, &str), &Option<String>> = long
         .iter()
         .map(|r| {
-            (
-                (
-                    r[c_type].as_deref().unwrap(),
-                    r[c_id].as_deref().unwrap(),
-                    r[c_name].as_deref().unwrap(),
-                ),
-                &r[c_value],
-            )
+            ((r[c_type].as_deref().unwrap(), r[c_id].as_deref().unwrap(), r[c_name].as_deref().unwrap()), &r[c_value])
         })
         .collect();
     let mut saw_na = false;
@@ -302,26 +223,17 @@ fn check_long_tables(g: &Generator, export: &Value) {
     assert!(saw_na, "the sample should include an N/A number");
 
     let (columns, with_props) = rows(export, "OBJECT_WITH_OBJECT_PROPERTIES");
-    assert_eq!(
-        with_props.len() as u64,
-        (0..g.types.len()).map(|t| g.count(t)).sum::<u64>()
-    );
+    assert_eq!(with_props.len() as u64, (0..g.types.len()).map(|t| g.count(t)).sum::<u64>());
     let contacts = g.type_index("contacts").unwrap();
     let id = g.record(contacts, 3).id.to_string();
-    let row = with_props
-        .iter()
-        .find(|r| r[col(&columns, "OBJECTID")].as_deref() == Some(id.as_str()))
-        .unwrap();
+    let row = with_props.iter().find(|r| r[col(&columns, "OBJECTID")].as_deref() == Some(id.as_str())).unwrap();
     let json: BTreeMap<String, String> =
         serde_json::from_str(row[col(&columns, "PROPERTIES")].as_deref().unwrap()).unwrap();
     let expected: BTreeMap<String, String> = g.types[contacts]
         .properties
         .iter()
         .enumerate()
-        .filter_map(|(p, def)| {
-            g.property_value(contacts, 3, p)
-                .map(|v| (def.name.clone(), v))
-        })
+        .filter_map(|(p, def)| g.property_value(contacts, 3, p).map(|v| (def.name.clone(), v)))
         .collect();
     assert_eq!(json, expected);
 }
@@ -332,11 +244,8 @@ fn check_associations(g: &Generator, export: &Value, names: &BTreeSet<String>) {
     let mut combined = 0;
     for from in 0..g.types.len() {
         for to in 0..g.types.len() {
-            let table = format!(
-                "ASSOCIATIONS_{}_TO_{}",
-                upper(&g.types[from].plural_label),
-                upper(&g.types[to].plural_label)
-            );
+            let table =
+                format!("ASSOCIATIONS_{}_TO_{}", upper(&g.types[from].plural_label), upper(&g.types[to].plural_label));
             if g.association_labels(from, to).is_empty() {
                 assert!(!names.contains(&table), "{table} should not exist");
                 continue;
@@ -356,9 +265,7 @@ fn check_associations(g: &Generator, export: &Value, names: &BTreeSet<String>) {
                         r[col(&columns, &tc)].clone().unwrap(),
                         r[col(&columns, "ASSOCIATIONTYPEID")].clone().unwrap(),
                         r[col(&columns, "ASSOCIATIONLABEL")].clone(),
-                        r[col(&columns, "ISMAINASSOCIATIONDEFINITION")]
-                            .clone()
-                            .unwrap(),
+                        r[col(&columns, "ISMAINASSOCIATIONDEFINITION")].clone().unwrap(),
                     )
                 })
                 .collect();
@@ -383,85 +290,41 @@ fn check_associations(g: &Generator, export: &Value, names: &BTreeSet<String>) {
     }
     let (_, all) = rows(export, "ASSOCIATIONS");
     assert_eq!(all.len(), combined);
-    let (contacts, companies) = (
-        g.type_index("contacts").unwrap(),
-        g.type_index("companies").unwrap(),
-    );
-    assert!(
-        g.associations(companies, SCALE - 1, contacts).len() > 20,
-        "the hub needs more than one page per input"
-    );
+    let (contacts, companies) = (g.type_index("contacts").unwrap(), g.type_index("companies").unwrap());
+    assert!(g.associations(companies, SCALE - 1, contacts).len() > 20, "the hub needs more than one page per input");
 }
 
 fn check_reference(g: &Generator, export: &Value) {
     let (columns, owners) = rows(export, "OWNERS");
     assert_eq!(owners.len(), g.owners.len(), "archived owners are included");
-    let archived = owners
-        .iter()
-        .filter(|r| r[col(&columns, "ARCHIVED")].as_deref() == Some("true"))
-        .count();
+    let archived = owners.iter().filter(|r| r[col(&columns, "ARCHIVED")].as_deref() == Some("true")).count();
     assert_eq!(archived, g.owners.iter().filter(|o| o.archived).count());
     let (_, owner_teams) = rows(export, "OWNER_TEAM");
-    assert_eq!(
-        owner_teams.len(),
-        g.owners.iter().map(|o| o.teams.len()).sum::<usize>()
-    );
+    assert_eq!(owner_teams.len(), g.owners.iter().map(|o| o.teams.len()).sum::<usize>());
     let (columns, defs) = rows(export, "PROPERTY_DEFINITIONS");
-    assert_eq!(
-        defs.len(),
-        g.types.iter().map(|t| t.properties.len()).sum::<usize>()
-    );
-    assert!(defs.iter().all(|r| {
-        r[col(&columns, "COLUMNNAME")]
-            .as_deref()
-            .unwrap()
-            .starts_with("PROPERTY_")
-    }));
+    assert_eq!(defs.len(), g.types.iter().map(|t| t.properties.len()).sum::<usize>());
+    assert!(defs.iter().all(|r| { r[col(&columns, "COLUMNNAME")].as_deref().unwrap().starts_with("PROPERTY_") }));
     let (columns, stages) = rows(export, "PIPELINE_STAGES");
-    let (deals, tickets) = (
-        g.type_index("deals").unwrap(),
-        g.type_index("tickets").unwrap(),
-    );
-    let stage_count: usize = [deals, tickets]
-        .iter()
-        .flat_map(|t| g.pipelines(*t))
-        .map(|p| p.stages.len())
-        .sum();
+    let (deals, tickets) = (g.type_index("deals").unwrap(), g.type_index("tickets").unwrap());
+    let stage_count: usize = [deals, tickets].iter().flat_map(|t| g.pipelines(*t)).map(|p| p.stages.len()).sum();
     assert_eq!(stages.len(), stage_count);
-    let won = stages
-        .iter()
-        .find(|r| r[col(&columns, "STAGEID")].as_deref() == Some("closedwon"))
-        .unwrap();
+    let won = stages.iter().find(|r| r[col(&columns, "STAGEID")].as_deref() == Some("closedwon")).unwrap();
     assert_eq!(won[col(&columns, "PROBABILITY")].as_deref(), Some("1.0"));
-    assert_eq!(
-        won[col(&columns, "CREATEDAT")].as_deref(),
-        Some("1970-01-01T00:00:00.000Z")
-    );
+    assert_eq!(won[col(&columns, "CREATEDAT")].as_deref(), Some("1970-01-01T00:00:00.000Z"));
     let (columns, types) = rows(export, "OBJECT_AND_EVENT_TYPE_DEFINITIONS");
-    let cars = types
-        .iter()
-        .find(|r| r[col(&columns, "ID")].as_deref() == Some("2-3508482"))
-        .unwrap();
+    let cars = types.iter().find(|r| r[col(&columns, "ID")].as_deref() == Some("2-3508482")).unwrap();
     assert_eq!(cars[col(&columns, "PLURALLABEL")].as_deref(), Some("Cars"));
-    let objects = types
-        .iter()
-        .filter(|r| r[col(&columns, "KIND")].as_deref() == Some("OBJECT"))
-        .count();
+    let objects = types.iter().filter(|r| r[col(&columns, "KIND")].as_deref() == Some("OBJECT")).count();
     assert_eq!(objects, g.types.len());
     let (columns, teams) = rows(export, "TEAMS");
     assert_eq!(teams.len(), g.teams().len());
     for (id, name, users, secondary) in g.teams() {
-        let row = teams
-            .iter()
-            .find(|r| r[col(&columns, "TEAMID")].as_deref() == Some(id.as_str()))
-            .unwrap();
+        let row = teams.iter().find(|r| r[col(&columns, "TEAMID")].as_deref() == Some(id.as_str())).unwrap();
         assert_eq!(row[col(&columns, "NAME")].as_deref(), Some(name.as_str()));
-        let parsed: Vec<String> =
-            serde_json::from_str(row[col(&columns, "USERIDS")].as_deref().unwrap()).unwrap();
+        let parsed: Vec<String> = serde_json::from_str(row[col(&columns, "USERIDS")].as_deref().unwrap()).unwrap();
         assert_eq!(parsed, users);
         let parsed: Vec<String> =
-            serde_json::from_str(row[col(&columns, "SECONDARYUSERIDS")].as_deref().unwrap())
-                .unwrap();
+            serde_json::from_str(row[col(&columns, "SECONDARYUSERIDS")].as_deref().unwrap()).unwrap();
         assert_eq!(parsed, secondary);
     }
 }
@@ -470,21 +333,13 @@ fn check_reference(g: &Generator, export: &Value) {
 /// per (record, property), and nothing newer dropped.
 fn check_history(g: &Generator, export: &Value) {
     let (columns, rows) = rows(export, "OBJECT_PROPERTIES_HISTORY");
-    let (c_type, c_id, c_name, c_at) = (
-        col(&columns, "OBJECTTYPEID"),
-        col(&columns, "OBJECTID"),
-        col(&columns, "NAME"),
-        col(&columns, "UPDATEDAT"),
-    );
+    let (c_type, c_id, c_name, c_at) =
+        (col(&columns, "OBJECTTYPEID"), col(&columns, "OBJECTID"), col(&columns, "NAME"), col(&columns, "UPDATEDAT"));
     let mut got: HashMap<(String, String, String), Vec<&Row>> = HashMap::new();
     for r in &rows {
-        got.entry((
-            r[c_type].clone().unwrap(),
-            r[c_id].clone().unwrap(),
-            r[c_name].clone().unwrap(),
-        ))
-        .or_default()
-        .push(r);
+        got.entry((r[c_type].clone().unwrap(), r[c_id].clone().unwrap(), r[c_name].clone().unwrap()))
+            .or_default()
+            .push(r);
     }
     let mut expected_rows = 0;
     let mut truncated = 0;
@@ -506,30 +361,17 @@ fn check_history(g: &Generator, export: &Value) {
                 have.sort_by(|a, b| b[c_at].cmp(&a[c_at]));
                 assert_eq!(have.len(), want.len(), "history of {key:?}");
                 for (h, w) in have.iter().zip(&want) {
-                    assert_eq!(
-                        h[col(&columns, "VALUE")].as_deref(),
-                        Some(w.value.as_str()),
-                        "{key:?}"
-                    );
+                    assert_eq!(h[col(&columns, "VALUE")].as_deref(), Some(w.value.as_str()), "{key:?}");
                     assert_eq!(h[c_at].as_deref(), Some(w.timestamp.as_str()));
-                    assert_eq!(
-                        h[col(&columns, "SOURCETYPE")].as_deref(),
-                        Some(w.source_type)
-                    );
+                    assert_eq!(h[col(&columns, "SOURCETYPE")].as_deref(), Some(w.source_type));
                     assert_eq!(h[col(&columns, "SOURCEID")], w.source_id);
-                    assert_eq!(
-                        h[col(&columns, "UPDATEDBYUSERID")],
-                        w.updated_by_user_id.map(|u| u.to_string())
-                    );
+                    assert_eq!(h[col(&columns, "UPDATEDBYUSERID")], w.updated_by_user_id.map(|u| u.to_string()));
                 }
             }
         }
     }
     assert_eq!(rows.len(), expected_rows, "history row count");
-    assert!(
-        truncated > 0,
-        "some histories should be longer than what is kept"
-    );
+    assert!(truncated > 0, "some histories should be longer than what is kept");
 }
 
 fn check_lists(g: &Generator, export: &Value) {
@@ -538,34 +380,18 @@ fn check_lists(g: &Generator, export: &Value) {
     let (mcols, members) = rows(export, "LIST_MEMBERSHIPS");
     let mut expected = 0;
     for (k, l) in g.lists().iter().enumerate() {
-        let row = lists
-            .iter()
-            .find(|r| r[col(&columns, "LISTID")].as_deref() == Some(l.list_id.as_str()))
-            .unwrap();
+        let row = lists.iter().find(|r| r[col(&columns, "LISTID")].as_deref() == Some(l.list_id.as_str())).unwrap();
         let want = g.list_members(k);
         assert_eq!(row[col(&columns, "NAME")].as_deref(), Some(l.name.as_str()));
-        assert_eq!(
-            row[col(&columns, "SIZE")].as_deref(),
-            Some(want.len().to_string().as_str())
-        );
-        assert_eq!(
-            row[col(&columns, "PROCESSINGTYPE")].as_deref(),
-            Some(l.processing_type)
-        );
+        assert_eq!(row[col(&columns, "SIZE")].as_deref(), Some(want.len().to_string().as_str()));
+        assert_eq!(row[col(&columns, "PROCESSINGTYPE")].as_deref(), Some(l.processing_type));
         let got: Vec<(String, String)> = members
             .iter()
             .filter(|r| r[col(&mcols, "LISTID")].as_deref() == Some(l.list_id.as_str()))
-            .map(|r| {
-                (
-                    r[col(&mcols, "OBJECTID")].clone().unwrap(),
-                    r[col(&mcols, "ADDEDAT")].clone().unwrap(),
-                )
-            })
+            .map(|r| (r[col(&mcols, "OBJECTID")].clone().unwrap(), r[col(&mcols, "ADDEDAT")].clone().unwrap()))
             .collect();
-        let want: Vec<(String, String)> = want
-            .into_iter()
-            .map(|(i, at)| (g.types[l.object_type].id_of(i).to_string(), at))
-            .collect();
+        let want: Vec<(String, String)> =
+            want.into_iter().map(|(i, at)| (g.types[l.object_type].id_of(i).to_string(), at)).collect();
         assert_eq!(got, want, "members of list {}", l.list_id);
         expected += want.len();
     }
@@ -574,41 +400,23 @@ fn check_lists(g: &Generator, export: &Value) {
 
 fn check_events(g: &Generator, export: &Value) {
     for (e, def) in g.event_types().iter().enumerate() {
-        let table = format!(
-            "EVENTS_{}",
-            def.name
-                .to_uppercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
+        let table = format!("EVENTS_{}", def.name.to_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let (columns, got) = rows(export, &table);
         assert_eq!(got.len() as u64, def.count, "{table}");
         for (j, row) in got.iter().enumerate() {
             let ev = g.event(e, j as u64);
             assert_eq!(row[col(&columns, "ID")].as_deref(), Some(ev.id.as_str()));
-            assert_eq!(
-                row[col(&columns, "EVENTTYPEID")].as_deref(),
-                Some(def.name.as_str())
-            );
-            assert_eq!(
-                row[col(&columns, "OBJECTTYPEID")].as_deref(),
-                Some(g.types[def.object_type].type_id.as_str())
-            );
+            assert_eq!(row[col(&columns, "EVENTTYPEID")].as_deref(), Some(def.name.as_str()));
+            assert_eq!(row[col(&columns, "OBJECTTYPEID")].as_deref(), Some(g.types[def.object_type].type_id.as_str()));
             assert_eq!(
                 row[col(&columns, "OBJECTID")],
                 Some(g.types[def.object_type].id_of(ev.object_index).to_string())
             );
-            assert_eq!(
-                row[col(&columns, "OCCURREDAT")].as_deref(),
-                Some(ev.occurred_at.as_str())
-            );
+            assert_eq!(row[col(&columns, "OCCURREDAT")].as_deref(), Some(ev.occurred_at.as_str()));
             for (name, value) in &ev.properties {
                 let ty = def.properties.iter().find(|(n, _, _)| n == name).unwrap().2;
                 // Custom events have definitions, so typed columns; standard ones are text.
-                let expected = if def.custom {
-                    expected_typed(value.as_deref(), ty)
-                } else {
-                    value.clone()
-                };
+                let expected = if def.custom { expected_typed(value.as_deref(), ty) } else { value.clone() };
                 assert_eq!(
                     row[col(&columns, &format!("PROPERTY_{}", name.to_uppercase()))],
                     expected,
@@ -618,9 +426,6 @@ fn check_events(g: &Generator, export: &Value) {
         }
     }
     let (columns, types) = rows(export, "OBJECT_AND_EVENT_TYPE_DEFINITIONS");
-    let events = types
-        .iter()
-        .filter(|r| r[col(&columns, "KIND")].as_deref() == Some("EVENT"))
-        .count();
+    let events = types.iter().filter(|r| r[col(&columns, "KIND")].as_deref() == Some("EVENT")).count();
     assert_eq!(events, g.event_types().len());
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod chunking;
+mod commands;
 mod errors;
 mod export;
 mod fixture;

@@ -13,8 +13,7 @@ pub const DATE: &str = "2026-11-20";
 
 pub fn crmdump() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crmdump"));
-    c.env_remove("HUBSPOT_ACCESS_TOKEN")
-        .env("RUST_LOG", "crmdump=info");
+    c.env_remove("HUBSPOT_ACCESS_TOKEN").env("RUST_LOG", "crmdump=info");
     c
 }
 
@@ -34,9 +33,7 @@ pub fn assert_success(out: &Output) {
 }
 
 pub fn anchor() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(ANCHOR)
-        .unwrap()
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(ANCHOR).unwrap().with_timezone(&Utc)
 }
 
 pub fn generator(seed: u64, scale: u64) -> Generator {
@@ -52,22 +49,13 @@ fn python() -> PathBuf {
         return p.into();
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
+    if venv.exists() { venv } else { "python3".into() }
 }
 
 /// Reads a day folder with the independent reader; `tables` empty reads every table.
 pub fn read_export(day: &Path, tables: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_export.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(day)
-        .args(tables)
-        .output()
-        .expect("python runs");
+    let out = Command::new(python()).arg(script).arg(day).args(tables).output().expect("python runs");
     assert!(
         out.status.success(),
         "the independent reader failed (run scripts/test, which installs pyarrow):\n{}",
@@ -80,23 +68,12 @@ pub fn read_export(day: &Path, tables: &[&str]) -> Value {
 pub fn rows(export: &Value, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
     let t = &export["tables"][table];
     assert!(!t.is_null(), "table {table} was not read back");
-    let columns = t["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let columns = t["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     let rows = t["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_str().map(str::to_string)).collect())
         .collect();
     (columns, rows)
 }
@@ -117,9 +94,7 @@ impl SandboxProcess {
             .spawn()
             .expect("sandbox starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         let base_url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -131,18 +106,8 @@ impl SandboxProcess {
     /// `GET /_sandbox/stats`.
     pub fn stats(&self) -> Value {
         let url = format!("{}/_sandbox/stats", self.base_url);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            reqwest::get(&url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() })
     }
 }
 

@@ -60,9 +60,7 @@ pub struct HistoryEntry {
 }
 
 /// Property values are strings in HubSpot's spec; numbers and booleans are accepted too.
-fn scalar_map<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<HashMap<String, Option<String>>, D::Error> {
+fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, Option<String>>, D::Error> {
     let raw: HashMap<String, Value> = HashMap::deserialize(d)?;
     Ok(raw.into_iter().map(|(k, v)| (k, scalar_text(v))).collect())
 }
@@ -82,9 +80,7 @@ pub fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "expected an id, got {other}"
-        ))),
+        other => Err(serde::de::Error::custom(format!("expected an id, got {other}"))),
     }
 }
 

@@ -21,21 +21,15 @@ pub(super) struct DiscoveredEvent {
     pub definition: Option<api::EventDefinition>,
 }
 
-async fn page(
-    client: &HttpClient,
-    event_type: &str,
-    after: Option<&str>,
-) -> Result<api::Page<api::Event>> {
+async fn page(client: &HttpClient, event_type: &str, after: Option<&str>) -> Result<api::Page<api::Event>> {
     let mut query = vec![("eventType", event_type), ("limit", PER_PAGE)];
     if let Some(a) = after {
         query.push(("after", a));
     }
-    client.get_json(EVENTS, &query).await.map_err(|e| {
-        e.in_stream(
-            format!("events {event_type}"),
-            format!("after {}", after.unwrap_or("start")),
-        )
-    })
+    client
+        .get_json(EVENTS, &query)
+        .await
+        .map_err(|e| e.in_stream(format!("events {event_type}"), format!("after {}", after.unwrap_or("start"))))
 }
 
 pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>> {
@@ -56,12 +50,7 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
             .map_err(|e| e.in_stream("event definitions", "GET /events/v3/event-definitions"))?;
         after = page.next_after();
         for d in page.results {
-            definitions.insert(
-                d.fully_qualified_name
-                    .clone()
-                    .unwrap_or_else(|| d.name.clone()),
-                d,
-            );
+            definitions.insert(d.fully_qualified_name.clone().unwrap_or_else(|| d.name.clone()), d);
         }
         if after.is_none() {
             break;
@@ -77,9 +66,7 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
                 .map(|p| {
                     (
                         p.name.clone(),
-                        ColumnType::from_hubspot_property_type(
-                            p.property_type.as_deref().unwrap_or("string"),
-                        ),
+                        ColumnType::from_hubspot_property_type(p.property_type.as_deref().unwrap_or("string")),
                     )
                 })
                 .collect(),
@@ -100,20 +87,12 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
         let columns = unique_columns(properties.iter().map(|(n, _)| n.as_str()));
         let table = event_schema(
             &format!("EVENTS_{}", model::upper_identifier(&name)),
-            &columns
-                .iter()
-                .cloned()
-                .zip(properties.iter().map(|(_, t)| *t))
-                .collect::<Vec<_>>(),
+            &columns.iter().cloned().zip(properties.iter().map(|(_, t)| *t)).collect::<Vec<_>>(),
         );
         out.push(DiscoveredEvent {
             stream: Arc::new(EventStream {
                 event_type: name,
-                properties: properties
-                    .into_iter()
-                    .map(|(n, _)| n)
-                    .zip(columns)
-                    .collect(),
+                properties: properties.into_iter().map(|(n, _)| n).zip(columns).collect(),
                 table,
             }),
             definition,
@@ -126,27 +105,18 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
 fn object_type_id(object_type: &str) -> String {
     model::STANDARD_TYPES
         .iter()
-        .find(|t| {
-            t.singular.eq_ignore_ascii_case(object_type)
-                || t.api_name.eq_ignore_ascii_case(object_type)
-        })
+        .find(|t| t.singular.eq_ignore_ascii_case(object_type) || t.api_name.eq_ignore_ascii_case(object_type))
         .map(|t| t.type_id.to_string())
         .unwrap_or_else(|| object_type.to_string())
 }
 
-pub(super) async fn extract(
-    client: &HttpClient,
-    e: &DiscoveredEvent,
-    ingested: &Arc<str>,
-    out: &Sender,
-) -> Result<()> {
+pub(super) async fn extract(client: &HttpClient, e: &DiscoveredEvent, ingested: &Arc<str>, out: &Sender) -> Result<()> {
     let stream = &e.stream;
     let mut after: Option<String> = None;
     let mut unknown: HashMap<String, u64> = HashMap::new();
     loop {
         let page = page(client, &stream.event_type, after.as_deref()).await?;
-        let mut rows =
-            BatchBuilder::new(stream.table.clone(), ingested.clone(), page.results.len());
+        let mut rows = BatchBuilder::new(stream.table.clone(), ingested.clone(), page.results.len());
         for ev in &page.results {
             let type_id = ev.object_type.as_deref().map(object_type_id);
             rows.push(Some(ev.id.as_str()));
@@ -158,11 +128,7 @@ pub(super) async fn extract(
                 rows.push(ev.properties.get(name).and_then(|v| v.as_deref()));
             }
             rows.end_row();
-            for k in ev
-                .properties
-                .keys()
-                .filter(|k| !stream.properties.iter().any(|(n, _)| n == *k))
-            {
+            for k in ev.properties.keys().filter(|k| !stream.properties.iter().any(|(n, _)| n == *k)) {
                 *unknown.entry(k.clone()).or_default() += 1;
             }
         }
@@ -173,18 +139,12 @@ pub(super) async fn extract(
         }
     }
     if !unknown.is_empty() {
-        let mut names: Vec<_> = unknown
-            .into_iter()
-            .map(|(k, n)| format!("{k} ({n})"))
-            .collect();
+        let mut names: Vec<_> = unknown.into_iter().map(|(k, n)| format!("{k} ({n})")).collect();
         names.sort();
         out.send(Emit::Warning(Notice {
             kind: "event_property_without_column".into(),
             table: stream.table.name.clone(),
-            detail: format!(
-                "properties not on the first page, so without a column: {}",
-                names.join(", ")
-            ),
+            detail: format!("properties not on the first page, so without a column: {}", names.join(", ")),
         }))
         .await?;
     }

@@ -17,10 +17,7 @@ const MEMBERS_PER_PAGE: &str = "250";
 
 async fn search(client: &HttpClient, offset: u64, count: u64) -> Result<api::ListSearch> {
     let body = json!({"query": "", "offset": offset, "count": count, "additionalProperties": []});
-    client
-        .post_json(SEARCH, &body)
-        .await
-        .map_err(|e| e.in_stream("LISTS", format!("POST {SEARCH} offset {offset}")))
+    client.post_json(SEARCH, &body).await.map_err(|e| e.in_stream("LISTS", format!("POST {SEARCH} offset {offset}")))
 }
 
 /// One small request: fails with 403 when the token may not read lists.
@@ -28,12 +25,7 @@ pub(super) async fn probe(client: &HttpClient) -> Result<()> {
     search(client, 0, 1).await.map(|_| ())
 }
 
-pub(super) async fn extract(
-    client: &HttpClient,
-    _catalog: &Catalog,
-    ingested: &Arc<str>,
-    out: &Sender,
-) -> Result<()> {
+pub(super) async fn extract(client: &HttpClient, _catalog: &Catalog, ingested: &Arc<str>, out: &Sender) -> Result<()> {
     let mut all = Vec::new();
     let mut offset = 0;
     loop {
@@ -47,11 +39,10 @@ pub(super) async fn extract(
     }
     let mut lists = BatchBuilder::new(fixed_table("LISTS"), ingested.clone(), all.len());
     for l in &all {
-        let size = l.size.clone().or_else(|| {
-            l.additional_properties
-                .get("hs_list_size")
-                .and_then(|v| api::scalar_text(v.clone()))
-        });
+        let size = l
+            .size
+            .clone()
+            .or_else(|| l.additional_properties.get("hs_list_size").and_then(|v| api::scalar_text(v.clone())));
         lists.push_row([
             Some(l.list_id.as_str()),
             l.name.as_deref(),
@@ -77,22 +68,13 @@ pub(super) async fn extract(
             if let Some(a) = &after {
                 query.push(("after", a.as_str()));
             }
-            let page: api::Page<api::Membership> =
-                client.get_json(&path, &query).await.map_err(|e| {
-                    e.in_stream(
-                        "LIST_MEMBERSHIPS",
-                        format!(
-                            "list {} after {}",
-                            l.list_id,
-                            after.as_deref().unwrap_or("start")
-                        ),
-                    )
-                })?;
-            let mut rows = BatchBuilder::new(
-                fixed_table("LIST_MEMBERSHIPS"),
-                ingested.clone(),
-                page.results.len(),
-            );
+            let page: api::Page<api::Membership> = client.get_json(&path, &query).await.map_err(|e| {
+                e.in_stream(
+                    "LIST_MEMBERSHIPS",
+                    format!("list {} after {}", l.list_id, after.as_deref().unwrap_or("start")),
+                )
+            })?;
+            let mut rows = BatchBuilder::new(fixed_table("LIST_MEMBERSHIPS"), ingested.clone(), page.results.len());
             for m in &page.results {
                 rows.push_row([
                     Some(l.list_id.as_str()),

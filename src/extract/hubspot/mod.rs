@@ -18,10 +18,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{
-    AssociationPair, Catalog, Emit, EventStream, Extractor, Notice, ObjectStream,
-    PropertyDefinition,
-};
+use super::{AssociationPair, Catalog, Emit, EventStream, Extractor, Notice, ObjectStream, PropertyDefinition};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
@@ -38,17 +35,10 @@ pub struct HistoryLimits {
 
 impl HistoryLimits {
     /// SPEC section 4: 45 for contacts, 20 for other types.
-    pub const DEFAULT: HistoryLimits = HistoryLimits {
-        contacts: 45,
-        others: 20,
-    };
+    pub const DEFAULT: HistoryLimits = HistoryLimits { contacts: 45, others: 20 };
 
     pub fn for_type(&self, object_type: &ObjectType) -> usize {
-        if object_type.type_id == "0-1" {
-            self.contacts
-        } else {
-            self.others
-        }
+        if object_type.type_id == "0-1" { self.contacts } else { self.others }
     }
 }
 
@@ -91,9 +81,7 @@ pub struct Discovery {
 /// The scope HubSpot reports in a 403, or a description when it names none.
 fn missing_scope(e: &Error) -> Option<String> {
     match e {
-        Error::Api {
-            status: 403, hint, ..
-        } => Some(hint.clone()),
+        Error::Api { status: 403, hint, .. } => Some(hint.clone()),
         Error::Stream { source, .. } => missing_scope(source),
         _ => None,
     }
@@ -111,20 +99,12 @@ fn unless_forbidden<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
 }
 
 fn notice(table: &str, detail: String) -> Notice {
-    Notice {
-        kind: "missing_scope".into(),
-        table: table.into(),
-        detail,
-    }
+    Notice { kind: "missing_scope".into(), table: table.into(), detail }
 }
 
 impl HubSpot {
     pub fn new(client: Arc<HttpClient>, options: HubSpotOptions) -> HubSpot {
-        HubSpot {
-            client,
-            options,
-            discovery: std::sync::OnceLock::new(),
-        }
+        HubSpot { client, options, discovery: std::sync::OnceLock::new() }
     }
 
     pub fn client(&self) -> &Arc<HttpClient> {
@@ -133,29 +113,21 @@ impl HubSpot {
 
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
         let mut notices = Vec::new();
-        let account = match unless_forbidden(
-            self.client
-                .get_json::<api::AccountDetails>("/account-info/v3/details", &[])
-                .await,
-        )
-        .map_err(|e| e.in_stream("account details", "GET /account-info/v3/details"))?
-        {
-            Ok(a) => a.portal_id,
-            Err(_) => "unknown".to_string(),
-        };
+        let account =
+            match unless_forbidden(self.client.get_json::<api::AccountDetails>("/account-info/v3/details", &[]).await)
+                .map_err(|e| e.in_stream("account details", "GET /account-info/v3/details"))?
+            {
+                Ok(a) => a.portal_id,
+                Err(_) => "unknown".to_string(),
+            };
         let schemas = match unless_forbidden(
-            self.client
-                .get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[])
-                .await,
+            self.client.get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[]).await,
         )
         .map_err(|e| e.in_stream("custom object schemas", "GET /crm/v3/schemas"))?
         {
             Ok(s) => s.results,
             Err(why) => {
-                notices.push(notice(
-                    "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
-                    format!("custom objects skipped: {why}"),
-                ));
+                notices.push(notice("OBJECT_AND_EVENT_TYPE_DEFINITIONS", format!("custom objects skipped: {why}")));
                 Vec::new()
             }
         };
@@ -168,22 +140,12 @@ impl HubSpot {
                 .client
                 .get_json::<api::BatchResults<api::Property>>(&path, &[])
                 .await
-                .map_err(|e| {
-                    e.in_stream(
-                        format!("properties of {}", object_type.api_name),
-                        format!("GET {path}"),
-                    )
-                });
+                .map_err(|e| e.in_stream(format!("properties of {}", object_type.api_name), format!("GET {path}")));
             match unless_forbidden(found)? {
-                Ok(p) => discovered.push(DiscoveredType {
-                    object_type,
-                    properties: p.results,
-                    schema,
-                }),
-                Err(why) => notices.push(notice(
-                    &object_type.table_name(),
-                    format!("{} skipped: {why}", object_type.api_name),
-                )),
+                Ok(p) => discovered.push(DiscoveredType { object_type, properties: p.results, schema }),
+                Err(why) => {
+                    notices.push(notice(&object_type.table_name(), format!("{} skipped: {why}", object_type.api_name)))
+                }
             }
         }
         if discovered.is_empty() {
@@ -193,9 +155,7 @@ impl HubSpot {
                 status: 403,
                 message: "the token cannot read any object type".into(),
                 correlation: None,
-                hint:
-                    "Give the private app the crm.objects.<type>.read scopes of the types to export"
-                        .into(),
+                hint: "Give the private app the crm.objects.<type>.read scopes of the types to export".into(),
             });
         }
 
@@ -220,12 +180,7 @@ impl HubSpot {
                 pairs.push(Arc::new(AssociationPair {
                     from: f.clone(),
                     to: t.clone(),
-                    table: schema::association_schema(
-                        &f.plural,
-                        &t.plural,
-                        &f.singular,
-                        &t.singular,
-                    ),
+                    table: schema::association_schema(&f.plural, &t.plural, &f.singular, &t.singular),
                 }));
                 labels.push((f.clone(), t.clone(), found));
             }
@@ -234,10 +189,7 @@ impl HubSpot {
         let lists = match unless_forbidden(lists::probe(&self.client).await)? {
             Ok(()) => Some(()),
             Err(why) => {
-                notices.push(notice(
-                    "LISTS",
-                    format!("lists and memberships skipped: {why}"),
-                ));
+                notices.push(notice("LISTS", format!("lists and memberships skipped: {why}")));
                 None
             }
         };
@@ -262,8 +214,7 @@ impl HubSpot {
         };
 
         let objects: Vec<Arc<ObjectStream>> = discovered.iter().map(object_stream).collect();
-        let event_streams: Vec<Arc<EventStream>> =
-            events.iter().map(|e| e.stream.clone()).collect();
+        let event_streams: Vec<Arc<EventStream>> = events.iter().map(|e| e.stream.clone()).collect();
         let mut fixed = vec![
             "OBJECTS",
             "OBJECT_WITH_OBJECT_PROPERTIES",
@@ -292,35 +243,14 @@ impl HubSpot {
         tables.extend(event_streams.iter().map(|e| e.table.clone()));
         tables.sort_by(|a, b| a.name.cmp(&b.name));
 
-        let catalog = Catalog {
-            account,
-            objects,
-            pairs,
-            events: event_streams,
-            notices,
-            tables,
-        };
-        Ok((
-            catalog,
-            Discovery {
-                types: discovered,
-                labels,
-                lists,
-                events,
-                teams,
-            },
-        ))
+        let catalog = Catalog { account, objects, pairs, events: event_streams, notices, tables };
+        Ok((catalog, Discovery { types: discovered, labels, lists, events, teams }))
     }
 
     /// The standard types asked for (or all of them) plus the custom objects.
-    fn select_types(
-        &self,
-        schemas: &[api::ObjectSchema],
-    ) -> Result<Vec<(ObjectType, Option<api::ObjectSchema>)>> {
-        let custom: Vec<(ObjectType, api::ObjectSchema)> = schemas
-            .iter()
-            .filter_map(|s| Some((custom_type(s)?, s.clone())))
-            .collect();
+    fn select_types(&self, schemas: &[api::ObjectSchema]) -> Result<Vec<(ObjectType, Option<api::ObjectSchema>)>> {
+        let custom: Vec<(ObjectType, api::ObjectSchema)> =
+            schemas.iter().filter_map(|s| Some((custom_type(s)?, s.clone()))).collect();
         let wanted: Vec<String> = match &self.options.objects {
             Some(list) => list.clone(),
             None => model::STANDARD_TYPES
@@ -363,12 +293,7 @@ impl HubSpot {
         Ok(out)
     }
 
-    async fn run_all(
-        &self,
-        catalog: &Catalog,
-        discovery: &Discovery,
-        out: mpsc::Sender<Emit>,
-    ) -> Result<()> {
+    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, out: mpsc::Sender<Emit>) -> Result<()> {
         let ingested = self.options.ingested_at.clone();
         let sender = Sender(out);
         reference::emit_definitions(catalog, discovery, &ingested, &sender).await?;
@@ -386,12 +311,8 @@ impl HubSpot {
         let history = self.options.history;
         futures::stream::iter(catalog.objects.iter().cloned())
             .map(|stream| {
-                let pairs: Vec<Arc<AssociationPair>> = catalog
-                    .pairs
-                    .iter()
-                    .filter(|p| p.from.type_id == stream.object_type.type_id)
-                    .cloned()
-                    .collect();
+                let pairs: Vec<Arc<AssociationPair>> =
+                    catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
                 let sender = sender.clone();
                 let client = self.client.clone();
                 let ingested = ingested.clone();
@@ -418,10 +339,7 @@ impl Extractor for HubSpot {
     }
 
     async fn run(&self, catalog: &Catalog, out: mpsc::Sender<Emit>) -> Result<()> {
-        let discovery = self
-            .discovery
-            .get()
-            .ok_or_else(|| Error::Internal("run() before discover()".into()))?;
+        let discovery = self.discovery.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
         self.run_all(catalog, discovery, out).await
     }
 
@@ -436,10 +354,7 @@ struct Sender(mpsc::Sender<Emit>);
 
 impl Sender {
     async fn send(&self, emit: Emit) -> Result<()> {
-        self.0
-            .send(emit)
-            .await
-            .map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
+        self.0.send(emit).await.map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
     }
 
     /// Sends what `rows` holds (if anything) and empties it.
@@ -449,20 +364,12 @@ impl Sender {
         }
         let unparseable = rows.unparseable();
         let batch = rows.finish()?;
-        self.send(Emit::Rows {
-            table: table.to_string(),
-            batch,
-            unparseable,
-        })
-        .await
+        self.send(Emit::Rows { table: table.to_string(), batch, unparseable }).await
     }
 }
 
 fn custom_type(s: &api::ObjectSchema) -> Option<ObjectType> {
-    let type_id = s
-        .object_type_id
-        .clone()
-        .or_else(|| s.id.as_ref().map(|id| format!("2-{id}")))?;
+    let type_id = s.object_type_id.clone().or_else(|| s.id.as_ref().map(|id| format!("2-{id}")))?;
     let plural = s.labels.plural.clone().unwrap_or_else(|| s.name.clone());
     let singular = s.labels.singular.clone().unwrap_or_else(|| s.name.clone());
     Some(ObjectType {
@@ -494,11 +401,7 @@ pub(crate) fn unique_columns<'a>(names: impl IntoIterator<Item = &'a str>) -> Ve
 }
 
 fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {
-    let live: Vec<&api::Property> = d
-        .properties
-        .iter()
-        .filter(|p| p.archived != Some(true))
-        .collect();
+    let live: Vec<&api::Property> = d.properties.iter().filter(|p| p.archived != Some(true)).collect();
     let columns = unique_columns(live.iter().map(|p| p.name.as_str()));
     let properties: Vec<PropertyDefinition> = live
         .iter()
@@ -511,19 +414,8 @@ fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {
         .collect();
     let columns: Vec<(String, String, ColumnType)> = properties
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                p.column.clone(),
-                ColumnType::from_hubspot_property_type(&p.property_type),
-            )
-        })
+        .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
         .collect();
     let (raw, table) = schema::object_schemas(&d.object_type.table_name(), &columns);
-    Arc::new(ObjectStream {
-        object_type: d.object_type.clone(),
-        properties,
-        raw,
-        table,
-    })
+    Arc::new(ObjectStream { object_type: d.object_type.clone(), properties, raw, table })
 }

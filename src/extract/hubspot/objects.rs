@@ -39,24 +39,10 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(
-        client: &HttpClient,
-        stream: &ObjectStream,
-        archived: bool,
-        history: Option<usize>,
-    ) -> Result<Plan> {
+    fn new(client: &HttpClient, stream: &ObjectStream, archived: bool, history: Option<usize>) -> Result<Plan> {
         let path = format!("/crm/v3/objects/{}", stream.object_type.api_name);
-        let names = stream
-            .properties
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        let page_size = if history.is_some() {
-            RECORDS_PER_PAGE_WITH_HISTORY
-        } else {
-            RECORDS_PER_PAGE
-        };
+        let names = stream.properties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",");
+        let page_size = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
         let mut plan = Plan {
             path,
             archived: if archived { "true" } else { "false" },
@@ -76,10 +62,7 @@ impl Plan {
     }
 
     fn list_query<'a>(&'a self, after: Option<&'a str>) -> Vec<(&'a str, String)> {
-        let mut q = vec![
-            ("limit", self.page_size.to_string()),
-            ("archived", self.archived.to_string()),
-        ];
+        let mut q = vec![("limit", self.page_size.to_string()), ("archived", self.archived.to_string())];
         if self.all_in_url {
             q.push(("properties", self.names.clone()));
             if self.history.is_some() {
@@ -126,25 +109,17 @@ async fn pass(
     let mut records = 0u64;
     let mut pages = 0u64;
     loop {
-        let page_name = format!(
-            "page {} (archived={}, after={})",
-            pages + 1,
-            plan.archived,
-            after.as_deref().unwrap_or("start")
-        );
+        let page_name =
+            format!("page {} (archived={}, after={})", pages + 1, plan.archived, after.as_deref().unwrap_or("start"));
         let query = plan.list_query(after.as_deref());
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page: api::Page<api::SimpleObject> = client
-            .get_json(&plan.path, &query)
-            .await
-            .map_err(|e| e.in_stream(&table, &page_name))?;
+        let page: api::Page<api::SimpleObject> =
+            client.get_json(&plan.path, &query).await.map_err(|e| e.in_stream(&table, &page_name))?;
         let next = page.next_after();
         let rows = if plan.all_in_url {
             page.results
         } else {
-            batch_read(client, stream, plan, page.results)
-                .await
-                .map_err(|e| e.in_stream(&table, &page_name))?
+            batch_read(client, stream, plan, page.results).await.map_err(|e| e.in_stream(&table, &page_name))?
         };
         records += rows.len() as u64;
         pages += 1;
@@ -156,11 +131,7 @@ async fn pass(
             pending_ids.extend(rows.iter().map(|r| r.id.clone()));
         }
         let batch = raw_batch(stream, &rows, ingested)?;
-        out.send(Emit::Objects {
-            stream: stream.clone(),
-            batch,
-        })
-        .await?;
+        out.send(Emit::Objects { stream: stream.clone(), batch }).await?;
         while pending_ids.len() >= ASSOCIATION_INPUTS {
             let chunk: Vec<String> = pending_ids.drain(..ASSOCIATION_INPUTS).collect();
             associations(client, pairs, &chunk, ingested, out).await?;
@@ -191,11 +162,7 @@ async fn batch_read(
     let path = format!("{}/batch/read?archived={}", plan.path, plan.archived);
     let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
     let history: &[&str] = if plan.history.is_some() { &names } else { &[] };
-    let chunk = if plan.history.is_some() {
-        RECORDS_PER_PAGE_WITH_HISTORY
-    } else {
-        RECORDS_PER_PAGE
-    };
+    let chunk = if plan.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
     let mut by_id: HashMap<String, api::SimpleObject> = HashMap::with_capacity(listed.len());
     for ids in listed.chunks(chunk) {
         let body = json!({
@@ -220,17 +187,8 @@ async fn batch_read(
 
 /// `OBJECT_PROPERTIES_HISTORY` rows: per (record, property) the newest `keep` values by
 /// timestamp (HubSpot does not promise an order).
-fn history_rows(
-    stream: &ObjectStream,
-    rows: &[api::SimpleObject],
-    keep: usize,
-    ingested: &Arc<str>,
-) -> BatchBuilder {
-    let mut b = BatchBuilder::new(
-        fixed_table("OBJECT_PROPERTIES_HISTORY"),
-        ingested.clone(),
-        rows.len() * 8,
-    );
+fn history_rows(stream: &ObjectStream, rows: &[api::SimpleObject], keep: usize, ingested: &Arc<str>) -> BatchBuilder {
+    let mut b = BatchBuilder::new(fixed_table("OBJECT_PROPERTIES_HISTORY"), ingested.clone(), rows.len() * 8);
     let type_id = stream.object_type.type_id.as_str();
     for r in rows {
         for p in &stream.properties {
@@ -240,12 +198,7 @@ fn history_rows(
             let mut sorted: Vec<(i64, &api::HistoryEntry)> = entries
                 .iter()
                 .map(|e| {
-                    (
-                        crate::schema::parse_instant(&e.timestamp)
-                            .map(|t| t.timestamp_millis())
-                            .unwrap_or(i64::MIN),
-                        e,
-                    )
+                    (crate::schema::parse_instant(&e.timestamp).map(|t| t.timestamp_millis()).unwrap_or(i64::MIN), e)
                 })
                 .collect();
             sorted.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -305,12 +258,8 @@ async fn associations(
     out: &Sender,
 ) -> Result<()> {
     for pair in pairs {
-        let path = format!(
-            "/crm/v4/associations/{}/{}/batch/read",
-            pair.from.api_name, pair.to.api_name
-        );
-        let mut builder =
-            BatchBuilder::new(fixed_table("ASSOCIATIONS"), ingested.clone(), ids.len());
+        let path = format!("/crm/v4/associations/{}/{}/batch/read", pair.from.api_name, pair.to.api_name);
+        let mut builder = BatchBuilder::new(fixed_table("ASSOCIATIONS"), ingested.clone(), ids.len());
         let mut inputs: Vec<serde_json::Value> = ids.iter().map(|id| json!({"id": id})).collect();
         let mut round = 0;
         while !inputs.is_empty() {
@@ -318,10 +267,7 @@ async fn associations(
             let body = json!({ "inputs": inputs });
             let page: api::BatchResults<api::AssociationResult> =
                 client.post_json(&path, &body).await.map_err(|e| {
-                    e.in_stream(
-                        &pair.table.name,
-                        format!("ids {}..{} round {round}", ids[0], ids[ids.len() - 1]),
-                    )
+                    e.in_stream(&pair.table.name, format!("ids {}..{} round {round}", ids[0], ids[ids.len() - 1]))
                 })?;
             inputs = Vec::new();
             for result in page.results {
@@ -348,11 +294,7 @@ async fn associations(
             }
         }
         if !builder.is_empty() {
-            out.send(Emit::Associations {
-                pair: pair.clone(),
-                batch: builder.finish()?,
-            })
-            .await?;
+            out.send(Emit::Associations { pair: pair.clone(), batch: builder.finish()? }).await?;
         }
     }
     Ok(())
@@ -377,29 +319,17 @@ mod tests {
             .collect();
         let cols: Vec<_> = properties
             .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    p.column.clone(),
-                    ColumnType::from_hubspot_property_type(&p.property_type),
-                )
-            })
+            .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
             .collect();
         let (raw, table) = object_schemas("OBJECTS_CONTACTS", &cols);
-        ObjectStream {
-            object_type: model::standard_type("contacts").unwrap().to_object_type(),
-            properties,
-            raw,
-            table,
-        }
+        ObjectStream { object_type: model::standard_type("contacts").unwrap().to_object_type(), properties, raw, table }
     }
 
     /// Our own fixture in the shape of reference/recorded/hubspot/contacts.test.json.
     #[test]
     fn a_recorded_shape_page_parses_into_the_right_rows() {
         let fixture: serde_json::Value =
-            serde_json::from_str(include_str!("../../../fixtures/hubspot/contacts-page.json"))
-                .unwrap();
+            serde_json::from_str(include_str!("../../../fixtures/hubspot/contacts-page.json")).unwrap();
         let response = fixture["api"]["get"]["/crm/v3/objects/contacts"]["response"].clone();
         let page: api::Page<api::SimpleObject> = serde_json::from_value(response).unwrap();
         assert_eq!(page.next_after().as_deref(), Some("512000000003"));
@@ -414,45 +344,19 @@ mod tests {
         let ingested: Arc<str> = "2026-11-23T00:00:00.000Z".into();
         let raw = raw_batch(&s, &page.results, &ingested).unwrap();
         let parts = crate::split::split_objects(&s, &raw, &ingested).unwrap();
-        let typed = &parts
-            .iter()
-            .find(|p| p.table == "OBJECTS_CONTACTS")
-            .unwrap()
-            .batch;
-        let column = |name: &str| {
-            typed
-                .column(typed.schema().index_of(name).unwrap())
-                .as_string::<i32>()
-                .clone()
-        };
+        let typed = &parts.iter().find(|p| p.table == "OBJECTS_CONTACTS").unwrap().batch;
+        let column = |name: &str| typed.column(typed.schema().index_of(name).unwrap()).as_string::<i32>().clone();
         assert_eq!(column("OBJECTID").value(1), "512000000002");
         assert_eq!(column("UPDATEDAT").value(0), "2025-06-01T12:30:00.000Z");
         assert_eq!(column("PROPERTY_FIRSTNAME").value(0), "Zoë, \"Z\"");
         assert_eq!(column("PROPERTY_FIRSTNAME").value(1), "line\nbreak");
-        assert_eq!(
-            column("PROPERTY_EMAIL").value(1),
-            "",
-            "the empty string stays empty"
-        );
+        assert_eq!(column("PROPERTY_EMAIL").value(1), "", "the empty string stays empty");
         assert_eq!(column("PROPERTY_ANNUALREVENUE").value(0), "1234.50");
-        assert!(
-            column("PROPERTY_ANNUALREVENUE").is_null(1),
-            "N/A is NULL in a number column"
-        );
-        assert_eq!(
-            column("PROPERTY_NOTES_LAST_CONTACTED").value(0),
-            "2025-01-10T08:00:00.000Z"
-        );
+        assert!(column("PROPERTY_ANNUALREVENUE").is_null(1), "N/A is NULL in a number column");
+        assert_eq!(column("PROPERTY_NOTES_LAST_CONTACTED").value(0), "2025-01-10T08:00:00.000Z");
         assert!(column("PROPERTY_HS_EMAIL_OPTOUT").is_null(1));
-        assert!(
-            column("PROPERTY_NOT_SENT").is_null(0),
-            "a property absent from the response is NULL"
-        );
-        let long = &parts
-            .iter()
-            .find(|p| p.table == "OBJECT_PROPERTIES")
-            .unwrap()
-            .batch;
+        assert!(column("PROPERTY_NOT_SENT").is_null(0), "a property absent from the response is NULL");
+        let long = &parts.iter().find(|p| p.table == "OBJECT_PROPERTIES").unwrap().batch;
         assert_eq!(long.num_rows(), 5 + 3, "non-null values only");
     }
 }

@@ -21,10 +21,7 @@ fn flag(b: Option<bool>) -> Option<&'static str> {
 fn label_from_identifier(id: &str) -> String {
     let lower = id.to_lowercase().replace('_', " ");
     let mut chars = lower.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_uppercase().collect::<String>() + chars.as_str()).unwrap_or_default()
 }
 
 pub(super) async fn emit_definitions(
@@ -33,11 +30,7 @@ pub(super) async fn emit_definitions(
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
-    let mut types = builder(
-        "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
-        ingested,
-        discovery.types.len(),
-    );
+    let mut types = builder("OBJECT_AND_EVENT_TYPE_DEFINITIONS", ingested, discovery.types.len());
     let mut props = builder("PROPERTY_DEFINITIONS", ingested, 256);
     for d in &discovery.types {
         let t = &d.object_type;
@@ -71,10 +64,7 @@ pub(super) async fn emit_definitions(
                 ]);
             }
         }
-        let stream = catalog
-            .objects
-            .iter()
-            .find(|o| o.object_type.type_id == t.type_id);
+        let stream = catalog.objects.iter().find(|o| o.object_type.type_id == t.type_id);
         for p in &d.properties {
             let column = stream
                 .and_then(|s| s.properties.iter().find(|q| q.name == p.name))
@@ -110,10 +100,7 @@ pub(super) async fn emit_definitions(
             Some(name),
             Some("EVENT"),
             Some(d.map(|d| d.name.as_str()).unwrap_or(name)),
-            Some(
-                d.and_then(|d| d.fully_qualified_name.as_deref())
-                    .unwrap_or(name),
-            ),
+            Some(d.and_then(|d| d.fully_qualified_name.as_deref()).unwrap_or(name)),
             labels.and_then(|l| l.singular.as_deref()),
             labels.and_then(|l| l.plural.as_deref()),
             None,
@@ -122,8 +109,7 @@ pub(super) async fn emit_definitions(
             d.and_then(|d| d.updated_at.as_deref()),
         ]);
     }
-    out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types)
-        .await?;
+    out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types).await?;
     out.rows("PROPERTY_DEFINITIONS", &mut props).await?;
 
     let mut defs = builder("ASSOCIATION_DEFINITIONS", ingested, 64);
@@ -155,18 +141,9 @@ pub(super) async fn owners(client: &HttpClient, ingested: &Arc<str>, out: &Sende
             if let Some(a) = &after {
                 query.push(("after", a.as_str()));
             }
-            let page: api::Page<api::Owner> = client
-                .get_json("/crm/v3/owners", &query)
-                .await
-                .map_err(|e| {
-                    e.in_stream(
-                        "OWNERS",
-                        format!(
-                            "archived={archived}, after={}",
-                            after.as_deref().unwrap_or("start")
-                        ),
-                    )
-                })?;
+            let page: api::Page<api::Owner> = client.get_json("/crm/v3/owners", &query).await.map_err(|e| {
+                e.in_stream("OWNERS", format!("archived={archived}, after={}", after.as_deref().unwrap_or("start")))
+            })?;
             for o in &page.results {
                 owners.push_row([
                     Some(o.id.as_str()),
@@ -181,12 +158,7 @@ pub(super) async fn owners(client: &HttpClient, ingested: &Arc<str>, out: &Sende
                     o.updated_at.as_deref(),
                 ]);
                 for t in &o.teams {
-                    teams.push_row([
-                        Some(o.id.as_str()),
-                        Some(t.id.as_str()),
-                        t.name.as_deref(),
-                        flag(t.primary),
-                    ]);
+                    teams.push_row([Some(o.id.as_str()), Some(t.id.as_str()), t.name.as_deref(), flag(t.primary)]);
                 }
             }
             after = page.next_after();
@@ -200,25 +172,14 @@ pub(super) async fn owners(client: &HttpClient, ingested: &Arc<str>, out: &Sende
 }
 
 /// `PIPELINES` and `PIPELINE_STAGES` of every exported type that has pipelines.
-pub(super) async fn pipelines(
-    client: &HttpClient,
-    catalog: &Catalog,
-    ingested: &Arc<str>,
-    out: &Sender,
-) -> Result<()> {
+pub(super) async fn pipelines(client: &HttpClient, catalog: &Catalog, ingested: &Arc<str>, out: &Sender) -> Result<()> {
     let mut pipelines = builder("PIPELINES", ingested, 16);
     let mut stages = builder("PIPELINE_STAGES", ingested, 64);
-    for stream in catalog
-        .objects
-        .iter()
-        .filter(|o| o.object_type.has_pipelines)
-    {
+    for stream in catalog.objects.iter().filter(|o| o.object_type.has_pipelines) {
         let t = &stream.object_type;
         let path = format!("/crm/v3/pipelines/{}", t.api_name);
-        let found: api::BatchResults<api::Pipeline> = client
-            .get_json(&path, &[])
-            .await
-            .map_err(|e| e.in_stream("PIPELINES", format!("GET {path}")))?;
+        let found: api::BatchResults<api::Pipeline> =
+            client.get_json(&path, &[]).await.map_err(|e| e.in_stream("PIPELINES", format!("GET {path}")))?;
         for p in &found.results {
             let order = p.display_order.map(|d| d.to_string());
             pipelines.push_row([
@@ -232,8 +193,7 @@ pub(super) async fn pipelines(
             ]);
             for s in &p.stages {
                 let order = s.display_order.map(|d| d.to_string());
-                let meta_text =
-                    |k: &str| s.metadata.get(k).and_then(|v| api::scalar_text(v.clone()));
+                let meta_text = |k: &str| s.metadata.get(k).and_then(|v| api::scalar_text(v.clone()));
                 let probability = meta_text("probability");
                 let ticket_state = meta_text("ticketState");
                 let metadata = serde_json::Value::Object(s.metadata.clone()).to_string();
@@ -263,12 +223,7 @@ pub(super) async fn teams(teams: &[api::Team], ingested: &Arc<str>, out: &Sender
     for t in teams {
         let users = serde_json::Value::Array(t.user_ids.clone()).to_string();
         let secondary = serde_json::Value::Array(t.secondary_user_ids.clone()).to_string();
-        rows.push_row([
-            Some(t.id.as_str()),
-            t.name.as_deref(),
-            Some(users.as_str()),
-            Some(secondary.as_str()),
-        ]);
+        rows.push_row([Some(t.id.as_str()), t.name.as_deref(), Some(users.as_str()), Some(secondary.as_str())]);
     }
     out.rows("TEAMS", &mut rows).await
 }
