@@ -24,6 +24,8 @@ fn export_contacts(dest: &std::path::Path, scale: u64, max_file_size: &str) -> s
         ANCHOR,
         "--max-file-size",
         max_file_size,
+        // Property history is checked elsewhere; without it these runs are 3 times faster.
+        "--no-history",
     ]))
 }
 
@@ -74,12 +76,12 @@ fn one_mib_parts_are_full_standalone_and_complete() {
 #[test]
 fn a_rerun_with_fewer_parts_removes_the_stale_ones() {
     let dir = tempfile::tempdir().unwrap();
-    assert_success(&export_contacts(dir.path(), 1500, "64KiB"));
+    assert_success(&export_contacts(dir.path(), 800, "64KiB"));
     let day = dir.path().join(DATE);
     let before = read_export(&day, &["OBJECT_PROPERTIES"]);
     let parts_before = before["files_on_disk"].as_array().unwrap().len();
 
-    assert_success(&export_contacts(dir.path(), 1500, "15MiB"));
+    assert_success(&export_contacts(dir.path(), 800, "15MiB"));
     let after = read_export(&day, &["OBJECT_PROPERTIES"]);
     let on_disk: BTreeSet<String> =
         after["files_on_disk"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();

@@ -38,7 +38,17 @@ fn check_reports_scopes_rate_limit_and_destination() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()
-        .args(["check", "--source", "hubspot", "--base-url", &sandbox.base_url, "--dest", dir.path().to_str().unwrap()])
+        .args([
+            "check",
+            "--source",
+            "hubspot",
+            "--rate-limit",
+            "none",
+            "--base-url",
+            &sandbox.base_url,
+            "--dest",
+            dir.path().to_str().unwrap(),
+        ])
         .env("HUBSPOT_ACCESS_TOKEN", "good"));
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,14 +61,24 @@ fn check_reports_scopes_rate_limit_and_destination() {
     assert!(std::fs::read_dir(dir.path().join("_crmdump_check")).unwrap().next().is_none(), "the probe is removed");
 
     let out = run(crmdump()
-        .args(["check", "--source", "hubspot", "--base-url", &sandbox.base_url])
+        .args(["check", "--source", "hubspot", "--rate-limit", "none", "--base-url", &sandbox.base_url])
         .env("HUBSPOT_ACCESS_TOKEN", "bad"));
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("[FAIL] token") && stdout.contains("Regenerate"), "{stdout}");
 
     let out = run(crmdump()
-        .args(["check", "--source", "hubspot", "--base-url", &sandbox.base_url, "--dest", "/proc/crmdump-not-writable"])
+        .args([
+            "check",
+            "--source",
+            "hubspot",
+            "--rate-limit",
+            "none",
+            "--base-url",
+            &sandbox.base_url,
+            "--dest",
+            "/proc/crmdump-not-writable",
+        ])
         .env("HUBSPOT_ACCESS_TOKEN", "good"));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/crmdump-not-writable"));

@@ -133,14 +133,23 @@ impl HubSpot {
         };
         let candidates = self.select_types(&schemas)?;
 
+        // Discovery requests are independent: run them `concurrency * 2` at a time (the
+        // rate limiter still paces them), keeping the order of the answers.
+        let parallel = self.options.concurrency.max(1) * 2;
+        let found: Vec<_> = futures::stream::iter(candidates)
+            .map(|(object_type, schema)| async move {
+                let path = format!("/crm/v3/properties/{}", object_type.api_name);
+                let found =
+                    self.client.get_json::<api::BatchResults<api::Property>>(&path, &[]).await.map_err(|e| {
+                        e.in_stream(format!("properties of {}", object_type.api_name), format!("GET {path}"))
+                    });
+                (object_type, schema, found)
+            })
+            .buffered(parallel)
+            .collect()
+            .await;
         let mut discovered = Vec::new();
-        for (object_type, schema) in candidates {
-            let path = format!("/crm/v3/properties/{}", object_type.api_name);
-            let found = self
-                .client
-                .get_json::<api::BatchResults<api::Property>>(&path, &[])
-                .await
-                .map_err(|e| e.in_stream(format!("properties of {}", object_type.api_name), format!("GET {path}")));
+        for (object_type, schema, found) in found {
             match unless_forbidden(found)? {
                 Ok(p) => discovered.push(DiscoveredType { object_type, properties: p.results, schema }),
                 Err(why) => {
@@ -159,31 +168,36 @@ impl HubSpot {
             });
         }
 
+        // Association types exist in both directions or in neither: probe each unordered
+        // pair once, then the reverse direction only of pairs that have labels.
+        let types: Vec<&ObjectType> = discovered.iter().map(|d| &d.object_type).collect();
+        let forward: Vec<(ObjectType, ObjectType)> = (0..types.len())
+            .flat_map(|i| (i..types.len()).map(move |j| (i, j)))
+            .map(|(i, j)| (types[i].clone(), types[j].clone()))
+            .collect();
+        let mut found = self.association_labels(forward, parallel).await;
+        let reverse: Vec<(ObjectType, ObjectType)> = found
+            .iter()
+            .filter(|(f, t, l)| f != t && l.as_ref().is_ok_and(|l| !l.results.is_empty()))
+            .map(|(f, t, _)| (t.clone(), f.clone()))
+            .collect();
+        found.extend(self.association_labels(reverse, parallel).await);
         let mut labels = Vec::new();
         let mut pairs = Vec::new();
-        for from in &discovered {
-            for to in &discovered {
-                let (f, t) = (&from.object_type, &to.object_type);
-                let path = format!("/crm/v4/associations/{}/{}/labels", f.api_name, t.api_name);
-                let found = self
-                    .client
-                    .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
-                    .await
-                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
-                let found = match unless_forbidden(found)? {
-                    Ok(l) => l.results,
-                    Err(_) => continue,
-                };
-                if found.is_empty() {
-                    continue;
-                }
-                pairs.push(Arc::new(AssociationPair {
-                    from: f.clone(),
-                    to: t.clone(),
-                    table: schema::association_schema(&f.plural, &t.plural, &f.singular, &t.singular),
-                }));
-                labels.push((f.clone(), t.clone(), found));
+        for (f, t, found) in found {
+            let found = match unless_forbidden(found)? {
+                Ok(l) => l.results,
+                Err(_) => continue,
+            };
+            if found.is_empty() {
+                continue;
             }
+            pairs.push(Arc::new(AssociationPair {
+                from: f.clone(),
+                to: t.clone(),
+                table: schema::association_schema(&f.plural, &t.plural, &f.singular, &t.singular),
+            }));
+            labels.push((f, t, found));
         }
 
         let lists = match unless_forbidden(lists::probe(&self.client).await)? {
@@ -245,6 +259,27 @@ impl HubSpot {
 
         let catalog = Catalog { account, objects, pairs, events: event_streams, notices, tables };
         Ok((catalog, Discovery { types: discovered, labels, lists, events, teams }))
+    }
+
+    /// `GET .../labels` for each (from, to), `parallel` at a time, answers in order.
+    async fn association_labels(
+        &self,
+        pairs: Vec<(ObjectType, ObjectType)>,
+        parallel: usize,
+    ) -> Vec<(ObjectType, ObjectType, Result<api::BatchResults<api::AssociationLabel>>)> {
+        futures::stream::iter(pairs)
+            .map(|(f, t)| async move {
+                let path = format!("/crm/v4/associations/{}/{}/labels", f.api_name, t.api_name);
+                let found = self
+                    .client
+                    .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
+                    .await
+                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
+                (f, t, found)
+            })
+            .buffered(parallel)
+            .collect()
+            .await
     }
 
     /// The standard types asked for (or all of them) plus the custom objects.
