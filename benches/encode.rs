@@ -9,7 +9,7 @@ use crmdump::extract::{ObjectStream, PropertyDefinition};
 use crmdump::model;
 use crmdump::schema::{BatchBuilder, ColumnType, object_schemas};
 use crmdump::split::split_objects;
-use crmdump::write::{CsvGzipWriter, PartSink};
+use crmdump::write::{CsvGzipWriter, OutputFormat, PartSink};
 
 /// Discards parts but counts their bytes.
 #[derive(Default)]
@@ -96,12 +96,19 @@ fn benches(c: &mut Criterion) {
     for level in [1, 6] {
         g.bench_function(format!("csv_gzip_parts_level{level}"), |b| {
             b.iter(|| {
-                let mut w = CsvGzipWriter::new("OBJECTS_CONTACTS", Discard::default(), 1 << 20, level);
+                let mut w = CsvGzipWriter::new("OBJECTS_CONTACTS", &typed.schema(), Discard::default(), 1 << 20, level);
                 w.write_batch(&typed).unwrap();
-                w.finish(&typed.schema()).unwrap()
+                w.finish().unwrap()
             })
         });
     }
+    g.bench_function("parquet_zstd_parts", |b| {
+        b.iter(|| {
+            let mut w = OutputFormat::Parquet.encoder(&s.table, Discard::default(), 1 << 20, "bench");
+            w.write_batch(&typed).unwrap();
+            w.finish().unwrap()
+        })
+    });
     g.finish();
 }
 

@@ -23,7 +23,7 @@ use crate::schema::TableSchema;
 use crate::sink::Sink;
 use crate::sink::manifest::{ColumnEntry, MANIFEST_FILE, Manifest, TableEntry, Warning};
 use crate::split;
-use crate::write::{CsvGzipWriter, PartReceipt};
+use crate::write::{OutputFormat, PartReceipt};
 
 /// Batches queued per table writer before the extractor waits.
 const WRITER_QUEUE: usize = 4;
@@ -35,7 +35,7 @@ const EMIT_QUEUE: usize = 16;
 pub struct ExportSettings {
     pub date: NaiveDate,
     pub max_file_size: u64,
-    pub gzip_level: u32,
+    pub format: OutputFormat,
     pub started_at: DateTime<Utc>,
     /// Canonical text of `started_at` (INGESTEDAT).
     pub ingested_at: Arc<str>,
@@ -75,7 +75,12 @@ pub async fn export(
     let mut writers: HashMap<String, TableWriter> = catalog
         .tables
         .iter()
-        .map(|t| (t.name.clone(), spawn_writer(sink, &day, t.clone(), settings, progress.bytes_counter(&t.name))))
+        .map(|t| {
+            (
+                t.name.clone(),
+                spawn_writer(sink, &day, t.clone(), settings, progress.bytes_counter(&t.name), extractor.source()),
+            )
+        })
         .collect();
 
     let (tx, mut rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
@@ -136,7 +141,7 @@ pub async fn export(
         window: None,
         started_at: settings.ingested_at.to_string(),
         finished_at: crate::sandbox::iso(Utc::now()),
-        format: "csv.gz".into(),
+        format: settings.format.manifest_name().into(),
         tables: catalog
             .tables
             .iter()
@@ -179,19 +184,21 @@ fn spawn_writer(
     table: Arc<TableSchema>,
     settings: &ExportSettings,
     written: Arc<std::sync::atomic::AtomicU64>,
+    source: &str,
 ) -> TableWriter {
     let (tx, mut rx) = mpsc::channel::<RecordBatch>(WRITER_QUEUE);
     let sink = sink.clone();
     let day = day.to_string();
     let limit = settings.max_file_size;
-    let level = settings.gzip_level;
+    let format = settings.format;
+    let source = source.to_string();
     let handle = tokio::task::spawn_blocking(move || {
-        let parts = sink.part_sink(&day, &table.name, "csv.gz", written);
-        let mut writer = CsvGzipWriter::new(table.name.clone(), parts, limit, level);
+        let parts = sink.part_sink(&day, &table.name, format.extension(), written);
+        let mut writer = format.encoder(&table, parts, limit, &source);
         while let Some(batch) = rx.blocking_recv() {
             writer.write_batch(&batch)?;
         }
-        let (receipts, _) = writer.finish(&table.arrow_schema())?;
+        let receipts = writer.finish()?;
         tracing::debug!(table = %table.name, parts = receipts.len(), "Table written.");
         Ok(receipts)
     });

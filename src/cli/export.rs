@@ -11,12 +11,14 @@ use crate::pipeline::{self, ExportSettings};
 use crate::progress::{Progress, ProgressMode};
 use crate::sandbox::iso;
 use crate::sink::Sink;
-use crate::write::parse_size;
+use crate::write::{OutputFormat, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Gzip CSV parts (RFC 4180; NULL is an empty field, the empty string is "").
     Csv,
+    /// Typed Parquet parts (ZSTD, statistics on).
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -64,7 +66,10 @@ pub async fn run(args: ExportArgs) -> Result<()> {
     let settings = ExportSettings {
         date,
         max_file_size: args.max_file_size,
-        gzip_level: args.gzip_level,
+        format: match args.format {
+            Format::Csv => OutputFormat::Csv { gzip_level: args.gzip_level },
+            Format::Parquet => OutputFormat::Parquet,
+        },
         started_at,
         ingested_at,
     };

@@ -51,13 +51,14 @@ pub struct CsvGzipWriter<S: PartSink> {
 }
 
 impl<S: PartSink> CsvGzipWriter<S> {
-    pub fn new(table: impl Into<String>, sink: S, limit: u64, level: u32) -> Self {
+    /// `schema` is the batches' (Utf8) schema: its names make the header of every part.
+    pub fn new(table: impl Into<String>, schema: &arrow::datatypes::Schema, sink: S, limit: u64, level: u32) -> Self {
         CsvGzipWriter {
             table: table.into(),
             sink,
             limit,
             level: Compression::new(level),
-            header: None,
+            header: Some(header(schema)),
             part: None,
             receipts: Vec::new(),
             row_buf: Vec::with_capacity(4096),
@@ -66,9 +67,6 @@ impl<S: PartSink> CsvGzipWriter<S> {
 
     /// Encodes every row of `batch`, rolling parts as needed.
     pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.header.is_none() {
-            self.header = Some(header(batch.schema_ref()));
-        }
         let rows = Rows::new(batch);
         let mut row_buf = std::mem::take(&mut self.row_buf);
         for r in 0..batch.num_rows() {
@@ -172,15 +170,22 @@ impl<S: PartSink> CsvGzipWriter<S> {
 
     /// Closes the last part (writing a header-only part for an empty table) and returns
     /// the receipts of every part, in order.
-    pub fn finish(mut self, schema: &arrow::datatypes::Schema) -> Result<(Vec<PartReceipt>, S)> {
-        if self.header.is_none() {
-            self.header = Some(header(schema));
-        }
+    pub fn finish(mut self) -> Result<(Vec<PartReceipt>, S)> {
         if self.part.is_none() && self.receipts.is_empty() {
             self.open_part()?;
         }
         self.close_part()?;
         Ok((self.receipts, self.sink))
+    }
+}
+
+impl<S: PartSink + Send> super::TableEncoder for CsvGzipWriter<S> {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        CsvGzipWriter::write_batch(self, batch)
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<PartReceipt>> {
+        CsvGzipWriter::finish(*self).map(|(receipts, _)| receipts)
     }
 }
 
@@ -247,11 +252,11 @@ mod tests {
     #[test]
     fn parts_stay_under_the_limit_are_full_and_standalone() {
         let limit = 64 * 1024;
-        let mut w = CsvGzipWriter::new("T", MemoryParts::default(), limit, 6);
+        let mut w = CsvGzipWriter::new("T", &schema().arrow_schema(), MemoryParts::default(), limit, 6);
         for chunk in 0..20 {
             w.write_batch(&batch(chunk * 500, 500, 120)).unwrap();
         }
-        let (receipts, sink) = w.finish(&schema().arrow_schema()).unwrap();
+        let (receipts, sink) = w.finish().unwrap();
         assert!(receipts.len() >= 3, "expected several parts, got {}", receipts.len());
         let mut total_rows = 0;
         for (i, (r, bytes)) in receipts.iter().zip(&sink.parts).enumerate() {
@@ -271,9 +276,9 @@ mod tests {
 
     #[test]
     fn rows_are_never_split_and_round_trip() {
-        let mut w = CsvGzipWriter::new("T", MemoryParts::default(), 8 * 1024, 6);
+        let mut w = CsvGzipWriter::new("T", &schema().arrow_schema(), MemoryParts::default(), 8 * 1024, 6);
         w.write_batch(&batch(0, 400, 60)).unwrap();
-        let (receipts, sink) = w.finish(&schema().arrow_schema()).unwrap();
+        let (receipts, sink) = w.finish().unwrap();
         assert!(receipts.len() > 1);
         let mut ids = Vec::new();
         for bytes in &sink.parts {
@@ -308,8 +313,8 @@ mod tests {
 
     #[test]
     fn empty_table_gets_one_header_only_part() {
-        let w = CsvGzipWriter::new("T", MemoryParts::default(), 8 * 1024, 6);
-        let (receipts, sink) = w.finish(&schema().arrow_schema()).unwrap();
+        let w = CsvGzipWriter::new("T", &schema().arrow_schema(), MemoryParts::default(), 8 * 1024, 6);
+        let (receipts, sink) = w.finish().unwrap();
         assert_eq!(receipts.len(), 1);
         assert_eq!(receipts[0].rows, 0);
         assert_eq!(gunzip(&sink.parts[0]), "ID,TEXT\n");
@@ -317,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_row_larger_than_the_limit_is_a_data_error_naming_the_record() {
-        let mut w = CsvGzipWriter::new("T", MemoryParts::default(), 4096, 0);
+        let mut w = CsvGzipWriter::new("T", &schema().arrow_schema(), MemoryParts::default(), 4096, 0);
         let err = w.write_batch(&batch(7, 1, 10_000)).unwrap_err();
         assert_eq!(err.class(), crate::error::ErrorClass::Data);
         assert!(err.to_string().contains("table T, record 7/"), "{err}");

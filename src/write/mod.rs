@@ -6,8 +6,12 @@
 
 pub mod csv;
 mod gzip_parts;
+pub mod parquet_parts;
 
 pub use gzip_parts::CsvGzipWriter;
+pub use parquet_parts::ParquetPartWriter;
+
+use arrow::record_batch::RecordBatch;
 
 use sha2::{Digest, Sha256};
 
@@ -22,6 +26,54 @@ pub trait PartSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()>;
     /// Completes the open part so that it is durable at its path.
     fn finish_part(&mut self) -> Result<()>;
+}
+
+/// The file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Gzip CSV parts at this gzip level.
+    Csv { gzip_level: u32 },
+    /// Typed Parquet parts, ZSTD.
+    Parquet,
+}
+
+impl OutputFormat {
+    /// Part file extension (after `part-NNNNN.`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Csv { .. } => "csv.gz",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The manifest's `format`.
+    pub fn manifest_name(self) -> &'static str {
+        self.extension()
+    }
+
+    /// An encoder for one table writing through `sink`.
+    pub fn encoder<S: PartSink + Send + 'static>(
+        self,
+        table: &crate::schema::TableSchema,
+        sink: S,
+        limit: u64,
+        source: &str,
+    ) -> Box<dyn TableEncoder> {
+        match self {
+            OutputFormat::Csv { gzip_level } => {
+                Box::new(CsvGzipWriter::new(table.name.clone(), &table.arrow_schema(), sink, limit, gzip_level))
+            }
+            OutputFormat::Parquet => Box::new(ParquetPartWriter::new(table, sink, limit, source)),
+        }
+    }
+}
+
+/// A table's encoder: batches in, parts out (gzip CSV or Parquet).
+pub trait TableEncoder: Send {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Closes the last part (an empty table still gets one part with the header or schema)
+    /// and returns the receipts of every part, in order.
+    fn finish(self: Box<Self>) -> Result<Vec<PartReceipt>>;
 }
 
 /// What the manifest records of one written part.
@@ -82,6 +134,34 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         return Err(format!("size '{text}' is below the smallest part size of 4096 bytes"));
     }
     Ok(size)
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::sync::{Arc, Mutex};
+
+    use super::PartSink;
+    use crate::error::Result;
+
+    /// Keeps parts in memory, shared with the test that reads them back.
+    #[derive(Default, Clone)]
+    pub struct MemoryParts {
+        pub parts: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl PartSink for MemoryParts {
+        fn begin_part(&mut self, index: usize) -> Result<String> {
+            self.parts.lock().unwrap().push(Vec::new());
+            Ok(format!("T/part-{index:05}"))
+        }
+        fn write(&mut self, bytes: &[u8]) -> Result<()> {
+            self.parts.lock().unwrap().last_mut().unwrap().extend_from_slice(bytes);
+            Ok(())
+        }
+        fn finish_part(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

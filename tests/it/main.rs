@@ -9,3 +9,4 @@ mod commands;
 mod errors;
 mod export;
 mod fixture;
+mod parquet;

@@ -19,8 +19,11 @@ import json
 import os
 import sys
 
+import datetime
+
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 
 def read_part(path):
@@ -42,6 +45,22 @@ def read_part(path):
     return raw, header, table
 
 
+def json_value(v):
+    """Parquet values as JSON: numbers and booleans native, instants as ISO text (ms, Z)."""
+    if isinstance(v, datetime.datetime):
+        return v.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (v.microsecond // 1000)
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    return v
+
+
+def read_parquet_part(path):
+    raw = open(path, "rb").read()
+    table = pq.read_table(io.BytesIO(raw))
+    meta = pq.ParquetFile(io.BytesIO(raw)).metadata
+    return raw, table.column_names, table, {k.decode(): v.decode() for k, v in (meta.metadata or {}).items()}
+
+
 def main():
     day = sys.argv[1]
     wanted = set(sys.argv[2:])
@@ -55,16 +74,24 @@ def main():
         rows = []
         columns = None
         for f in entry["files"]:
-            raw, header, table = read_part(os.path.join(day, f["path"]))
+            path = os.path.join(day, f["path"])
+            if path.endswith(".parquet"):
+                raw, header, table, kv = read_parquet_part(path)
+                types = [str(t) for t in table.schema.types]
+            else:
+                raw, header, table = read_part(path)
+                kv, types = {}, None
             out["parts"][f["path"]] = {
                 "rows": table.num_rows,
                 "bytes": len(raw),
                 "sha256": hashlib.sha256(raw).hexdigest(),
                 "header": header,
+                "metadata": kv,
+                "types": types,
             }
             columns = header
             if not wanted or name in wanted:
-                cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+                cols = [[json_value(v) for v in table.column(i).to_pylist()] for i in range(table.num_columns)]
                 rows.extend([list(r) for r in zip(*cols)] if cols else [])
         if not wanted or name in wanted:
             out["tables"][name] = {"columns": columns, "rows": rows}
