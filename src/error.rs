@@ -79,6 +79,10 @@ pub enum Error {
     #[error("table {table}, record {record}: {detail}")]
     Row { table: String, record: String, detail: String },
 
+    /// `crmdump verify` found mismatches (each printed).
+    #[error("verify found {0} problems")]
+    Verify(usize),
+
     #[error("the sandbox failed: {0}")]
     Sandbox(String),
 
@@ -107,7 +111,7 @@ impl Error {
             Error::Malformed { .. } => ErrorClass::Retryable,
             Error::Stream { source, .. } => source.class(),
             Error::Row { .. } => ErrorClass::Data,
-            Error::Sandbox(_) | Error::Internal(_) => ErrorClass::Fatal,
+            Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) => ErrorClass::Fatal,
         }
     }
 

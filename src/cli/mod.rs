@@ -6,6 +6,7 @@ mod export;
 mod sandbox;
 mod source;
 mod tables;
+mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -32,6 +33,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// List the tables and columns an export of this account would produce.
     Tables(tables::TablesArgs),
+    /// Check an export against its manifest: every part present with its size, sha256 and
+    /// row count, nothing unlisted; exit 1 naming each mismatch.
+    Verify(verify::VerifyArgs),
     /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
     Sandbox(sandbox::SandboxArgs),
 }
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Check(args) => check::run(args).await,
         Command::Tables(args) => tables::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

@@ -3,6 +3,7 @@
 //! stale parts removed, manifest written last).
 
 pub mod manifest;
+pub mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,3 +10,4 @@ mod errors;
 mod export;
 mod fixture;
 mod parquet;
+mod verify;

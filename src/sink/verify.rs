@@ -1,0 +1,96 @@
+//! Checks a committed day folder against its manifest: every listed part exists with its
+//! size, sha256 and row count, and no part is there that the manifest does not list.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::Sink;
+use super::manifest::{MANIFEST_FILE, Manifest};
+use crate::error::{Error, Result};
+
+/// What `verify` found wrong, one line each.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files_checked: usize,
+    pub problems: Vec<String>,
+}
+
+/// Verifies the day folder `day` (a key prefix, `""` for the sink's root).
+pub async fn verify_day(sink: &Sink, day: &str) -> Result<Report> {
+    let key = join(day, MANIFEST_FILE);
+    let mut report = Report::default();
+    let Some(body) = sink.get(&key).await? else {
+        report.problems.push(format!("{key}: no manifest: the export of this day is incomplete or absent"));
+        return Ok(report);
+    };
+    let manifest: Manifest = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(format!("{key}: not a crmdump manifest ({e})"));
+            return Ok(report);
+        }
+    };
+    let mut listed = HashSet::new();
+    for table in &manifest.tables {
+        let mut rows = 0;
+        for f in &table.files {
+            let path = join(day, &f.path);
+            listed.insert(path.clone());
+            report.files_checked += 1;
+            rows += f.rows;
+            let Some(bytes) = sink.get(&path).await? else {
+                report.problems.push(format!("{path}: listed in the manifest but missing"));
+                continue;
+            };
+            if bytes.len() as u64 != f.bytes {
+                report.problems.push(format!("{path}: {} bytes, the manifest says {}", bytes.len(), f.bytes));
+            }
+            let sha = hex::encode(Sha256::digest(&bytes));
+            if sha != f.sha256 {
+                report.problems.push(format!("{path}: sha256 {sha}, the manifest says {}", f.sha256));
+            }
+            match count_rows(&path, bytes) {
+                Ok(n) if n == f.rows => {}
+                Ok(n) => report.problems.push(format!("{path}: {n} rows, the manifest says {}", f.rows)),
+                Err(e) => report.problems.push(format!("{path}: unreadable: {e}")),
+            }
+        }
+        if rows != table.rows {
+            report
+                .problems
+                .push(format!("{}: parts hold {rows} rows, the manifest's table says {}", table.name, table.rows));
+        }
+    }
+    for (key, _) in sink.list(day).await? {
+        if !listed.contains(&key) && !key.ends_with(MANIFEST_FILE) {
+            report.problems.push(format!("{key}: not listed in the manifest"));
+        }
+    }
+    Ok(report)
+}
+
+fn join(day: &str, path: &str) -> String {
+    if day.is_empty() { path.to_string() } else { format!("{}/{path}", day.trim_end_matches('/')) }
+}
+
+/// Rows in a part: CSV records after the header (gzip, quoted newlines respected), or the
+/// row count of a Parquet footer.
+fn count_rows(path: &str, bytes: Bytes) -> Result<u64> {
+    if path.ends_with(".parquet") {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let reader = SerializedFileReader::new(bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        return Ok(reader.metadata().file_metadata().num_rows() as u64);
+    }
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut text).map_err(|e| Error::io("gunzip", e))?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(&text[..]);
+    let mut n = 0;
+    for record in reader.records() {
+        record.map_err(|e| Error::Internal(format!("CSV: {e}")))?;
+        n += 1;
+    }
+    Ok(n)
+}
