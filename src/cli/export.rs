@@ -61,6 +61,7 @@ pub async fn run(args: ExportArgs) -> Result<()> {
     let started_at = chrono::Utc::now();
     let date = args.date.unwrap_or_else(|| started_at.date_naive());
     let sink = Sink::open(&args.dest)?;
+    sink.probe_writable().await?;
     let ingested_at: Arc<str> = iso(started_at).into();
     let source = args.source.connect(ingested_at.clone()).await?;
     let settings = ExportSettings {

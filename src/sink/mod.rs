@@ -70,6 +70,23 @@ impl Sink {
         Ok(Sink { store: Arc::new(store), root: Path::default(), display: dest.to_string() })
     }
 
+    /// Writes and removes a probe object: a missing bucket or denied access fails here, with
+    /// what to do, before any extraction work starts.
+    pub async fn probe_writable(&self) -> Result<()> {
+        let key = format!("_crmdump_probe/{}-{}.tmp", std::process::id(), chrono::Utc::now().timestamp_millis());
+        let result = async {
+            self.put(&key, Bytes::from_static(b"crmdump write probe\n")).await?;
+            self.delete(&key).await
+        }
+        .await;
+        result.map_err(|e| Error::Destination {
+            dest: self.display.clone(),
+            detail: format!(
+                "cannot write there ({e}); check that the folder or bucket exists and that the credentials may write to it"
+            ),
+        })
+    }
+
     pub fn display(&self) -> &str {
         &self.display
     }

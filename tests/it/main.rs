@@ -10,4 +10,5 @@ mod errors;
 mod export;
 mod fixture;
 mod parquet;
+mod s3;
 mod verify;
