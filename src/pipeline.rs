@@ -21,7 +21,8 @@ use crate::extract::{Emit, Extractor, Notice};
 use crate::progress::Progress;
 use crate::schema::TableSchema;
 use crate::sink::Sink;
-use crate::sink::manifest::{ColumnEntry, MANIFEST_FILE, Manifest, TableEntry, Warning};
+use crate::sink::layout::Layout;
+use crate::sink::manifest::{ColumnEntry, Manifest, TableEntry, Warning};
 use crate::split;
 use crate::write::{OutputFormat, PartReceipt};
 
@@ -36,6 +37,7 @@ pub struct ExportSettings {
     pub date: NaiveDate,
     pub max_file_size: u64,
     pub format: OutputFormat,
+    pub layout: Layout,
     pub started_at: DateTime<Utc>,
     /// Canonical text of `started_at` (INGESTEDAT).
     pub ingested_at: Arc<str>,
@@ -68,7 +70,8 @@ pub async fn export(
     tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
 
     let day = settings.date.format("%Y-%m-%d").to_string();
-    let manifest_key = format!("{day}/{MANIFEST_FILE}");
+    let layout = settings.layout;
+    let manifest_key = layout.manifest_key(&day);
     // A re-run first withdraws the old commit marker: from here on the folder is incomplete.
     sink.delete(&manifest_key).await?;
 
@@ -125,7 +128,7 @@ pub async fn export(
         receipts.insert(name, parts);
     }
 
-    remove_stale_parts(sink, &day, &receipts).await?;
+    remove_stale_parts(sink, layout, &day, &receipts).await?;
 
     for (table, count) in unparseable {
         warnings.push(Warning { kind: "unparseable_value".into(), table, count: Some(count), detail: None });
@@ -142,6 +145,7 @@ pub async fn export(
         started_at: settings.ingested_at.to_string(),
         finished_at: crate::sandbox::iso(Utc::now()),
         format: settings.format.manifest_name().into(),
+        layout: layout.name().into(),
         tables: catalog
             .tables
             .iter()
@@ -191,9 +195,11 @@ fn spawn_writer(
     let day = day.to_string();
     let limit = settings.max_file_size;
     let format = settings.format;
+    let layout = settings.layout;
     let source = source.to_string();
     let handle = tokio::task::spawn_blocking(move || {
-        let parts = sink.part_sink(&day, &table.name, format.extension(), written);
+        let parts =
+            sink.part_sink(&layout.base(&day), &layout.table_dir(&day, &table.name), format.extension(), written);
         let mut writer = format.encoder(&table, parts, limit, &source);
         while let Some(batch) = rx.blocking_recv() {
             writer.write_batch(&batch)?;
@@ -220,13 +226,19 @@ async fn route(writers: &mut HashMap<String, TableWriter>, table: &str, batch: R
     }
 }
 
-/// Removes objects under the day folder that this run did not write (parts of an earlier
-/// run that had more of them), so that the folder holds exactly what the manifest lists.
-async fn remove_stale_parts(sink: &Sink, day: &str, receipts: &BTreeMap<String, Vec<PartReceipt>>) -> Result<()> {
+/// Removes parts of this date that this run did not write (parts of an earlier run that had
+/// more of them), so that the destination holds exactly what the manifest lists.
+async fn remove_stale_parts(
+    sink: &Sink,
+    layout: Layout,
+    day: &str,
+    receipts: &BTreeMap<String, Vec<PartReceipt>>,
+) -> Result<()> {
+    let base = layout.base(day);
     let keep: std::collections::HashSet<String> =
-        receipts.values().flatten().map(|r| format!("{day}/{}", r.path)).collect();
-    for (key, _) in sink.list(day).await? {
-        if !keep.contains(&key) && !key.ends_with(MANIFEST_FILE) {
+        receipts.values().flatten().map(|r| Layout::join(&base, &r.path)).collect();
+    for key in sink.parts_of(layout, day).await? {
+        if !keep.contains(&key) {
             tracing::info!(key = %key, "Removing a part of an earlier run.");
             sink.delete(&key).await?;
         }

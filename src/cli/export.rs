@@ -11,6 +11,7 @@ use crate::pipeline::{self, ExportSettings};
 use crate::progress::{Progress, ProgressMode};
 use crate::sandbox::iso;
 use crate::sink::Sink;
+use crate::sink::layout::Layout;
 use crate::write::{OutputFormat, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,6 +20,12 @@ pub enum Format {
     Csv,
     /// Typed Parquet parts (ZSTD, statistics on).
     Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Daily,
+    Hive,
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +42,10 @@ pub struct ExportArgs {
     /// Largest part, in bytes of the stored file: 15MiB, 1MiB, 15MB (= 15,000,000) or a byte count.
     #[arg(long, default_value = "15MiB", value_parser = parse_size)]
     pub max_file_size: u64,
+    /// Folder layout: daily (<dest>/<date>/<TABLE>/...) or hive (<dest>/<TABLE>/dt=<date>/...,
+    /// manifests under <dest>/_manifests/, for Athena, Spark and Trino).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Daily)]
+    pub layout: LayoutArg,
     /// Gzip level of CSV parts (1 fastest .. 9 smallest).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
@@ -70,6 +81,10 @@ pub async fn run(args: ExportArgs) -> Result<()> {
         format: match args.format {
             Format::Csv => OutputFormat::Csv { gzip_level: args.gzip_level },
             Format::Parquet => OutputFormat::Parquet,
+        },
+        layout: match args.layout {
+            LayoutArg::Daily => Layout::Daily,
+            LayoutArg::Hive => Layout::Hive,
         },
         started_at,
         ingested_at,

@@ -1,12 +1,13 @@
 //! `crmdump verify PATH|URL`: a day folder (holding `_manifest.json`), or an export root
-//! whose day folders are all checked (`--date` picks one).
+//! whose committed days are all checked, daily or hive layout (`--date` picks one day).
 
 use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::sink::Sink;
+use crate::sink::layout::Layout;
 use crate::sink::manifest::MANIFEST_FILE;
-use crate::sink::verify::verify_day;
+use crate::sink::verify::{Target, verify};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -17,33 +18,52 @@ pub struct VerifyArgs {
     pub date: Option<chrono::NaiveDate>,
 }
 
+/// The committed days under `sink`, in both layouts.
+async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Target)>> {
+    if date.is_none() && sink.get(MANIFEST_FILE).await?.is_some() {
+        // PATH is a day folder of the daily layout.
+        let present = sink.list("").await?.into_iter().map(|(k, _)| k).filter(|k| k != MANIFEST_FILE).collect();
+        let target = Target { manifest_key: MANIFEST_FILE.into(), base: String::new(), present };
+        return Ok(vec![("(this folder)".into(), target)]);
+    }
+    let mut days: Vec<(String, Layout)> = Vec::new();
+    for (key, _) in sink.list("").await? {
+        let daily = key.strip_suffix(&format!("/{MANIFEST_FILE}")).filter(|d| !d.contains('/'));
+        let hive = key.strip_prefix("_manifests/").and_then(|k| k.strip_suffix(".json"));
+        if let Some(d) = daily {
+            days.push((d.to_string(), Layout::Daily));
+        } else if let Some(d) = hive {
+            days.push((d.to_string(), Layout::Hive));
+        }
+    }
+    if let Some(d) = &date {
+        days.retain(|(day, _)| day == d);
+        if days.is_empty() {
+            // Name the missing manifest of the daily layout.
+            days.push((d.clone(), Layout::Daily));
+        }
+    }
+    days.sort();
+    let mut out = Vec::new();
+    for (day, layout) in days {
+        let target = Target::of_day(sink, layout, &day).await?;
+        out.push((format!("{day} ({})", layout.name()), target));
+    }
+    Ok(out)
+}
+
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let sink = Sink::open(&args.path)?;
-    let days: Vec<String> = if let Some(d) = args.date {
-        vec![d.format("%Y-%m-%d").to_string()]
-    } else if sink.get(MANIFEST_FILE).await?.is_some() {
-        vec![String::new()]
-    } else {
-        let mut days: Vec<String> = sink
-            .list("")
-            .await?
-            .into_iter()
-            .filter_map(|(key, _)| key.strip_suffix(&format!("/{MANIFEST_FILE}")).map(str::to_string))
-            .filter(|d| !d.contains('/'))
-            .collect();
-        days.sort();
-        days
-    };
-    if days.is_empty() {
+    let targets = targets(&sink, args.date.map(|d| d.format("%Y-%m-%d").to_string())).await?;
+    if targets.is_empty() {
         return Err(Error::Destination {
             dest: args.path.clone(),
-            detail: "no _manifest.json here or in a day folder below: nothing committed to verify".into(),
+            detail: "no manifest here (no _manifest.json, no <date>/_manifest.json, no _manifests/<date>.json): nothing committed to verify".into(),
         });
     }
     let mut problems = 0;
-    for day in &days {
-        let report = verify_day(&sink, day).await?;
-        let name = if day.is_empty() { args.path.as_str() } else { day.as_str() };
+    for (name, target) in &targets {
+        let report = verify(&sink, target).await?;
         for p in &report.problems {
             println!("MISMATCH {p}");
         }

@@ -22,10 +22,18 @@ pub struct Manifest {
     pub started_at: String,
     pub finished_at: String,
     pub format: String,
+    /// `daily` or `hive`: file paths are relative to the day folder (daily) or to the
+    /// destination root (hive).
+    #[serde(default = "daily")]
+    pub layout: String,
     pub tables: Vec<TableEntry>,
     pub requests: u64,
     pub retries: u64,
     pub warnings: Vec<Warning>,
+}
+
+fn daily() -> String {
+    "daily".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

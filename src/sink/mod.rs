@@ -2,6 +2,7 @@
 //! with the commit protocol of SPEC section 3 (old manifest removed first, parts written,
 //! stale parts removed, manifest written last).
 
+pub mod layout;
 pub mod manifest;
 pub mod verify;
 
@@ -143,15 +144,44 @@ impl Sink {
             .collect())
     }
 
+    /// Keys of every part of `date` under this layout (whatever the manifest says).
+    pub async fn parts_of(&self, layout: layout::Layout, date: &str) -> Result<Vec<String>> {
+        let keys: Vec<String> = match layout {
+            layout::Layout::Daily => self.list(date).await?.into_iter().map(|(k, _)| k).collect(),
+            layout::Layout::Hive => {
+                // One listing per table folder, not of the whole destination (every day).
+                let root = self.root.clone();
+                let listed = self
+                    .store
+                    .list_with_delimiter(if root.parts().count() == 0 { None } else { Some(&root) })
+                    .await
+                    .map_err(|source| Error::Sink { key: String::new(), source })?;
+                let root_parts = self.root.parts().count();
+                let mut keys = Vec::new();
+                for dir in listed.common_prefixes {
+                    let table: Vec<String> = dir.parts().skip(root_parts).map(|p| p.as_ref().to_string()).collect();
+                    let table = table.join("/");
+                    if table.starts_with('_') {
+                        continue;
+                    }
+                    keys.extend(self.list(&format!("{table}/dt={date}")).await?.into_iter().map(|(k, _)| k));
+                }
+                keys
+            }
+        };
+        Ok(keys.into_iter().filter(|k| layout.holds_part_of(k, date)).collect())
+    }
+
     /// A [`PartSink`] writing `<dir>/<table>/part-NNNNN.<ext>`, for use on a blocking
     /// thread of the tokio runtime (the encoders are synchronous and CPU-bound).
     /// `written` counts the bytes as they go out (for progress).
-    pub fn part_sink(&self, dir: &str, table: &str, ext: &'static str, written: Arc<AtomicU64>) -> ObjectPartSink {
+    /// Parts go to `<base>/<table_dir>/part-NNNNN.<ext>`; receipts name them relative to `base`.
+    pub fn part_sink(&self, base: &str, table_dir: &str, ext: &'static str, written: Arc<AtomicU64>) -> ObjectPartSink {
         ObjectPartSink {
             written,
             sink: self.clone(),
-            dir: dir.to_string(),
-            table: table.to_string(),
+            dir: base.to_string(),
+            table: table_dir.to_string(),
             ext,
             handle: Handle::current(),
             upload: None,
@@ -182,7 +212,7 @@ impl ObjectPartSink {
 impl PartSink for ObjectPartSink {
     fn begin_part(&mut self, index: usize) -> Result<String> {
         let relative = format!("{}/part-{index:05}.{}", self.table, self.ext);
-        self.key = format!("{}/{relative}", self.dir);
+        self.key = layout::Layout::join(&self.dir, &relative);
         let path = self.sink.path(&self.key);
         let store = self.sink.store.clone();
         let upload = self.handle.block_on(store.put_multipart(&path)).map_err(|e| self.sink_error(e))?;

@@ -1,5 +1,6 @@
-//! Checks a committed day folder against its manifest: every listed part exists with its
-//! size, sha256 and row count, and no part is there that the manifest does not list.
+//! Checks a committed export day against its manifest: every listed part exists with its
+//! size, sha256 and row count, and no part of that day is there that the manifest does not
+//! list.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -8,7 +9,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::Sink;
-use super::manifest::{MANIFEST_FILE, Manifest};
+use super::layout::Layout;
+use super::manifest::Manifest;
 use crate::error::{Error, Result};
 
 /// What `verify` found wrong, one line each.
@@ -18,11 +20,31 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// Verifies the day folder `day` (a key prefix, `""` for the sink's root).
-pub async fn verify_day(sink: &Sink, day: &str) -> Result<Report> {
-    let key = join(day, MANIFEST_FILE);
+/// One committed day to check.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub manifest_key: String,
+    /// What the manifest's paths are relative to.
+    pub base: String,
+    /// Every part key of that day found in the destination.
+    pub present: Vec<String>,
+}
+
+impl Target {
+    /// The day `date` of an export root in `layout`.
+    pub async fn of_day(sink: &Sink, layout: Layout, date: &str) -> Result<Target> {
+        Ok(Target {
+            manifest_key: layout.manifest_key(date),
+            base: layout.base(date),
+            present: sink.parts_of(layout, date).await?,
+        })
+    }
+}
+
+pub async fn verify(sink: &Sink, target: &Target) -> Result<Report> {
+    let key = &target.manifest_key;
     let mut report = Report::default();
-    let Some(body) = sink.get(&key).await? else {
+    let Some(body) = sink.get(key).await? else {
         report.problems.push(format!("{key}: no manifest: the export of this day is incomplete or absent"));
         return Ok(report);
     };
@@ -37,7 +59,7 @@ pub async fn verify_day(sink: &Sink, day: &str) -> Result<Report> {
     for table in &manifest.tables {
         let mut rows = 0;
         for f in &table.files {
-            let path = join(day, &f.path);
+            let path = Layout::join(&target.base, &f.path);
             listed.insert(path.clone());
             report.files_checked += 1;
             rows += f.rows;
@@ -64,16 +86,12 @@ pub async fn verify_day(sink: &Sink, day: &str) -> Result<Report> {
                 .push(format!("{}: parts hold {rows} rows, the manifest's table says {}", table.name, table.rows));
         }
     }
-    for (key, _) in sink.list(day).await? {
-        if !listed.contains(&key) && !key.ends_with(MANIFEST_FILE) {
+    for key in &target.present {
+        if !listed.contains(key) {
             report.problems.push(format!("{key}: not listed in the manifest"));
         }
     }
     Ok(report)
-}
-
-fn join(day: &str, path: &str) -> String {
-    if day.is_empty() { path.to_string() } else { format!("{}/{path}", day.trim_end_matches('/')) }
 }
 
 /// Rows in a part: CSV records after the header (gzip, quoted newlines respected), or the

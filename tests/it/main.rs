@@ -9,6 +9,7 @@ mod commands;
 mod errors;
 mod export;
 mod fixture;
+mod hive;
 mod parquet;
 mod s3;
 mod verify;

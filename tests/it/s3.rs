@@ -31,7 +31,7 @@ fn with_aws(mut cmd: Command) -> Command {
 /// Downloads s3://bucket/prefix with boto3; returns the keys relative to the prefix.
 fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reader/s3_download.py");
-    let python = std::env::var("CRMDUMP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let out = Command::new(python).arg(script).args([&endpoint(), bucket, prefix]).arg(dest).output().unwrap();
     assert!(out.status.success(), "boto3 download failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()

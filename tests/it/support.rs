@@ -44,7 +44,7 @@ pub fn generator(seed: u64, scale: u64) -> Generator {
 
 /// The Python that has pyarrow: `CRMDUMP_TEST_PYTHON` (set by scripts/test), else the
 /// project's `.venv`, else `python3`.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("CRMDUMP_TEST_PYTHON") {
         return p.into();
     }

@@ -1,0 +1,82 @@
+//! Where a day's files go: `daily` (`<dest>/<date>/<TABLE>/part-...`, manifest
+//! `<date>/_manifest.json`) or `hive` (`<dest>/<TABLE>/dt=<date>/part-...`, manifest
+//! `_manifests/<date>.json`, for Athena, Spark and Trino partitions). Manifest paths are
+//! relative to [`Layout::base`].
+
+use super::manifest::MANIFEST_FILE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Layout {
+    #[default]
+    Daily,
+    Hive,
+}
+
+impl Layout {
+    /// The manifest's `layout`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Daily => "daily",
+            Layout::Hive => "hive",
+        }
+    }
+
+    /// The key prefix manifest paths are relative to.
+    pub fn base(self, date: &str) -> String {
+        match self {
+            Layout::Daily => date.to_string(),
+            Layout::Hive => String::new(),
+        }
+    }
+
+    /// A table's folder, relative to [`Layout::base`].
+    pub fn table_dir(self, date: &str, table: &str) -> String {
+        match self {
+            Layout::Daily => table.to_string(),
+            Layout::Hive => format!("{table}/dt={date}"),
+        }
+    }
+
+    pub fn manifest_key(self, date: &str) -> String {
+        match self {
+            Layout::Daily => format!("{date}/{MANIFEST_FILE}"),
+            Layout::Hive => format!("_manifests/{date}.json"),
+        }
+    }
+
+    /// Whether `key` (relative to the destination) is a part of `date` in this layout.
+    pub fn holds_part_of(self, key: &str, date: &str) -> bool {
+        match self {
+            Layout::Daily => key.starts_with(&format!("{date}/")) && !key.ends_with(MANIFEST_FILE),
+            Layout::Hive => {
+                let mut parts = key.split('/');
+                let (table, dt) = (parts.next(), parts.next());
+                table.is_some_and(|t| !t.starts_with('_'))
+                    && dt == Some(&format!("dt={date}"))
+                    && parts.next().is_some()
+            }
+        }
+    }
+
+    pub fn join(base: &str, path: &str) -> String {
+        if base.is_empty() { path.to_string() } else { format!("{}/{path}", base.trim_end_matches('/')) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_per_layout() {
+        let d = "2026-11-23";
+        assert_eq!(Layout::join(&Layout::Daily.base(d), &Layout::Daily.table_dir(d, "OWNERS")), "2026-11-23/OWNERS");
+        assert_eq!(Layout::join(&Layout::Hive.base(d), &Layout::Hive.table_dir(d, "OWNERS")), "OWNERS/dt=2026-11-23");
+        assert_eq!(Layout::Hive.manifest_key(d), "_manifests/2026-11-23.json");
+        assert!(Layout::Hive.holds_part_of("OWNERS/dt=2026-11-23/part-00000.csv.gz", d));
+        assert!(!Layout::Hive.holds_part_of("OWNERS/dt=2026-11-22/part-00000.csv.gz", d));
+        assert!(!Layout::Hive.holds_part_of("_manifests/2026-11-23.json", d));
+        assert!(Layout::Daily.holds_part_of("2026-11-23/OWNERS/part-00000.csv.gz", d));
+        assert!(!Layout::Daily.holds_part_of("2026-11-23/_manifest.json", d));
+    }
+}
