@@ -8,6 +8,7 @@
 //! and the manifest); `pipeline` (all of it, with bounded channels); `cli`.
 
 pub mod cli;
+pub mod ddl;
 pub mod error;
 pub mod extract;
 pub mod http;

@@ -2,6 +2,7 @@
 //! validated settings, and hands over to the library.
 
 mod check;
+mod ddl;
 mod export;
 mod sandbox;
 mod source;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Check an export against its manifest: every part present with its size, sha256 and
     /// row count, nothing unlisted; exit 1 naming each mismatch.
     Verify(verify::VerifyArgs),
+    /// CREATE TABLE and load statements for a committed export, per SQL dialect.
+    Ddl(ddl::DdlArgs),
     /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
     Sandbox(sandbox::SandboxArgs),
 }
@@ -83,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args).await,
         Command::Tables(args) => tables::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Ddl(args) => ddl::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

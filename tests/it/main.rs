@@ -6,6 +6,7 @@ mod support;
 
 mod chunking;
 mod commands;
+mod ddl;
 mod errors;
 mod export;
 mod fixture;

@@ -1,0 +1,44 @@
+//! `crmdump ddl --dialect D PATH|URL`: CREATE TABLE and load statements for a committed export.
+
+use clap::Args;
+
+use crate::ddl::{Dialect, ddl};
+use crate::error::{Error, Result};
+use crate::sink::Sink;
+use crate::sink::manifest::{MANIFEST_FILE, Manifest};
+
+#[derive(Debug, Args)]
+pub struct DdlArgs {
+    /// SQL dialect of the statements.
+    #[arg(long, value_enum)]
+    pub dialect: Dialect,
+    /// A day folder (daily layout) or, with --date, an export root (daily or hive).
+    pub path: String,
+    /// The export date (with an export root).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<chrono::NaiveDate>,
+}
+
+pub async fn run(args: DdlArgs) -> Result<()> {
+    let sink = Sink::open(&args.path)?;
+    let root = args.path.trim_end_matches('/');
+    let (body, location) = match args.date.map(|d| d.format("%Y-%m-%d").to_string()) {
+        None => (sink.get(MANIFEST_FILE).await?, root.to_string()),
+        Some(d) => match sink.get(&format!("{d}/{MANIFEST_FILE}")).await? {
+            Some(b) => (Some(b), format!("{root}/{d}")),
+            None => (sink.get(&format!("_manifests/{d}.json")).await?, root.to_string()),
+        },
+    };
+    let body = body.ok_or_else(|| Error::Destination {
+        dest: args.path.clone(),
+        detail: "no committed export here: give a day folder, or an export root with --date".into(),
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| Error::Destination { dest: args.path.clone(), detail: format!("not a crmdump manifest: {e}") })?;
+    let location = match std::fs::canonicalize(&location) {
+        Ok(p) if !location.contains("://") => p.to_string_lossy().to_string(),
+        _ => location,
+    };
+    print!("{}", ddl(args.dialect, &manifest, &location));
+    Ok(())
+}
