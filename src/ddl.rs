@@ -73,6 +73,34 @@ fn sql_type(dialect: Dialect, manifest_type: &str, parquet: bool) -> &'static st
     }
 }
 
+/// Widest table the postgres DDL creates: a row of many small TEXT values stays inline and
+/// PostgreSQL refuses rows over 8 KB (a 1,200-property type fails to load).
+pub const POSTGRES_MAX_COLUMNS: usize = 600;
+
+/// Longest identifier a dialect keeps (PostgreSQL silently truncates at 63 bytes, so two
+/// long property columns would collide).
+fn max_identifier(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Postgres => 63,
+        Dialect::Redshift => 127,
+        Dialect::Athena => 255,
+        Dialect::Snowflake => 255,
+        Dialect::Duckdb | Dialect::Bigquery => 300,
+    }
+}
+
+/// `name` as a column of `dialect`: too long a name keeps its start and gets a short hash
+/// of the whole name, so names stay unique and stable across exports.
+pub fn column_name(dialect: Dialect, name: &str) -> String {
+    let max = max_identifier(dialect);
+    if name.len() <= max {
+        return name.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
+    format!("{}_{hash}", &name[..name.floor_char_boundary(max - 9)])
+}
+
 fn quote(dialect: Dialect, name: &str) -> String {
     match dialect {
         Dialect::Bigquery | Dialect::Athena => format!("`{name}`"),
@@ -101,6 +129,14 @@ pub fn ddl(dialect: Dialect, manifest: &Manifest, location: &str) -> String {
     );
     for t in &manifest.tables {
         out.push('\n');
+        if dialect == Dialect::Postgres && t.columns.len() > POSTGRES_MAX_COLUMNS {
+            out.push_str(&format!(
+                "-- {} is skipped: its {} columns do not fit a PostgreSQL row (8 KB); its values are in\n-- OBJECT_PROPERTIES (one row per record and property), filter by OBJECTTYPEID.\n",
+                t.name,
+                t.columns.len()
+            ));
+            continue;
+        }
         out.push_str(&create_table(dialect, t, parquet, hive, location));
         out.push_str(&load(dialect, t, parquet, hive, location, &manifest.export_date));
     }
@@ -114,10 +150,28 @@ fn create_table(dialect: Dialect, t: &TableEntry, parquet: bool, hive: bool, loc
         .iter()
         .map(|c| {
             let not_null = if c.nullable || dialect == Dialect::Athena { "" } else { " NOT NULL" };
-            format!("  {} {}{not_null}", quote(dialect, &c.name), sql_type(dialect, &c.ty, parquet))
+            format!(
+                "  {} {}{not_null}",
+                quote(dialect, &column_name(dialect, &c.name)),
+                sql_type(dialect, &c.ty, parquet)
+            )
         })
         .collect();
     let body = columns.join(",\n");
+    let renamed: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| column_name(dialect, &c.name) != c.name)
+        .map(|c| format!("--   {} -> {}\n", c.name, column_name(dialect, &c.name)))
+        .collect();
+    let note = if renamed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "-- Columns renamed to fit this dialect's identifier limit (loads are by position):\n{}",
+            renamed.concat()
+        )
+    };
     match dialect {
         Dialect::Athena => {
             let partition = if hive { "PARTITIONED BY (`dt` STRING)\n" } else { "" };
@@ -128,11 +182,11 @@ fn create_table(dialect: Dialect, t: &TableEntry, parquet: bool, hive: bool, loc
             };
             let props = if parquet { "" } else { "TBLPROPERTIES ('skip.header.line.count'='1')\n" };
             format!(
-                "CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{body}\n)\n{partition}{format}LOCATION {}\n{props};\n",
+                "{note}CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{body}\n)\n{partition}{format}LOCATION {}\n{props};\n",
                 sql_string(&format!("{location}/{}/", t.name))
             )
         }
-        _ => format!("CREATE TABLE IF NOT EXISTS {name} (\n{body}\n);\n"),
+        _ => format!("{note}CREATE TABLE IF NOT EXISTS {name} (\n{body}\n);\n"),
     }
 }
 

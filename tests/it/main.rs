@@ -12,5 +12,6 @@ mod export;
 mod fixture;
 mod hive;
 mod parquet;
+mod postgres;
 mod s3;
 mod verify;
