@@ -45,17 +45,34 @@ impl Sink {
         if let Some(rest) = dest.strip_prefix("memory://") {
             return Ok(Sink { store: Arc::new(InMemory::new()), root: Path::from(rest), display: dest.to_string() });
         }
-        if dest.starts_with("s3://") {
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_url(dest)
-                .build()
-                .map_err(|e| bad(format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")))?;
+        let cloud: Option<std::result::Result<Arc<dyn ObjectStore>, String>> = match dest.split("://").next() {
+            Some("s3") => Some(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(dest)
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map_err(|e| format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")),
+            ),
+            Some("gs") => Some(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(dest)
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map_err(|e| format!("{e}; set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)")),
+            ),
+            Some("az" | "abfs" | "abfss") => Some(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(dest)
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map_err(|e| format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)")),
+            ),
+            _ => None,
+        };
+        if let Some(store) = cloud {
+            let store = store.map_err(bad)?;
             let url = url::Url::parse(dest).map_err(|e| bad(e.to_string()))?;
-            return Ok(Sink {
-                store: Arc::new(store),
-                root: Path::from(url.path().trim_matches('/')),
-                display: dest.to_string(),
-            });
+            return Ok(Sink { store, root: Path::from(url.path().trim_matches('/')), display: dest.to_string() });
         }
         let local = match dest.strip_prefix("file://") {
             Some(p) => p,

@@ -22,6 +22,32 @@ for i in checks["ids"]:
 print(json.dumps(out))
 "#;
 
+/// Loads the export day `date` under `root` into DuckDB through `crmdump ddl`, returning the
+/// row count of every table of the manifest next to the manifest's own count.
+pub fn duckdb_counts(root: &std::path::Path) -> Vec<(String, u64, u64)> {
+    let out = run(crmdump().args(["ddl", "--dialect", "duckdb", "--date", DATE, root.to_str().unwrap()]));
+    assert_success(&out);
+    let sql = root.join("load.sql");
+    std::fs::write(&sql, &out.stdout).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join(DATE).join("_manifest.json")).unwrap()).unwrap();
+    let tables: Vec<String> =
+        manifest["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    let checks = serde_json::json!({ "tables": tables, "ids": [] });
+    let out = Command::new(python()).args(["-c", SCRIPT]).arg(&sql).arg(checks.to_string()).output().unwrap();
+    assert!(out.status.success(), "DuckDB failed: {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap().to_string();
+            (name.clone(), got["counts"][&name].as_u64().unwrap(), t["rows"].as_u64().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn duckdb_loads_csv_and_parquet_exports_through_the_generated_ddl() {
     let g = generator(2, 60);

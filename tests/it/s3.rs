@@ -66,6 +66,10 @@ fn parquet_export_to_s3_is_complete_verified_and_readable() {
         .collect();
     listed.insert(format!("{DATE}/_manifest.json"));
     assert_eq!(keys, listed, "the bucket holds exactly the manifest's files");
+    // DuckDB loads the downloaded copy through the generated DDL.
+    for (table, loaded, listed) in crate::ddl::duckdb_counts(local.path()) {
+        assert_eq!(loaded, listed, "DuckDB rows of {table}");
+    }
     let g = generator(1, 150);
     let columns = export["tables"]["OBJECTS_CONTACTS"]["columns"].as_array().unwrap();
     let id = columns.iter().position(|c| c == "OBJECTID").unwrap();
