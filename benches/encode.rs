@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use crmdump::extract::{ObjectStream, PropertyDefinition};
+use crmdump::extract::ObjectStream;
 use crmdump::model;
-use crmdump::schema::{BatchBuilder, ColumnType, object_schemas};
+use crmdump::schema::BatchBuilder;
 use crmdump::split::split_objects;
 use crmdump::write::{CsvGzipWriter, OutputFormat, PartSink};
 
@@ -31,19 +31,10 @@ impl PartSink for Discard {
 /// A contacts-like stream with 60 properties of mixed types.
 fn stream() -> ObjectStream {
     let kinds = ["string", "number", "datetime", "enumeration", "bool", "date"];
-    let properties: Vec<PropertyDefinition> = (0..60)
-        .map(|i| PropertyDefinition {
-            name: format!("property_{i:02}"),
-            property_type: kinds[i % kinds.len()].to_string(),
-            column: model::property_column(&format!("property_{i:02}")),
-        })
-        .collect();
-    let cols: Vec<_> = properties
-        .iter()
-        .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
-        .collect();
-    let (raw, table) = object_schemas("OBJECTS_CONTACTS", &cols);
-    ObjectStream { object_type: model::standard_type("contacts").unwrap().to_object_type(), properties, raw, table }
+    let names: Vec<String> = (0..60).map(|i| format!("property_{i:02}")).collect();
+    let props: Vec<(&str, &str)> =
+        names.iter().enumerate().map(|(i, n)| (n.as_str(), kinds[i % kinds.len()])).collect();
+    ObjectStream::from_names(model::standard_type("contacts").unwrap().to_object_type(), &props)
 }
 
 fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch {

@@ -33,6 +33,38 @@ pub struct ObjectStream {
     pub table: Arc<TableSchema>,
 }
 
+impl ObjectStream {
+    /// The stream of `object_type` with these properties (columns already chosen), its raw
+    /// and typed schemas derived from them.
+    pub fn new(object_type: ObjectType, properties: Vec<PropertyDefinition>) -> ObjectStream {
+        let columns: Vec<(String, String, crate::schema::ColumnType)> = properties
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.column.clone(),
+                    crate::schema::ColumnType::from_hubspot_property_type(&p.property_type),
+                )
+            })
+            .collect();
+        let (raw, table) = crate::schema::object_schemas(&object_type.table_name(), &columns);
+        ObjectStream { object_type, properties, raw, table }
+    }
+
+    /// A stream from `(name, HubSpot property type)` pairs, columns `PROPERTY_<UPPER(name)>`.
+    pub fn from_names(object_type: ObjectType, properties: &[(&str, &str)]) -> ObjectStream {
+        let properties = properties
+            .iter()
+            .map(|(name, ty)| PropertyDefinition {
+                name: name.to_string(),
+                property_type: ty.to_string(),
+                column: crate::model::property_column(name),
+            })
+            .collect();
+        ObjectStream::new(object_type, properties)
+    }
+}
+
 /// One direction of an associated pair of object types.
 #[derive(Debug)]
 pub struct AssociationPair {

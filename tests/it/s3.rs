@@ -37,6 +37,18 @@ fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Every key the manifest of `export` accounts for, itself included.
+fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
+    let mut keys: BTreeSet<String> = export["manifest"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["files"].as_array().unwrap().iter().map(|f| format!("{DATE}/{}", f["path"].as_str().unwrap())))
+        .collect();
+    keys.insert(format!("{DATE}/_manifest.json"));
+    keys
+}
+
 fn export_to(url: &str, extra: &[&str]) -> std::process::Output {
     let mut cmd = with_aws(crmdump());
     cmd.args(["export", "--source", "sandbox", "--sandbox-scale", "150", "--sandbox-anchor", ANCHOR, "--date", DATE])
@@ -58,13 +70,7 @@ fn parquet_export_to_s3_is_complete_verified_and_readable() {
     let local = tempfile::tempdir().unwrap();
     let keys = download("crmdump-e2e", "exports/hubspot", local.path());
     let export = read_export(&local.path().join(DATE), &["OBJECTS_CONTACTS"]);
-    let mut listed: BTreeSet<String> = export["manifest"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["files"].as_array().unwrap().iter().map(|f| format!("{DATE}/{}", f["path"].as_str().unwrap())))
-        .collect();
-    listed.insert(format!("{DATE}/_manifest.json"));
+    let listed = manifest_keys(&export);
     assert_eq!(keys, listed, "the bucket holds exactly the manifest's files");
     // DuckDB loads the downloaded copy through the generated DDL.
     for (table, loaded, listed) in crate::ddl::duckdb_counts(local.path()) {
@@ -90,13 +96,7 @@ fn a_rerun_on_s3_with_fewer_parts_leaves_no_stale_part() {
     let second = download("crmdump-rerun", "x", local.path());
     assert!(second.len() < first.len(), "the second run has fewer parts ({} vs {})", second.len(), first.len());
     let export = read_export(&local.path().join(DATE), &["OWNERS"]);
-    let mut listed: BTreeSet<String> = export["manifest"]["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["files"].as_array().unwrap().iter().map(|f| format!("{DATE}/{}", f["path"].as_str().unwrap())))
-        .collect();
-    listed.insert(format!("{DATE}/_manifest.json"));
+    let listed = manifest_keys(&export);
     assert_eq!(second, listed);
 }
 

@@ -22,7 +22,7 @@ use super::{AssociationPair, Catalog, Emit, EventStream, Extractor, Notice, Obje
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
-use crate::schema::{self, ColumnType, TableSchema, fixed_table};
+use crate::schema::{self, TableSchema, fixed_table};
 
 pub use objects::RECORDS_PER_PAGE;
 
@@ -447,10 +447,5 @@ fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {
             column,
         })
         .collect();
-    let columns: Vec<(String, String, ColumnType)> = properties
-        .iter()
-        .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
-        .collect();
-    let (raw, table) = schema::object_schemas(&d.object_type.table_name(), &columns);
-    Arc::new(ObjectStream { object_type: d.object_type.clone(), properties, raw, table })
+    Arc::new(ObjectStream::new(d.object_type.clone(), properties))
 }

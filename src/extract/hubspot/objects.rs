@@ -303,26 +303,11 @@ async fn associations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::PropertyDefinition;
     use crate::model;
-    use crate::schema::{ColumnType, object_schemas};
     use arrow::array::{Array, AsArray};
 
     fn stream(props: &[(&str, &str)]) -> ObjectStream {
-        let properties: Vec<PropertyDefinition> = props
-            .iter()
-            .map(|(n, t)| PropertyDefinition {
-                name: n.to_string(),
-                property_type: t.to_string(),
-                column: model::property_column(n),
-            })
-            .collect();
-        let cols: Vec<_> = properties
-            .iter()
-            .map(|p| (p.name.clone(), p.column.clone(), ColumnType::from_hubspot_property_type(&p.property_type)))
-            .collect();
-        let (raw, table) = object_schemas("OBJECTS_CONTACTS", &cols);
-        ObjectStream { object_type: model::standard_type("contacts").unwrap().to_object_type(), properties, raw, table }
+        ObjectStream::from_names(model::standard_type("contacts").unwrap().to_object_type(), props)
     }
 
     /// Our own fixture in the shape of reference/recorded/hubspot/contacts.test.json.
