@@ -145,13 +145,7 @@ impl<S: PartSink> CsvGzipWriter<S> {
     /// Hands the compressed bytes produced so far to the sink.
     fn drain(&mut self) -> Result<()> {
         let part = self.part.as_mut().expect("a part is open");
-        let out = part.encoder.get_mut();
-        if !out.is_empty() {
-            part.tally.record(out);
-            self.sink.write(out)?;
-            out.clear();
-        }
-        Ok(())
+        part.tally.hand_over(&mut self.sink, part.encoder.get_mut())
     }
 
     fn close_part(&mut self) -> Result<()> {
@@ -159,9 +153,8 @@ impl<S: PartSink> CsvGzipWriter<S> {
             return Ok(());
         };
         let OpenPart { encoder, mut tally, .. } = part;
-        let rest = encoder.finish().map_err(|e| Error::io("gzip finish", e))?;
-        tally.record(&rest);
-        self.sink.write(&rest)?;
+        let mut rest = encoder.finish().map_err(|e| Error::io("gzip finish", e))?;
+        tally.hand_over(&mut self.sink, &mut rest)?;
         self.sink.finish_part()?;
         debug_assert!(tally.bytes <= self.limit, "part over the limit");
         self.receipts.push(tally.into_receipt());

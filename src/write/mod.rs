@@ -103,6 +103,16 @@ impl PartTally {
         self.bytes += bytes.len() as u64;
     }
 
+    /// Counts `out` into this part, hands it to `sink` and empties it (nothing if empty).
+    fn hand_over<S: PartSink>(&mut self, sink: &mut S, out: &mut Vec<u8>) -> Result<()> {
+        if !out.is_empty() {
+            self.record(out);
+            sink.write(out)?;
+            out.clear();
+        }
+        Ok(())
+    }
+
     fn into_receipt(self) -> PartReceipt {
         PartReceipt { path: self.path, rows: self.rows, bytes: self.bytes, sha256: hex::encode(self.hasher.finalize()) }
     }

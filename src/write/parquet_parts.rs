@@ -158,13 +158,7 @@ impl<S: PartSink> ParquetPartWriter<S> {
     /// Hands what the writer has produced so far to the sink.
     fn drain(&mut self) -> Result<()> {
         let part = self.part.as_mut().expect("a part is open");
-        let out = part.writer.inner_mut();
-        if !out.is_empty() {
-            part.tally.record(out);
-            self.sink.write(out)?;
-            out.clear();
-        }
-        Ok(())
+        part.tally.hand_over(&mut self.sink, part.writer.inner_mut())
     }
 
     fn flush_row_group(&mut self) -> Result<()> {
@@ -178,9 +172,7 @@ impl<S: PartSink> ParquetPartWriter<S> {
             return Ok(());
         };
         part.writer.finish().map_err(|e| Error::Internal(format!("closing a Parquet part of {}: {e}", self.table)))?;
-        let rest = std::mem::take(part.writer.inner_mut());
-        part.tally.record(&rest);
-        self.sink.write(&rest)?;
+        part.tally.hand_over(&mut self.sink, part.writer.inner_mut())?;
         self.sink.finish_part()?;
         debug_assert!(part.tally.bytes <= self.limit, "Parquet part over the limit");
         self.receipts.push(part.tally.into_receipt());
