@@ -7,6 +7,12 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
+use super::changes::{Changes, ModifiedIndex, Touch};
+
+/// Records were last modified within this many days before the anchor: a backfill over
+/// that span holds every record.
+pub const UPDATE_SPAN_DAYS: i64 = 30;
+
 /// Settings of one sandbox account.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -209,6 +215,8 @@ pub struct Generator {
     pub types: Vec<SandboxType>,
     pub owners: Vec<Owner>,
     rules: Vec<Rule>,
+    /// Touches and archives made through the test hooks.
+    changes: Changes,
 }
 
 /// Values that trip exporters: separators, quotes, line breaks, unicode, padding.
@@ -238,7 +246,7 @@ impl Generator {
         let types = build_types(portal_id, config.scale);
         let owners = build_owners(&config);
         let rules = build_rules();
-        Generator { config, portal_id, types, owners, rules }
+        Generator { config, portal_id, types, owners, rules, changes: Changes::default() }
     }
 
     /// Records of type `t`, archived ones included.
@@ -249,6 +257,10 @@ impl Generator {
     /// About one record in 40 is archived (in the recycle bin): listed only with
     /// `archived=true`, without associations.
     pub fn is_archived(&self, t: usize, index: u64) -> bool {
+        self.generated_archived(t, index) || self.changes.archived_at(t, index).is_some()
+    }
+
+    fn generated_archived(&self, t: usize, index: u64) -> bool {
         // The last record (the association hub) is never archived.
         index + 1 < self.count(t) && hash(&[self.config.seed, self.types[t].ordinal, index, 0xA5C41]).is_multiple_of(40)
     }
@@ -267,30 +279,142 @@ impl Generator {
         })
     }
 
-    pub fn record(&self, t: usize, index: u64) -> Record {
+    /// Created, last modified and (for records generated archived) archived times, before any
+    /// test hook touched the record. Every record was last modified in the
+    /// [`UPDATE_SPAN_DAYS`] days before the anchor, so backfills over that span see it all.
+    fn generated_times(&self, t: usize, index: u64) -> (DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>) {
         let ty = &self.types[t];
         let h = hash(&[self.config.seed, ty.ordinal, index, 0xC4EA7ED]);
         let two_years_ms = 730 * 86_400_000_i64;
-        let created = self.config.anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
-        let age_ms = (self.config.anchor - created).num_milliseconds().max(1);
-        let updated = created + Duration::milliseconds((mix(h) % age_ms as u64) as i64);
-        let archived = self.is_archived(t, index);
-        let archived_at = archived.then(|| {
-            let left = (self.config.anchor - updated).num_milliseconds().max(1);
-            iso(updated + Duration::milliseconds((mix(h ^ 0xA5) % left as u64) as i64))
+        let anchor = self.config.anchor;
+        let created = anchor - Duration::milliseconds(1 + (h % two_years_ms as u64) as i64);
+        let span_start = created.max(anchor - Duration::days(UPDATE_SPAN_DAYS));
+        let span_ms = (anchor - span_start).num_milliseconds().max(1);
+        let updated = span_start + Duration::milliseconds((mix(h) % span_ms as u64) as i64);
+        let archived_at = self.generated_archived(t, index).then(|| {
+            let left = (anchor - updated).num_milliseconds().max(1);
+            updated + Duration::milliseconds((mix(h ^ 0xA5) % left as u64) as i64)
         });
-        Record { id: ty.id_of(index), created_at: iso(created), updated_at: iso(updated), archived, archived_at }
+        (created, updated, archived_at)
+    }
+
+    /// The record as the API shows it now (test hooks included).
+    pub fn record(&self, t: usize, index: u64) -> Record {
+        let (created, mut updated, mut archived_at) = self.generated_times(t, index);
+        if let Some(touch) = self.changes.touched(t, index) {
+            updated = touch.at;
+        }
+        if archived_at.is_none() {
+            archived_at = self.changes.archived_at(t, index);
+        }
+        Record {
+            id: self.types[t].id_of(index),
+            created_at: iso(created),
+            updated_at: iso(updated),
+            archived: archived_at.is_some(),
+            archived_at: archived_at.map(iso),
+        }
+    }
+
+    /// Last-modified millisecond of a record as the API shows it now.
+    fn modified_ms(&self, t: usize, index: u64) -> i64 {
+        match self.changes.touched(t, index) {
+            Some(touch) => touch.at.timestamp_millis(),
+            None => self.generated_times(t, index).1.timestamp_millis(),
+        }
+    }
+
+    /// `(last-modified ms, id)` of every live record of type `t`, sorted: the search
+    /// endpoint's view (search never returns archived records).
+    pub fn modified_index(&self, t: usize) -> ModifiedIndex {
+        self.changes.index(t, || {
+            let mut index: Vec<(i64, i64)> = (0..self.count(t))
+                .filter(|&i| !self.is_archived(t, i))
+                .map(|i| (self.modified_ms(t, i), self.types[t].id_of(i)))
+                .collect();
+            index.sort_unstable();
+            index
+        })
+    }
+
+    /// The property a touch changes: the type's first plain text property.
+    pub fn touch_property(&self, t: usize) -> usize {
+        let props = &self.types[t].properties;
+        props.iter().position(|p| p.role == Role::Generic && p.ty == "string").unwrap_or(0)
+    }
+
+    /// `POST /_sandbox/touch`: changes the touched property and `updatedAt` (= `at`) of
+    /// `count` live records, taken in id order after the previous touch's last (wrapping),
+    /// spread evenly over `spread_ms` milliseconds from `at` (0: all in the same millisecond).
+    /// Returns the property's name, its new value and the ids.
+    pub fn touch(
+        &self,
+        t: usize,
+        count: u64,
+        at: DateTime<Utc>,
+        spread_ms: i64,
+    ) -> Result<(String, String, Vec<i64>), String> {
+        let n = self.count(t);
+        let start = self.changes.touch_cursor(t);
+        let picked: Vec<u64> =
+            (0..n).map(|k| (start + k) % n).filter(|&i| !self.is_archived(t, i)).take(count as usize).collect();
+        if (picked.len() as u64) < count {
+            return Err(format!("{} has only {} live records; cannot touch {count}", self.types[t].api_name, picked.len()));
+        }
+        let value = format!("touched at {}", iso(at));
+        let cursor = picked.last().map(|&i| (i + 1) % n).unwrap_or(start);
+        let touches: Vec<Touch> = (0..picked.len() as i64)
+            .map(|k| Touch { at: at + Duration::milliseconds(spread_ms * k / count.max(1) as i64), value: value.clone() })
+            .collect();
+        self.changes.record_touches(t, &picked, &touches, cursor);
+        let property = self.types[t].properties[self.touch_property(t)].name.clone();
+        Ok((property, value, picked.iter().map(|&i| self.types[t].id_of(i)).collect()))
+    }
+
+    /// `POST /_sandbox/archive`: archives `count` live records at `at`, taken from the
+    /// highest ids down (never the last record, the association hub). Returns the ids.
+    pub fn archive(&self, t: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<i64>, String> {
+        let n = self.count(t);
+        let skip = self.changes.archive_cursor(t);
+        let mut picked = Vec::new();
+        let mut from_end = skip;
+        // From the second-to-last record down.
+        while (picked.len() as u64) < count && from_end + 2 <= n {
+            let i = n - 2 - from_end;
+            if !self.is_archived(t, i) {
+                picked.push(i);
+            }
+            from_end += 1;
+        }
+        if (picked.len() as u64) < count {
+            return Err(format!("{} has only {} live records to archive; cannot archive {count}", self.types[t].api_name, picked.len()));
+        }
+        self.changes.record_archives(t, &picked, at, from_end);
+        Ok(picked.iter().map(|&i| self.types[t].id_of(i)).collect())
     }
 
     /// The value of property `p` of record `index` as the API sends it (`None` is JSON null).
     pub fn property_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
+        if let Some(touch) = self.changes.touched(t, index) {
+            if p == self.touch_property(t) {
+                return Some(touch.value);
+            }
+            if self.types[t].properties[p].role == Role::UpdatedAt {
+                return Some(iso(touch.at));
+            }
+        }
+        self.generated_value(t, index, p)
+    }
+
+    /// The value of property `p` before any test hook touched the record.
+    fn generated_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
         let ty = &self.types[t];
         let prop = &ty.properties[p];
         let h = hash(&[self.config.seed, ty.ordinal, index, p as u64 + 1]);
         match prop.role {
             Role::ObjectId => return Some(ty.id_of(index).to_string()),
-            Role::CreatedAt => return Some(self.record(t, index).created_at),
-            Role::UpdatedAt => return Some(self.record(t, index).updated_at),
+            Role::CreatedAt => return Some(iso(self.generated_times(t, index).0)),
+            Role::UpdatedAt => return Some(iso(self.generated_times(t, index).1)),
             Role::FirstName => return Some(FIRST_NAMES[(h % 10) as usize].to_string()),
             Role::LastName => return Some(LAST_NAMES[(mix(h) % 10) as usize].to_string()),
             Role::Email => {
@@ -517,18 +641,28 @@ impl Generator {
     /// decreasing timestamps; the newest is the current value. Empty when the current value
     /// is null.
     pub fn history(&self, t: usize, index: u64, p: usize) -> Vec<HistoryEntry> {
-        let Some(current) = self.property_value(t, index, p) else {
-            return Vec::new();
+        let touched = self.changes.touched(t, index).filter(|_| {
+            p == self.touch_property(t) || self.types[t].properties[p].role == Role::UpdatedAt
+        });
+        let mut entries: Vec<HistoryEntry> = touched
+            .iter()
+            .map(|touch| HistoryEntry {
+                value: self.property_value(t, index, p).unwrap_or_default(),
+                timestamp: iso(touch.at),
+                source_type: "API",
+                source_id: None,
+                updated_by_user_id: None,
+            })
+            .collect();
+        let Some(current) = self.generated_value(t, index, p) else {
+            return entries;
         };
         let ty = &self.types[t];
         let prop = &ty.properties[p];
         let h = hash(&[self.config.seed, ty.ordinal, index, p as u64 + 1, 0x4157]);
         let depth = 1 + h % prop.history_depth.max(1);
-        let updated = DateTime::parse_from_rfc3339(&self.record(t, index).updated_at)
-            .expect("generated timestamps parse")
-            .with_timezone(&Utc);
-        let mut at = updated;
-        (0..depth)
+        let mut at = self.generated_times(t, index).1;
+        entries.extend((0..depth)
             .map(|k| {
                 let e = mix(h ^ k);
                 let value = if k == 0 {
@@ -548,8 +682,8 @@ impl Generator {
                 };
                 at -= Duration::milliseconds(60_000 + (e % 86_400_000) as i64);
                 entry
-            })
-            .collect()
+            }));
+        entries
     }
 
     /// The lists (segments) of the account.

@@ -3,10 +3,12 @@
 //! It exists so that anyone can run a real export without an account, and so that every
 //! test and bench runs the real extractor over HTTP.
 
+mod changes;
 mod generator;
+mod search;
 mod server;
 
 pub use generator::{
-    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, default_anchor, iso,
+    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, UPDATE_SPAN_DAYS, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use super::generator::{Generator, SandboxConfig};
+use super::search::{self as search_api, SearchBody};
 use crate::error::{Error, Result};
 
 /// Longest request line HubSpot accepts before answering 414 (measured near 16 KB).
@@ -39,7 +40,12 @@ pub struct Stats {
 struct AppState {
     generator: Generator,
     stats: Mutex<Stats>,
+    /// When the searches of the last second came in (HubSpot allows 5 per second).
+    searches: Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
+
+/// Searches HubSpot allows per second per account.
+const SEARCHES_PER_SECOND: usize = 5;
 
 type Shared = Arc<AppState>;
 
@@ -56,7 +62,11 @@ impl SandboxServer {
             .await
             .map_err(|e| Error::Sandbox(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Error::Sandbox(e.to_string()))?;
-        let state = Arc::new(AppState { generator: Generator::new(config), stats: Mutex::new(Stats::default()) });
+        let state = Arc::new(AppState {
+            generator: Generator::new(config),
+            stats: Mutex::new(Stats::default()),
+            searches: Mutex::new(Default::default()),
+        });
         let app = router(state);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -94,6 +104,7 @@ fn router(state: Shared) -> Router {
         .route("/crm/v3/properties/{object_type}", get(properties))
         .route("/crm/v3/objects/{object_type}", get(list_objects))
         .route("/crm/v3/objects/{object_type}/batch/read", post(batch_read))
+        .route("/crm/v3/objects/{object_type}/search", post(search))
         .route("/crm/v4/associations/{from}/{to}/batch/read", post(association_batch_read))
         .route("/crm/v4/associations/{from}/{to}/labels", get(association_labels))
         .route("/crm/v3/owners", get(owners))
@@ -108,6 +119,8 @@ fn router(state: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/touch", post(touch))
+        .route("/_sandbox/archive", post(archive))
         .merge(api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -741,12 +754,33 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
         ));
     };
     let def = &types[e];
-    let start: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let end = (start + limit as u64).min(def.count);
+    let bound = |key: &str| -> std::result::Result<Option<i64>, Rejection> {
+        q.get(key)
+            .map(|v| {
+                crate::schema::parse_instant(v).map(|t| t.timestamp_millis()).ok_or_else(|| {
+                    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{key} is not a timestamp: {v}"))
+                })
+            })
+            .transpose()
+    };
+    let (after_ms, before_ms) = (bound("occurredAfter")?, bound("occurredBefore")?);
+    let in_range = |ev: &super::generator::Event| {
+        let at = crate::schema::parse_instant(&ev.occurred_at).map(|t| t.timestamp_millis()).unwrap_or(0);
+        after_ms.is_none_or(|a| at >= a) && before_ms.is_none_or(|b| at < b)
+    };
+    let mut j: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut page = Vec::with_capacity(limit);
+    while j < def.count && page.len() < limit {
+        let ev = g.event(e, j);
+        if in_range(&ev) {
+            page.push(ev);
+        }
+        j += 1;
+    }
     let object = g.types[def.object_type].singular_label.to_lowercase();
-    let results: Vec<Value> = (start.min(end)..end)
-        .map(|j| {
-            let ev = g.event(e, j);
+    let results: Vec<Value> = page
+        .into_iter()
+        .map(|ev| {
             let props: Map<String, Value> =
                 ev.properties.into_iter().map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null))).collect();
             json!({"id": ev.id, "eventType": def.name, "objectType": object,
@@ -755,8 +789,8 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
         })
         .collect();
     let mut body = json!({ "results": results });
-    if end < def.count {
-        body["paging"] = json!({"next": {"after": end.to_string()}});
+    if j < def.count {
+        body["paging"] = json!({"next": {"after": j.to_string()}});
     }
     Ok(Json(body).into_response())
 }
@@ -770,4 +804,110 @@ async fn teams(State(state): State<Shared>) -> Answer {
         .map(|(id, name, users, secondary)| json!({"id": id, "name": name, "userIds": users, "secondaryUserIds": secondary}))
         .collect();
     Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// Takes one search from the per-second budget, or answers HubSpot's secondly 429.
+fn search_budget(state: &AppState) -> std::result::Result<(), Response> {
+    let now = std::time::Instant::now();
+    let mut recent = state.searches.lock().expect("searches lock");
+    while recent.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+        recent.pop_front();
+    }
+    if recent.len() < SEARCHES_PER_SECOND {
+        recent.push_back(now);
+        return Ok(());
+    }
+    drop(recent);
+    state.stats.lock().expect("stats lock").throttled += 1;
+    let body = json!({
+        "status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
+        "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": "SECONDLY",
+        "groupName": "publicapi:search-secondly",
+    });
+    Err((StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response())
+}
+
+async fn search(
+    State(state): State<Shared>,
+    Path(object_type): Path<String>,
+    body: Option<Json<SearchBody>>,
+) -> Answer {
+    let g = &state.generator;
+    let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
+    if let Err(throttled) = search_budget(&state) {
+        return Ok(throttled);
+    }
+    let Json(body) = body.ok_or_else(invalid_json)?;
+    let ty = &g.types[t];
+    let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
+    let page = search_api::search(&g.modified_index(t), modified, &body)
+        .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    // Search answers only the properties asked for (plus the always-sent ones), never history.
+    let wanted = wanted_properties(g, t, Some(body.properties));
+    let results: Vec<Value> = page
+        .ids
+        .iter()
+        .filter_map(|&id| ty.index_of(id))
+        .map(|i| object_json(g, t, i, &wanted, &[]))
+        .collect();
+    let mut out = json!({ "total": page.total, "results": results });
+    if let Some(next) = page.next_after {
+        out["paging"] = json!({"next": {"after": next.to_string(), "link": format!("?after={next}")}});
+    }
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HookBody {
+    object_type: String,
+    count: u64,
+    /// Default: now.
+    at: Option<String>,
+    /// Spread the new `updatedAt` values over this many milliseconds after `at` (touch
+    /// only; default 0: every record in the same millisecond).
+    #[serde(default)]
+    spread_ms: i64,
+}
+
+impl HookBody {
+    fn at(&self) -> std::result::Result<chrono::DateTime<chrono::Utc>, Rejection> {
+        match &self.at {
+            None => Ok(chrono::Utc::now()),
+            Some(a) => crate::schema::parse_instant(a)
+                .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("at is not a timestamp: {a}"))),
+        }
+    }
+}
+
+/// `POST /_sandbox/touch`: modifies records (a property value and `updatedAt`).
+async fn touch(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
+    let g = &state.generator;
+    let Json(body) = body.ok_or_else(invalid_json)?;
+    let t = resolve_type(g, &body.object_type)?;
+    let at = body.at()?;
+    let (property, value, ids) = g
+        .touch(t, body.count, at, body.spread_ms.max(0))
+        .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    Ok(Json(json!({
+        "objectType": g.types[t].api_name, "property": property, "value": value, "at": super::iso(at),
+        "spreadMs": body.spread_ms.max(0), "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `POST /_sandbox/archive`: archives records (`archivedAt` = `at`; `updatedAt` unchanged,
+/// as in HubSpot).
+async fn archive(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
+    let g = &state.generator;
+    let Json(body) = body.ok_or_else(invalid_json)?;
+    let t = resolve_type(g, &body.object_type)?;
+    let at = body.at()?;
+    let ids = g.archive(t, body.count, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    Ok(Json(json!({
+        "objectType": g.types[t].api_name, "at": super::iso(at),
+        "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }
