@@ -5,7 +5,8 @@
 //! Layers, imports flowing down: `model` and `schema` (names, tables, canonical values);
 //! `http` (one client); `extract` (sources, emitting Arrow batches); `split` (per-type and
 //! combined tables); `write` (encoders and the size-limited chunker); `sink` (object_store
-//! and the manifest); `pipeline` (all of it, with bounded channels); `cli`.
+//! and the manifest); `state` (watermarks of incremental runs); `pipeline` (all of it, with
+//! bounded channels); `cli`.
 
 pub mod cli;
 pub mod ddl;
@@ -19,6 +20,7 @@ pub mod sandbox;
 pub mod schema;
 pub mod sink;
 pub mod split;
+pub mod state;
 pub mod write;
 
 pub use error::{Error, ErrorClass, Result};

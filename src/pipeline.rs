@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::extract::{Emit, Extractor, Notice};
+use crate::extract::{Catalog, Emit, Extent, Extractor, Notice};
 use crate::progress::Progress;
-use crate::schema::TableSchema;
+use crate::schema::{TableSchema, iso};
 use crate::sink::Sink;
 use crate::sink::layout::Layout;
 use crate::sink::manifest::{ColumnEntry, Manifest, TableEntry, Warning};
@@ -31,9 +31,33 @@ const WRITER_QUEUE: usize = 4;
 /// Emits queued between the extractor and the splitter.
 const EMIT_QUEUE: usize = 16;
 
-/// What an export run needs beyond the extractor and the sink.
+/// How a day folder's records were chosen (the manifest's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every record.
+    Full,
+    /// What changed since the last committed run.
+    Incremental,
+    /// What was last modified on the export date.
+    Backfill,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Incremental => "incremental",
+            Mode::Backfill => "backfill",
+        }
+    }
+}
+
+/// What an export run needs beyond the extractor, its catalog and the sink.
 #[derive(Debug, Clone)]
 pub struct ExportSettings {
+    pub mode: Mode,
+    /// Which part of each stream to read.
+    pub extent: Extent,
     pub date: NaiveDate,
     pub max_file_size: u64,
     pub format: OutputFormat,
@@ -41,6 +65,9 @@ pub struct ExportSettings {
     pub started_at: DateTime<Utc>,
     /// Canonical text of `started_at` (INGESTEDAT).
     pub ingested_at: Arc<str>,
+    /// Requests and retries the source's client had made before this run's share (the
+    /// manifest counts the rest): zero for one export, the previous days' for a backfill.
+    pub counted_before: (u64, u64),
 }
 
 /// What a finished export reports.
@@ -56,18 +83,23 @@ struct TableWriter {
     handle: JoinHandle<Result<Vec<PartReceipt>>>,
 }
 
-/// Runs one full export of `extractor` into `sink` and commits it.
+/// Discovers what the account holds (every table an export will write).
+pub async fn discover(extractor: &dyn Extractor, progress: &Arc<Progress>) -> Result<Catalog> {
+    progress.set_http(extractor.http_stats());
+    let catalog = extractor.discover().await?;
+    tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
+    Ok(catalog)
+}
+
+/// Exports one day folder of `catalog` (from [`discover`]) into `sink` and commits it.
 pub async fn export(
     extractor: &dyn Extractor,
+    catalog: &Catalog,
     sink: &Sink,
     settings: &ExportSettings,
     progress: &Arc<Progress>,
 ) -> Result<ExportReport> {
     let clock = Instant::now();
-    progress.set_http(extractor.http_stats());
-    let _display = progress.start();
-    let catalog = extractor.discover().await?;
-    tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
 
     let day = settings.date.format("%Y-%m-%d").to_string();
     let layout = settings.layout;
@@ -87,7 +119,7 @@ pub async fn export(
         .collect();
 
     let (tx, mut rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
-    let extraction = extractor.run(&catalog, tx);
+    let extraction = extractor.run(catalog, &settings.extent, tx);
     let ingested = settings.ingested_at.clone();
     let routing = async {
         let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
@@ -140,10 +172,10 @@ pub async fn export(
         source: extractor.source().to_string(),
         account: catalog.account.clone(),
         export_date: day.clone(),
-        mode: "full".into(),
-        window: None,
+        mode: settings.mode.name().into(),
+        window: settings.extent.span().map(|w| crate::sink::manifest::Window { from: iso(w.from), to: iso(w.to) }),
         started_at: settings.ingested_at.to_string(),
-        finished_at: crate::sandbox::iso(Utc::now()),
+        finished_at: iso(Utc::now()),
         format: settings.format.manifest_name().into(),
         layout: layout.name().into(),
         tables: catalog
@@ -167,8 +199,8 @@ pub async fn export(
                 }
             })
             .collect(),
-        requests: stats.requests.load(Ordering::Relaxed),
-        retries: stats.retries.load(Ordering::Relaxed),
+        requests: stats.requests.load(Ordering::Relaxed).saturating_sub(settings.counted_before.0),
+        retries: stats.retries.load(Ordering::Relaxed).saturating_sub(settings.counted_before.1),
         warnings,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;

@@ -10,7 +10,7 @@ use clap::Args;
 use super::source::SourceArgs;
 use crate::error::{Error, Result};
 use crate::extract::Extractor;
-use crate::sandbox::iso;
+use crate::schema::iso;
 use crate::sink::Sink;
 
 #[derive(Debug, Args)]

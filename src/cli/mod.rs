@@ -1,9 +1,11 @@
 //! Command-line surface (SPEC section 7): one file per command. Parses flags, builds the
 //! validated settings, and hands over to the library.
 
+mod backfill;
 mod check;
 mod ddl;
 mod export;
+mod output;
 mod sandbox;
 mod source;
 mod tables;
@@ -12,6 +14,7 @@ mod verify;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::Result;
+use crate::progress::ProgressMode;
 
 /// Dump a CRM account (HubSpot) into warehouse-ready files: pg_dump for CRMs.
 ///
@@ -29,6 +32,9 @@ pub struct Cli {
 pub enum Command {
     /// Export an account into <dest>/<YYYY-MM-DD>/<TABLE>/part-NNNNN.csv.gz plus _manifest.json.
     Export(export::ExportArgs),
+    /// Export a range of past days, one day folder each, holding the records last modified
+    /// that day; committed days are skipped, so a re-run resumes where one stopped.
+    Backfill(backfill::BackfillArgs),
     /// Check the token, which tables it can read (and the scopes it lacks), the account's
     /// rate-limit tier, and that the destination is writable.
     Check(check::CheckArgs),
@@ -63,7 +69,7 @@ pub enum LogFormat {
 /// terminal during an export, where progress bars take the place of info lines).
 pub fn init_logging(args: &LogArgs, command: &Command) {
     use std::io::IsTerminal;
-    let bars = matches!(command, Command::Export(_))
+    let bars = matches!(command, Command::Export(_) | Command::Backfill(_))
         && std::io::stderr().is_terminal()
         && matches!(args.log_format, LogFormat::Text);
     let default = if args.quiet || bars { "warn" } else { "info" };
@@ -76,13 +82,23 @@ pub fn init_logging(args: &LogArgs, command: &Command) {
     }
 }
 
+/// Bars on a terminal, log lines otherwise, nothing with --quiet.
+fn progress_mode(quiet: bool) -> ProgressMode {
+    use std::io::IsTerminal;
+    if quiet {
+        ProgressMode::Off
+    } else if std::io::stderr().is_terminal() {
+        ProgressMode::Bars
+    } else {
+        ProgressMode::Lines
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Export(mut args) => {
-            args.quiet_progress = cli.logging.quiet;
-            export::run(args).await
-        }
+        Command::Export(args) => export::run(args, cli.logging.quiet).await,
+        Command::Backfill(args) => backfill::run(args, cli.logging.quiet).await,
         Command::Check(args) => check::run(args).await,
         Command::Tables(args) => tables::run(args).await,
         Command::Verify(args) => verify::run(args).await,

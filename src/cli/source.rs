@@ -41,6 +41,10 @@ pub struct SourceArgs {
     /// for higher tiers), or 'none'. Default: 100/10s for HubSpot, none for the in-process sandbox.
     #[arg(long, value_parser = RateLimit::parse)]
     pub rate_limit: Option<RateLimit>,
+    /// CRM searches allowed per period (incremental and backfill runs find changed records
+    /// through search, which HubSpot limits to 5 per second), or 'none'.
+    #[arg(long, default_value = "4/1s", value_parser = RateLimit::parse)]
+    pub search_rate_limit: RateLimit,
     /// Seconds before a request is abandoned and retried.
     #[arg(long, default_value_t = 60)]
     pub request_timeout: u64,
@@ -123,6 +127,7 @@ impl SourceArgs {
             base_url,
             auth: Auth::Bearer(token),
             rate_limit: self.rate_limit.unwrap_or(default_limit),
+            search_rate_limit: self.search_rate_limit,
             max_attempts: 6,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),

@@ -8,7 +8,7 @@ use clap::Args;
 use super::source::SourceArgs;
 use crate::error::Result;
 use crate::extract::Extractor;
-use crate::sandbox::iso;
+use crate::schema::iso;
 
 #[derive(Debug, Args)]
 pub struct TablesArgs {

@@ -4,9 +4,11 @@
 
 pub mod hubspot;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
 
 use crate::model::ObjectType;
 use crate::schema::TableSchema;
@@ -106,6 +108,67 @@ pub struct Catalog {
     pub tables: Vec<Arc<TableSchema>>,
 }
 
+/// A half-open time window `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && t < self.to
+    }
+
+    /// Whether the canonical or API timestamp `text` falls in the window (false if unparseable).
+    pub fn contains_text(&self, text: Option<&str>) -> bool {
+        text.and_then(crate::schema::parse_instant).is_some_and(|t| self.contains(t))
+    }
+}
+
+/// Which part of each stream a run reads. A stream (named by its table, `OBJECTS_CONTACTS`,
+/// `EVENTS_E_VISITED_PAGE`) with a window reads the records created, changed or archived in
+/// it (events: that occurred in it); any other stream is read whole. Reference tables are
+/// always whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extent {
+    windows: BTreeMap<String, Window>,
+}
+
+impl Extent {
+    /// Every stream whole: a full export.
+    pub fn whole() -> Extent {
+        Extent::default()
+    }
+
+    pub fn set(&mut self, table: &str, window: Window) {
+        self.windows.insert(table.to_string(), window);
+    }
+
+    pub fn window(&self, table: &str) -> Option<Window> {
+        self.windows.get(table).copied()
+    }
+
+    /// True when no stream has a window.
+    pub fn is_whole(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// The earliest start and latest end over every window, for the manifest.
+    pub fn span(&self) -> Option<Window> {
+        let from = self.windows.values().map(|w| w.from).min()?;
+        let to = self.windows.values().map(|w| w.to).max()?;
+        Some(Window { from, to })
+    }
+}
+
+impl Catalog {
+    /// Streams that can be read by window (object types and event types), by table name.
+    pub fn streams(&self) -> Vec<String> {
+        self.objects.iter().map(|o| o.table.name.clone()).chain(self.events.iter().map(|e| e.table.name.clone())).collect()
+    }
+}
+
 /// What extractors send downstream.
 #[derive(Debug)]
 pub enum Emit {
@@ -127,8 +190,14 @@ pub trait Extractor: Send + Sync {
     fn source(&self) -> &'static str;
     /// Finds what the account holds and every table the export will write.
     async fn discover(&self) -> crate::error::Result<Catalog>;
-    /// Extracts everything in `catalog` (from [`Extractor::discover`]), sending to `out`.
-    async fn run(&self, catalog: &Catalog, out: tokio::sync::mpsc::Sender<Emit>) -> crate::error::Result<()>;
+    /// Extracts what `extent` asks of every stream in `catalog` (from [`Extractor::discover`]),
+    /// sending to `out`. May be called again with the same catalog (backfill runs a day each).
+    async fn run(
+        &self,
+        catalog: &Catalog,
+        extent: &Extent,
+        out: tokio::sync::mpsc::Sender<Emit>,
+    ) -> crate::error::Result<()>;
     /// Request counters of this source's HTTP client.
     fn http_stats(&self) -> Arc<crate::http::HttpStats>;
 }

@@ -76,6 +76,8 @@ pub struct ClientOptions {
     pub base_url: Url,
     pub auth: Auth,
     pub rate_limit: RateLimit,
+    /// CRM search's own limit (HubSpot: 5/s per account, outside the 10-second bucket).
+    pub search_rate_limit: RateLimit,
     /// Attempts per request, the first included.
     pub max_attempts: usize,
     pub connect_timeout: Duration,
@@ -88,6 +90,7 @@ pub struct HttpClient {
     inner: reqwest::Client,
     options: ClientOptions,
     limiter: Option<rate::Limiter>,
+    search_limiter: Option<rate::Limiter>,
     pub stats: Arc<HttpStats>,
 }
 
@@ -104,6 +107,7 @@ impl HttpClient {
         Ok(HttpClient {
             inner,
             limiter: rate::Limiter::new(options.rate_limit),
+            search_limiter: rate::Limiter::steady(options.search_rate_limit),
             options,
             stats: Arc::new(HttpStats::default()),
         })
@@ -150,8 +154,10 @@ impl HttpClient {
             .with_jitter()
             .with_max_times(self.options.max_attempts.saturating_sub(1))
             .build();
+        // CRM search has a budget of its own and no part in the general one.
+        let limiter = if is_crm_search(&url) { &self.search_limiter } else { &self.limiter };
         loop {
-            if let Some(l) = &self.limiter {
+            if let Some(l) = limiter {
                 l.until_ready().await;
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -260,6 +266,11 @@ impl HttpClient {
 enum Attempt {
     Retry(Error, Option<Duration>),
     Final(Error),
+}
+
+/// `POST /crm/v3/objects/{type}/search`.
+fn is_crm_search(url: &Url) -> bool {
+    url.path().starts_with("/crm/v3/objects/") && url.path().ends_with("/search")
 }
 
 /// Path and query of a URL, the part worth showing in messages.

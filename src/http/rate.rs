@@ -13,6 +13,9 @@ pub enum RateLimit {
 }
 
 impl RateLimit {
+    /// What crmdump allows itself on HubSpot's CRM search (HubSpot allows 5 per second).
+    pub const HUBSPOT_SEARCH: RateLimit = RateLimit::PerPeriod { requests: 4, period: Duration::from_secs(1) };
+
     /// HubSpot's default for private apps: 100 requests per 10 seconds.
     pub const HUBSPOT_DEFAULT: RateLimit = RateLimit::PerPeriod { requests: 100, period: Duration::from_secs(10) };
 
@@ -51,6 +54,18 @@ impl Limiter {
             RateLimit::PerPeriod { requests, period } => {
                 let burst = NonZeroU32::new(requests).expect("checked when parsed");
                 let quota = Quota::with_period(period / requests).expect("non-zero period").allow_burst(burst);
+                Some(Limiter(DefaultDirectRateLimiter::direct(quota)))
+            }
+        }
+    }
+
+    /// Evenly spaced requests with no burst: at most `requests` in any window of `period`,
+    /// for limits the server counts over a rolling window as short as one second.
+    pub(crate) fn steady(limit: RateLimit) -> Option<Limiter> {
+        match limit {
+            RateLimit::Unlimited => None,
+            RateLimit::PerPeriod { requests, period } => {
+                let quota = Quota::with_period(period / requests).expect("non-zero period");
                 Some(Limiter(DefaultDirectRateLimiter::direct(quota)))
             }
         }

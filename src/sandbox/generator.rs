@@ -5,7 +5,7 @@
 //! truth of any record. Associations follow a few arithmetic rules whose inverse is cheap,
 //! so both directions of every pair can be served and checked.
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::changes::{Changes, ModifiedIndex, Touch};
 
@@ -819,9 +819,7 @@ impl Generator {
     }
 }
 
-pub fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use crate::schema::iso;
 
 fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
     match prop.ty {

@@ -77,6 +77,11 @@ fn has_leading_zero(s: &str) -> bool {
     digits.len() > 1 && digits.starts_with('0')
 }
 
+/// The canonical text of an instant: `YYYY-MM-DDTHH:MM:SS.sssZ`.
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// An instant from RFC 3339 text, or from epoch milliseconds (HubSpot sends both).
 pub fn parse_instant(t: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use super::{Sender, api, unique_columns};
 use crate::error::Result;
-use crate::extract::{Emit, EventStream, Notice};
+use crate::extract::{Emit, EventStream, Notice, Window};
 use crate::http::HttpClient;
 use crate::model;
-use crate::schema::{BatchBuilder, ColumnType, event_schema};
+use crate::schema::{BatchBuilder, ColumnType, event_schema, iso};
 
 const EVENTS: &str = "/events/v3/events";
 const PER_PAGE: &str = "100";
@@ -21,8 +21,18 @@ pub(super) struct DiscoveredEvent {
     pub definition: Option<api::EventDefinition>,
 }
 
-async fn page(client: &HttpClient, event_type: &str, after: Option<&str>) -> Result<api::Page<api::Event>> {
+/// One page of events of `event_type`, only those that occurred in `window` when given.
+async fn page(
+    client: &HttpClient,
+    event_type: &str,
+    window: Option<Window>,
+    after: Option<&str>,
+) -> Result<api::Page<api::Event>> {
+    let bounds = window.map(|w| (iso(w.from), iso(w.to)));
     let mut query = vec![("eventType", event_type), ("limit", PER_PAGE)];
+    if let Some((from, to)) = &bounds {
+        query.extend([("occurredAfter", from.as_str()), ("occurredBefore", to.as_str())]);
+    }
     if let Some(a) = after {
         query.push(("after", a));
     }
@@ -72,7 +82,7 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
                 .collect(),
             None => {
                 let mut seen: Vec<String> = Vec::new();
-                for e in page(client, &name, None).await?.results {
+                for e in page(client, &name, None, None).await?.results {
                     let mut keys: Vec<&String> = e.properties.keys().collect();
                     keys.sort();
                     for k in keys {
@@ -110,14 +120,23 @@ fn object_type_id(object_type: &str) -> String {
         .unwrap_or_else(|| object_type.to_string())
 }
 
-pub(super) async fn extract(client: &HttpClient, e: &DiscoveredEvent, ingested: &Arc<str>, out: &Sender) -> Result<()> {
+/// Every event of one type, or with `window` those that occurred in it.
+pub(super) async fn extract(
+    client: &HttpClient,
+    e: &DiscoveredEvent,
+    window: Option<Window>,
+    ingested: &Arc<str>,
+    out: &Sender,
+) -> Result<()> {
     let stream = &e.stream;
     let mut after: Option<String> = None;
     let mut unknown: HashMap<String, u64> = HashMap::new();
     loop {
-        let page = page(client, &stream.event_type, after.as_deref()).await?;
+        let page = page(client, &stream.event_type, window, after.as_deref()).await?;
         let mut rows = BatchBuilder::new(stream.table.clone(), ingested.clone(), page.results.len());
-        for ev in &page.results {
+        // The API's bounds are checked again here: the window is half-open.
+        let in_window = |ev: &&api::Event| window.is_none_or(|w| w.contains_text(ev.occurred_at.as_deref()));
+        for ev in page.results.iter().filter(in_window) {
             let type_id = ev.object_type.as_deref().map(object_type_id);
             rows.push(Some(ev.id.as_str()));
             rows.push(Some(ev.event_type.as_deref().unwrap_or(&stream.event_type)));

@@ -11,6 +11,7 @@ mod events;
 mod lists;
 mod objects;
 mod reference;
+mod search;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{AssociationPair, Catalog, Emit, EventStream, Extractor, Notice, ObjectStream, PropertyDefinition};
+use super::{
+    AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition,
+};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
@@ -328,7 +331,13 @@ impl HubSpot {
         Ok(out)
     }
 
-    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, out: mpsc::Sender<Emit>) -> Result<()> {
+    async fn run_all(
+        &self,
+        catalog: &Catalog,
+        discovery: &Discovery,
+        extent: &Extent,
+        out: mpsc::Sender<Emit>,
+    ) -> Result<()> {
         let ingested = self.options.ingested_at.clone();
         let sender = Sender(out);
         reference::emit_definitions(catalog, discovery, &ingested, &sender).await?;
@@ -341,7 +350,7 @@ impl HubSpot {
             lists::extract(&self.client, catalog, &ingested, &sender).await?;
         }
         for e in &discovery.events {
-            events::extract(&self.client, e, &ingested, &sender).await?;
+            events::extract(&self.client, e, extent.window(&e.stream.table.name), &ingested, &sender).await?;
         }
         let history = self.options.history;
         futures::stream::iter(catalog.objects.iter().cloned())
@@ -352,7 +361,8 @@ impl HubSpot {
                 let client = self.client.clone();
                 let ingested = ingested.clone();
                 let keep = history.map(|h| h.for_type(&stream.object_type));
-                async move { objects::extract(&client, stream, pairs, keep, &ingested, &sender).await }
+                let window = extent.window(&stream.table.name);
+                async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .try_collect::<Vec<()>>()
@@ -373,9 +383,9 @@ impl Extractor for HubSpot {
         Ok(catalog)
     }
 
-    async fn run(&self, catalog: &Catalog, out: mpsc::Sender<Emit>) -> Result<()> {
+    async fn run(&self, catalog: &Catalog, extent: &Extent, out: mpsc::Sender<Emit>) -> Result<()> {
         let discovery = self.discovery.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
-        self.run_all(catalog, discovery, out).await
+        self.run_all(catalog, discovery, extent, out).await
     }
 
     fn http_stats(&self) -> Arc<crate::http::HttpStats> {

@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::search::ChangedRecords;
 use super::{Sender, api};
 use crate::error::{Error, Result};
-use crate::extract::{AssociationPair, Emit, ObjectStream};
+use crate::extract::{AssociationPair, Emit, ObjectStream, Window};
 use crate::http::{HttpClient, MAX_URL_BYTES};
+use crate::schema::iso;
 use crate::schema::{BatchBuilder, fixed_table};
 
 /// HubSpot's largest page for list and batch read.
@@ -61,6 +63,12 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Lists ids (and dates) only; properties come through batch reads.
+    fn ids_only(&mut self) {
+        self.all_in_url = false;
+        self.page_size = RECORDS_PER_PAGE;
+    }
+
     fn list_query<'a>(&'a self, after: Option<&'a str>) -> Vec<(&'a str, String)> {
         let mut q = vec![("limit", self.page_size.to_string()), ("archived", self.archived.to_string())];
         if self.all_in_url {
@@ -83,59 +91,62 @@ pub(super) async fn extract(
     stream: Arc<ObjectStream>,
     pairs: Vec<Arc<AssociationPair>>,
     history: Option<usize>,
+    window: Option<Window>,
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
-    for archived in [false, true] {
-        let plan = Plan::new(client, &stream, archived, history)?;
-        // Archived records have no associations to read.
-        let pairs: &[Arc<AssociationPair>] = if archived { &[] } else { &pairs };
-        pass(client, &stream, &plan, pairs, ingested, out).await?;
+    let mut emitter = Emitter { client, stream: stream.clone(), pairs, history, ingested, out, pending: Vec::new() };
+    match window {
+        None => {
+            for archived in [false, true] {
+                let plan = Plan::new(client, &stream, archived, history)?;
+                listing(client, &stream, &plan, None, &mut emitter).await?;
+            }
+        }
+        Some(window) => {
+            changed(client, &stream, window, &mut emitter).await?;
+            // Archiving leaves the last-modified date alone and search never shows archived
+            // records: list the recycle bin (ids only) and keep what was archived in the window.
+            let mut plan = Plan::new(client, &stream, true, history)?;
+            plan.ids_only();
+            listing(client, &stream, &plan, Some(window), &mut emitter).await?;
+        }
     }
-    Ok(())
+    emitter.finish().await
 }
 
-async fn pass(
+/// Pages through a list pass; with `archived_in`, keeps only records archived in that window.
+async fn listing(
     client: &HttpClient,
     stream: &Arc<ObjectStream>,
     plan: &Plan,
-    pairs: &[Arc<AssociationPair>],
-    ingested: &Arc<str>,
-    out: &Sender,
+    archived_in: Option<Window>,
+    emitter: &mut Emitter<'_>,
 ) -> Result<()> {
     let table = stream.table.name.clone();
     let mut after: Option<String> = None;
-    let mut pending_ids: Vec<String> = Vec::new();
-    let mut records = 0u64;
-    let mut pages = 0u64;
+    let (mut records, mut pages) = (0u64, 0u64);
     loop {
         let page_name =
             format!("page {} (archived={}, after={})", pages + 1, plan.archived, after.as_deref().unwrap_or("start"));
         let query = plan.list_query(after.as_deref());
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page: api::Page<api::SimpleObject> =
+        let mut page: api::Page<api::SimpleObject> =
             client.get_json(&plan.path, &query).await.map_err(|e| e.in_stream(&table, &page_name))?;
         let next = page.next_after();
+        if let Some(w) = archived_in {
+            page.results.retain(|r| w.contains_text(r.archived_at.as_deref()));
+        }
         let rows = if plan.all_in_url {
             page.results
         } else {
-            batch_read(client, stream, plan, page.results).await.map_err(|e| e.in_stream(&table, &page_name))?
+            batch_read(client, stream, plan.archived, plan.history, page.results)
+                .await
+                .map_err(|e| e.in_stream(&table, &page_name))?
         };
         records += rows.len() as u64;
         pages += 1;
-        if let Some(keep) = plan.history {
-            let mut h = history_rows(stream, &rows, keep, ingested);
-            out.rows("OBJECT_PROPERTIES_HISTORY", &mut h).await?;
-        }
-        if !pairs.is_empty() {
-            pending_ids.extend(rows.iter().map(|r| r.id.clone()));
-        }
-        let batch = raw_batch(stream, &rows, ingested)?;
-        out.send(Emit::Objects { stream: stream.clone(), batch }).await?;
-        while pending_ids.len() >= ASSOCIATION_INPUTS {
-            let chunk: Vec<String> = pending_ids.drain(..ASSOCIATION_INPUTS).collect();
-            associations(client, pairs, &chunk, ingested, out).await?;
-        }
+        emitter.emit(rows, plan.archived == "true").await?;
         if pages.is_multiple_of(50) {
             tracing::info!(table = %table, records, pages, archived = plan.archived, "Reading records.");
         }
@@ -144,11 +155,74 @@ async fn pass(
             None => break,
         }
     }
-    if !pending_ids.is_empty() {
-        associations(client, pairs, &pending_ids, ingested, out).await?;
-    }
     tracing::info!(table = %table, records, pages, archived = plan.archived, "Records read.");
     Ok(())
+}
+
+/// Records changed in `window`: ids through search, then every property by batch read.
+async fn changed(client: &HttpClient, stream: &Arc<ObjectStream>, window: Window, emitter: &mut Emitter<'_>) -> Result<()> {
+    let table = stream.table.name.clone();
+    let mut search = ChangedRecords::new(client, &stream.object_type, window);
+    let mut records = 0u64;
+    loop {
+        let page_name = format!("search {} ({} to {})", search.queries + 1, iso(window.from), iso(window.to));
+        let Some(listed) = search.next_page().await.map_err(|e| e.in_stream(&table, &page_name))? else {
+            break;
+        };
+        let rows = batch_read(client, stream, "false", emitter.history, listed)
+            .await
+            .map_err(|e| e.in_stream(&table, &page_name))?;
+        records += rows.len() as u64;
+        emitter.emit(rows, false).await?;
+        if search.queries.is_multiple_of(50) {
+            tracing::info!(table = %table, records, searches = search.queries, "Reading changed records.");
+        }
+    }
+    tracing::info!(table = %table, records, searches = search.queries, from = %iso(window.from), to = %iso(window.to), "Changed records read.");
+    Ok(())
+}
+
+/// Turns pages of full records into object rows, history rows and (for live records)
+/// association reads, a thousand ids at a time.
+struct Emitter<'a> {
+    client: &'a HttpClient,
+    stream: Arc<ObjectStream>,
+    pairs: Vec<Arc<AssociationPair>>,
+    history: Option<usize>,
+    ingested: &'a Arc<str>,
+    out: &'a Sender,
+    pending: Vec<String>,
+}
+
+impl Emitter<'_> {
+    async fn emit(&mut self, rows: Vec<api::SimpleObject>, archived: bool) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let Some(keep) = self.history {
+            let mut h = history_rows(&self.stream, &rows, keep, self.ingested);
+            self.out.rows("OBJECT_PROPERTIES_HISTORY", &mut h).await?;
+        }
+        // Archived records have no associations to read.
+        if !archived && !self.pairs.is_empty() {
+            self.pending.extend(rows.iter().map(|r| r.id.clone()));
+        }
+        let batch = raw_batch(&self.stream, &rows, self.ingested)?;
+        self.out.send(Emit::Objects { stream: self.stream.clone(), batch }).await?;
+        while self.pending.len() >= ASSOCIATION_INPUTS {
+            let chunk: Vec<String> = self.pending.drain(..ASSOCIATION_INPUTS).collect();
+            associations(self.client, &self.pairs, &chunk, self.ingested, self.out).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let ids = std::mem::take(&mut self.pending);
+            associations(self.client, &self.pairs, &ids, self.ingested, self.out).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads every property (and its history) of the listed records through `batch/read`, in
@@ -156,19 +230,23 @@ async fn pass(
 async fn batch_read(
     client: &HttpClient,
     stream: &ObjectStream,
-    plan: &Plan,
+    archived: &str,
+    history: Option<usize>,
     listed: Vec<api::SimpleObject>,
 ) -> Result<Vec<api::SimpleObject>> {
-    let path = format!("{}/batch/read?archived={}", plan.path, plan.archived);
+    if listed.is_empty() {
+        return Ok(listed);
+    }
+    let path = format!("/crm/v3/objects/{}/batch/read?archived={archived}", stream.object_type.api_name);
     let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
-    let history: &[&str] = if plan.history.is_some() { &names } else { &[] };
-    let chunk = if plan.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+    let with_history: &[&str] = if history.is_some() { &names } else { &[] };
+    let chunk = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
     let mut by_id: HashMap<String, api::SimpleObject> = HashMap::with_capacity(listed.len());
     for ids in listed.chunks(chunk) {
         let body = json!({
             "inputs": ids.iter().map(|r| json!({"id": r.id})).collect::<Vec<_>>(),
             "properties": names,
-            "propertiesWithHistory": history,
+            "propertiesWithHistory": with_history,
         });
         let read: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
         by_id.extend(read.results.into_iter().map(|r| (r.id.clone(), r)));

@@ -1,0 +1,110 @@
+//! Where and how an export writes: the flags `export` and `backfill` share, and the summary
+//! they print.
+
+use clap::{Args, ValueEnum};
+
+use crate::error::Result;
+use crate::extract::Extent;
+use crate::pipeline::{self, ExportSettings, Mode};
+use crate::sink::Sink;
+use crate::sink::layout::Layout;
+use crate::write::{OutputFormat, parse_size};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Gzip CSV parts (RFC 4180; NULL is an empty field, the empty string is "").
+    Csv,
+    /// Typed Parquet parts (ZSTD, statistics on).
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Daily,
+    Hive,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Destination: a local folder, file://PATH, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.
+    #[arg(long)]
+    pub dest: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+    /// Largest part, in bytes of the stored file: 15MiB, 1MiB, 15MB (= 15,000,000) or a byte count.
+    #[arg(long, default_value = "15MiB", value_parser = parse_size)]
+    pub max_file_size: u64,
+    /// Folder layout: daily (<dest>/<date>/<TABLE>/...) or hive (<dest>/<TABLE>/dt=<date>/...,
+    /// manifests under <dest>/_manifests/, for Athena, Spark and Trino).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Daily)]
+    pub layout: LayoutArg,
+    /// Gzip level of CSV parts (1 fastest .. 9 smallest).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub gzip_level: u32,
+}
+
+impl OutputArgs {
+    /// Opens the destination and checks it is writable before any extraction.
+    pub async fn open_sink(&self) -> Result<Sink> {
+        let sink = Sink::open(&self.dest)?;
+        sink.probe_writable().await?;
+        Ok(sink)
+    }
+
+    pub fn layout(&self) -> Layout {
+        match self.layout {
+            LayoutArg::Daily => Layout::Daily,
+            LayoutArg::Hive => Layout::Hive,
+        }
+    }
+
+    /// Settings of a full export today; callers set the mode, extent, date and times.
+    pub fn settings(&self) -> ExportSettings {
+        let now = chrono::Utc::now();
+        ExportSettings {
+            mode: Mode::Full,
+            extent: Extent::whole(),
+            date: now.date_naive(),
+            max_file_size: self.max_file_size,
+            format: match self.format {
+                Format::Csv => OutputFormat::Csv { gzip_level: self.gzip_level },
+                Format::Parquet => OutputFormat::Parquet,
+            },
+            layout: self.layout(),
+            started_at: now,
+            ingested_at: crate::schema::iso(now).into(),
+            counted_before: (0, 0),
+        }
+    }
+}
+
+pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
+    let m = &report.manifest;
+    let parts: usize = m.tables.iter().map(|t| t.files.len()).sum();
+    let bytes: u64 = m.tables.iter().flat_map(|t| &t.files).map(|f| f.bytes).sum();
+    let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
+    println!("{:<48} {:>12} {:>6} {:>14}", "TABLE", "ROWS", "PARTS", "BYTES");
+    for t in &m.tables {
+        let b: u64 = t.files.iter().map(|f| f.bytes).sum();
+        println!("{:<48} {:>12} {:>6} {:>14}", t.name, t.rows, t.files.len(), b);
+    }
+    let window = m.window.as_ref().map(|w| format!(", window {} .. {}", w.from, w.to)).unwrap_or_default();
+    println!(
+        "Committed {}/{} ({}{window}): {} tables, {rows} rows, {parts} parts, {bytes} bytes, {} requests ({} retries), {:.1} s",
+        dest.trim_end_matches('/'),
+        report.manifest_key,
+        m.mode,
+        m.tables.len(),
+        m.requests,
+        m.retries,
+        report.elapsed.as_secs_f64()
+    );
+    for w in &m.warnings {
+        match (w.count, &w.detail) {
+            (Some(c), _) => println!("warning: {} in {}: {c}", w.kind, w.table),
+            (None, Some(d)) => println!("warning: {} in {}: {d}", w.kind, w.table),
+            _ => println!("warning: {} in {}", w.kind, w.table),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `<dest>/_state/<source>-<account>.json`: how far each stream's committed exports reach,
+//! so that a nightly run reads only what changed (SPEC section 6).
+//!
+//! Per stream (named by its table) a watermark: every change before it is in a committed
+//! day folder. An incremental run reads `[start - lookback, run start - settle lag)`, where
+//! `start` is the stream's watermark, or, when the date was already exported, the watermark
+//! that date's first run started from: a re-run rewrites the day folder, so it must hold
+//! everything the first run held. The file is written only after the day's manifest, so a
+//! failed or interrupted run never moves a watermark; a crash between the two only makes
+//! the next run read some changes again.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::extract::{Extent, Window};
+use crate::schema::{iso, parse_instant};
+use crate::sink::Sink;
+
+const FORMAT_VERSION: u32 = 1;
+/// Export dates whose starting watermarks are kept (re-running an older date reads it whole).
+const DAYS_KEPT: usize = 62;
+
+/// Lookback and settle lag of incremental runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Read this much before the watermark again: changes HubSpot indexes late are not lost.
+    pub lookback: Duration,
+    /// Leave the newest changes to the next run: search shows them "after a few moments".
+    pub settle: Duration,
+}
+
+impl Timing {
+    pub const DEFAULT: Timing = Timing { lookback: Duration::minutes(10), settle: Duration::minutes(1) };
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    pub source: String,
+    pub account: String,
+    /// Stream (table name) -> every change before this instant is committed.
+    pub watermarks: BTreeMap<String, String>,
+    /// Export date -> the watermarks its first committed run started from (a stream that
+    /// run read whole is absent).
+    pub days: BTreeMap<String, BTreeMap<String, String>>,
+    pub updated_at: String,
+}
+
+/// What an incremental run reads, and what to record once it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub extent: Extent,
+    /// Per stream, the watermark the window started from (`None`: read whole).
+    pub starts: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// The next watermark of every stream of the run.
+    pub until: DateTime<Utc>,
+}
+
+impl State {
+    /// Where the state of `source`/`account` lives under the destination.
+    pub fn key(source: &str, account: &str) -> String {
+        let safe: String =
+            account.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        format!("_state/{source}-{safe}.json")
+    }
+
+    pub async fn load(sink: &Sink, source: &str, account: &str) -> Result<Option<State>> {
+        let key = State::key(source, account);
+        let Some(bytes) = sink.get(&key).await? else {
+            return Ok(None);
+        };
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Config(format!(
+                "the state file {}/{key} is not valid ({e}): restore it, or delete it and run `--mode full`",
+                sink.display()
+            ))
+        })?;
+        if state.format_version != FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "the state file {}/{key} has format {} but this crmdump reads format {FORMAT_VERSION}: upgrade crmdump",
+                sink.display(),
+                state.format_version
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    pub fn new(source: &str, account: &str) -> State {
+        State { format_version: FORMAT_VERSION, source: source.into(), account: account.into(), ..State::default() }
+    }
+
+    /// The windows of an incremental run of `date` over `streams` started at `started_at`.
+    pub fn plan_incremental(
+        &self,
+        date: NaiveDate,
+        streams: &[String],
+        timing: Timing,
+        started_at: DateTime<Utc>,
+    ) -> Plan {
+        let until = started_at - timing.settle;
+        let first_run = self.days.get(&day_key(date));
+        let mut extent = Extent::whole();
+        let mut starts = BTreeMap::new();
+        for stream in streams {
+            let start = match first_run {
+                Some(starts) => starts.get(stream),
+                None => self.watermarks.get(stream),
+            }
+            .and_then(|t| parse_instant(t));
+            if let Some(start) = start {
+                extent.set(stream, Window { from: (start - timing.lookback).min(until), to: until });
+            }
+            starts.insert(stream.clone(), start);
+        }
+        Plan { extent, starts, until }
+    }
+
+    /// A full run of `streams`: everything whole.
+    pub fn plan_full(streams: &[String], timing: Timing, started_at: DateTime<Utc>) -> Plan {
+        Plan {
+            extent: Extent::whole(),
+            starts: streams.iter().map(|s| (s.clone(), None)).collect(),
+            until: started_at - timing.settle,
+        }
+    }
+
+    /// Records a committed run of `date`.
+    pub fn commit(&mut self, date: NaiveDate, plan: &Plan) {
+        // Only the date's first run sets its starts: a stream absent from them is read whole
+        // by every later run of the date.
+        self.days
+            .entry(day_key(date))
+            .or_insert_with(|| plan.starts.iter().filter_map(|(s, t)| Some((s.clone(), iso((*t)?)))).collect());
+        for stream in plan.starts.keys() {
+            self.watermarks.insert(stream.clone(), iso(plan.until));
+        }
+        while self.days.len() > DAYS_KEPT {
+            let oldest = self.days.keys().next().cloned().expect("not empty");
+            self.days.remove(&oldest);
+        }
+        self.updated_at = iso(Utc::now());
+    }
+
+    pub async fn save(&self, sink: &Sink) -> Result<String> {
+        let key = State::key(&self.source, &self.account);
+        let body = serde_json::to_vec_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
+        sink.put(&key, Bytes::from(body)).await?;
+        Ok(key)
+    }
+}
+
+fn day_key(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_instant(s).unwrap()
+    }
+
+    #[test]
+    fn a_rerun_of_a_date_starts_where_that_dates_first_run_started() {
+        let streams = vec!["OBJECTS_CONTACTS".to_string(), "OBJECTS_DEALS".to_string()];
+        let timing = Timing::DEFAULT;
+        let d1 = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let d2 = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        let mut state = State::new("hubspot", "123");
+
+        // First run ever: full; watermark = start - settle.
+        let full = State::plan_full(&streams, timing, at("2026-11-20T02:00:00Z"));
+        state.commit(d1, &full);
+        assert_eq!(state.watermarks["OBJECTS_CONTACTS"], "2026-11-20T01:59:00.000Z");
+
+        // Next night: from the watermark minus the lookback.
+        let night = state.plan_incremental(d2, &streams, timing, at("2026-11-21T02:00:00Z"));
+        let w = night.extent.window("OBJECTS_CONTACTS").unwrap();
+        assert_eq!((iso(w.from), iso(w.to)), ("2026-11-20T01:49:00.000Z".into(), "2026-11-21T01:59:00.000Z".into()));
+        state.commit(d2, &night);
+
+        // A second run of d2 the same day starts where d2's first run did, not at the new watermark.
+        let again = state.plan_incremental(d2, &streams, timing, at("2026-11-21T09:00:00Z"));
+        let w = again.extent.window("OBJECTS_DEALS").unwrap();
+        assert_eq!((iso(w.from), iso(w.to)), ("2026-11-20T01:49:00.000Z".into(), "2026-11-21T08:59:00.000Z".into()));
+        state.commit(d2, &again);
+        assert_eq!(state.watermarks["OBJECTS_DEALS"], "2026-11-21T08:59:00.000Z");
+
+        // Re-running d1 (first run full) reads whole again; a stream never seen reads whole.
+        let mut more = streams.clone();
+        more.push("OBJECTS_CARS".into());
+        let redo = state.plan_incremental(d1, &more, timing, at("2026-11-21T10:00:00Z"));
+        assert!(redo.extent.is_whole());
+        let next = state.plan_incremental(d2, &more, timing, at("2026-11-21T10:00:00Z"));
+        assert!(next.extent.window("OBJECTS_CARS").is_none() && next.extent.window("OBJECTS_CONTACTS").is_some());
+    }
+}
