@@ -165,7 +165,11 @@ impl Extent {
 impl Catalog {
     /// Streams that can be read by window (object types and event types), by table name.
     pub fn streams(&self) -> Vec<String> {
-        self.objects.iter().map(|o| o.table.name.clone()).chain(self.events.iter().map(|e| e.table.name.clone())).collect()
+        self.objects
+            .iter()
+            .map(|o| o.table.name.clone())
+            .chain(self.events.iter().map(|e| e.table.name.clone()))
+            .collect()
     }
 }
 

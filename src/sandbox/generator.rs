@@ -359,12 +359,19 @@ impl Generator {
         let picked: Vec<u64> =
             (0..n).map(|k| (start + k) % n).filter(|&i| !self.is_archived(t, i)).take(count as usize).collect();
         if (picked.len() as u64) < count {
-            return Err(format!("{} has only {} live records; cannot touch {count}", self.types[t].api_name, picked.len()));
+            return Err(format!(
+                "{} has only {} live records; cannot touch {count}",
+                self.types[t].api_name,
+                picked.len()
+            ));
         }
         let value = format!("touched at {}", iso(at));
         let cursor = picked.last().map(|&i| (i + 1) % n).unwrap_or(start);
         let touches: Vec<Touch> = (0..picked.len() as i64)
-            .map(|k| Touch { at: at + Duration::milliseconds(spread_ms * k / count.max(1) as i64), value: value.clone() })
+            .map(|k| Touch {
+                at: at + Duration::milliseconds(spread_ms * k / count.max(1) as i64),
+                value: value.clone(),
+            })
             .collect();
         self.changes.record_touches(t, &picked, &touches, cursor);
         let property = self.types[t].properties[self.touch_property(t)].name.clone();
@@ -387,7 +394,11 @@ impl Generator {
             from_end += 1;
         }
         if (picked.len() as u64) < count {
-            return Err(format!("{} has only {} live records to archive; cannot archive {count}", self.types[t].api_name, picked.len()));
+            return Err(format!(
+                "{} has only {} live records to archive; cannot archive {count}",
+                self.types[t].api_name,
+                picked.len()
+            ));
         }
         self.changes.record_archives(t, &picked, at, from_end);
         Ok(picked.iter().map(|&i| self.types[t].id_of(i)).collect())
@@ -641,9 +652,10 @@ impl Generator {
     /// decreasing timestamps; the newest is the current value. Empty when the current value
     /// is null.
     pub fn history(&self, t: usize, index: u64, p: usize) -> Vec<HistoryEntry> {
-        let touched = self.changes.touched(t, index).filter(|_| {
-            p == self.touch_property(t) || self.types[t].properties[p].role == Role::UpdatedAt
-        });
+        let touched = self
+            .changes
+            .touched(t, index)
+            .filter(|_| p == self.touch_property(t) || self.types[t].properties[p].role == Role::UpdatedAt);
         let mut entries: Vec<HistoryEntry> = touched
             .iter()
             .map(|touch| HistoryEntry {
@@ -662,27 +674,26 @@ impl Generator {
         let h = hash(&[self.config.seed, ty.ordinal, index, p as u64 + 1, 0x4157]);
         let depth = 1 + h % prop.history_depth.max(1);
         let mut at = self.generated_times(t, index).1;
-        entries.extend((0..depth)
-            .map(|k| {
-                let e = mix(h ^ k);
-                let value = if k == 0 {
-                    current.clone()
-                } else if prop.role == Role::Generic && prop.ty != "string" {
-                    generic_value(prop, e, at)
-                } else {
-                    format!("earlier #{k}: {}", current.chars().take(20).collect::<String>())
-                };
-                let user = (!e.is_multiple_of(3)).then(|| 9_000_000 + (e % 24) as i64);
-                let entry = HistoryEntry {
-                    value,
-                    timestamp: iso(at),
-                    source_type: SOURCE_TYPES[(e % SOURCE_TYPES.len() as u64) as usize],
-                    source_id: user.map(|u| format!("userId:{u}")),
-                    updated_by_user_id: user,
-                };
-                at -= Duration::milliseconds(60_000 + (e % 86_400_000) as i64);
-                entry
-            }));
+        entries.extend((0..depth).map(|k| {
+            let e = mix(h ^ k);
+            let value = if k == 0 {
+                current.clone()
+            } else if prop.role == Role::Generic && prop.ty != "string" {
+                generic_value(prop, e, at)
+            } else {
+                format!("earlier #{k}: {}", current.chars().take(20).collect::<String>())
+            };
+            let user = (!e.is_multiple_of(3)).then(|| 9_000_000 + (e % 24) as i64);
+            let entry = HistoryEntry {
+                value,
+                timestamp: iso(at),
+                source_type: SOURCE_TYPES[(e % SOURCE_TYPES.len() as u64) as usize],
+                source_id: user.map(|u| format!("userId:{u}")),
+                updated_by_user_id: user,
+            };
+            at -= Duration::milliseconds(60_000 + (e % 86_400_000) as i64);
+            entry
+        }));
         entries
     }
 

@@ -9,6 +9,7 @@ mod search;
 mod server;
 
 pub use generator::{
-    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, UPDATE_SPAN_DAYS, default_anchor, iso,
+    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, UPDATE_SPAN_DAYS,
+    default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};

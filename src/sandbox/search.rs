@@ -126,9 +126,9 @@ pub fn search(index: &[(i64, i64)], modified: &str, body: &SearchBody) -> Result
     };
     let matches = |e: &(i64, i64)| {
         groups.is_empty()
-            || groups.iter().any(|g| {
-                g.iter().all(|(field, op)| op.matches(if *field == Field::Modified { e.0 } else { e.1 }))
-            })
+            || groups
+                .iter()
+                .any(|g| g.iter().all(|(field, op)| op.matches(if *field == Field::Modified { e.0 } else { e.1 })))
     };
     let mut hits: Vec<(i64, i64)> = candidates.iter().filter(|e| matches(e)).copied().collect();
     match sort_field {
@@ -150,10 +150,7 @@ fn parse_filter(f: &Filter, modified: &str) -> Result<(Field, Op), String> {
     } else if f.property_name == "hs_object_id" {
         Field::Id
     } else {
-        return Err(format!(
-            "the sandbox searches on {modified} and hs_object_id only, not on '{}'",
-            f.property_name
-        ));
+        return Err(format!("the sandbox searches on {modified} and hs_object_id only, not on '{}'", f.property_name));
     };
     let value = |v: &Option<Value>, what: &str| -> Result<i64, String> {
         let v = v.as_ref().ok_or_else(|| format!("{} needs a {what}", f.operator))?;
@@ -266,8 +263,12 @@ mod tests {
         assert_eq!(last.next_after, Some(10_000), "HubSpot still offers a next page");
         let past = search(&index, "m", &body(json!({"limit": 200, "after": "10000"}))).unwrap_err();
         assert!(past.contains("10000"), "{past}");
-        let other = search(&index, "m", &body(json!({"filterGroups": [{"filters": [
-            {"propertyName": "email", "operator": "EQ", "value": "x"}]}]})));
+        let other = search(
+            &index,
+            "m",
+            &body(json!({"filterGroups": [{"filters": [
+            {"propertyName": "email", "operator": "EQ", "value": "x"}]}]})),
+        );
         assert!(other.unwrap_err().contains("email"));
     }
 }

@@ -405,16 +405,12 @@ fn wanted_properties(g: &Generator, t: usize, requested: Option<Vec<String>>) ->
     let props = &g.types[t].properties;
     let always =
         |name: &str| matches!(name, "hs_object_id" | "createdate" | "lastmodifieddate" | "hs_lastmodifieddate");
-    let requested = requested.unwrap_or_else(|| {
-        // Without `properties`, HubSpot answers a small default set.
-        props.iter().take(6).map(|p| p.name.clone()).collect()
-    });
-    props
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| always(&p.name) || requested.iter().any(|r| r == &p.name))
-        .map(|(i, _)| i)
-        .collect()
+    let requested: std::collections::HashSet<String> =
+        requested.map(|r| r.into_iter().collect()).unwrap_or_else(|| {
+            // Without `properties`, HubSpot answers a small default set.
+            props.iter().take(6).map(|p| p.name.clone()).collect()
+        });
+    props.iter().enumerate().filter(|(_, p)| always(&p.name) || requested.contains(&p.name)).map(|(i, _)| i).collect()
 }
 
 async fn list_objects(State(state): State<Shared>, Path(object_type): Path<String>, RawQuery(q): RawQuery) -> Answer {
@@ -806,8 +802,8 @@ async fn teams(State(state): State<Shared>) -> Answer {
     Ok(Json(json!({ "results": results })).into_response())
 }
 
-/// Takes one search from the per-second budget, or answers HubSpot's secondly 429.
-fn search_budget(state: &AppState) -> std::result::Result<(), Response> {
+/// Takes one search from the per-second budget; when it is spent, HubSpot's secondly 429.
+fn search_throttled(state: &AppState) -> Option<Response> {
     let now = std::time::Instant::now();
     let mut recent = state.searches.lock().expect("searches lock");
     while recent.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
@@ -815,7 +811,7 @@ fn search_budget(state: &AppState) -> std::result::Result<(), Response> {
     }
     if recent.len() < SEARCHES_PER_SECOND {
         recent.push_back(now);
-        return Ok(());
+        return None;
     }
     drop(recent);
     state.stats.lock().expect("stats lock").throttled += 1;
@@ -824,7 +820,7 @@ fn search_budget(state: &AppState) -> std::result::Result<(), Response> {
         "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": "SECONDLY",
         "groupName": "publicapi:search-secondly",
     });
-    Err((StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response())
+    Some((StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response())
 }
 
 async fn search(
@@ -835,7 +831,7 @@ async fn search(
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
-    if let Err(throttled) = search_budget(&state) {
+    if let Some(throttled) = search_throttled(&state) {
         return Ok(throttled);
     }
     let Json(body) = body.ok_or_else(invalid_json)?;
@@ -845,12 +841,8 @@ async fn search(
         .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
     // Search answers only the properties asked for (plus the always-sent ones), never history.
     let wanted = wanted_properties(g, t, Some(body.properties));
-    let results: Vec<Value> = page
-        .ids
-        .iter()
-        .filter_map(|&id| ty.index_of(id))
-        .map(|i| object_json(g, t, i, &wanted, &[]))
-        .collect();
+    let results: Vec<Value> =
+        page.ids.iter().filter_map(|&id| ty.index_of(id)).map(|i| object_json(g, t, i, &wanted, &[])).collect();
     let mut out = json!({ "total": page.total, "results": results });
     if let Some(next) = page.next_after {
         out["paging"] = json!({"next": {"after": next.to_string(), "link": format!("?after={next}")}});
@@ -875,8 +867,9 @@ impl HookBody {
     fn at(&self) -> std::result::Result<chrono::DateTime<chrono::Utc>, Rejection> {
         match &self.at {
             None => Ok(chrono::Utc::now()),
-            Some(a) => crate::schema::parse_instant(a)
-                .ok_or_else(|| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("at is not a timestamp: {a}"))),
+            Some(a) => crate::schema::parse_instant(a).ok_or_else(|| {
+                reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("at is not a timestamp: {a}"))
+            }),
         }
     }
 }

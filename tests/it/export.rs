@@ -37,10 +37,6 @@ fn expected_typed(raw: Option<&str>, property_type: &str) -> Option<String> {
     }
 }
 
-fn col(columns: &[String], name: &str) -> usize {
-    columns.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name} in {columns:?}"))
-}
-
 fn upper(label: &str) -> String {
     label.to_uppercase().replace(' ', "_")
 }

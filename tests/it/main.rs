@@ -11,6 +11,7 @@ mod errors;
 mod export;
 mod fixture;
 mod hive;
+mod incremental;
 mod parquet;
 mod postgres;
 mod s3;

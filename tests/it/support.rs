@@ -78,6 +78,11 @@ pub fn rows(export: &Value, table: &str) -> (Vec<String>, Vec<Vec<Option<String>
     (columns, rows)
 }
 
+/// Index of column `name`.
+pub fn col(columns: &[String], name: &str) -> usize {
+    columns.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name} in {columns:?}"))
+}
+
 /// A `crmdump sandbox` server in its own process, stopped on drop.
 pub struct SandboxProcess {
     child: Child,
@@ -108,6 +113,28 @@ impl SandboxProcess {
         let url = format!("{}/_sandbox/stats", self.base_url);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() })
+    }
+
+    /// `POST /_sandbox/<hook>` (`touch`, `archive`) with `body`; panics unless it answers 200.
+    pub fn hook(&self, hook: &str, body: Value) -> Value {
+        let url = format!("{}/_sandbox/{hook}", self.base_url);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+            let status = response.status();
+            let answer = response.json::<Value>().await.unwrap();
+            assert!(status.is_success(), "{hook} answered {status}: {answer}");
+            answer
+        })
+    }
+
+    /// A `crmdump export` against this sandbox into `dest`.
+    pub fn export(&self, dest: &Path, date: &str, extra: &[&str]) -> Output {
+        run(crmdump()
+            .args(["export", "--source", "hubspot", "--base-url", &self.base_url, "--rate-limit", "none"])
+            .args(["--dest", dest.to_str().unwrap(), "--date", date])
+            .args(extra)
+            .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"))
     }
 }
 

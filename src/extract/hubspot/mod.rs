@@ -19,9 +19,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{
-    AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition,
-};
+use super::{AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};

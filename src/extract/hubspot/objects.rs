@@ -160,7 +160,12 @@ async fn listing(
 }
 
 /// Records changed in `window`: ids through search, then every property by batch read.
-async fn changed(client: &HttpClient, stream: &Arc<ObjectStream>, window: Window, emitter: &mut Emitter<'_>) -> Result<()> {
+async fn changed(
+    client: &HttpClient,
+    stream: &Arc<ObjectStream>,
+    window: Window,
+    emitter: &mut Emitter<'_>,
+) -> Result<()> {
     let table = stream.table.name.clone();
     let mut search = ChangedRecords::new(client, &stream.object_type, window);
     let mut records = 0u64;

@@ -35,9 +35,17 @@ pub fn last_modified_property(object_type: &ObjectType) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cursor {
     /// Last-modified from `from` (inclusive or not) to the window's end, by date.
-    Range { from_ms: i64, inclusive: bool, offset: usize },
+    Range {
+        from_ms: i64,
+        inclusive: bool,
+        offset: usize,
+    },
     /// Every record modified at `at_ms` with an id above `after_id`, by id.
-    Instant { at_ms: i64, after_id: Option<i64>, offset: usize },
+    Instant {
+        at_ms: i64,
+        after_id: Option<i64>,
+        offset: usize,
+    },
     Done,
 }
 

@@ -1,0 +1,248 @@
+//! Nightly incremental runs and backfills (SPEC section 6) against a sandbox in its own
+//! process: changes made through the sandbox's test hooks must all arrive, past HubSpot's
+//! 10,000-results search cap, and watermarks move only after a commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crmdump::sandbox::iso;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn manifest(day: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).expect("the day is committed")).unwrap()
+}
+
+fn state_file(dest: &Path) -> std::path::PathBuf {
+    let dir = dest.join("_state");
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("_state exists").map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one state file per account: {files:?}");
+    files[0].clone()
+}
+
+/// `(OBJECTID, UPDATEDAT, ARCHIVED, one property)` of every row of an object table.
+fn object_rows(day: &Path, table: &str, property: &str) -> BTreeMap<String, (String, String, Option<String>)> {
+    let export = read_export(day, &[table]);
+    let (columns, rows) = rows(&export, table);
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let id = r[col(&columns, "OBJECTID")].clone().unwrap();
+        let row = (
+            r[col(&columns, "UPDATEDAT")].clone().unwrap(),
+            r[col(&columns, "ARCHIVED")].clone().unwrap(),
+            r[col(&columns, property)].clone(),
+        );
+        assert!(out.insert(id.clone(), row).is_none(), "{id} is in {table} twice");
+    }
+    out
+}
+
+fn ids(answer: &Value) -> BTreeSet<String> {
+    answer["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// Two minutes ago: inside the next run's window (after the previous run's watermark minus
+/// the lookback, before this run's start minus the settle lag).
+fn recently() -> String {
+    iso(Utc::now() - chrono::Duration::minutes(2))
+}
+
+/// 25,000 contacts changed in one millisecond: 2.5 times what one search query may return,
+/// all at one instant, so only paging that instant by id finds them all.
+#[test]
+fn touching_25000_contacts_in_one_millisecond_loses_none() {
+    let sandbox = SandboxProcess::start(&["--scale", "26000"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "contacts", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+    assert_eq!(manifest(&dest.path().join("2026-11-21"))["mode"], "full");
+
+    let at = recently();
+    let touched = sandbox.hook("touch", json!({"objectType": "contacts", "count": 25_000, "at": at}));
+    let value = touched["value"].as_str().unwrap().to_string();
+    assert_eq!(touched["property"], "phone");
+    let touched = ids(&touched);
+    assert_eq!(touched.len(), 25_000);
+
+    let out = sandbox.export(dest.path(), "2026-11-22", &only);
+    assert_success(&out);
+    let day = dest.path().join("2026-11-22");
+    let m = manifest(&day);
+    assert_eq!(m["mode"], "incremental", "state exists, so incremental is the default");
+    assert!(m["window"]["from"].as_str().unwrap() < at.as_str() && at.as_str() < m["window"]["to"].as_str().unwrap());
+
+    let found = object_rows(&day, "OBJECTS_CONTACTS", "PROPERTY_PHONE");
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(found_ids.difference(&touched).count(), 0, "untouched contacts were exported again");
+    assert_eq!(touched.difference(&found_ids).count(), 0, "touched contacts are missing");
+    for (id, (updated, archived, phone)) in &found {
+        assert_eq!((updated.as_str(), archived.as_str()), (at.as_str(), "false"), "contact {id}");
+        assert_eq!(phone.as_deref(), Some(value.as_str()), "contact {id}");
+    }
+    let stats = sandbox.stats();
+    let searches = stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/search"].as_u64().unwrap();
+    assert!(searches >= 125, "25,000 results need at least 125 pages of 200, saw {searches}");
+    assert_eq!(stats["throttled"], 0, "the search limiter keeps under HubSpot's 5/s");
+}
+
+/// Over 10,000 changes spread over two seconds: the window is split at the last instant
+/// read. Archived records arrive through `archivedAt` (archiving leaves the last-modified
+/// date alone and search never shows them). A second run for the same date starts from
+/// that date's first watermark, so the day folder keeps the first run's changes.
+#[test]
+fn splitting_windows_archives_and_rerunning_a_date_keep_every_change() {
+    let sandbox = SandboxProcess::start(&["--scale", "10700"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "deals", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+
+    let at = recently();
+    let touched = sandbox.hook("touch", json!({"objectType": "deals", "count": 10_300, "at": at, "spreadMs": 2000}));
+    let value = touched["value"].as_str().unwrap().to_string();
+    let touched = ids(&touched);
+    let archived = sandbox.hook("archive", json!({"objectType": "deals", "count": 3, "at": at}));
+    let archived = ids(&archived);
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
+    let day = dest.path().join("2026-11-22");
+    let found = object_rows(&day, "OBJECTS_DEALS", "PROPERTY_DEALNAME");
+    let expected: BTreeSet<String> = touched.union(&archived).cloned().collect();
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    for id in &archived {
+        assert_eq!(found[id].1, "true", "archived deal {id} is marked archived");
+    }
+    let untouched_archived = archived.difference(&touched).next().expect("archives start from the other end");
+    assert!(found[untouched_archived].0.as_str() < "2026-11-02", "archiving kept the last-modified date");
+    for id in touched.difference(&archived) {
+        assert_eq!(found[id].2.as_deref(), Some(value.as_str()));
+        assert!(found[id].0.as_str() >= at.as_str());
+    }
+
+    // Again for the same date after a few more changes: the day still holds all of them.
+    let more = ids(&sandbox.hook("touch", json!({"objectType": "deals", "count": 5, "at": recently()})));
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
+    let again = object_rows(&day, "OBJECTS_DEALS", "PROPERTY_DEALNAME");
+    let expected: BTreeSet<String> = expected.union(&more).cloned().collect();
+    assert_eq!(again.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let combined = read_export(&day, &["OBJECTS"]);
+    assert_eq!(rows(&combined, "OBJECTS").1.len(), expected.len(), "OBJECTS holds the changed records only");
+}
+
+#[test]
+fn the_watermark_does_not_move_when_an_export_fails() {
+    let sandbox = SandboxProcess::start(&["--scale", "120"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "contacts", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+    let state = state_file(dest.path());
+    let before = std::fs::read(&state).unwrap();
+
+    let touched = ids(&sandbox.hook("touch", json!({"objectType": "contacts", "count": 4, "at": recently()})));
+    // A contact row cannot fit in 4 KiB: the export fails with a Data error after reading.
+    let failed = sandbox.export(dest.path(), "2026-11-22", &[&only[..], &["--max-file-size", "4096"]].concat());
+    assert_eq!(failed.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&failed.stderr));
+    assert!(!dest.path().join("2026-11-22/_manifest.json").exists());
+    assert_eq!(std::fs::read(&state).unwrap(), before, "a failed export left the watermarks alone");
+
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
+    let found = object_rows(&dest.path().join("2026-11-22"), "OBJECTS_CONTACTS", "PROPERTY_PHONE");
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), touched);
+    assert_ne!(std::fs::read(&state).unwrap(), before, "a committed export moves the watermarks");
+}
+
+/// Thirty days, one folder each, holding the records last modified (or archived) that day:
+/// together every record of the account at its latest version, each exactly once. Killed
+/// after a few days, a re-run skips the committed days and finishes the rest; the nightly
+/// watermarks stay where they were.
+#[test]
+fn a_backfill_of_30_days_holds_every_record_once_and_resumes_after_a_kill() {
+    let scale = 150;
+    let sandbox = SandboxProcess::start(&["--scale", &scale.to_string()]);
+    let dest = tempfile::tempdir().unwrap();
+    let types = "contacts,companies,deals,tickets,cars";
+    let only = ["--objects", types, "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
+    let state = state_file(dest.path());
+    let watermarks = std::fs::read(&state).unwrap();
+
+    let (from, to) = ("2026-10-02", "2026-10-31");
+    let backfill = || {
+        let mut c = crmdump();
+        c.args(["backfill", "--source", "hubspot", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+            .args(["--dest", dest.path().to_str().unwrap(), "--from", from, "--to", to])
+            .args(only)
+            .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token");
+        c
+    };
+    let committed = |dest: &Path| -> Vec<String> {
+        let mut days: Vec<String> = std::fs::read_dir(dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|d| d.starts_with("2026-10") && dest.join(d).join("_manifest.json").exists())
+            .collect();
+        days.sort();
+        days
+    };
+
+    let mut child = backfill().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while committed(dest.path()).len() < 3 {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the backfill stalled or ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before_kill = committed(dest.path());
+    assert!(before_kill.len() < 30, "killed midway");
+    let first_runs: Vec<Value> = before_kill.iter().map(|d| manifest(&dest.path().join(d))).collect();
+
+    let out = run(&mut backfill());
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for d in &before_kill {
+        assert!(stdout.contains(&format!("{d}: already committed; skipped")), "{d} was not skipped:\n{stdout}");
+    }
+    for (d, m) in before_kill.iter().zip(&first_runs) {
+        assert_eq!(&manifest(&dest.path().join(d)), m, "committed day {d} was exported again");
+    }
+    assert_eq!(committed(dest.path()).len(), 30);
+    assert_eq!(std::fs::read(&state).unwrap(), watermarks, "a backfill leaves the nightly watermarks alone");
+
+    // Ground truth: every record of the five types, at the day of its last change (archived
+    // ones at the day they were archived).
+    let g = generator(1, scale);
+    let mut expected: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for name in types.split(',') {
+        let t = g.type_index(name).unwrap();
+        for i in 0..g.count(t) {
+            let r = g.record(t, i);
+            let day = r.archived_at.clone().unwrap_or(r.updated_at.clone())[..10].to_string();
+            let key = (g.types[t].type_id.clone(), r.id.to_string());
+            expected.insert(key, (day, r.updated_at.clone()));
+        }
+    }
+    let mut found: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for d in committed(dest.path()) {
+        let m = manifest(&dest.path().join(&d));
+        assert_eq!(
+            (m["mode"].as_str(), m["window"]["from"].as_str()),
+            (Some("backfill"), Some(&*format!("{d}T00:00:00.000Z")))
+        );
+        let export = read_export(&dest.path().join(&d), &["OBJECTS"]);
+        let (columns, rows) = rows(&export, "OBJECTS");
+        for r in rows {
+            let key =
+                (r[col(&columns, "OBJECTTYPEID")].clone().unwrap(), r[col(&columns, "OBJECTID")].clone().unwrap());
+            let updated = r[col(&columns, "UPDATEDAT")].clone().unwrap();
+            assert!(found.insert(key.clone(), (d.clone(), updated)).is_none(), "{key:?} is in two days");
+        }
+    }
+    assert_eq!(found.len(), expected.len());
+    assert_eq!(found, expected);
+}
