@@ -38,6 +38,8 @@ fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
 }
 
 /// Every key the manifest of `export` accounts for, itself included.
+/// The keys an export root should hold: the manifest's parts, the manifest, and the state
+/// file with the account's watermarks.
 fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = export["manifest"]["tables"]
         .as_array()
@@ -46,6 +48,7 @@ fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
         .flat_map(|t| t["files"].as_array().unwrap().iter().map(|f| format!("{DATE}/{}", f["path"].as_str().unwrap())))
         .collect();
     keys.insert(format!("{DATE}/_manifest.json"));
+    keys.insert(format!("_state/hubspot-{}.json", export["manifest"]["account"].as_str().unwrap()));
     keys
 }
 
@@ -71,7 +74,7 @@ fn parquet_export_to_s3_is_complete_verified_and_readable() {
     let keys = download("crmdump-e2e", "exports/hubspot", local.path());
     let export = read_export(&local.path().join(DATE), &["OBJECTS_CONTACTS"]);
     let listed = manifest_keys(&export);
-    assert_eq!(keys, listed, "the bucket holds exactly the manifest's files");
+    assert_eq!(keys, listed, "the bucket holds exactly the manifest's files and the state");
     // DuckDB loads the downloaded copy through the generated DDL.
     for (table, loaded, listed) in crate::ddl::duckdb_counts(local.path()) {
         assert_eq!(loaded, listed, "DuckDB rows of {table}");

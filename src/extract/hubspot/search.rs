@@ -88,7 +88,7 @@ impl<'a> ChangedRecords<'a> {
         let more = page.next_after().is_some();
         let last = page.results.last().map(|r| (self.modified_ms(r), r.id.parse::<i64>().ok()));
         let fetched = page.results.len();
-        self.cursor = self.advance(offset + fetched, more && fetched > 0, last);
+        self.cursor = advance(self.cursor, offset + fetched, more && fetched > 0, last);
         let fresh = page
             .results
             .into_iter()
@@ -96,40 +96,6 @@ impl<'a> ChangedRecords<'a> {
             .filter(|r| r.id.parse::<i64>().map(|id| self.seen.insert(id)).unwrap_or(true))
             .collect();
         Ok(Some(fresh))
-    }
-
-    /// The cursor after a page that brought the query to `read` results.
-    fn advance(&self, read: usize, more: bool, last: Option<(Option<i64>, Option<i64>)>) -> Cursor {
-        let at_cap = read + SEARCH_PAGE > RESULT_CAP;
-        match self.cursor {
-            Cursor::Done => Cursor::Done,
-            Cursor::Range { from_ms, inclusive, .. } => {
-                if !more {
-                    return Cursor::Done;
-                }
-                if !at_cap {
-                    return Cursor::Range { from_ms, inclusive, offset: read };
-                }
-                match last {
-                    // Sorted ascending: the last record holds the latest instant read.
-                    Some((Some(last_ms), _)) if last_ms > from_ms || !inclusive => {
-                        Cursor::Range { from_ms: last_ms, inclusive: true, offset: 0 }
-                    }
-                    // 10,000 results in the query's first millisecond: drain it by id.
-                    _ => Cursor::Instant { at_ms: from_ms, after_id: None, offset: 0 },
-                }
-            }
-            Cursor::Instant { at_ms, after_id, .. } => {
-                if !more {
-                    return Cursor::Range { from_ms: at_ms, inclusive: false, offset: 0 };
-                }
-                if !at_cap {
-                    return Cursor::Instant { at_ms, after_id, offset: read };
-                }
-                let last_id = last.and_then(|(_, id)| id);
-                Cursor::Instant { at_ms, after_id: last_id.or(after_id), offset: 0 }
-            }
-        }
     }
 
     fn modified_ms(&self, r: &api::SimpleObject) -> Option<i64> {
@@ -164,6 +130,72 @@ impl<'a> ChangedRecords<'a> {
     }
 }
 
+/// The cursor after a page that brought the query to `read` results; `more` when the API
+/// offered a next page, `last` the (last-modified ms, id) of the page's last record.
+fn advance(cursor: Cursor, read: usize, more: bool, last: Option<(Option<i64>, Option<i64>)>) -> Cursor {
+    let at_cap = read + SEARCH_PAGE > RESULT_CAP;
+    match cursor {
+        Cursor::Done => Cursor::Done,
+        Cursor::Range { from_ms, inclusive, .. } => {
+            if !more {
+                return Cursor::Done;
+            }
+            if !at_cap {
+                return Cursor::Range { from_ms, inclusive, offset: read };
+            }
+            match last {
+                // Sorted ascending: the last record holds the latest instant read.
+                Some((Some(last_ms), _)) if last_ms > from_ms || !inclusive => {
+                    Cursor::Range { from_ms: last_ms, inclusive: true, offset: 0 }
+                }
+                // 10,000 results in the query's first millisecond: drain it by id.
+                _ => Cursor::Instant { at_ms: from_ms, after_id: None, offset: 0 },
+            }
+        }
+        Cursor::Instant { at_ms, after_id, .. } => {
+            if !more {
+                return Cursor::Range { from_ms: at_ms, inclusive: false, offset: 0 };
+            }
+            if !at_cap {
+                return Cursor::Instant { at_ms, after_id, offset: read };
+            }
+            let last_id = last.and_then(|(_, id)| id);
+            Cursor::Instant { at_ms, after_id: last_id.or(after_id), offset: 0 }
+        }
+    }
+}
+
 fn iso_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map(crate::schema::iso).unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_query_restarts_at_its_last_instant_or_drains_a_crowded_instant_by_id() {
+        let range = Cursor::Range { from_ms: 100, inclusive: true, offset: 0 };
+        // Below the cap: next page of the same query.
+        assert_eq!(
+            advance(range, 200, true, Some((Some(150), Some(7)))),
+            Cursor::Range { from_ms: 100, inclusive: true, offset: 200 }
+        );
+        // At the cap with time moving: a fresh query from the last instant read.
+        assert_eq!(
+            advance(range, 10_000, true, Some((Some(180), Some(7)))),
+            Cursor::Range { from_ms: 180, inclusive: true, offset: 0 }
+        );
+        // At the cap, all 10,000 in the first instant: page that instant by id.
+        let instant = advance(range, 10_000, true, Some((Some(100), Some(7))));
+        assert_eq!(instant, Cursor::Instant { at_ms: 100, after_id: None, offset: 0 });
+        let next = advance(instant, 10_000, true, Some((Some(100), Some(99_000))));
+        assert_eq!(next, Cursor::Instant { at_ms: 100, after_id: Some(99_000), offset: 0 });
+        // The instant drained: the range resumes strictly after it.
+        assert_eq!(
+            advance(next, 400, false, Some((Some(100), Some(99_400)))),
+            Cursor::Range { from_ms: 100, inclusive: false, offset: 0 }
+        );
+        assert_eq!(advance(range, 50, false, Some((Some(150), Some(7)))), Cursor::Done);
+    }
 }
