@@ -2,11 +2,10 @@
 //! 10,000-results-per-query cap (SPEC section 6; peers lose records exactly here).
 //!
 //! Searches filter the last-modified date to `[from, to)` sorted ascending and page by
-//! offset. When a query reaches 10,000 results, a fresh query starts at the last timestamp
-//! seen (records at that instant come again and are dropped as already seen). When 10,000
-//! results all share one millisecond, that instant is drained on its own: `EQ` the instant
-//! and `hs_object_id GT` the last id, sorted by id, as many queries as it takes; then the
-//! range resumes strictly after it. Search answers ids and dates only; callers read the
+//! offset. When a query reaches 10,000 results, the last instant it reached is drained on its
+//! own: `EQ` the instant and `hs_object_id GT` the last id, sorted by id, as many queries as
+//! it takes (more than 10,000 records may share one millisecond after a bulk update); then a
+//! fresh range query starts strictly after that instant. Records seen twice are dropped. Search answers ids and dates only; callers read the
 //! records' properties, history and associations through batch reads.
 
 use std::collections::HashSet;
@@ -143,12 +142,11 @@ fn advance(cursor: Cursor, read: usize, more: bool, last: Option<(Option<i64>, O
             if !at_cap {
                 return Cursor::Range { from_ms, inclusive, offset: read };
             }
+            // Sorted ascending: the last record holds the latest instant read. Records at
+            // that instant may go on past the cap in any order, so drain the instant by id
+            // (usually one page), then go on strictly after it.
             match last {
-                // Sorted ascending: the last record holds the latest instant read.
-                Some((Some(last_ms), _)) if last_ms > from_ms || !inclusive => {
-                    Cursor::Range { from_ms: last_ms, inclusive: true, offset: 0 }
-                }
-                // 10,000 results in the query's first millisecond: drain it by id.
+                Some((Some(last_ms), _)) => Cursor::Instant { at_ms: last_ms, after_id: None, offset: 0 },
                 _ => Cursor::Instant { at_ms: from_ms, after_id: None, offset: 0 },
             }
         }
@@ -174,19 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_query_restarts_at_its_last_instant_or_drains_a_crowded_instant_by_id() {
+    fn a_full_query_drains_its_last_instant_by_id_then_goes_on_after_it() {
         let range = Cursor::Range { from_ms: 100, inclusive: true, offset: 0 };
         // Below the cap: next page of the same query.
         assert_eq!(
             advance(range, 200, true, Some((Some(150), Some(7)))),
             Cursor::Range { from_ms: 100, inclusive: true, offset: 200 }
         );
-        // At the cap with time moving: a fresh query from the last instant read.
+        // At the cap: drain the last instant read by id, whether time moved or not.
         assert_eq!(
             advance(range, 10_000, true, Some((Some(180), Some(7)))),
-            Cursor::Range { from_ms: 180, inclusive: true, offset: 0 }
+            Cursor::Instant { at_ms: 180, after_id: None, offset: 0 }
         );
-        // At the cap, all 10,000 in the first instant: page that instant by id.
         let instant = advance(range, 10_000, true, Some((Some(100), Some(7))));
         assert_eq!(instant, Cursor::Instant { at_ms: 100, after_id: None, offset: 0 });
         let next = advance(instant, 10_000, true, Some((Some(100), Some(99_000))));
