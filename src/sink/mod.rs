@@ -89,9 +89,10 @@ impl Sink {
     }
 
     /// Writes and removes a probe object: a missing bucket or denied access fails here, with
-    /// what to do, before any extraction work starts.
+    /// what to do, before any extraction work starts. The probe sits at the root, not in a
+    /// folder of its own, which a local destination would keep as an empty directory.
     pub async fn probe_writable(&self) -> Result<()> {
-        let key = format!("_crmdump_probe/{}-{}.tmp", std::process::id(), chrono::Utc::now().timestamp_millis());
+        let key = format!("_crmdump_probe-{}-{}.tmp", std::process::id(), chrono::Utc::now().timestamp_millis());
         let result = async {
             self.put(&key, Bytes::from_static(b"crmdump write probe\n")).await?;
             self.delete(&key).await
