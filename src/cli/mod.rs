@@ -106,3 +106,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::sandbox::{SandboxConfig, SandboxServer};
+use crate::sandbox::{Faults, SandboxConfig, SandboxServer};
 
 /// Settings of the sandbox account, shared by `crmdump sandbox` and `export --source sandbox`.
 #[derive(Debug, Clone, Args)]
@@ -17,6 +17,24 @@ pub struct SandboxData {
     /// "Now" of the generated data (RFC 3339); default: the start of today, UTC.
     #[arg(long = "anchor")]
     pub anchor: Option<String>,
+    /// Requests allowed per rolling period, like a HubSpot account (100/10s for a Starter
+    /// private app): beyond it, 429 with HubSpot's TEN_SECONDLY_ROLLING body. Default: none.
+    #[arg(long = "rate-limit", value_parser = crate::http::RateLimit::parse)]
+    pub rate_limit: Option<crate::http::RateLimit>,
+    /// Faults injected per request, as probabilities:
+    /// 5xx=0.05,drop=0.02,truncate=0.01,malformed=0.01,429=0.02,slow=0.01.
+    #[arg(long = "faults", default_value = "none", value_parser = Faults::parse)]
+    pub faults: Faults,
+    /// Retry-After of injected 429s.
+    #[arg(long = "fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
+    pub fault_retry_after: chrono::Duration,
+    /// Requests the account may make in all: past it, 429 with HubSpot's DAILY body (to see
+    /// how crmdump stops when the daily budget is spent).
+    #[arg(long = "daily-limit")]
+    pub daily_limit: Option<u64>,
+    /// How long an injected slow response waits (past the client's --request-timeout).
+    #[arg(long = "slow-delay", default_value = "65s", value_parser = super::export::parse_duration)]
+    pub slow_delay: chrono::Duration,
 }
 
 impl SandboxData {
@@ -31,6 +49,16 @@ impl SandboxData {
                 .with_timezone(&chrono::Utc);
         }
         config.token = token;
+        config.rate_limit = match self.rate_limit {
+            Some(crate::http::RateLimit::PerPeriod { requests, period }) => Some((requests, period)),
+            _ => None,
+        };
+        config.daily_limit = self.daily_limit;
+        config.faults = Faults {
+            retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
+            slow_delay: self.slow_delay.to_std().unwrap_or_default(),
+            ..self.faults.clone()
+        };
         Ok(config)
     }
 }

@@ -77,6 +77,19 @@ pub struct SandboxFlags {
     /// to see how crmdump skips what it may not read.
     #[arg(long = "sandbox-missing-scopes", value_delimiter = ',')]
     pub missing_scopes: Vec<String>,
+    /// The in-process sandbox's account limit (as `crmdump sandbox --rate-limit`); crmdump's
+    /// own limiter follows it unless --rate-limit says otherwise.
+    #[arg(long = "sandbox-rate-limit", id = "sandbox_rate_limit", value_parser = RateLimit::parse)]
+    pub rate_limit: Option<RateLimit>,
+    /// Faults the in-process sandbox injects (as `crmdump sandbox --faults`).
+    #[arg(long = "sandbox-faults", default_value = "none", value_parser = crate::sandbox::Faults::parse)]
+    pub faults: crate::sandbox::Faults,
+    /// Retry-After of the in-process sandbox's injected 429s.
+    #[arg(long = "sandbox-fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
+    pub fault_retry_after: chrono::Duration,
+    /// How long the in-process sandbox's injected slow responses wait.
+    #[arg(long = "sandbox-slow-delay", default_value = "65s", value_parser = super::export::parse_duration)]
+    pub slow_delay: chrono::Duration,
 }
 
 const HUBSPOT_API: &str = "https://api.hubapi.com";
@@ -103,6 +116,11 @@ impl SourceArgs {
                     seed: self.sandbox.seed,
                     scale: self.sandbox.scale,
                     anchor: self.sandbox.anchor.clone(),
+                    rate_limit: self.sandbox.rate_limit,
+                    faults: self.sandbox.faults.clone(),
+                    fault_retry_after: self.sandbox.fault_retry_after,
+                    slow_delay: self.sandbox.slow_delay,
+                    daily_limit: None,
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();
@@ -110,7 +128,7 @@ impl SourceArgs {
                 tracing::info!(url = %server.base_url(), scale = self.sandbox.scale, seed = self.sandbox.seed, "Sandbox started.");
                 let url = server.base_url();
                 sandbox = Some(server);
-                (url, token, RateLimit::Unlimited)
+                (url, token, self.sandbox.rate_limit.unwrap_or(RateLimit::Unlimited))
             }
             Source::Hubspot => {
                 let token = std::env::var("HUBSPOT_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
@@ -128,6 +146,8 @@ impl SourceArgs {
             auth: Auth::Bearer(token),
             rate_limit: self.rate_limit.unwrap_or(default_limit),
             search_rate_limit: self.search_rate_limit,
+            // A real account's headers size the limiter, unless --rate-limit was given.
+            adjust_from_headers: self.source == Source::Hubspot && self.rate_limit.is_none(),
             max_attempts: 6,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),

@@ -78,6 +78,8 @@ pub struct ClientOptions {
     pub rate_limit: RateLimit,
     /// CRM search's own limit (HubSpot: 5/s per account, outside the 10-second bucket).
     pub search_rate_limit: RateLimit,
+    /// Resize the general limiter to the account's limit from HubSpot's rate-limit headers.
+    pub adjust_from_headers: bool,
     /// Attempts per request, the first included.
     pub max_attempts: usize,
     pub connect_timeout: Duration,
@@ -89,8 +91,10 @@ pub struct ClientOptions {
 pub struct HttpClient {
     inner: reqwest::Client,
     options: ClientOptions,
-    limiter: Option<rate::Limiter>,
-    search_limiter: Option<rate::Limiter>,
+    /// The general limiter and the limit it enforces; replaced when the headers say the
+    /// account's limit differs.
+    limiter: std::sync::RwLock<(RateLimit, Option<Arc<rate::Limiter>>)>,
+    search_limiter: Option<Arc<rate::Limiter>>,
     pub stats: Arc<HttpStats>,
 }
 
@@ -106,8 +110,8 @@ impl HttpClient {
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpClient {
             inner,
-            limiter: rate::Limiter::new(options.rate_limit),
-            search_limiter: rate::Limiter::steady(options.search_rate_limit),
+            limiter: std::sync::RwLock::new((options.rate_limit, rate::Limiter::new(options.rate_limit).map(Arc::new))),
+            search_limiter: rate::Limiter::steady(options.search_rate_limit).map(Arc::new),
             options,
             stats: Arc::new(HttpStats::default()),
         })
@@ -155,8 +159,10 @@ impl HttpClient {
             .with_max_times(self.options.max_attempts.saturating_sub(1))
             .build();
         // CRM search has a budget of its own and no part in the general one.
-        let limiter = if is_crm_search(&url) { &self.search_limiter } else { &self.limiter };
+        let search = is_crm_search(&url);
         loop {
+            let limiter =
+                if search { self.search_limiter.clone() } else { self.limiter.read().expect("limiter lock").1.clone() };
             if let Some(l) = limiter {
                 l.until_ready().await;
             }
@@ -200,6 +206,7 @@ impl HttpClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if let Some(limits) = RateLimitHeaders::parse(response.headers()) {
+            self.follow_account_limit(&limits);
             *self.stats.limits.lock().expect("limits lock") = Some(limits);
         }
         let retry_after = response
@@ -211,10 +218,9 @@ impl HttpClient {
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
-                Attempt::Retry(
-                    Error::Malformed { method: method_name, path: path.to_string(), detail: e.to_string() },
-                    None,
-                )
+                let head = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]).into_owned();
+                let detail = format!("{e}; the body ({} bytes) starts: {head:?}", bytes.len());
+                Attempt::Retry(Error::Malformed { method: method_name, path: path.to_string(), detail }, None)
             });
         }
         let api = ApiError::parse(&bytes);
@@ -235,6 +241,17 @@ impl HttpClient {
                     _ => None,
                 });
                 if api.policy_name.as_deref() == Some("DAILY") {
+                    let err = match err {
+                        Error::Api { method, path, status, message, correlation, .. } => Error::Api {
+                            method,
+                            path,
+                            status,
+                            message,
+                            correlation,
+                            hint: "The account's daily API limit is used up: days already committed are kept and nothing of this run was committed; run again after the daily reset (midnight in the account's time zone), or raise the limit in HubSpot".into(),
+                        },
+                        other => other,
+                    };
                     Err(Attempt::Final(err))
                 } else {
                     Err(Attempt::Retry(err, wait))
@@ -242,6 +259,28 @@ impl HttpClient {
             }
             s if s.is_server_error() => Err(Attempt::Retry(err, retry_after)),
             _ => Err(Attempt::Final(err)),
+        }
+    }
+
+    /// Resizes the general limiter when the account's limit (from the headers) differs
+    /// from the one enforced, so a higher tier's budget is used and a lower one respected.
+    fn follow_account_limit(&self, limits: &RateLimitHeaders) {
+        let (Some(max), Some(ms)) = (limits.max, limits.interval_ms) else {
+            return;
+        };
+        if !self.options.adjust_from_headers || max == 0 || ms == 0 {
+            return;
+        }
+        let account =
+            RateLimit::PerPeriod { requests: max.min(u32::MAX as u64) as u32, period: Duration::from_millis(ms) };
+        let mut current = self.limiter.write().expect("limiter lock");
+        if current.0 != account {
+            tracing::info!(
+                requests = max,
+                period_ms = ms,
+                "Following the account's rate limit from HubSpot's headers."
+            );
+            *current = (account, rate::Limiter::new(account).map(Arc::new));
         }
     }
 

@@ -28,11 +28,27 @@ pub struct SandboxConfig {
     /// (`crm.objects.<type>.read`, `crm.lists.read`, `behavioral_events.event_definitions.read_write`,
     /// `settings.users.teams.read`).
     pub missing_scopes: Vec<String>,
+    /// Requests allowed per rolling period (429 `TEN_SECONDLY_ROLLING` beyond), `None` for
+    /// no limit. Search has its own 5 per second either way.
+    pub rate_limit: Option<(u32, std::time::Duration)>,
+    /// Faults injected into API responses.
+    pub faults: super::faults::Faults,
+    /// Requests the account may make "today": past it, 429 with HubSpot's DAILY body.
+    pub daily_limit: Option<u64>,
 }
 
 impl SandboxConfig {
     pub fn new(seed: u64, scale: u64) -> SandboxConfig {
-        SandboxConfig { seed, scale, anchor: default_anchor(), token: None, missing_scopes: Vec::new() }
+        SandboxConfig {
+            seed,
+            scale,
+            anchor: default_anchor(),
+            token: None,
+            missing_scopes: Vec::new(),
+            rate_limit: None,
+            faults: Default::default(),
+            daily_limit: None,
+        }
     }
 }
 
@@ -43,7 +59,7 @@ pub fn default_anchor() -> DateTime<Utc> {
 }
 
 /// splitmix64: a tiny, well-known mixing function; the whole generator is built on it.
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -4,10 +4,12 @@
 //! test and bench runs the real extractor over HTTP.
 
 mod changes;
+mod faults;
 mod generator;
 mod search;
 mod server;
 
+pub use faults::{Fault, Faults};
 pub use generator::{
     AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, UPDATE_SPAN_DAYS,
     default_anchor, iso,

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+use super::faults::Fault;
 use super::generator::{Generator, SandboxConfig};
 use super::search::{self as search_api, SearchBody};
 use crate::error::{Error, Result};
@@ -42,6 +43,13 @@ struct AppState {
     stats: Mutex<Stats>,
     /// When the searches of the last second came in (HubSpot allows 5 per second).
     searches: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// When the other API requests of the rolling period came in (with `rate_limit`).
+    window: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    first_request: std::sync::OnceLock<std::time::Instant>,
+    /// Draws made for fault injection so far.
+    fault_draws: std::sync::atomic::AtomicU64,
+    /// API requests answered so far (for the daily limit).
+    api_requests: std::sync::atomic::AtomicU64,
 }
 
 /// Searches HubSpot allows per second per account.
@@ -66,6 +74,10 @@ impl SandboxServer {
             generator: Generator::new(config),
             stats: Mutex::new(Stats::default()),
             searches: Mutex::new(Default::default()),
+            window: Mutex::new(Default::default()),
+            first_request: Default::default(),
+            fault_draws: Default::default(),
+            api_requests: Default::default(),
         });
         let app = router(state);
         let task = tokio::spawn(async move {
@@ -116,7 +128,8 @@ fn router(state: Shared) -> Router {
         .route("/events/v3/events", get(events))
         .route("/events/v3/event-definitions", get(event_definitions))
         .route("/settings/v3/users/teams", get(teams))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), chaos));
     Router::new()
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/touch", post(touch))
@@ -196,19 +209,128 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
     if url_bytes > MAX_URL {
         return error(StatusCode::URI_TOO_LONG, "VALIDATION_ERROR", "URI Too Long");
     }
-    let mut response = next.run(request).await;
-    // HubSpot's rate-limit headers (a Starter private app), for `crmdump check`.
-    let h = response.headers_mut();
-    for (name, value) in [
-        ("x-hubspot-ratelimit-max", "100"),
-        ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
-        ("x-hubspot-ratelimit-remaining", "99"),
-        ("x-hubspot-ratelimit-daily", "250000"),
-        ("x-hubspot-ratelimit-daily-remaining", "249000"),
-    ] {
-        h.insert(name, axum::http::HeaderValue::from_static(value));
+    next.run(request).await
+}
+
+/// The account's rolling request limit, then the injected faults, for API requests (not the
+/// test hooks). Every answer carries HubSpot's rate-limit headers: the configured limit, or
+/// a Starter private app's 100 per 10 s when none is enforced.
+async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let now = std::time::Instant::now();
+    state.first_request.get_or_init(|| now);
+    let is_search = request.uri().path().ends_with("/search") && request.uri().path().starts_with("/crm/v3/objects/");
+    let (max, interval) = state.generator.config.rate_limit.unwrap_or((100, std::time::Duration::from_secs(10)));
+    let mut remaining = max.saturating_sub(1);
+    let served = state.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if state.generator.config.daily_limit.is_some_and(|daily| served >= daily) {
+        count_throttled(&state, now);
+        return throttled_response("DAILY", "daily", None);
     }
+    if let Some((limit, period)) = state.generator.config.rate_limit.filter(|_| !is_search) {
+        let mut window = state.window.lock().expect("window lock");
+        while window.front().is_some_and(|t| now.duration_since(*t) >= period) {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            drop(window);
+            count_throttled(&state, now);
+            let mut r = throttled_response("TEN_SECONDLY_ROLLING", "ten_secondly_rolling", None);
+            rate_headers(&mut r, max, interval, 0);
+            return r;
+        }
+        window.push_back(now);
+        remaining = limit.saturating_sub(window.len() as u32);
+    }
+    let faults = &state.generator.config.faults;
+    let fault = if faults.any() {
+        let n = state.fault_draws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let draw = super::generator::mix(state.generator.config.seed ^ 0xFA17 ^ n.wrapping_mul(0x9E37_79B9));
+        faults.pick((draw >> 11) as f64 / (1u64 << 53) as f64, super::generator::mix(draw))
+    } else {
+        None
+    };
+    if let Some(f) = fault {
+        *state.stats.lock().expect("stats lock").faults.entry(f.name().to_string()).or_default() += 1;
+    }
+    let mut response = match fault {
+        None => next.run(request).await,
+        Some(Fault::ServerError(502)) => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        Some(Fault::ServerError(status)) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "INTERNAL_ERROR",
+            "internal error (injected by the sandbox)",
+        ),
+        Some(Fault::Throttle) => {
+            throttled_response("TEN_SECONDLY_ROLLING", "ten_secondly_rolling", Some(faults.retry_after))
+        }
+        Some(Fault::Malformed) => {
+            ([("content-type", "application/json")], "{\"results\": [{\"id\": \"1\", \"properties\": <html>oops")
+                .into_response()
+        }
+        Some(Fault::Slow) => {
+            tokio::time::sleep(faults.slow_delay).await;
+            next.run(request).await
+        }
+        Some(Fault::Drop) => cut_short(Response::new(axum::body::Body::empty()), 0).await,
+        Some(Fault::Truncate) => {
+            let full = next.run(request).await;
+            cut_short(full, 2).await
+        }
+    };
+    rate_headers(&mut response, max, interval, remaining);
     response
+}
+
+/// A response that declares its full length but sends only `1/divisor` of its body (none
+/// for 0) before the connection breaks.
+async fn cut_short(response: Response, divisor: usize) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let sent = if divisor == 0 { 0 } else { bytes.len() / divisor };
+    let head = bytes.slice(..sent);
+    let chunks: Vec<std::result::Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(head),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection dropped (injected by the sandbox)")),
+    ];
+    let mut r = Response::from_parts(parts, axum::body::Body::from_stream(futures::stream::iter(chunks)));
+    r.headers_mut().insert("content-length", axum::http::HeaderValue::from(bytes.len().max(1)));
+    if divisor == 0 {
+        *r.status_mut() = StatusCode::OK;
+    }
+    r
+}
+
+/// HubSpot's 429 body for `policy`, with `Retry-After` (fractional seconds) when given.
+fn throttled_response(policy: &str, limit_name: &str, retry_after: Option<std::time::Duration>) -> Response {
+    let body = json!({
+        "status": "error", "message": format!("You have reached your {limit_name} limit."), "errorType": "RATE_LIMIT",
+        "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": policy,
+        "groupName": "publicapi:private-app:sandbox",
+    });
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Some(wait) = retry_after {
+        let value = format!("{:.3}", wait.as_secs_f64());
+        r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_str(&value).expect("ascii"));
+    }
+    r
+}
+
+fn rate_headers(r: &mut Response, max: u32, interval: std::time::Duration, remaining: u32) {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("x-hubspot-ratelimit-max", max.to_string()),
+        ("x-hubspot-ratelimit-interval-milliseconds", interval.as_millis().to_string()),
+        ("x-hubspot-ratelimit-remaining", remaining.to_string()),
+        ("x-hubspot-ratelimit-daily", "250000".to_string()),
+        ("x-hubspot-ratelimit-daily-remaining", "249000".to_string()),
+    ] {
+        h.insert(name, axum::http::HeaderValue::from_str(&value).expect("ascii"));
+    }
 }
 
 async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: Request, next: Next) -> Response {
@@ -814,13 +936,18 @@ fn search_throttled(state: &AppState) -> Option<Response> {
         return None;
     }
     drop(recent);
-    state.stats.lock().expect("stats lock").throttled += 1;
-    let body = json!({
-        "status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
-        "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": "SECONDLY",
-        "groupName": "publicapi:search-secondly",
-    });
-    Some((StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response())
+    count_throttled(state, now);
+    Some(throttled_response("SECONDLY", "secondly", None))
+}
+
+/// Counts a 429 the account's limits caused (not an injected one).
+fn count_throttled(state: &AppState, now: std::time::Instant) {
+    let first = *state.first_request.get_or_init(|| now);
+    let mut s = state.stats.lock().expect("stats lock");
+    s.throttled += 1;
+    if now.duration_since(first) > std::time::Duration::from_secs(10) {
+        s.throttled_after_10s += 1;
+    }
 }
 
 async fn search(
