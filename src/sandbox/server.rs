@@ -291,7 +291,7 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
 async fn cut_short(response: Response, divisor: usize) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let sent = if divisor == 0 { 0 } else { bytes.len() / divisor };
+    let sent = bytes.len().checked_div(divisor).unwrap_or(0);
     let head = bytes.slice(..sent);
     let chunks: Vec<std::result::Result<bytes::Bytes, std::io::Error>> = vec![
         Ok(head),
