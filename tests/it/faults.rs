@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// A table as read back: its columns and its rows.
+type Table = (Vec<String>, Vec<Vec<Option<String>>>);
+
 /// Every table of a day folder with `INGESTEDAT` left out and rows sorted: what two exports
 /// of the same account must agree on.
-fn tables_without_ingestedat(day: &Path) -> BTreeMap<String, (Vec<String>, Vec<Vec<Option<String>>>)> {
+fn tables_without_ingestedat(day: &Path) -> BTreeMap<String, Table> {
     let export = read_export(day, &[]);
     let names: Vec<String> = export["tables"].as_object().unwrap().keys().cloned().collect();
     names
