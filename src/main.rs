@@ -3,7 +3,14 @@
 use clap::Parser;
 
 fn main() {
-    let cli = crmdump::cli::Cli::parse();
+    let args = match crmdump::cli::config::expand_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.class().exit_code());
+        }
+    };
+    let cli = crmdump::cli::Cli::parse_from(args);
     crmdump::cli::init_logging(&cli.logging, &cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod check;
+pub mod config;
 mod ddl;
 mod export;
 mod output;
@@ -51,6 +52,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
+    /// A TOML file of flag defaults (keys are flag names, `${VAR}` reads the environment);
+    /// default: ./crmdump.toml when present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Only print warnings and errors on stderr.
     #[arg(long, global = true)]
     pub quiet: bool,

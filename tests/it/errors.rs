@@ -146,3 +146,71 @@ fn no_readable_object_type_is_a_permission_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read any object type"));
     assert!(!dir.path().join(DATE).join("_manifest.json").exists());
 }
+
+/// The token never appears in anything crmdump writes: logs (at debug level), the summary,
+/// the parts, the manifest or the state file.
+#[test]
+fn the_token_appears_nowhere_in_logs_or_output_files() {
+    let secret = "pat-na1-0f3c9a77-secret-token-ab12";
+    let sandbox = SandboxProcess::start(&["--token", secret, "--scale", "40", "--faults", "5xx=0.05,429=0.05"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(crmdump()
+        .args(["export", "--source", "hubspot", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+        .args(["--date", DATE, "--dest", dir.path().to_str().unwrap()])
+        .env("HUBSPOT_ACCESS_TOKEN", secret)
+        .env("RUST_LOG", "debug"));
+    assert_success(&out);
+    let mut written = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(written.contains("Retrying request"), "faults were met, so errors were logged");
+    let mut files = vec![dir.path().to_path_buf()];
+    let mut count = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        let text = if p.extension().is_some_and(|e| e == "gz") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut s).unwrap();
+            s
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        written.push_str(&text);
+        count += 1;
+    }
+    assert!(count > 60, "every part, the manifest and the state were read: {count}");
+    assert!(!written.contains(secret) && !written.contains("0f3c9a77"), "the token leaked");
+}
+
+/// `--config` supplies flags (with `${VAR}` from the environment); the command line wins.
+#[test]
+fn a_config_file_supplies_flags_and_rejects_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crmdump.toml");
+    std::fs::write(
+        &config,
+        "source = \"sandbox\"\ndest = \"${CRMDUMP_TEST_DEST}\"\nsandbox_scale = 30\nobjects = [\"contacts\", \"deals\"]\nno_history = true\ndate = \"2026-01-01\"\n",
+    )
+    .unwrap();
+    let out = run(crmdump()
+        .args(["export", "--config", config.to_str().unwrap(), "--date", DATE])
+        .env("CRMDUMP_TEST_DEST", dir.path().join("out")));
+    assert_success(&out);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out").join(DATE).join("_manifest.json")).unwrap())
+            .unwrap();
+    let tables: Vec<&str> =
+        manifest["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(
+        tables.contains(&"OBJECTS_DEALS")
+            && !tables.contains(&"OBJECTS_TICKETS")
+            && !tables.contains(&"OBJECT_PROPERTIES_HISTORY")
+    );
+
+    std::fs::write(&config, "dest = \"/tmp/x\"\ncompression = \"zstd\"\n").unwrap();
+    let out = run(crmdump().args(["export", "--config", config.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key 'compression'"));
+}
