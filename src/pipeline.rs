@@ -211,7 +211,7 @@ pub async fn export(
 
 fn warning(notice: Notice) -> Warning {
     tracing::warn!(table = %notice.table, kind = %notice.kind, "{}", notice.detail);
-    Warning { kind: notice.kind, table: notice.table, count: None, detail: Some(notice.detail) }
+    Warning { kind: notice.kind, table: notice.table, count: notice.count, detail: Some(notice.detail) }
 }
 
 fn spawn_writer(

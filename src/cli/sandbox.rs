@@ -28,6 +28,10 @@ pub struct SandboxData {
     /// Retry-After of injected 429s.
     #[arg(long = "fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
     pub fault_retry_after: chrono::Duration,
+    /// Share of records served with a defect: no id, bytes that are not UTF-8, or a 2 MiB
+    /// value (to see how crmdump reports bad data).
+    #[arg(long = "bad-records", default_value_t = 0.0)]
+    pub bad_records: f64,
     /// Requests the account may make in all: past it, 429 with HubSpot's DAILY body (to see
     /// how crmdump stops when the daily budget is spent).
     #[arg(long = "daily-limit")]
@@ -54,6 +58,10 @@ impl SandboxData {
             _ => None,
         };
         config.daily_limit = self.daily_limit;
+        if !(0.0..=1.0).contains(&self.bad_records) {
+            return Err(Error::Config(format!("--bad-records {} is not a share between 0 and 1", self.bad_records)));
+        }
+        config.bad_records = self.bad_records;
         config.faults = Faults {
             retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
             slow_delay: self.slow_delay.to_std().unwrap_or_default(),

@@ -87,6 +87,9 @@ pub struct SandboxFlags {
     /// Retry-After of the in-process sandbox's injected 429s.
     #[arg(long = "sandbox-fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
     pub fault_retry_after: chrono::Duration,
+    /// Share of the in-process sandbox's records served with a defect (as `crmdump sandbox --bad-records`).
+    #[arg(long = "sandbox-bad-records", default_value_t = 0.0)]
+    pub bad_records: f64,
     /// How long the in-process sandbox's injected slow responses wait.
     #[arg(long = "sandbox-slow-delay", default_value = "65s", value_parser = super::export::parse_duration)]
     pub slow_delay: chrono::Duration,
@@ -121,6 +124,7 @@ impl SourceArgs {
                     fault_retry_after: self.sandbox.fault_retry_after,
                     slow_delay: self.sandbox.slow_delay,
                     daily_limit: None,
+                    bad_records: self.sandbox.bad_records,
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();

@@ -93,6 +93,8 @@ pub struct Notice {
     pub kind: String,
     pub table: String,
     pub detail: String,
+    /// How many times it happened, when it is countable (bad records, repaired pages).
+    pub count: Option<u64>,
 }
 
 /// Everything discovery learnt: the streams to run and every table they produce.

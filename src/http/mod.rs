@@ -134,6 +134,16 @@ impl HttpClient {
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
+        Ok(self.get_json_repaired(path, query).await?.0)
+    }
+
+    /// Like [`HttpClient::get_json`], also saying whether the body had invalid UTF-8, which
+    /// was replaced by U+FFFD so that the rest of the page could be read.
+    pub async fn get_json_repaired<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(T, bool)> {
         let url = self.url(path, query)?;
         if url.as_str().len() > MAX_URL_BYTES {
             return Err(Error::Internal(format!(
@@ -145,11 +155,25 @@ impl HttpClient {
     }
 
     pub async fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        Ok(self.post_json_repaired(path, body).await?.0)
+    }
+
+    /// Like [`HttpClient::post_json`], also saying whether invalid UTF-8 was replaced.
+    pub async fn post_json_repaired<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(T, bool)> {
         let url = self.url(path, &[])?;
         self.send(Method::POST, url, Some(body)).await
     }
 
-    async fn send<T: DeserializeOwned, B: Serialize>(&self, method: Method, url: Url, body: Option<&B>) -> Result<T> {
+    async fn send<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<(T, bool)> {
         let method_name: &'static str = if method == Method::GET { "GET" } else { "POST" };
         let path = display_path(&url);
         let mut backoff = ExponentialBuilder::default()
@@ -190,7 +214,7 @@ impl HttpClient {
         url: &Url,
         path: &str,
         body: Option<&B>,
-    ) -> std::result::Result<T, Attempt> {
+    ) -> std::result::Result<(T, bool), Attempt> {
         let mut request = self.inner.request(method.clone(), url.clone());
         request = match &self.options.auth {
             Auth::Bearer(token) => request.bearer_auth(token),
@@ -217,7 +241,16 @@ impl HttpClient {
             .map(Duration::from_secs_f64);
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| {
+            let parsed = match serde_json::from_slice(&bytes) {
+                Ok(v) => Ok((v, false)),
+                // Invalid UTF-8 is one bad value, not a bad page: replace it and read the rest.
+                Err(e) if std::str::from_utf8(&bytes).is_err() => {
+                    let repaired = String::from_utf8_lossy(&bytes);
+                    serde_json::from_str(&repaired).map(|v| (v, true)).map_err(|_| e)
+                }
+                Err(e) => Err(e),
+            };
+            return parsed.map_err(|e| {
                 let head = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]).into_owned();
                 let detail = format!("{e}; the body ({} bytes) starts: {head:?}", bytes.len());
                 Attempt::Retry(Error::Malformed { method: method_name, path: path.to_string(), detail }, None)

@@ -35,6 +35,19 @@ pub struct SandboxConfig {
     pub faults: super::faults::Faults,
     /// Requests the account may make "today": past it, 429 with HubSpot's DAILY body.
     pub daily_limit: Option<u64>,
+    /// Share of live records served with a defect (see [`Defect`]) by list and batch read.
+    pub bad_records: f64,
+}
+
+/// What is wrong with a bad record as served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// The record comes without its `id`.
+    NoId,
+    /// The touched property holds bytes that are not UTF-8.
+    InvalidUtf8,
+    /// The touched property holds a 2 MiB value.
+    Huge,
 }
 
 impl SandboxConfig {
@@ -48,6 +61,7 @@ impl SandboxConfig {
             rate_limit: None,
             faults: Default::default(),
             daily_limit: None,
+            bad_records: 0.0,
         }
     }
 }
@@ -351,6 +365,20 @@ impl Generator {
             index.sort_unstable();
             index
         })
+    }
+
+    /// The defect record `index` of type `t` is served with, if any (never the last record,
+    /// the association hub, nor an archived one).
+    pub fn defect(&self, t: usize, index: u64) -> Option<Defect> {
+        let p = self.config.bad_records;
+        if p <= 0.0 || index + 1 >= self.count(t) || self.is_archived(t, index) {
+            return None;
+        }
+        let h = hash(&[self.config.seed, self.types[t].ordinal, index, 0xBAD]);
+        if ((h >> 11) as f64 / (1u64 << 53) as f64) >= p {
+            return None;
+        }
+        Some([Defect::NoId, Defect::InvalidUtf8, Defect::Huge][(mix(h) % 3) as usize])
     }
 
     /// The property a touch changes: the type's first plain text property.

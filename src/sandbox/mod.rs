@@ -11,7 +11,7 @@ mod server;
 
 pub use faults::{Fault, Faults};
 pub use generator::{
-    AssociationType, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType, UPDATE_SPAN_DAYS,
-    default_anchor, iso,
+    AssociationType, Defect, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType,
+    UPDATE_SPAN_DAYS, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};

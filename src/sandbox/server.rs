@@ -17,9 +17,35 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use super::faults::Fault;
-use super::generator::{Generator, SandboxConfig};
+use super::generator::{Defect, Generator, SandboxConfig};
 use super::search::{self as search_api, SearchBody};
 use crate::error::{Error, Result};
+
+/// Stands for bytes that are not UTF-8 until the body is serialized (JSON cannot hold them).
+const INVALID_UTF8_MARK: &str = "\u{E000}\u{E001}";
+/// Size of a bad record's huge value.
+const HUGE_VALUE: usize = 2 << 20;
+
+/// A JSON answer; with bad records on, the invalid-UTF-8 marks become real invalid bytes.
+fn json_answer(g: &Generator, status: StatusCode, body: &Value) -> Response {
+    let mut bytes = serde_json::to_vec(body).expect("JSON serializes");
+    if g.config.bad_records > 0.0 {
+        let mark = INVALID_UTF8_MARK.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(mark) {
+                out.extend_from_slice(&[0xFF, 0xFE]);
+                i += mark.len();
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        bytes = out;
+    }
+    (status, [("content-type", "application/json")], bytes).into_response()
+}
 
 /// Longest request line HubSpot accepts before answering 414 (measured near 16 KB).
 const MAX_URL: usize = 16_000;
@@ -480,12 +506,21 @@ async fn properties(State(state): State<Shared>, Path(object_type): Path<String>
 }
 
 /// A record as HubSpot's `SimplePublicObject`, with the requested properties.
-fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &[usize]) -> Value {
+/// A record as HubSpot's `SimpleObject`; `defects` serves bad records as configured (list
+/// and batch read; search answers ids and dates only).
+fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &[usize], defects: bool) -> Value {
     let r = g.record(t, index);
     let mut props = Map::new();
+    let defect = if defects { g.defect(t, index) } else { None };
+    let touched = g.touch_property(t);
     for &p in wanted {
         let name = g.types[t].properties[p].name.clone();
-        props.insert(name, g.property_value(t, index, p).map(Value::String).unwrap_or(Value::Null));
+        let value = match defect {
+            Some(Defect::InvalidUtf8) if p == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
+            Some(Defect::Huge) if p == touched => Some("h".repeat(HUGE_VALUE)),
+            _ => g.property_value(t, index, p),
+        };
+        props.insert(name, value.map(Value::String).unwrap_or(Value::Null));
     }
     let mut out = json!({
         "id": r.id.to_string(),
@@ -496,6 +531,9 @@ fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &
     });
     if let Some(at) = r.archived_at {
         out["archivedAt"] = json!(at);
+    }
+    if defect == Some(Defect::NoId) {
+        out.as_object_mut().expect("an object").remove("id");
     }
     if !history.is_empty() {
         let mut with_history = Map::new();
@@ -556,7 +594,7 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
         if g.is_archived(t, index) == archived {
-            results.push(object_json(g, t, index, &wanted, &history));
+            results.push(object_json(g, t, index, &wanted, &history, true));
         }
         index += 1;
     }
@@ -567,7 +605,7 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     if index < g.count(t) {
         body["paging"] = json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
     }
-    Ok(Json(body).into_response())
+    Ok(json_answer(g, StatusCode::OK, &body))
 }
 
 /// Indexes of the named properties of type `t` (unknown names ignored).
@@ -614,7 +652,7 @@ async fn batch_read(
     for input in &body.inputs {
         let found = input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
         match found.filter(|&i| g.is_archived(t, i) == archived) {
-            Some(i) => results.push(object_json(g, t, i, &wanted, &history)),
+            Some(i) => results.push(object_json(g, t, i, &wanted, &history, true)),
             None => errors.push(json!({
                 "status": "error", "category": "OBJECT_NOT_FOUND", "message": format!("Could not get some {} objects, they may be deleted or not exist.", object_type),
                 "context": {"ids": [input.id]}, "errors": [], "links": {}
@@ -624,11 +662,11 @@ async fn batch_read(
     let now = super::iso(chrono::Utc::now());
     let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
     if errors.is_empty() {
-        return Ok(Json(out).into_response());
+        return Ok(json_answer(g, StatusCode::OK, &out));
     }
     out["numErrors"] = json!(errors.len());
     out["errors"] = Value::Array(errors);
-    Ok((StatusCode::MULTI_STATUS, Json(out)).into_response())
+    Ok(json_answer(g, StatusCode::MULTI_STATUS, &out))
 }
 
 fn invalid_json() -> Rejection {
@@ -969,7 +1007,7 @@ async fn search(
     // Search answers only the properties asked for (plus the always-sent ones), never history.
     let wanted = wanted_properties(g, t, Some(body.properties));
     let results: Vec<Value> =
-        page.ids.iter().filter_map(|&id| ty.index_of(id)).map(|i| object_json(g, t, i, &wanted, &[])).collect();
+        page.ids.iter().filter_map(|&id| ty.index_of(id)).map(|i| object_json(g, t, i, &wanted, &[], false)).collect();
     let mut out = json!({ "total": page.total, "results": results });
     if let Some(next) = page.next_after {
         out["paging"] = json!({"next": {"after": next.to_string(), "link": format!("?after={next}")}});

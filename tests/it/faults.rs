@@ -137,3 +137,66 @@ fn killed_runs_followed_by_a_normal_run_equal_the_clean_export() {
         eprintln!("round {round}: killed after {delay:?} (finished before the kill: {finished})");
     }
 }
+
+/// Records served without an id, with bytes that are not UTF-8, or with a 2 MiB value: the
+/// first are left out and counted per table, the others exported (U+FFFD in place of the bad
+/// bytes, counted; the huge value whole), and everything else as usual.
+#[test]
+fn bad_records_are_counted_per_table_and_the_rest_exported() {
+    let share = 0.03;
+    let dest = tempfile::tempdir().unwrap();
+    let share_text = share.to_string();
+    let out = sandbox_export(dest.path(), &["--objects", "contacts,deals", "--sandbox-bad-records", &share_text]);
+    assert_success(&out);
+    let mut config = crmdump::sandbox::SandboxConfig::new(1, 120);
+    config.anchor = anchor();
+    config.bad_records = share;
+    let g = crmdump::sandbox::Generator::new(config);
+    let day = dest.path().join(DATE);
+    let export = read_export(&day, &["OBJECTS_CONTACTS", "OBJECTS_DEALS"]);
+    let warnings = export["manifest"]["warnings"].as_array().unwrap().clone();
+    let counted = |kind: &str, table: &str| {
+        warnings
+            .iter()
+            .find(|w| w["kind"] == kind && w["table"] == table)
+            .and_then(|w| w["count"].as_u64())
+            .unwrap_or(0)
+    };
+    let mut seen = [0u64; 3];
+    for (name, table) in [("contacts", "OBJECTS_CONTACTS"), ("deals", "OBJECTS_DEALS")] {
+        let t = g.type_index(name).unwrap();
+        let touched = format!("PROPERTY_{}", g.types[t].properties[g.touch_property(t)].name.to_uppercase());
+        let (columns, rows) = rows(&export, table);
+        let by_id: BTreeMap<String, &Vec<Option<String>>> =
+            rows.iter().map(|r| (r[col(&columns, "OBJECTID")].clone().unwrap(), r)).collect();
+        let mut no_id = 0;
+        for i in 0..g.count(t) {
+            let id = g.record(t, i).id.to_string();
+            let value = by_id.get(&id).map(|r| r[col(&columns, &touched)].clone());
+            match g.defect(t, i) {
+                Some(crmdump::sandbox::Defect::NoId) => {
+                    no_id += 1;
+                    seen[0] += 1;
+                    assert!(value.is_none(), "{table} {id} had no id and cannot be exported");
+                }
+                Some(crmdump::sandbox::Defect::InvalidUtf8) => {
+                    seen[1] += 1;
+                    assert_eq!(value.unwrap().as_deref(), Some("bad \u{FFFD}\u{FFFD} bytes"), "{table} {id}");
+                }
+                Some(crmdump::sandbox::Defect::Huge) => {
+                    seen[2] += 1;
+                    let v = value.unwrap().unwrap();
+                    assert!(
+                        v.len() == 2 << 20 && v.bytes().all(|b| b == b'h'),
+                        "{table} {id}: the huge value is whole"
+                    );
+                }
+                None => assert!(value.is_some(), "{table} {id} is missing"),
+            }
+        }
+        assert_eq!(counted("bad_record", table), no_id, "{table}: records left out are counted");
+        assert_eq!(by_id.len() as u64, g.count(t) - no_id);
+    }
+    assert!(seen.iter().all(|&n| n > 0), "every kind of defect was served: {seen:?}");
+    assert!(counted("invalid_utf8", "OBJECTS_CONTACTS") + counted("invalid_utf8", "OBJECTS_DEALS") > 0);
+}

@@ -33,7 +33,8 @@ def read_part(path):
     header = next(csv.reader(io.StringIO(text)))
     table = pacsv.read_csv(
         io.BytesIO(text.encode("utf-8")),
-        read_options=pacsv.ReadOptions(use_threads=False),
+        # One block for the whole part, so that no huge row straddles two blocks.
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, len(text.encode("utf-8")) + 1)),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header},

@@ -45,6 +45,22 @@ pub struct SimpleObject {
     pub properties_with_history: HashMap<String, Vec<HistoryEntry>>,
 }
 
+/// Records of a page read one by one: a record that is not a `SimpleObject` with a numeric
+/// id is left out and described (a data problem of that record, not of the page).
+pub fn records(values: Vec<serde_json::Value>) -> (Vec<SimpleObject>, Vec<String>) {
+    let mut good = Vec::with_capacity(values.len());
+    let mut bad = Vec::new();
+    for v in values {
+        let id = v.get("id").map(|i| i.to_string()).unwrap_or_else(|| "without an id".into());
+        match serde_json::from_value::<SimpleObject>(v) {
+            Ok(r) if !r.id.is_empty() && r.id.bytes().all(|b| b.is_ascii_digit()) => good.push(r),
+            Ok(r) => bad.push(format!("record {:?}: the id is not a number", r.id)),
+            Err(e) => bad.push(format!("record {id}: {e}")),
+        }
+    }
+    (good, bad)
+}
+
 /// `ValueWithTimestamp`: one historical value of a property.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -164,6 +164,7 @@ pub(super) async fn extract(
             kind: "event_property_without_column".into(),
             table: stream.table.name.clone(),
             detail: format!("properties not on the first page, so without a column: {}", names.join(", ")),
+            count: None,
         }))
         .await?;
     }

@@ -100,7 +100,7 @@ fn unless_forbidden<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
 }
 
 fn notice(table: &str, detail: String) -> Notice {
-    Notice { kind: "missing_scope".into(), table: table.into(), detail }
+    Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
 }
 
 impl HubSpot {

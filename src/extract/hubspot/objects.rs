@@ -15,7 +15,7 @@ use serde_json::json;
 use super::search::ChangedRecords;
 use super::{Sender, api};
 use crate::error::{Error, Result};
-use crate::extract::{AssociationPair, Emit, ObjectStream, Window};
+use crate::extract::{AssociationPair, Emit, Notice, ObjectStream, Window};
 use crate::http::{HttpClient, MAX_URL_BYTES};
 use crate::schema::iso;
 use crate::schema::{BatchBuilder, fixed_table};
@@ -95,7 +95,16 @@ pub(super) async fn extract(
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
-    let mut emitter = Emitter { client, stream: stream.clone(), pairs, history, ingested, out, pending: Vec::new() };
+    let mut emitter = Emitter {
+        client,
+        stream: stream.clone(),
+        pairs,
+        history,
+        ingested,
+        out,
+        pending: Vec::new(),
+        problems: Problems::default(),
+    };
     match window {
         None => {
             for archived in [false, true] {
@@ -131,16 +140,18 @@ async fn listing(
             format!("page {} (archived={}, after={})", pages + 1, plan.archived, after.as_deref().unwrap_or("start"));
         let query = plan.list_query(after.as_deref());
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut page: api::Page<api::SimpleObject> =
-            client.get_json(&plan.path, &query).await.map_err(|e| e.in_stream(&table, &page_name))?;
+        let (page, repaired): (api::Page<serde_json::Value>, bool) =
+            client.get_json_repaired(&plan.path, &query).await.map_err(|e| e.in_stream(&table, &page_name))?;
         let next = page.next_after();
+        let (mut listed, bad) = api::records(page.results);
+        emitter.problems.page(repaired, bad);
         if let Some(w) = archived_in {
-            page.results.retain(|r| w.contains_text(r.archived_at.as_deref()));
+            listed.retain(|r| w.contains_text(r.archived_at.as_deref()));
         }
         let rows = if plan.all_in_url {
-            page.results
+            listed
         } else {
-            batch_read(client, stream, plan.archived, plan.history, page.results)
+            batch_read(client, stream, plan.archived, plan.history, listed, &mut emitter.problems)
                 .await
                 .map_err(|e| e.in_stream(&table, &page_name))?
         };
@@ -174,7 +185,7 @@ async fn changed(
         let Some(listed) = search.next_page().await.map_err(|e| e.in_stream(&table, &page_name))? else {
             break;
         };
-        let rows = batch_read(client, stream, "false", emitter.history, listed)
+        let rows = batch_read(client, stream, "false", emitter.history, listed, &mut emitter.problems)
             .await
             .map_err(|e| e.in_stream(&table, &page_name))?;
         records += rows.len() as u64;
@@ -197,6 +208,51 @@ struct Emitter<'a> {
     ingested: &'a Arc<str>,
     out: &'a Sender,
     pending: Vec<String>,
+    problems: Problems,
+}
+
+/// Data problems met reading one type's records, reported per table once it is read.
+#[derive(Default)]
+struct Problems {
+    bad_records: u64,
+    /// The first few, for the manifest.
+    examples: Vec<String>,
+    repaired_pages: u64,
+}
+
+impl Problems {
+    fn page(&mut self, repaired: bool, bad: Vec<String>) {
+        self.repaired_pages += repaired as u64;
+        self.bad_records += bad.len() as u64;
+        for b in bad {
+            tracing::warn!(problem = %b, "A record was left out.");
+            if self.examples.len() < 3 {
+                self.examples.push(b);
+            }
+        }
+    }
+
+    async fn report(&self, table: &str, out: &Sender) -> Result<()> {
+        if self.bad_records > 0 {
+            out.send(Emit::Warning(Notice {
+                kind: "bad_record".into(),
+                table: table.into(),
+                detail: format!("records left out because they could not be read: {}", self.examples.join("; ")),
+                count: Some(self.bad_records),
+            }))
+            .await?;
+        }
+        if self.repaired_pages > 0 {
+            out.send(Emit::Warning(Notice {
+                kind: "invalid_utf8".into(),
+                table: table.into(),
+                detail: "responses with invalid UTF-8, read with U+FFFD in place of the bad bytes".into(),
+                count: Some(self.repaired_pages),
+            }))
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 impl Emitter<'_> {
@@ -226,7 +282,7 @@ impl Emitter<'_> {
             let ids = std::mem::take(&mut self.pending);
             associations(self.client, &self.pairs, &ids, self.ingested, self.out).await?;
         }
-        Ok(())
+        self.problems.report(&self.stream.table.name, self.out).await
     }
 }
 
@@ -238,6 +294,7 @@ async fn batch_read(
     archived: &str,
     history: Option<usize>,
     listed: Vec<api::SimpleObject>,
+    problems: &mut Problems,
 ) -> Result<Vec<api::SimpleObject>> {
     if listed.is_empty() {
         return Ok(listed);
@@ -253,8 +310,11 @@ async fn batch_read(
             "properties": names,
             "propertiesWithHistory": with_history,
         });
-        let read: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
-        by_id.extend(read.results.into_iter().map(|r| (r.id.clone(), r)));
+        let (read, repaired): (api::BatchResults<serde_json::Value>, bool) =
+            client.post_json_repaired(&path, &body).await?;
+        let (good, bad) = api::records(read.results);
+        problems.page(repaired, bad);
+        by_id.extend(good.into_iter().map(|r| (r.id.clone(), r)));
     }
     let mut out = Vec::with_capacity(listed.len());
     for r in listed {
