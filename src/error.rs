@@ -18,6 +18,8 @@ pub enum ErrorClass {
     Fatal,
     /// One record or value is bad; counted and reported (exit 1 when it stops the export).
     Data,
+    /// The export is committed but has data warnings, and `--strict` was given (exit 4).
+    Strict,
 }
 
 impl ErrorClass {
@@ -27,6 +29,7 @@ impl ErrorClass {
             ErrorClass::Config => 2,
             ErrorClass::Auth => 3,
             ErrorClass::Retryable | ErrorClass::Fatal | ErrorClass::Data => 1,
+            ErrorClass::Strict => 4,
         }
     }
 }
@@ -83,6 +86,12 @@ pub enum Error {
     #[error("verify found {0} problems")]
     Verify(usize),
 
+    /// `--strict`: committed, but with data warnings.
+    #[error(
+        "the export is committed with {0} data warnings (listed above and in the manifest); --strict turns them into exit code 4"
+    )]
+    DataWarnings(u64),
+
     #[error("the sandbox failed: {0}")]
     Sandbox(String),
 
@@ -111,6 +120,7 @@ impl Error {
             Error::Malformed { .. } => ErrorClass::Retryable,
             Error::Stream { source, .. } => source.class(),
             Error::Row { .. } => ErrorClass::Data,
+            Error::DataWarnings(_) => ErrorClass::Strict,
             Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) => ErrorClass::Fatal,
         }
     }

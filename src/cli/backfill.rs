@@ -68,7 +68,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     let streams = catalog.streams();
     let layout = args.output.layout();
 
-    let (mut done, mut skipped) = (0u32, 0u32);
+    let (mut done, mut skipped, mut data_warnings) = (0u32, 0u32, 0u64);
     let mut day = args.from;
     while day <= args.to {
         let date = day.format("%Y-%m-%d").to_string();
@@ -94,6 +94,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         };
         let report = pipeline::export(extractor, &catalog, &sink, &settings, &progress).await?;
         let m = &report.manifest;
+        data_warnings += m.data_warnings();
         let records: u64 = m.tables.iter().filter(|t| t.name == "OBJECTS").map(|t| t.rows).sum();
         println!(
             "{date}: committed {}/{}: {records} records, {} requests, {:.1} s",
@@ -111,5 +112,5 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         args.to,
         (chrono::Utc::now() - started_at).as_seconds_f64()
     );
-    Ok(())
+    super::output::strict_check(args.output.strict, data_warnings)
 }

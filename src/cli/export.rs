@@ -93,5 +93,5 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let key = state.save(&sink).await?;
     tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
     super::output::print_summary(&args.output.dest, &report);
-    Ok(())
+    super::output::strict_check(args.output.strict, report.manifest.data_warnings())
 }

@@ -39,6 +39,10 @@ pub struct OutputArgs {
     /// manifests under <dest>/_manifests/, for Athena, Spark and Trino).
     #[arg(long, value_enum, default_value_t = LayoutArg::Daily)]
     pub layout: LayoutArg,
+    /// Exit with code 4 when the export is committed but has data warnings (values that did
+    /// not parse as their type, records left out, invalid UTF-8 replaced).
+    #[arg(long)]
+    pub strict: bool,
     /// Gzip level of CSV parts (1 fastest .. 9 smallest).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
@@ -77,6 +81,11 @@ impl OutputArgs {
             counted_before: (0, 0),
         }
     }
+}
+
+/// With `--strict`, data warnings in committed manifests end the run with exit code 4.
+pub fn strict_check(strict: bool, data_warnings: u64) -> Result<()> {
+    if strict && data_warnings > 0 { Err(crate::error::Error::DataWarnings(data_warnings)) } else { Ok(()) }
 }
 
 pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {

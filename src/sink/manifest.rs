@@ -32,6 +32,18 @@ pub struct Manifest {
     pub warnings: Vec<Warning>,
 }
 
+impl Manifest {
+    /// Warnings about the data itself (values that did not parse, records left out,
+    /// repaired bytes), as opposed to notes on what was skipped by permission.
+    pub fn data_warnings(&self) -> u64 {
+        self.warnings
+            .iter()
+            .filter(|w| matches!(w.kind.as_str(), "unparseable_value" | "bad_record" | "invalid_utf8"))
+            .map(|w| w.count.unwrap_or(1))
+            .sum()
+    }
+}
+
 fn daily() -> String {
     "daily".into()
 }

@@ -199,4 +199,14 @@ fn bad_records_are_counted_per_table_and_the_rest_exported() {
     }
     assert!(seen.iter().all(|&n| n > 0), "every kind of defect was served: {seen:?}");
     assert!(counted("invalid_utf8", "OBJECTS_CONTACTS") + counted("invalid_utf8", "OBJECTS_DEALS") > 0);
+
+    // --strict: the same export is committed, and the exit code says it has data warnings.
+    let strict = tempfile::tempdir().unwrap();
+    let out = sandbox_export(
+        strict.path(),
+        &["--objects", "contacts,deals", "--sandbox-bad-records", &share_text, "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(strict.path().join(DATE).join("_manifest.json").exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data warnings"));
 }
