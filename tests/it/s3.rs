@@ -19,9 +19,13 @@ fn create_bucket(name: &str) {
     assert!(status.is_success(), "creating bucket {name}: {status}");
 }
 
+/// Distinctive credentials (moto takes any), searched for in everything crmdump writes.
+const AWS_KEY_ID: &str = "AKIACRMDUMPTESTKEY01";
+const AWS_SECRET: &str = "crmdump-aws-secret-9f8e7d6c5b4a";
+
 fn with_aws(mut cmd: Command) -> Command {
-    cmd.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+    cmd.env("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_ALLOW_HTTP", "true");
@@ -37,7 +41,6 @@ fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Every key the manifest of `export` accounts for, itself included.
 /// The keys an export root should hold: the manifest's parts, the manifest, and the state
 /// file with the account's watermarks.
 fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
@@ -64,7 +67,10 @@ fn export_to(url: &str, extra: &[&str]) -> std::process::Output {
 fn parquet_export_to_s3_is_complete_verified_and_readable() {
     create_bucket("crmdump-e2e");
     let url = "s3://crmdump-e2e/exports/hubspot";
-    assert_success(&export_to(url, &["--format", "parquet"]));
+    let out = export_to(url, &["--format", "parquet"]);
+    assert_success(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains(AWS_SECRET) && !said.contains(AWS_KEY_ID), "AWS credentials leaked into the output");
     let mut verify = with_aws(crmdump());
     let out = run(verify.args(["verify", url]));
     assert_success(&out);
@@ -72,6 +78,11 @@ fn parquet_export_to_s3_is_complete_verified_and_readable() {
 
     let local = tempfile::tempdir().unwrap();
     let keys = download("crmdump-e2e", "exports/hubspot", local.path());
+    for key in &keys {
+        let bytes = std::fs::read(local.path().join(key)).unwrap();
+        let leaked = bytes.windows(AWS_SECRET.len()).any(|w| w == AWS_SECRET.as_bytes());
+        assert!(!leaked, "{key} holds the AWS secret");
+    }
     let export = read_export(&local.path().join(DATE), &["OBJECTS_CONTACTS"]);
     let listed = manifest_keys(&export);
     assert_eq!(keys, listed, "the bucket holds exactly the manifest's files and the state");
