@@ -274,17 +274,6 @@ impl HttpClient {
                     _ => None,
                 });
                 if api.policy_name.as_deref() == Some("DAILY") {
-                    let err = match err {
-                        Error::Api { method, path, status, message, correlation, .. } => Error::Api {
-                            method,
-                            path,
-                            status,
-                            message,
-                            correlation,
-                            hint: "The account's daily API limit is used up: days already committed are kept and nothing of this run was committed; run again after the daily reset (midnight in the account's time zone), or raise the limit in HubSpot".into(),
-                        },
-                        other => other,
-                    };
                     Err(Attempt::Final(err))
                 } else {
                     Err(Attempt::Retry(err, wait))
@@ -328,6 +317,7 @@ impl HttpClient {
             },
             404 => "Check --base-url and the object type name".to_string(),
             414 => "The request URL was too long; please report this as a crmdump bug".to_string(),
+            429 if api.policy_name.as_deref() == Some("DAILY") => "The account's daily API limit is used up: days already committed are kept and nothing of this run was committed; run again after the daily reset (midnight in the account's time zone), or raise the limit in HubSpot".to_string(),
             429 => "The account's rate limit was exceeded; lower --concurrency or --rate-limit".to_string(),
             s if s >= 500 => "The API failed repeatedly; try again later".to_string(),
             _ => "This looks like a crmdump bug; please report it with the correlationId".to_string(),
