@@ -16,6 +16,7 @@ use crate::extract::{Extent, Extractor, Window};
 use crate::pipeline::{self, ExportSettings, Mode};
 use crate::progress::Progress;
 use crate::schema::iso;
+use crate::state::Timing;
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
@@ -52,7 +53,8 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     if args.from > args.to {
         return Err(Error::Config(format!("--from {} is after --to {}: swap them", args.from, args.to)));
     }
-    if day_window(args.to).to > started_at {
+    // A day is over once its last changes have settled into search (the settle lag).
+    if day_window(args.to).to > started_at - Timing::DEFAULT.settle {
         return Err(Error::Config(format!(
             "--to {} has not ended yet (UTC): a day is backfilled once it is over; `crmdump export` covers today",
             args.to

@@ -214,3 +214,33 @@ fn a_config_file_supplies_flags_and_rejects_unknown_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key 'compression'"));
 }
+
+/// A backfill of a day not yet over, or of a reversed range, is refused before any work.
+#[test]
+fn a_backfill_refuses_today_and_reversed_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let out = run(crmdump().args([
+        "backfill",
+        "--dest",
+        dir.path().to_str().unwrap(),
+        "--from",
+        "2026-01-01",
+        "--to",
+        &today,
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not ended yet"));
+    let out = run(crmdump().args([
+        "backfill",
+        "--dest",
+        dir.path().to_str().unwrap(),
+        "--from",
+        "2026-01-02",
+        "--to",
+        "2026-01-01",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("swap them"));
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing was written");
+}
