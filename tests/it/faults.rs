@@ -70,11 +70,11 @@ fn an_export_through_faults_equals_a_clean_export() {
     assert_same_tables(&clean.path().join(DATE), &faulty.path().join(DATE));
 }
 
-/// Against an account limit of 20 requests per 2 s (the sandbox's headers say so; crmdump's
+/// Against an account limit of 120 requests per rolling 10 s (the sandbox's headers say so; crmdump's
 /// default limiter follows them), no request is refused once the first period is over.
 #[test]
 fn against_an_enforced_rate_limit_no_429_after_the_first_10_seconds() {
-    let sandbox = SandboxProcess::start(&["--scale", "1500", "--rate-limit", "20/2s"]);
+    let sandbox = SandboxProcess::start(&["--scale", "1500", "--rate-limit", "120/10s"]);
     let dest = tempfile::tempdir().unwrap();
     let out = run(crmdump()
         .args(["export", "--source", "hubspot", "--base-url", &sandbox.base_url, "--date", DATE])
