@@ -4,18 +4,14 @@
 //! interrupted backfill resumes at the first uncommitted day. The nightly watermarks are
 //! not touched.
 
-use std::sync::Arc;
-
 use chrono::{Duration, NaiveDate};
 use clap::Args;
 
-use super::output::OutputArgs;
+use super::output::{OutputArgs, Run};
 use super::source::SourceArgs;
 use crate::error::{Error, Result};
 use crate::extract::{Extent, Extractor, Window};
 use crate::pipeline::{self, ExportSettings, Mode};
-use crate::progress::Progress;
-use crate::schema::iso;
 use crate::state::Timing;
 
 #[derive(Debug, Args)]
@@ -60,13 +56,8 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
             args.to
         )));
     }
-    let sink = args.output.open_sink().await?;
-    let ingested_at: Arc<str> = iso(started_at).into();
-    let source = args.source.connect(ingested_at.clone()).await?;
-    let extractor = &source.hubspot as &dyn Extractor;
-    let progress = Progress::new(super::progress_mode(quiet));
-    let _display = progress.start();
-    let catalog = pipeline::discover(extractor, &progress).await?;
+    let run = Run::open(&args.output, &args.source, quiet, started_at).await?;
+    let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
     let streams = catalog.streams();
     let layout = args.output.layout();
 
@@ -90,11 +81,11 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
             extent,
             date: day,
             started_at: chrono::Utc::now(),
-            ingested_at: ingested_at.clone(),
+            ingested_at: run.ingested_at.clone(),
             counted_before: if done == 0 { (0, 0) } else { counted(extractor) },
             ..args.output.settings()
         };
-        let report = pipeline::export(extractor, &catalog, &sink, &settings, &progress).await?;
+        let report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
         let m = &report.manifest;
         data_warnings += m.data_warnings();
         let records: u64 = m.tables.iter().filter(|t| t.name == "OBJECTS").map(|t| t.rows).sum();

@@ -1,16 +1,12 @@
 //! `crmdump export`: validate flags, open the destination, start the source, pick the mode
 //! from the state, run, commit, then advance the watermarks.
 
-use std::sync::Arc;
-
 use clap::{Args, ValueEnum};
 
-use super::output::OutputArgs;
+use super::output::{OutputArgs, Run};
 use super::source::SourceArgs;
 use crate::error::Result;
-use crate::extract::Extractor;
 use crate::pipeline::{self, ExportSettings, Mode};
-use crate::progress::Progress;
 use crate::schema::iso;
 use crate::state::{State, Timing};
 
@@ -34,36 +30,24 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
     /// How far before the watermark an incremental run starts reading again.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     pub lookback: chrono::Duration,
     /// Changes newer than this, at the run's start, are left to the next run.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = super::parse_duration)]
     pub settle_lag: chrono::Duration,
     #[command(flatten)]
     pub source: SourceArgs,
 }
 
-/// `10m`, `90s`, `1h 30m`, `0s`.
-pub fn parse_duration(text: &str) -> std::result::Result<chrono::Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}): write it like 10m, 90s or 1h"))?;
-    chrono::Duration::from_std(d).map_err(|e| e.to_string())
-}
-
 pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let started_at = chrono::Utc::now();
     let date = args.date.unwrap_or_else(|| started_at.date_naive());
-    let sink = args.output.open_sink().await?;
-    let ingested_at: Arc<str> = iso(started_at).into();
-    let source = args.source.connect(ingested_at.clone()).await?;
-    let extractor = &source.hubspot as &dyn Extractor;
-    let progress = Progress::new(super::progress_mode(quiet));
-    let _display = progress.start();
-    let catalog = pipeline::discover(extractor, &progress).await?;
+    let run = Run::open(&args.output, &args.source, quiet, started_at).await?;
+    let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
 
     let timing = Timing { lookback: args.lookback, settle: args.settle_lag };
     let streams = catalog.streams();
-    let state = State::load(&sink, extractor.source(), &catalog.account).await?;
+    let state = State::load(sink, extractor.source(), &catalog.account).await?;
     let incremental = match args.mode {
         Some(ModeArg::Full) => false,
         Some(ModeArg::Incremental) => true,
@@ -84,13 +68,13 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         extent: plan.extent.clone(),
         date,
         started_at,
-        ingested_at,
+        ingested_at: run.ingested_at.clone(),
         ..args.output.settings()
     };
-    let report = pipeline::export(extractor, &catalog, &sink, &settings, &progress).await?;
+    let report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
     // Only now, with the day committed, may the watermarks move.
     state.commit(date, &plan);
-    let key = state.save(&sink).await?;
+    let key = state.save(sink).await?;
     tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
     super::output::print_summary(&args.output.dest, &report);
     super::output::strict_check(args.output.strict, report.manifest.data_warnings())

@@ -87,8 +87,15 @@ pub fn init_logging(args: &LogArgs, command: &Command) {
     }
 }
 
+/// `10m`, `90s`, `1h 30m`, `0s`: durations of flags.
+pub fn parse_duration(text: &str) -> std::result::Result<chrono::Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}): write it like 10m, 90s or 1h"))?;
+    chrono::Duration::from_std(d).map_err(|e| e.to_string())
+}
+
 /// Bars on a terminal, log lines otherwise, nothing with --quiet.
-fn progress_mode(quiet: bool) -> ProgressMode {
+pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
     use std::io::IsTerminal;
     if quiet {
         ProgressMode::Off

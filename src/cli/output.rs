@@ -88,6 +88,38 @@ pub fn strict_check(strict: bool, data_warnings: u64) -> Result<()> {
     if strict && data_warnings > 0 { Err(crate::error::Error::DataWarnings(data_warnings)) } else { Ok(()) }
 }
 
+/// What `export` and `backfill` set up before their first day: the destination (checked
+/// writable), the connected source, progress on display, and the account's catalog.
+pub struct Run {
+    pub sink: Sink,
+    pub ingested_at: std::sync::Arc<str>,
+    pub source: super::source::Connected,
+    pub progress: std::sync::Arc<crate::progress::Progress>,
+    pub catalog: crate::extract::Catalog,
+    _display: crate::progress::ProgressGuard,
+}
+
+impl Run {
+    pub async fn open(
+        output: &OutputArgs,
+        source: &super::source::SourceArgs,
+        quiet: bool,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Run> {
+        let sink = output.open_sink().await?;
+        let ingested_at: std::sync::Arc<str> = crate::schema::iso(started_at).into();
+        let source = source.connect(ingested_at.clone()).await?;
+        let progress = crate::progress::Progress::new(super::progress_mode(quiet));
+        let display = progress.start();
+        let catalog = pipeline::discover(&source.hubspot, &progress).await?;
+        Ok(Run { sink, ingested_at, source, progress, catalog, _display: display })
+    }
+
+    pub fn extractor(&self) -> &dyn crate::extract::Extractor {
+        &self.source.hubspot
+    }
+}
+
 pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
     let m = &report.manifest;
     let parts: usize = m.tables.iter().map(|t| t.files.len()).sum();

@@ -26,7 +26,7 @@ pub struct SandboxData {
     #[arg(long = "faults", default_value = "none", value_parser = Faults::parse)]
     pub faults: Faults,
     /// Retry-After of injected 429s.
-    #[arg(long = "fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
+    #[arg(long = "fault-retry-after", default_value = "200ms", value_parser = super::parse_duration)]
     pub fault_retry_after: chrono::Duration,
     /// Share of records served with a defect: no id, bytes that are not UTF-8, or a 2 MiB
     /// value (to see how crmdump reports bad data).
@@ -37,7 +37,7 @@ pub struct SandboxData {
     #[arg(long = "daily-limit")]
     pub daily_limit: Option<u64>,
     /// How long an injected slow response waits (past the client's --request-timeout).
-    #[arg(long = "slow-delay", default_value = "65s", value_parser = super::export::parse_duration)]
+    #[arg(long = "slow-delay", default_value = "65s", value_parser = super::parse_duration)]
     pub slow_delay: chrono::Duration,
 }
 

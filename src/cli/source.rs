@@ -85,13 +85,13 @@ pub struct SandboxFlags {
     #[arg(long = "sandbox-faults", default_value = "none", value_parser = crate::sandbox::Faults::parse)]
     pub faults: crate::sandbox::Faults,
     /// Retry-After of the in-process sandbox's injected 429s.
-    #[arg(long = "sandbox-fault-retry-after", default_value = "200ms", value_parser = super::export::parse_duration)]
+    #[arg(long = "sandbox-fault-retry-after", default_value = "200ms", value_parser = super::parse_duration)]
     pub fault_retry_after: chrono::Duration,
     /// Share of the in-process sandbox's records served with a defect (as `crmdump sandbox --bad-records`).
     #[arg(long = "sandbox-bad-records", default_value_t = 0.0)]
     pub bad_records: f64,
     /// How long the in-process sandbox's injected slow responses wait.
-    #[arg(long = "sandbox-slow-delay", default_value = "65s", value_parser = super::export::parse_duration)]
+    #[arg(long = "sandbox-slow-delay", default_value = "65s", value_parser = super::parse_duration)]
     pub slow_delay: chrono::Duration,
 }
 

@@ -512,12 +512,13 @@ fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &
     let r = g.record(t, index);
     let mut props = Map::new();
     let defect = if defects { g.defect(t, index) } else { None };
-    let touched = g.touch_property(t);
+    // The defective value goes in the touched property (looked up only for bad records).
+    let touched = defect.map(|_| g.touch_property(t));
     for &p in wanted {
         let name = g.types[t].properties[p].name.clone();
         let value = match defect {
-            Some(Defect::InvalidUtf8) if p == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
-            Some(Defect::Huge) if p == touched => Some("h".repeat(HUGE_VALUE)),
+            Some(Defect::InvalidUtf8) if Some(p) == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
+            Some(Defect::Huge) if Some(p) == touched => Some("h".repeat(HUGE_VALUE)),
             _ => g.property_value(t, index, p),
         };
         props.insert(name, value.map(Value::String).unwrap_or(Value::Null));
