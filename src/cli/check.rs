@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::source::SourceArgs;
 use crate::error::{Error, Result};
-use crate::extract::Extractor;
 use crate::schema::iso;
 use crate::sink::Sink;
 
@@ -27,7 +26,7 @@ pub async fn run(args: CheckArgs) -> Result<()> {
     let source = args.source.connect(ingested).await?;
     // Discovery touches every endpoint an export needs: a 401 fails here with its hint, a
     // 403 becomes a notice naming the scope.
-    let catalog = match source.hubspot.discover().await {
+    let catalog = match source.extractor.discover().await {
         Ok(c) => c,
         Err(e) => {
             println!("[FAIL] token: {e}");

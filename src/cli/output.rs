@@ -111,12 +111,12 @@ impl Run {
         let source = source.connect(ingested_at.clone()).await?;
         let progress = crate::progress::Progress::new(super::progress_mode(quiet));
         let display = progress.start();
-        let catalog = pipeline::discover(&source.hubspot, &progress).await?;
+        let catalog = pipeline::discover(source.extractor.as_ref(), &progress).await?;
         Ok(Run { sink, ingested_at, source, progress, catalog, _display: display })
     }
 
     pub fn extractor(&self) -> &dyn crate::extract::Extractor {
-        &self.source.hubspot
+        self.source.extractor.as_ref()
     }
 }
 

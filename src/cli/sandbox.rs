@@ -3,11 +3,14 @@
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::sandbox::{Faults, SandboxConfig, SandboxServer};
+use crate::sandbox::{Faults, Flavor, SandboxConfig, SandboxServer};
 
 /// Settings of the sandbox account, shared by `crmdump sandbox` and `export --source sandbox`.
 #[derive(Debug, Clone, Args)]
 pub struct SandboxData {
+    /// Which CRM's API to imitate.
+    #[arg(long = "flavor", value_enum, default_value_t = Flavor::Hubspot)]
+    pub flavor: Flavor,
     /// Seed of the generated data: the same seed and scale always give the same account.
     #[arg(long = "seed", default_value_t = 1)]
     pub seed: u64,
@@ -32,8 +35,9 @@ pub struct SandboxData {
     /// value (to see how crmdump reports bad data).
     #[arg(long = "bad-records", default_value_t = 0.0)]
     pub bad_records: f64,
-    /// Requests the account may make in all: past it, 429 with HubSpot's DAILY body (to see
-    /// how crmdump stops when the daily budget is spent).
+    /// Requests the account may make in all (Pipedrive: tokens, each request costing its
+    /// operation's token cost): past it, 429 with the daily-limit body (to see how crmdump
+    /// stops when the daily budget is spent).
     #[arg(long = "daily-limit")]
     pub daily_limit: Option<u64>,
     /// How long an injected slow response waits (past the client's --request-timeout).
@@ -53,6 +57,7 @@ impl SandboxData {
                 .with_timezone(&chrono::Utc);
         }
         config.token = token;
+        config.flavor = self.flavor;
         config.rate_limit = match self.rate_limit {
             Some(crate::http::RateLimit::PerPeriod { requests, period }) => Some((requests, period)),
             _ => None,
@@ -76,9 +81,6 @@ pub struct SandboxArgs {
     /// Port on 127.0.0.1 (0 picks a free one, printed at start).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// API flavour to imitate.
-    #[arg(long, default_value = "hubspot", value_parser = ["hubspot"])]
-    pub flavor: String,
     #[command(flatten)]
     pub data: SandboxData,
     /// Scopes the token lacks, comma-separated: endpoints needing them answer 403
@@ -96,8 +98,15 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
     config.missing_scopes = args.missing_scopes.clone();
     let (seed, scale) = (config.seed, config.scale);
     let server = SandboxServer::start(config, args.port).await?;
-    println!("Sandbox ({}) listening on {} (seed {seed}, {scale} records per type)", args.flavor, server.base_url());
-    println!("Export from it with: crmdump export --source hubspot --base-url {} --dest ./export", server.base_url());
+    let (flavor, token) = match args.data.flavor {
+        Flavor::Hubspot => ("hubspot", "HUBSPOT_ACCESS_TOKEN"),
+        Flavor::Pipedrive => ("pipedrive", "PIPEDRIVE_API_TOKEN"),
+    };
+    println!("Sandbox ({flavor}) listening on {} (seed {seed}, {scale} records per type)", server.base_url());
+    println!(
+        "Export from it with: {token}=any crmdump export --source {flavor} --base-url {} --dest ./export",
+        server.base_url()
+    );
     tokio::select! {
         r = server.wait() => r,
         _ = tokio::signal::ctrl_c() => Ok(()),

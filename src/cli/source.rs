@@ -11,14 +11,26 @@ use super::sandbox::SandboxData;
 use crate::error::{Error, Result};
 use crate::extract::hubspot::{HistoryLimits, HubSpot, HubSpotOptions};
 use crate::http::{Auth, ClientOptions, HttpClient, RateLimit};
-use crate::sandbox::SandboxServer;
+use crate::extract::Extractor;
+use crate::extract::pipedrive::{Pipedrive, PipedriveOptions};
+use crate::sandbox::{Flavor, SandboxServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Source {
     /// A HubSpot account; the token comes from HUBSPOT_ACCESS_TOKEN.
     Hubspot,
-    /// The built-in fake HubSpot, started in-process on a free 127.0.0.1 port.
+    /// A Pipedrive company; the API token comes from PIPEDRIVE_API_TOKEN.
+    Pipedrive,
+    /// The built-in fake CRM (HubSpot, or Pipedrive with --sandbox-flavor pipedrive),
+    /// started in-process on a free 127.0.0.1 port.
     Sandbox,
+}
+
+/// The CRM an export reads, whatever serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crm {
+    Hubspot,
+    Pipedrive,
 }
 
 #[derive(Debug, Args)]
@@ -31,9 +43,13 @@ pub struct SourceArgs {
     #[arg(long, value_delimiter = ',')]
     pub objects: Option<Vec<String>>,
     /// API base URL, for a proxy, a recording server or a sandbox in another process
-    /// (default: https://api.hubapi.com).
+    /// (default: https://api.hubapi.com; Pipedrive: https://<company-domain>.pipedrive.com).
     #[arg(long)]
     pub base_url: Option<String>,
+    /// Pipedrive company domain (`acme` for acme.pipedrive.com); default: asked of
+    /// api.pipedrive.com (`/v1/users/me`) with the token.
+    #[arg(long)]
+    pub company_domain: Option<String>,
     /// Object types extracted at the same time.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -51,7 +67,8 @@ pub struct SourceArgs {
     /// Historical values kept per (contact, property), newest first.
     #[arg(long, default_value_t = 45)]
     pub history_contacts: usize,
-    /// Historical values kept per (record, property) for types other than contacts.
+    /// Historical values kept per (record, property) for types other than contacts (and
+    /// per (record, field) for Pipedrive).
     #[arg(long, default_value_t = 20)]
     pub history_others: usize,
     /// Skip property history (no OBJECT_PROPERTIES_HISTORY): fewer, smaller requests.
@@ -64,6 +81,9 @@ pub struct SourceArgs {
 /// `--sandbox-*`: the settings of `crmdump sandbox`, for `--source sandbox`.
 #[derive(Debug, Args)]
 pub struct SandboxFlags {
+    /// Which CRM the in-process sandbox imitates (with --source sandbox).
+    #[arg(long = "sandbox-flavor", value_enum, default_value_t = Flavor::Hubspot)]
+    pub flavor: Flavor,
     /// Seed of the sandbox's data (with --source sandbox).
     #[arg(long = "sandbox-seed", default_value_t = 1)]
     pub seed: u64,
@@ -96,10 +116,17 @@ pub struct SandboxFlags {
 }
 
 const HUBSPOT_API: &str = "https://api.hubapi.com";
+/// Where Pipedrive answers before the company domain is known.
+const PIPEDRIVE_API: &str = "https://api.pipedrive.com";
+/// Pipedrive's lowest burst limit (Lite plan, API token): 20 requests per 2 seconds.
+const PIPEDRIVE_DEFAULT: RateLimit = RateLimit::PerPeriod { requests: 20, period: Duration::from_secs(2) };
+
+const HUBSPOT_DAILY_HINT: &str = "The account's daily API limit is used up: days already committed are kept and nothing of this run was committed; run again after the daily reset (midnight in the account's time zone), or raise the limit in HubSpot";
+const PIPEDRIVE_DAILY_HINT: &str = "The company's daily API token budget is used up: days already committed are kept and nothing of this run was committed; run again after the budget resets (midnight in the server's time zone), or buy more tokens in Pipedrive (Company settings > API usage)";
 
 /// A connected source; keeps the in-process sandbox alive as long as it lives.
 pub struct Connected {
-    pub hubspot: HubSpot,
+    pub extractor: Box<dyn Extractor>,
     pub client: Arc<HttpClient>,
     _sandbox: Option<SandboxServer>,
 }
@@ -107,15 +134,20 @@ pub struct Connected {
 impl SourceArgs {
     pub async fn connect(&self, ingested_at: Arc<str>) -> Result<Connected> {
         let mut sandbox = None;
-        let (base_url, token, default_limit) = match self.source {
+        if self.company_domain.is_some() && self.source != Source::Pipedrive {
+            return Err(Error::Config("--company-domain goes with --source pipedrive".into()));
+        }
+        let (crm, base_url, token, default_limit) = match self.source {
             Source::Sandbox => {
                 if self.base_url.is_some() {
                     return Err(Error::Config(
-                        "--base-url goes with --source hubspot; --source sandbox starts its own server".into(),
+                        "--base-url goes with --source hubspot or pipedrive; --source sandbox starts its own server"
+                            .into(),
                     ));
                 }
                 let token = format!("sandbox-{:x}", rand_token());
                 let data = SandboxData {
+                    flavor: self.sandbox.flavor,
                     seed: self.sandbox.seed,
                     scale: self.sandbox.scale,
                     anchor: self.sandbox.anchor.clone(),
@@ -129,10 +161,14 @@ impl SourceArgs {
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();
                 let server = SandboxServer::start(config, 0).await?;
-                tracing::info!(url = %server.base_url(), scale = self.sandbox.scale, seed = self.sandbox.seed, "Sandbox started.");
+                tracing::info!(url = %server.base_url(), flavor = ?self.sandbox.flavor, scale = self.sandbox.scale, seed = self.sandbox.seed, "Sandbox started.");
                 let url = server.base_url();
                 sandbox = Some(server);
-                (url, token, self.sandbox.rate_limit.unwrap_or(RateLimit::Unlimited))
+                let crm = match self.sandbox.flavor {
+                    Flavor::Hubspot => Crm::Hubspot,
+                    Flavor::Pipedrive => Crm::Pipedrive,
+                };
+                (crm, url, token, self.sandbox.rate_limit.unwrap_or(RateLimit::Unlimited))
             }
             Source::Hubspot => {
                 let token = std::env::var("HUBSPOT_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
@@ -140,35 +176,104 @@ impl SourceArgs {
                         "HUBSPOT_ACCESS_TOKEN is not set: create a private app in HubSpot (Settings > Integrations > Private Apps) with the crm.objects.*.read and crm.schemas.*.read scopes, and export its token in HUBSPOT_ACCESS_TOKEN".into(),
                     )
                 })?;
-                (self.base_url.clone().unwrap_or_else(|| HUBSPOT_API.to_string()), token, RateLimit::HUBSPOT_DEFAULT)
+                let base = self.base_url.clone().unwrap_or_else(|| HUBSPOT_API.to_string());
+                (Crm::Hubspot, base, token, RateLimit::HUBSPOT_DEFAULT)
+            }
+            Source::Pipedrive => {
+                let token = std::env::var("PIPEDRIVE_API_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                    Error::Config(
+                        "PIPEDRIVE_API_TOKEN is not set: copy your API token from Pipedrive (Settings > Personal preferences > API) and export it in PIPEDRIVE_API_TOKEN".into(),
+                    )
+                })?;
+                let base = match (&self.base_url, &self.company_domain) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(domain)) => company_url(domain)?,
+                    (None, None) => company_url(&self.discover_company_domain(&token).await?)?,
+                };
+                (Crm::Pipedrive, base, token, PIPEDRIVE_DEFAULT)
             }
         };
-        let base_url = url::Url::parse(&base_url)
+        let client = Arc::new(self.client(crm, &base_url, token, default_limit)?);
+        let extractor: Box<dyn Extractor> = match crm {
+            Crm::Hubspot => Box::new(HubSpot::new(
+                client.clone(),
+                HubSpotOptions {
+                    objects: self.objects.clone(),
+                    concurrency: self.concurrency.max(1),
+                    ingested_at,
+                    history: (!self.no_history)
+                        .then_some(HistoryLimits { contacts: self.history_contacts, others: self.history_others }),
+                },
+            )),
+            Crm::Pipedrive => Box::new(Pipedrive::new(
+                client.clone(),
+                PipedriveOptions {
+                    objects: self.objects.clone(),
+                    concurrency: self.concurrency.max(1),
+                    ingested_at,
+                    history: (!self.no_history).then_some(self.history_others),
+                },
+            )),
+        };
+        Ok(Connected { extractor, client, _sandbox: sandbox })
+    }
+
+    /// The HTTP client of `crm` at `base_url`.
+    fn client(&self, crm: Crm, base_url: &str, token: String, default_limit: RateLimit) -> Result<HttpClient> {
+        let base_url = url::Url::parse(base_url)
             .map_err(|e| Error::Config(format!("--base-url '{base_url}' is not a URL: {e}")))?;
-        let client = Arc::new(HttpClient::new(ClientOptions {
+        let real = self.source != Source::Sandbox;
+        let (auth, search, unauthorized_hint, daily_hint, token_costs) = match crm {
+            Crm::Hubspot => (
+                Auth::Bearer(token),
+                self.search_rate_limit,
+                "Regenerate the private-app token in HubSpot and set HUBSPOT_ACCESS_TOKEN to it",
+                HUBSPOT_DAILY_HINT,
+                None,
+            ),
+            Crm::Pipedrive => (
+                Auth::ApiToken(token),
+                RateLimit::Unlimited,
+                "Copy the API token again from Pipedrive (Settings > Personal preferences > API; regenerating it invalidates the old one) and set PIPEDRIVE_API_TOKEN to it",
+                PIPEDRIVE_DAILY_HINT,
+                Some(crate::http::TokenCosts::pipedrive()),
+            ),
+        };
+        HttpClient::new(ClientOptions {
             base_url,
-            auth: Auth::Bearer(token),
+            auth,
             rate_limit: self.rate_limit.unwrap_or(default_limit),
-            search_rate_limit: self.search_rate_limit,
+            search_rate_limit: search,
             // A real account's headers size the limiter, unless --rate-limit was given.
-            adjust_from_headers: self.source == Source::Hubspot && self.rate_limit.is_none(),
+            adjust_from_headers: real && self.rate_limit.is_none(),
             max_attempts: 6,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
-            unauthorized_hint: "Regenerate the private-app token in HubSpot and set HUBSPOT_ACCESS_TOKEN to it",
-        })?);
-        let hubspot = HubSpot::new(
-            client.clone(),
-            HubSpotOptions {
-                objects: self.objects.clone(),
-                concurrency: self.concurrency.max(1),
-                ingested_at,
-                history: (!self.no_history)
-                    .then_some(HistoryLimits { contacts: self.history_contacts, others: self.history_others }),
-            },
-        );
-        Ok(Connected { hubspot, client, _sandbox: sandbox })
+            unauthorized_hint,
+            daily_hint,
+            token_costs,
+        })
     }
+
+    /// The company domain from `GET https://api.pipedrive.com/v1/users/me`.
+    async fn discover_company_domain(&self, token: &str) -> Result<String> {
+        let client = self.client(Crm::Pipedrive, PIPEDRIVE_API, token.to_string(), PIPEDRIVE_DEFAULT)?;
+        let me: serde_json::Value =
+            client.get_json("/v1/users/me", &[]).await.map_err(|e| e.in_stream("account", "GET /v1/users/me"))?;
+        me.pointer("/data/company_domain").and_then(|d| d.as_str()).map(str::to_string).ok_or_else(|| {
+            Error::Config("Pipedrive did not say the company domain: pass --company-domain (acme for acme.pipedrive.com)".into())
+        })
+    }
+}
+
+/// `https://<domain>.pipedrive.com` (a full host or URL is accepted too).
+fn company_url(domain: &str) -> Result<String> {
+    let d = domain.trim().trim_start_matches("https://").trim_end_matches('/');
+    let host = if d.contains('.') { d.to_string() } else { format!("{d}.pipedrive.com") };
+    if host.is_empty() || host.contains('/') || host.contains(' ') {
+        return Err(Error::Config(format!("--company-domain '{domain}' is not a company domain (acme for acme.pipedrive.com)")));
+    }
+    Ok(format!("https://{host}"))
 }
 
 fn rand_token() -> u128 {

@@ -7,7 +7,6 @@ use clap::Args;
 
 use super::source::SourceArgs;
 use crate::error::Result;
-use crate::extract::Extractor;
 use crate::schema::iso;
 
 #[derive(Debug, Args)]
@@ -22,7 +21,7 @@ pub struct TablesArgs {
 pub async fn run(args: TablesArgs) -> Result<()> {
     let ingested: Arc<str> = iso(chrono::Utc::now()).into();
     let source = args.source.connect(ingested).await?;
-    let catalog = source.hubspot.discover().await?;
+    let catalog = source.extractor.discover().await?;
     for t in &catalog.tables {
         if args.json {
             let columns: Vec<serde_json::Value> = t

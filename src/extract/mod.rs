@@ -3,6 +3,7 @@
 //! [`Catalog`] of every table the export will write, so that empty tables still appear.
 
 pub mod hubspot;
+pub mod pipedrive;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
+use crate::error::{Error, Result};
 use crate::model::ObjectType;
-use crate::schema::TableSchema;
+use crate::schema::{ColumnType, TableSchema};
 
 /// A property definition as the exporter keeps it.
 #[derive(Debug, Clone)]
@@ -39,17 +41,22 @@ impl ObjectStream {
     /// The stream of `object_type` with these properties (columns already chosen), its raw
     /// and typed schemas derived from them.
     pub fn new(object_type: ObjectType, properties: Vec<PropertyDefinition>) -> ObjectStream {
-        let columns: Vec<(String, String, crate::schema::ColumnType)> = properties
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    p.column.clone(),
-                    crate::schema::ColumnType::from_hubspot_property_type(&p.property_type),
-                )
-            })
-            .collect();
-        let (raw, table) = crate::schema::object_schemas(&object_type.table_name(), &columns);
+        let types: Vec<ColumnType> =
+            properties.iter().map(|p| ColumnType::from_hubspot_property_type(&p.property_type)).collect();
+        ObjectStream::typed(object_type, properties, &types, &crate::schema::fixed_table("OBJECTS"))
+    }
+
+    /// The stream with these column types (one per property) after the `base` columns
+    /// (`OBJECTS`, or its text-id form for Pipedrive).
+    pub fn typed(
+        object_type: ObjectType,
+        properties: Vec<PropertyDefinition>,
+        types: &[ColumnType],
+        base: &TableSchema,
+    ) -> ObjectStream {
+        let columns: Vec<(String, String, ColumnType)> =
+            properties.iter().zip(types).map(|(p, ty)| (p.name.clone(), p.column.clone(), *ty)).collect();
+        let (raw, table) = crate::schema::object_schemas(&object_type.table_name(), base, &columns);
         ObjectStream { object_type, properties, raw, table }
     }
 
@@ -187,6 +194,26 @@ pub enum Emit {
     Rows { table: String, batch: RecordBatch, unparseable: u64 },
     /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
     Warning(Notice),
+}
+
+/// Sends downstream; a closed channel means the pipeline already failed and reports why.
+#[derive(Clone)]
+pub(crate) struct Sender(pub(crate) tokio::sync::mpsc::Sender<Emit>);
+
+impl Sender {
+    pub(crate) async fn send(&self, emit: Emit) -> Result<()> {
+        self.0.send(emit).await.map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
+    }
+
+    /// Sends what `rows` holds (if anything) and empties it.
+    pub(crate) async fn rows(&self, table: &str, rows: &mut crate::schema::BatchBuilder) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let unparseable = rows.unparseable();
+        let batch = rows.finish()?;
+        self.send(Emit::Rows { table: table.to_string(), batch, unparseable }).await
+    }
 }
 
 /// A CRM source: discovery first, then a run that sends every batch downstream.

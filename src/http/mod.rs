@@ -3,6 +3,7 @@
 //!
 //! Never logs or returns the token: errors carry the method, path and API message only.
 
+mod costs;
 mod rate;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub use costs::TokenCosts;
 pub use rate::RateLimit;
 
 use crate::error::{Error, Result};
@@ -25,8 +27,10 @@ pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// How the token travels.
 #[derive(Clone)]
 pub enum Auth {
-    /// `Authorization: Bearer <token>` (HubSpot private apps and OAuth).
+    /// `Authorization: Bearer <token>` (HubSpot private apps and OAuth, Pipedrive OAuth).
     Bearer(String),
+    /// `x-api-token: <token>` (Pipedrive API tokens; kept out of URLs and logs).
+    ApiToken(String),
 }
 
 impl std::fmt::Debug for Auth {
@@ -41,12 +45,15 @@ pub struct HttpStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Pipedrive tokens spent (each request at its operation's price), when priced.
+    pub tokens: AtomicU64,
     /// The account's limits as the last response that carried them said.
     pub limits: std::sync::Mutex<Option<RateLimitHeaders>>,
 }
 
-/// HubSpot's `X-HubSpot-RateLimit-*` headers (every field optional: search responses and
-/// OAuth calls leave some out).
+/// The account's limits from HubSpot's `X-HubSpot-RateLimit-*` or Pipedrive's
+/// `x-ratelimit-*` (a 2-second window) and `x-daily-ratelimit-token-*` headers; every field
+/// optional (search responses, OAuth calls and idle Pipedrive accounts leave some out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateLimitHeaders {
     pub max: Option<u64>,
@@ -59,16 +66,20 @@ pub struct RateLimitHeaders {
 impl RateLimitHeaders {
     fn parse(headers: &reqwest::header::HeaderMap) -> Option<RateLimitHeaders> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+        let pipedrive = get("x-ratelimit-limit");
         let h = RateLimitHeaders {
-            max: get("x-hubspot-ratelimit-max"),
-            interval_ms: get("x-hubspot-ratelimit-interval-milliseconds"),
-            remaining: get("x-hubspot-ratelimit-remaining"),
-            daily: get("x-hubspot-ratelimit-daily"),
-            daily_remaining: get("x-hubspot-ratelimit-daily-remaining"),
+            max: get("x-hubspot-ratelimit-max").or(pipedrive),
+            interval_ms: get("x-hubspot-ratelimit-interval-milliseconds").or(pipedrive.map(|_| PIPEDRIVE_WINDOW_MS)),
+            remaining: get("x-hubspot-ratelimit-remaining").or(get("x-ratelimit-remaining")),
+            daily: get("x-hubspot-ratelimit-daily").or(get("x-daily-ratelimit-token-limit")),
+            daily_remaining: get("x-hubspot-ratelimit-daily-remaining").or(get("x-daily-ratelimit-token-remaining")),
         };
         (h != RateLimitHeaders::default()).then_some(h)
     }
 }
+
+/// Pipedrive's burst limits count requests per rolling 2 seconds.
+const PIPEDRIVE_WINDOW_MS: u64 = 2000;
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -86,6 +97,10 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// What to tell the user on a 401 (differs per source).
     pub unauthorized_hint: &'static str,
+    /// What to tell the user when the daily budget is spent (differs per source).
+    pub daily_hint: &'static str,
+    /// Prices of requests in tokens (Pipedrive), to count what an export spends.
+    pub token_costs: Option<&'static TokenCosts>,
 }
 
 pub struct HttpClient {
@@ -191,6 +206,9 @@ impl HttpClient {
                 l.until_ready().await;
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(cost) = self.options.token_costs.and_then(|c| c.cost(method_name, url.path())) {
+                self.stats.tokens.fetch_add(cost, Ordering::Relaxed);
+            }
             let outcome = self.attempt(&method, method_name, &url, &path, body).await;
             let (err, wait) = match outcome {
                 Ok(v) => return Ok(v),
@@ -218,6 +236,13 @@ impl HttpClient {
         let mut request = self.inner.request(method.clone(), url.clone());
         request = match &self.options.auth {
             Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::ApiToken(token) => {
+                let mut value = reqwest::header::HeaderValue::from_str(token).map_err(|_| {
+                    Attempt::Final(Error::Config("the API token holds characters a header cannot carry".into()))
+                })?;
+                value.set_sensitive(true);
+                request.header("x-api-token", value)
+            }
         };
         if let Some(b) = body {
             request = request.json(b);
@@ -229,16 +254,23 @@ impl HttpClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        if let Some(limits) = RateLimitHeaders::parse(response.headers()) {
-            self.follow_account_limit(&limits);
-            *self.stats.limits.lock().expect("limits lock") = Some(limits);
+        let limits = RateLimitHeaders::parse(response.headers());
+        if let Some(limits) = &limits {
+            self.follow_account_limit(limits);
+            *self.stats.limits.lock().expect("limits lock") = Some(limits.clone());
         }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(Duration::from_secs_f64);
+        let seconds = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        // Pipedrive sends no Retry-After; its x-ratelimit-reset says when the window resets.
+        let retry_after = seconds("retry-after");
+        let reset = seconds("x-ratelimit-reset");
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             let parsed = match serde_json::from_slice(&bytes) {
@@ -256,7 +288,14 @@ impl HttpClient {
                 Attempt::Retry(Error::Malformed { method: method_name, path: path.to_string(), detail }, None)
             });
         }
-        let api = ApiError::parse(&bytes);
+        let mut api = ApiError::parse(&bytes);
+        // Pipedrive's spent daily budget: a 429 saying so, or no tokens left in the headers.
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && (limits.as_ref().is_some_and(|l| l.daily_remaining == Some(0))
+                || api.message.as_deref().is_some_and(|m| m.contains("daily")))
+        {
+            api.policy_name = Some("DAILY".into());
+        }
         let err = Error::Api {
             method: method_name,
             path: path.to_string(),
@@ -268,7 +307,7 @@ impl HttpClient {
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                let wait = retry_after.or(match api.policy_name.as_deref() {
+                let wait = retry_after.or(reset).or(match api.policy_name.as_deref() {
                     Some("TEN_SECONDLY_ROLLING") => Some(Duration::from_secs(10)),
                     Some("SECONDLY") => Some(Duration::from_secs(1)),
                     _ => None,
@@ -317,7 +356,7 @@ impl HttpClient {
             },
             404 => "Check --base-url and the object type name".to_string(),
             414 => "The request URL was too long; please report this as a crmdump bug".to_string(),
-            429 if api.policy_name.as_deref() == Some("DAILY") => "The account's daily API limit is used up: days already committed are kept and nothing of this run was committed; run again after the daily reset (midnight in the account's time zone), or raise the limit in HubSpot".to_string(),
+            429 if api.policy_name.as_deref() == Some("DAILY") => self.options.daily_hint.to_string(),
             429 => "The account's rate limit was exceeded; lower --concurrency or --rate-limit".to_string(),
             s if s >= 500 => "The API failed repeatedly; try again later".to_string(),
             _ => "This looks like a crmdump bug; please report it with the correlationId".to_string(),
@@ -400,8 +439,13 @@ impl ApiError {
             };
         };
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        // Pipedrive: {"success": false, "error": "...", "error_info": "..."}.
+        let pipedrive = s("error").map(|e| match s("error_info") {
+            Some(info) => format!("{e} ({info})"),
+            None => e,
+        });
         ApiError {
-            message: s("message"),
+            message: s("message").or(pipedrive),
             correlation_id: s("correlationId"),
             policy_name: s("policyName"),
             missing_scopes: v

@@ -37,6 +37,16 @@ pub struct SandboxConfig {
     pub daily_limit: Option<u64>,
     /// Share of live records served with a defect (see [`Defect`]) by list and batch read.
     pub bad_records: f64,
+    /// Which CRM's API the server imitates.
+    pub flavor: Flavor,
+}
+
+/// The CRM API a sandbox imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    #[default]
+    Hubspot,
+    Pipedrive,
 }
 
 /// What is wrong with a bad record as served.
@@ -62,6 +72,7 @@ impl SandboxConfig {
             faults: Default::default(),
             daily_limit: None,
             bad_records: 0.0,
+            flavor: Flavor::Hubspot,
         }
     }
 }
@@ -80,7 +91,7 @@ pub(super) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn hash(parts: &[u64]) -> u64 {
+pub(super) fn hash(parts: &[u64]) -> u64 {
     parts.iter().fold(0x5EED_u64, |acc, &p| mix(acc ^ p))
 }
 
@@ -250,7 +261,7 @@ pub struct Generator {
 }
 
 /// Values that trip exporters: separators, quotes, line breaks, unicode, padding.
-const TRICKY_TEXT: &[&str] = &[
+pub(super) const TRICKY_TEXT: &[&str] = &[
     "Smith, John",
     "He said \"hello\"",
     "line one\nline two",
@@ -266,8 +277,8 @@ const TRICKY_TEXT: &[&str] = &[
     "ends with backslash \\",
 ];
 
-const FIRST_NAMES: &[&str] = &["Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun"];
-const LAST_NAMES: &[&str] =
+pub(super) const FIRST_NAMES: &[&str] = &["Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun"];
+pub(super) const LAST_NAMES: &[&str] =
     &["Nguyen", "O'Brien", "Müller", "García", "Smith", "Kowalski", "Tanaka", "Okafor", "Rossi", "Ivanova"];
 
 impl Generator {

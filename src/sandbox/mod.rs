@@ -1,17 +1,20 @@
 //! The built-in fake CRM (SPEC section 9): a loopback HTTP server that answers the HubSpot
-//! API paths with HubSpot's JSON shapes, from data generated lazily by [`Generator`].
+//! API paths with HubSpot's JSON shapes, from data generated lazily by [`Generator`], or
+//! with `--flavor pipedrive` Pipedrive's v1 and v2 paths from [`pipedrive::World`].
 //! It exists so that anyone can run a real export without an account, and so that every
 //! test and bench runs the real extractor over HTTP.
 
 mod changes;
 mod faults;
 mod generator;
+pub mod pipedrive;
+mod pipedrive_api;
 mod search;
 mod server;
 
 pub use faults::{Fault, Faults};
 pub use generator::{
-    AssociationType, Defect, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType,
+    AssociationType, Defect, Flavor, Generator, Owner, Pipeline, PropertyDef, Record, SandboxConfig, SandboxType,
     UPDATE_SPAN_DAYS, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use super::faults::Fault;
-use super::generator::{Defect, Generator, SandboxConfig};
+use super::generator::{Defect, Flavor, Generator, SandboxConfig};
 use super::search::{self as search_api, SearchBody};
 use crate::error::{Error, Result};
 
@@ -64,8 +64,12 @@ pub struct Stats {
     pub max_url_bytes: u64,
 }
 
-struct AppState {
+pub(super) struct AppState {
     generator: Generator,
+    /// The Pipedrive account, with `--flavor pipedrive`.
+    pub(super) pipedrive: Option<super::pipedrive::World>,
+    /// Pipedrive tokens spent so far (for the daily budget).
+    tokens: std::sync::atomic::AtomicU64,
     stats: Mutex<Stats>,
     /// When the searches of the last second came in (HubSpot allows 5 per second).
     searches: Mutex<std::collections::VecDeque<std::time::Instant>>,
@@ -81,7 +85,7 @@ struct AppState {
 /// Searches HubSpot allows per second per account.
 const SEARCHES_PER_SECOND: usize = 5;
 
-type Shared = Arc<AppState>;
+pub(super) type Shared = Arc<AppState>;
 
 /// A running sandbox server.
 pub struct SandboxServer {
@@ -96,7 +100,10 @@ impl SandboxServer {
             .await
             .map_err(|e| Error::Sandbox(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Error::Sandbox(e.to_string()))?;
+        let pipedrive = (config.flavor == Flavor::Pipedrive).then(|| super::pipedrive::World::new(&config));
         let state = Arc::new(AppState {
+            pipedrive,
+            tokens: Default::default(),
             generator: Generator::new(config),
             stats: Mutex::new(Stats::default()),
             searches: Mutex::new(Default::default()),
@@ -136,7 +143,25 @@ impl Drop for SandboxServer {
 }
 
 fn router(state: Shared) -> Router {
-    let api = Router::new()
+    let api = match state.generator.config.flavor {
+        Flavor::Hubspot => hubspot_routes(),
+        Flavor::Pipedrive => super::pipedrive_api::routes(),
+    };
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), chaos));
+    Router::new()
+        .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/touch", post(touch))
+        .route("/_sandbox/archive", post(archive))
+        .merge(api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+fn hubspot_routes() -> Router<Shared> {
+    Router::new()
         .route("/crm/v3/schemas", get(schemas))
         .route("/crm-object-schemas/v3/schemas", get(schemas))
         .route("/crm/v3/properties/{object_type}", get(properties))
@@ -154,16 +179,6 @@ fn router(state: Shared) -> Router {
         .route("/events/v3/events", get(events))
         .route("/events/v3/event-definitions", get(event_definitions))
         .route("/settings/v3/users/teams", get(teams))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), chaos));
-    Router::new()
-        .route("/_sandbox/stats", get(stats))
-        .route("/_sandbox/touch", post(touch))
-        .route("/_sandbox/archive", post(archive))
-        .merge(api)
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), count))
-        .with_state(state)
 }
 
 /// A request the sandbox refuses, answered with HubSpot's error body.
@@ -239,19 +254,36 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
 }
 
 /// The account's rolling request limit, then the injected faults, for API requests (not the
-/// test hooks). Every answer carries HubSpot's rate-limit headers: the configured limit, or
-/// a Starter private app's 100 per 10 s when none is enforced.
+/// test hooks). Every answer carries the flavour's rate-limit headers: the configured limit,
+/// or a Starter private app's 100 per 10 s (Pipedrive: 40 per 2 s) when none is enforced.
 async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let now = std::time::Instant::now();
     state.first_request.get_or_init(|| now);
+    let flavor = state.generator.config.flavor;
     let is_search = request.uri().path().ends_with("/search") && request.uri().path().starts_with("/crm/v3/objects/");
-    let (max, interval) = state.generator.config.rate_limit.unwrap_or((100, std::time::Duration::from_secs(10)));
+    let default_limit = match flavor {
+        Flavor::Hubspot => (100, std::time::Duration::from_secs(10)),
+        Flavor::Pipedrive => (40, std::time::Duration::from_secs(2)),
+    };
+    let (max, interval) = state.generator.config.rate_limit.unwrap_or(default_limit);
     let mut remaining = max.saturating_sub(1);
-    let served = state.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if state.generator.config.daily_limit.is_some_and(|daily| served >= daily) {
+    // HubSpot counts requests against the daily limit, Pipedrive each operation's token cost.
+    let cost = match flavor {
+        Flavor::Hubspot => 1,
+        Flavor::Pipedrive => crate::http::TokenCosts::pipedrive()
+            .cost(request.method().as_str(), request.uri().path())
+            .unwrap_or(10),
+    };
+    let spent = state.tokens.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
+    state.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let daily = state.generator.config.daily_limit;
+    if daily.is_some_and(|daily| spent + cost > daily) {
         count_throttled(&state, now);
-        return throttled_response("DAILY", "daily", None);
+        let mut r = throttled_response(flavor, "DAILY", None);
+        rate_headers(&mut r, flavor, (max, interval, 0), daily.map(|d| (d, 0)));
+        return r;
     }
+    let budget = daily.map(|d| (d, d.saturating_sub(spent + cost)));
     if let Some((limit, period)) = state.generator.config.rate_limit.filter(|_| !is_search) {
         let mut window = state.window.lock().expect("window lock");
         while window.front().is_some_and(|t| now.duration_since(*t) >= period) {
@@ -260,8 +292,8 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
         if window.len() >= limit as usize {
             drop(window);
             count_throttled(&state, now);
-            let mut r = throttled_response("TEN_SECONDLY_ROLLING", "ten_secondly_rolling", None);
-            rate_headers(&mut r, max, interval, 0);
+            let mut r = throttled_response(flavor, "TEN_SECONDLY_ROLLING", None);
+            rate_headers(&mut r, flavor, (max, interval, 0), budget);
             return r;
         }
         window.push_back(now);
@@ -286,14 +318,14 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
             "<html><body><h1>502 Bad Gateway</h1></body></html>",
         )
             .into_response(),
-        Some(Fault::ServerError(status)) => error(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "INTERNAL_ERROR",
-            "internal error (injected by the sandbox)",
-        ),
-        Some(Fault::Throttle) => {
-            throttled_response("TEN_SECONDLY_ROLLING", "ten_secondly_rolling", Some(faults.retry_after))
+        Some(Fault::ServerError(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match flavor {
+                Flavor::Hubspot => error(status, "INTERNAL_ERROR", "internal error (injected by the sandbox)"),
+                Flavor::Pipedrive => super::pipedrive_api::pd_error(status, "Internal server error (injected by the sandbox)", "Please try again later"),
+            }
         }
+        Some(Fault::Throttle) => throttled_response(flavor, "TEN_SECONDLY_ROLLING", Some(faults.retry_after)),
         Some(Fault::Malformed) => {
             ([("content-type", "application/json")], "{\"results\": [{\"id\": \"1\", \"properties\": <html>oops")
                 .into_response()
@@ -308,7 +340,7 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
             cut_short(full, 2).await
         }
     };
-    rate_headers(&mut response, max, interval, remaining);
+    rate_headers(&mut response, flavor, (max, interval, remaining), budget);
     response
 }
 
@@ -331,57 +363,107 @@ async fn cut_short(response: Response, divisor: usize) -> Response {
     r
 }
 
-/// HubSpot's 429 body for `policy`, with `Retry-After` (fractional seconds) when given.
-fn throttled_response(policy: &str, limit_name: &str, retry_after: Option<std::time::Duration>) -> Response {
-    let body = json!({
-        "status": "error", "message": format!("You have reached your {limit_name} limit."), "errorType": "RATE_LIMIT",
-        "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": policy,
-        "groupName": "publicapi:private-app:sandbox",
-    });
+/// The flavour's 429 for `policy` (`TEN_SECONDLY_ROLLING` or `DAILY`), with the wait when
+/// given: HubSpot's `Retry-After`, Pipedrive's `x-ratelimit-reset` (fractional seconds, so
+/// tests stay fast).
+fn throttled_response(flavor: Flavor, policy: &str, retry_after: Option<std::time::Duration>) -> Response {
+    let daily = policy == "DAILY";
+    let body = match flavor {
+        Flavor::Hubspot => json!({
+            "status": "error",
+            "message": format!("You have reached your {} limit.", policy.to_lowercase()),
+            "errorType": "RATE_LIMIT",
+            "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": policy,
+            "groupName": "publicapi:private-app:sandbox",
+        }),
+        Flavor::Pipedrive => json!({
+            "success": false,
+            "error": if daily { "daily request budget exceeded" } else { "Request over limit" },
+            "errorCode": 429,
+        }),
+    };
     let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     if let Some(wait) = retry_after {
         let value = format!("{:.3}", wait.as_secs_f64());
-        r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_str(&value).expect("ascii"));
+        let name = if flavor == Flavor::Hubspot { "retry-after" } else { "x-ratelimit-reset" };
+        r.headers_mut().insert(name, axum::http::HeaderValue::from_str(&value).expect("ascii"));
     }
     r
 }
 
-fn rate_headers(r: &mut Response, max: u32, interval: std::time::Duration, remaining: u32) {
+/// The flavour's rate-limit headers: (limit, period, remaining), and Pipedrive's daily
+/// token budget (limit, remaining) when one is enforced.
+fn rate_headers(
+    r: &mut Response,
+    flavor: Flavor,
+    (max, interval, remaining): (u32, std::time::Duration, u32),
+    budget: Option<(u64, u64)>,
+) {
+    let mut headers = match flavor {
+        Flavor::Hubspot => vec![
+            ("x-hubspot-ratelimit-max", max.to_string()),
+            ("x-hubspot-ratelimit-interval-milliseconds", interval.as_millis().to_string()),
+            ("x-hubspot-ratelimit-remaining", remaining.to_string()),
+            ("x-hubspot-ratelimit-daily", "250000".to_string()),
+            ("x-hubspot-ratelimit-daily-remaining", "249000".to_string()),
+        ],
+        Flavor::Pipedrive => vec![
+            ("x-ratelimit-limit", max.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+        ],
+    };
+    if flavor == Flavor::Pipedrive {
+        if !r.headers().contains_key("x-ratelimit-reset") {
+            headers.push(("x-ratelimit-reset", interval.as_secs().max(1).to_string()));
+        }
+        if let Some((limit, left)) = budget {
+            headers.push(("x-daily-ratelimit-token-limit", limit.to_string()));
+            headers.push(("x-daily-ratelimit-token-remaining", left.to_string()));
+        }
+    }
     let h = r.headers_mut();
-    for (name, value) in [
-        ("x-hubspot-ratelimit-max", max.to_string()),
-        ("x-hubspot-ratelimit-interval-milliseconds", interval.as_millis().to_string()),
-        ("x-hubspot-ratelimit-remaining", remaining.to_string()),
-        ("x-hubspot-ratelimit-daily", "250000".to_string()),
-        ("x-hubspot-ratelimit-daily-remaining", "249000".to_string()),
-    ] {
+    for (name, value) in headers {
         h.insert(name, axum::http::HeaderValue::from_str(&value).expect("ascii"));
     }
 }
 
+/// HubSpot: `Authorization: Bearer`. Pipedrive: `x-api-token` (or an OAuth Bearer token).
 async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty());
+    let flavor = state.generator.config.flavor;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let token = match flavor {
+        Flavor::Hubspot => bearer,
+        Flavor::Pipedrive => header("x-api-token").or(bearer),
+    }
+    .filter(|t| !t.is_empty());
     let ok = match (&state.generator.config.token, token) {
         (_, None) => false,
         (None, Some(_)) => true,
         (Some(expected), Some(given)) => expected == given,
     };
     if !ok {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_AUTHENTICATION",
-            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-        );
+        return match flavor {
+            Flavor::Hubspot => error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+            ),
+            Flavor::Pipedrive => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"success": false, "error": "unauthorized access", "errorCode": 401})),
+            )
+                .into_response(),
+        };
     }
     next.run(request).await
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found")
+async fn not_found(State(state): State<Shared>) -> Response {
+    match state.generator.config.flavor {
+        Flavor::Hubspot => error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found"),
+        Flavor::Pipedrive => super::pipedrive_api::pd_error(StatusCode::NOT_FOUND, "Unknown method .", "Please check developers.pipedrive.com"),
+    }
 }
 
 async fn stats(State(state): State<Shared>) -> Response {
@@ -390,16 +472,16 @@ async fn stats(State(state): State<Shared>) -> Response {
 }
 
 /// Query pairs, with repeated keys and comma lists both accepted (as HubSpot does).
-struct Query(Vec<(String, String)>);
+pub(super) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<String>) -> Query {
+    pub(super) fn parse(raw: Option<String>) -> Query {
         Query(url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect())
     }
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
-    fn list(&self, key: &str) -> Option<Vec<String>> {
+    pub(super) fn list(&self, key: &str) -> Option<Vec<String>> {
         let values: Vec<String> = self
             .0
             .iter()
@@ -976,7 +1058,7 @@ fn search_throttled(state: &AppState) -> Option<Response> {
     }
     drop(recent);
     count_throttled(state, now);
-    Some(throttled_response("SECONDLY", "secondly", None))
+    Some(throttled_response(Flavor::Hubspot, "SECONDLY", None))
 }
 
 /// Counts a 429 the account's limits caused (not an injected one).
@@ -1044,6 +1126,18 @@ impl HookBody {
 async fn touch(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
     let g = &state.generator;
     let Json(body) = body.ok_or_else(invalid_json)?;
+    if let Some(w) = &state.pipedrive {
+        let e = pipedrive_entity(w, &body.object_type)?;
+        let at = body.at()?;
+        let (field, value, ids) = w
+            .touch(e, body.count, at, body.spread_ms.max(0))
+            .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+        return Ok(Json(json!({
+            "objectType": super::pipedrive::ENTITIES[e].plural, "property": field, "value": value,
+            "at": super::iso(at), "spreadMs": body.spread_ms.max(0), "ids": ids,
+        }))
+        .into_response());
+    }
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
     let (property, value, ids) = g
@@ -1061,6 +1155,13 @@ async fn touch(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Ans
 async fn archive(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
     let g = &state.generator;
     let Json(body) = body.ok_or_else(invalid_json)?;
+    if let Some(w) = &state.pipedrive {
+        let e = pipedrive_entity(w, &body.object_type)?;
+        let at = body.at()?;
+        let ids = w.archive(e, body.count, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+        return Ok(Json(json!({"objectType": super::pipedrive::ENTITIES[e].plural, "at": super::iso(at), "ids": ids}))
+            .into_response());
+    }
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
     let ids = g.archive(t, body.count, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
@@ -1069,4 +1170,14 @@ async fn archive(State(state): State<Shared>, body: Option<Json<HookBody>>) -> A
         "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+fn pipedrive_entity(w: &super::pipedrive::World, name: &str) -> std::result::Result<usize, Rejection> {
+    w.entity_index(name).ok_or_else(|| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("{name} is not a Pipedrive entity of the sandbox (persons, organizations, deals, activities, products, leads, notes)"),
+        )
+    })
 }

@@ -82,10 +82,14 @@ pub fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// An instant from RFC 3339 text, or from epoch milliseconds (HubSpot sends both).
+/// An instant from RFC 3339 text, from epoch milliseconds (HubSpot sends both), or from
+/// Pipedrive v1's `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn parse_instant(t: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(dt.with_timezone(&Utc));
+    }
+    if t.len() == 19 && t.as_bytes()[10] == b' ' {
+        return chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok().map(|d| d.and_utc());
     }
     if !t.is_empty() && t.bytes().enumerate().all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-')) {
         let ms: i64 = t.parse().ok()?;

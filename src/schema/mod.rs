@@ -144,9 +144,10 @@ pub fn fixed_table(name: &str) -> Arc<TableSchema> {
 /// `OBJECTS_<PLURAL>` (the same, with `PROPERTY_` columns typed from the definitions).
 pub fn object_schemas(
     table_name: &str,
+    base: &TableSchema,
     properties: &[(String, String, ColumnType)],
 ) -> (Arc<TableSchema>, Arc<TableSchema>) {
-    let base = fixed_table("OBJECTS").columns.clone();
+    let base = base.columns.clone();
     let mut raw = base.clone();
     let mut typed = base;
     for (name, column, ty) in properties {
@@ -154,6 +155,20 @@ pub fn object_schemas(
         typed.push(Column::new(column.clone(), *ty, true));
     }
     (Arc::new(TableSchema::new(format!("{table_name}__RAW"), raw)), Arc::new(TableSchema::new(table_name, typed)))
+}
+
+/// `table` with its record-id columns (`OBJECTID`, `FROMOBJECTID`, `TOOBJECTID`,
+/// `<TYPE>_OBJECTID`) as Utf8: Pipedrive's ids are not all integers (lead ids are UUIDs).
+pub fn with_text_ids(table: &TableSchema) -> Arc<TableSchema> {
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| {
+            let id = c.name == "OBJECTID" || c.name.ends_with("_OBJECTID") || c.name.ends_with("OBJECTID");
+            Column::new(c.name.clone(), if id { ColumnType::Utf8 } else { c.ty }, c.nullable)
+        })
+        .collect();
+    Arc::new(TableSchema::new(table.name.clone(), columns))
 }
 
 /// `ASSOCIATIONS_<FROM>_TO_<TO>`: `<FROM>_OBJECTID`, `<TO>_OBJECTID` (`FROM_`/`TO_` prefixed

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::{AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition};
+use super::{
+    AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender,
+};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
@@ -388,26 +390,6 @@ impl Extractor for HubSpot {
 
     fn http_stats(&self) -> Arc<crate::http::HttpStats> {
         self.client.stats.clone()
-    }
-}
-
-/// Sends downstream; a closed channel means the pipeline already failed and reports why.
-#[derive(Clone)]
-struct Sender(mpsc::Sender<Emit>);
-
-impl Sender {
-    async fn send(&self, emit: Emit) -> Result<()> {
-        self.0.send(emit).await.map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
-    }
-
-    /// Sends what `rows` holds (if anything) and empties it.
-    async fn rows(&self, table: &str, rows: &mut crate::schema::BatchBuilder) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let unparseable = rows.unparseable();
-        let batch = rows.finish()?;
-        self.send(Emit::Rows { table: table.to_string(), batch, unparseable }).await
     }
 }
 

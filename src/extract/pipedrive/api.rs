@@ -1,0 +1,238 @@
+//! Pipedrive's shapes as the extractor reads them: the `{success, data, additional_data}`
+//! envelope with both paging styles (v2 `next_cursor`; v1 `start`/`limit` with or without
+//! the `pagination` wrapper), field definitions of v1 and v2, and values turned into text.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::http::HttpClient;
+use crate::schema::ColumnType;
+
+/// Items per page (the most Pipedrive allows on v1 and v2).
+pub const PAGE: usize = 500;
+
+/// How a list pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    /// v2 (and v1 changelogs): `cursor`, `additional_data.next_cursor`.
+    Cursor,
+    /// v1: `start`, `additional_data[.pagination].more_items_in_collection` / `next_start`.
+    Offset,
+}
+
+/// Walks the pages of one list; [`Pager::next`] answers `None` after the last.
+pub struct Pager<'a> {
+    client: &'a HttpClient,
+    path: String,
+    query: Vec<(String, String)>,
+    paging: Paging,
+    cursor: Option<String>,
+    start: u64,
+    done: bool,
+}
+
+impl<'a> Pager<'a> {
+    pub fn new(client: &'a HttpClient, path: impl Into<String>, query: Vec<(String, String)>, paging: Paging) -> Pager<'a> {
+        Pager { client, path: path.into(), query, paging, cursor: None, start: 0, done: false }
+    }
+
+    /// The path and query of the page about to be read, for error messages.
+    pub fn describe(&self) -> String {
+        match (&self.cursor, self.paging) {
+            (Some(c), _) => format!("GET {} (cursor {c})", self.path),
+            (None, Paging::Offset) if self.start > 0 => format!("GET {} (start {})", self.path, self.start),
+            _ => format!("GET {}", self.path),
+        }
+    }
+
+    /// The next page's items (an empty or null `data` is an empty page).
+    pub async fn next(&mut self) -> Result<Option<Vec<Value>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let limit = PAGE.to_string();
+        let start = self.start.to_string();
+        let mut query: Vec<(&str, &str)> = self.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        query.push(("limit", &limit));
+        match self.paging {
+            Paging::Cursor => {
+                if let Some(c) = &self.cursor {
+                    query.push(("cursor", c));
+                }
+            }
+            Paging::Offset => query.push(("start", &start)),
+        }
+        let page: Value = self.client.get_json(&self.path, &query).await?;
+        let items = match page.get("data") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let additional = page.get("additional_data").cloned().unwrap_or(Value::Null);
+        match self.paging {
+            Paging::Cursor => {
+                self.cursor = additional.get("next_cursor").and_then(Value::as_str).map(str::to_string);
+                self.done = self.cursor.is_none();
+            }
+            Paging::Offset => {
+                let p = additional.get("pagination").unwrap_or(&additional);
+                let more = p.get("more_items_in_collection").and_then(Value::as_bool).unwrap_or(false);
+                let next = p.get("next_start").and_then(Value::as_u64).unwrap_or(self.start + items.len() as u64);
+                self.done = !more || items.is_empty() || next <= self.start;
+                self.start = next;
+            }
+        }
+        Ok(Some(items))
+    }
+}
+
+/// A field definition, from v2 (`field_code`, `field_name`, `is_custom_field`) or v1 (`key`,
+/// `name`, `edit_flag`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub key: String,
+    pub name: String,
+    pub field_type: String,
+    pub custom: bool,
+    /// The option set as sent (`[{id, label}]`), or null.
+    pub options: Value,
+    pub description: Option<String>,
+    /// Extra data fields (monetary currency, address parts, date range end): (key, name, type).
+    pub subfields: Vec<(String, String, String)>,
+}
+
+impl Field {
+    pub fn parse(v: &Value) -> Option<Field> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let key = s("field_code").or_else(|| s("key"))?;
+        let subfields = v
+            .get("subfields")
+            .and_then(Value::as_array)
+            .map(|subs| {
+                subs.iter()
+                    .filter_map(|sub| {
+                        let s = |k: &str| sub.get(k).and_then(Value::as_str).map(str::to_string);
+                        Some((
+                            s("field_code").or_else(|| s("key"))?,
+                            s("field_name").or_else(|| s("name")).unwrap_or_default(),
+                            s("field_type").unwrap_or_else(|| "varchar".into()),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Field {
+            name: s("field_name").or_else(|| s("name")).unwrap_or_else(|| key.clone()),
+            field_type: s("field_type").unwrap_or_else(|| "varchar".into()),
+            custom: v.get("is_custom_field").or_else(|| v.get("edit_flag")).and_then(Value::as_bool).unwrap_or(false),
+            options: v.get("options").cloned().unwrap_or(Value::Null),
+            description: s("description"),
+            subfields,
+            key,
+        })
+    }
+}
+
+/// The column type of a Pipedrive field. Built-in `*_time` fields are typed `date` by
+/// Pipedrive but hold instants; ids of users, people, organizations, deals, pipelines and
+/// stages are integers (leads' are UUIDs, so text).
+pub fn column_type(key: &str, field_type: &str) -> ColumnType {
+    match field_type {
+        "date" if key.ends_with("_time") => ColumnType::Timestamp,
+        "date" | "daterange" => ColumnType::Date32,
+        "int" | "user" | "org" | "people" | "deal" | "stage" | "pipeline" | "product" | "activity" | "project" => {
+            ColumnType::Int64
+        }
+        "double" | "monetary" => ColumnType::Float64,
+        "boolean" => ColumnType::Boolean,
+        "json" | "price_list" => ColumnType::Json,
+        _ => ColumnType::Utf8,
+    }
+}
+
+/// The text kept for a value: strings as sent, numbers as JSON prints them, booleans
+/// `true`/`false`, arrays of scalars (option sets, label ids) as comma lists, other arrays
+/// and objects as compact JSON; `None` for null.
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) if items.iter().all(|i| i.is_number() || i.is_string()) => {
+            Some(items.iter().filter_map(text).collect::<Vec<_>>().join(","))
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+/// The value of `key` on a record: v1 keeps every key flat; v2 nests custom fields in
+/// `custom_fields`, and an object value with extra data fields (monetary, address, date
+/// range) holds the main value in `value` and each subfield `<key>_<part>` in `part`.
+pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<&str>) -> Option<&'r Value> {
+    if !v2 {
+        return record.get(sub.unwrap_or(&field.key));
+    }
+    let holder = if field.custom { record.get("custom_fields")? } else { record };
+    let value = holder.get(&field.key)?;
+    match (value, sub) {
+        (Value::Object(o), Some(sub)) => o.get(sub.strip_prefix(&format!("{}_", field.key)).unwrap_or(sub)),
+        (Value::Object(o), None) if !field.subfields.is_empty() => o.get("value"),
+        (v, None) => Some(v),
+        // A subfield of a field sent as a plain value (or a subfield v2 sends flat).
+        (_, Some(sub)) => holder.get(sub),
+    }
+}
+
+/// The instant of an API time (`2024-01-01T10:00:00Z` or v1's `2024-01-01 10:00:00`).
+pub fn instant(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str().and_then(crate::schema::parse_instant)
+}
+
+/// `PROPERTY_<UPPER(slug)>` of a custom field's name: transliterated to ASCII, runs of
+/// other characters turned into one `_`.
+pub fn slug_column(name: &str) -> String {
+    let ascii = deunicode::deunicode(name);
+    let mut slug = String::new();
+    for c in ascii.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_uppercase());
+        } else if !slug.ends_with('_') && !slug.is_empty() {
+            slug.push('_');
+        }
+    }
+    let slug = slug.trim_end_matches('_');
+    format!("PROPERTY_{}", if slug.is_empty() { "FIELD" } else { slug })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn slugs_are_readable_ascii() {
+        assert_eq!(slug_column("Größe (cm)"), "PROPERTY_GROSSE_CM");
+        assert_eq!(slug_column("Is priority?"), "PROPERTY_IS_PRIORITY");
+        assert_eq!(slug_column("Référence client"), "PROPERTY_REFERENCE_CLIENT");
+        assert_eq!(slug_column("???"), "PROPERTY_FIELD");
+    }
+
+    #[test]
+    fn values_come_from_v2_custom_fields_and_v1_flat_keys() {
+        let money = Field::parse(&json!({
+            "field_code": "abc", "field_name": "Contract", "field_type": "monetary", "is_custom_field": true,
+            "subfields": [{"field_code": "abc_currency", "field_name": "Currency", "field_type": "varchar"}]
+        }))
+        .unwrap();
+        let v2 = json!({"id": 1, "custom_fields": {"abc": {"value": 12.5, "currency": "EUR"}}});
+        assert_eq!(field_value(&v2, &money, true, None), Some(&json!(12.5)));
+        assert_eq!(field_value(&v2, &money, true, Some("abc_currency")), Some(&json!("EUR")));
+        let v1 = json!({"id": "x", "abc": 12.5, "abc_currency": "EUR"});
+        assert_eq!(field_value(&v1, &money, false, Some("abc_currency")), Some(&json!("EUR")));
+        assert_eq!(text(&json!([3, 4])).as_deref(), Some("3,4"));
+        assert_eq!(text(&json!([{"a": 1}])).as_deref(), Some("[{\"a\":1}]"));
+        assert_eq!(column_type("add_time", "date"), ColumnType::Timestamp);
+        assert_eq!(column_type("due_date", "date"), ColumnType::Date32);
+    }
+}

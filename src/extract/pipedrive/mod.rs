@@ -1,0 +1,895 @@
+//! The Pipedrive extractor (SPEC section 5, reference/pipedrive-api.md section 11): the same
+//! table families as HubSpot so one warehouse model serves both CRMs.
+//!
+//! Discovery reads the account (`/v1/users/me`) and each entity's field definitions; custom
+//! fields (40-character hash keys) become `PROPERTY_<slug of the name>` columns. A run reads
+//! each entity's list (v2 with cursor paging for persons, organizations, deals, activities
+//! and products; v1 with offset paging for leads and notes; archived deals and leads from
+//! their own lists), builds associations from the foreign keys and deal products, and
+//! property history from the deal, person and organization changelogs. Incremental and
+//! backfill runs filter lists by `updated_since`/`updated_until` (never `/v1/recents`, which
+//! keeps one month only).
+
+mod api;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{AssociationPair, Catalog, Emit, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender, Window};
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+use crate::model::ObjectType;
+use crate::schema::{self, BatchBuilder, ColumnType, TableSchema, fixed_table, with_text_ids};
+use api::{Field, Pager, Paging};
+
+/// Which time filters a list takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeFilter {
+    /// `updated_since` and `updated_until`.
+    SinceUntil,
+    /// `updated_since` only (the end is filtered here).
+    Since,
+    /// None: the window is filtered here.
+    None,
+}
+
+/// One Pipedrive entity, declared as data.
+struct Entity {
+    /// `person`: `OBJECTTYPEID` and the `--objects` name (with the plural).
+    name: &'static str,
+    plural: &'static str,
+    singular_label: &'static str,
+    plural_label: &'static str,
+    list: &'static str,
+    filter: TimeFilter,
+    /// The list of archived records, and its filter.
+    archived: Option<(&'static str, TimeFilter)>,
+    fields: &'static str,
+    fields_paging: Paging,
+    v2: bool,
+    /// `/v1/{plural}/{id}/changelog` exists.
+    changelog: bool,
+    display: &'static str,
+    /// Query parameters every page of the main list carries.
+    extra: &'static [(&'static str, &'static str)],
+}
+
+const ENTITIES: &[Entity] = &[
+    Entity {
+        name: "person",
+        plural: "persons",
+        singular_label: "Person",
+        plural_label: "Persons",
+        list: "/api/v2/persons",
+        filter: TimeFilter::SinceUntil,
+        archived: None,
+        fields: "/api/v2/personFields",
+        fields_paging: Paging::Cursor,
+        v2: true,
+        changelog: true,
+        display: "name",
+        extra: &[],
+    },
+    Entity {
+        name: "organization",
+        plural: "organizations",
+        singular_label: "Organization",
+        plural_label: "Organizations",
+        list: "/api/v2/organizations",
+        filter: TimeFilter::SinceUntil,
+        archived: None,
+        fields: "/api/v2/organizationFields",
+        fields_paging: Paging::Cursor,
+        v2: true,
+        changelog: true,
+        display: "name",
+        extra: &[],
+    },
+    Entity {
+        name: "deal",
+        plural: "deals",
+        singular_label: "Deal",
+        plural_label: "Deals",
+        list: "/api/v2/deals",
+        filter: TimeFilter::SinceUntil,
+        archived: Some(("/api/v2/deals/archived", TimeFilter::SinceUntil)),
+        fields: "/api/v2/dealFields",
+        fields_paging: Paging::Cursor,
+        v2: true,
+        changelog: true,
+        display: "title",
+        // Deleted deals (kept 30 days) too: they become ARCHIVED rows.
+        extra: &[("status", "open,won,lost,deleted")],
+    },
+    Entity {
+        name: "activity",
+        plural: "activities",
+        singular_label: "Activity",
+        plural_label: "Activities",
+        list: "/api/v2/activities",
+        filter: TimeFilter::SinceUntil,
+        archived: None,
+        fields: "/api/v2/activityFields",
+        fields_paging: Paging::Cursor,
+        v2: true,
+        changelog: false,
+        display: "subject",
+        extra: &[],
+    },
+    Entity {
+        name: "product",
+        plural: "products",
+        singular_label: "Product",
+        plural_label: "Products",
+        list: "/api/v2/products",
+        filter: TimeFilter::Since,
+        archived: None,
+        fields: "/api/v2/productFields",
+        fields_paging: Paging::Cursor,
+        v2: true,
+        changelog: false,
+        display: "name",
+        extra: &[],
+    },
+    Entity {
+        name: "lead",
+        plural: "leads",
+        singular_label: "Lead",
+        plural_label: "Leads",
+        list: "/api/v1/leads",
+        filter: TimeFilter::Since,
+        archived: Some(("/api/v1/leads/archived", TimeFilter::None)),
+        fields: "/api/v1/leadFields",
+        fields_paging: Paging::Offset,
+        v2: false,
+        changelog: false,
+        display: "title",
+        extra: &[],
+    },
+    Entity {
+        name: "note",
+        plural: "notes",
+        singular_label: "Note",
+        plural_label: "Notes",
+        list: "/api/v1/notes",
+        filter: TimeFilter::Since,
+        archived: None,
+        fields: "/api/v1/noteFields",
+        fields_paging: Paging::Offset,
+        v2: false,
+        changelog: false,
+        display: "content",
+        extra: &[],
+    },
+];
+
+/// An association read from a foreign key (or, for products, from the deal's line items).
+struct Relation {
+    from: &'static str,
+    to: &'static str,
+    /// The foreign-key field, and `ASSOCIATIONLABEL`.
+    key: &'static str,
+    type_id: i32,
+}
+
+/// Deal products are read through `/api/v2/deals/products`, not a field.
+const DEAL_PRODUCTS: &str = "deal_products";
+
+const RELATIONS: &[Relation] = &[
+    Relation { from: "deal", to: "person", key: "person_id", type_id: 1 },
+    Relation { from: "deal", to: "organization", key: "org_id", type_id: 2 },
+    Relation { from: "person", to: "organization", key: "org_id", type_id: 3 },
+    Relation { from: "activity", to: "deal", key: "deal_id", type_id: 4 },
+    Relation { from: "activity", to: "person", key: "person_id", type_id: 5 },
+    Relation { from: "activity", to: "organization", key: "org_id", type_id: 6 },
+    Relation { from: "lead", to: "person", key: "person_id", type_id: 7 },
+    Relation { from: "lead", to: "organization", key: "organization_id", type_id: 8 },
+    Relation { from: "deal", to: "product", key: DEAL_PRODUCTS, type_id: 9 },
+];
+
+/// `ASSOCIATIONCATEGORY` of every Pipedrive association.
+const CATEGORY: &str = "PIPEDRIVE_DEFINED";
+
+/// Deal ids per `/api/v2/deals/products` request (Pipedrive's maximum).
+const DEAL_IDS_PER_REQUEST: usize = 100;
+
+/// What to export and how.
+#[derive(Debug, Clone)]
+pub struct PipedriveOptions {
+    /// Entities by name or plural (`deals`, `person`); `None` for all seven.
+    pub objects: Option<Vec<String>>,
+    /// Entities extracted at the same time (changelogs are read `2 * concurrency` at a time).
+    pub concurrency: usize,
+    /// The export run's start time, canonical text, for INGESTEDAT.
+    pub ingested_at: Arc<str>,
+    /// Historical values kept per (record, field), newest first; `None` skips history.
+    pub history: Option<usize>,
+}
+
+/// One column of an entity's table: the field and, for extra data fields, the subfield key.
+struct Column {
+    field: usize,
+    sub: Option<String>,
+}
+
+/// What discovery learnt of one entity.
+struct Discovered {
+    entity: &'static Entity,
+    fields: Vec<Field>,
+    columns: Vec<Column>,
+    stream: Arc<ObjectStream>,
+}
+
+struct Discovery {
+    entities: Vec<Discovered>,
+}
+
+pub struct Pipedrive {
+    client: Arc<HttpClient>,
+    options: PipedriveOptions,
+    discovery: std::sync::OnceLock<Discovery>,
+}
+
+/// A fixed table with text record ids (Pipedrive's lead ids are UUIDs).
+fn table(name: &str) -> Arc<TableSchema> {
+    with_text_ids(&fixed_table(name))
+}
+
+fn object_type(e: &Entity) -> ObjectType {
+    ObjectType {
+        api_name: e.plural.to_string(),
+        type_id: e.name.to_string(),
+        singular: e.name.to_uppercase(),
+        plural: e.plural.to_uppercase(),
+        has_pipelines: e.name == "deal",
+        custom: false,
+    }
+}
+
+/// Seconds-resolution bounds of a window, as Pipedrive filters take them: the start rounded
+/// down and the end up, so that every record of `[from, to)` is in `[since, until)`.
+fn bounds(w: Window) -> (DateTime<Utc>, DateTime<Utc>) {
+    let since = DateTime::from_timestamp(w.from.timestamp(), 0).unwrap_or(w.from);
+    let up = if w.to.timestamp_subsec_nanos() > 0 { w.to.timestamp() + 1 } else { w.to.timestamp() };
+    (since, DateTime::from_timestamp(up, 0).unwrap_or(w.to))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Pipedrive {
+    pub fn new(client: Arc<HttpClient>, options: PipedriveOptions) -> Pipedrive {
+        Pipedrive { client, options, discovery: std::sync::OnceLock::new() }
+    }
+
+    fn selected(&self) -> Result<Vec<&'static Entity>> {
+        let Some(names) = &self.options.objects else {
+            return Ok(ENTITIES.iter().collect());
+        };
+        let mut out: Vec<&'static Entity> = Vec::new();
+        for n in names {
+            let e = ENTITIES
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case(n) || e.plural.eq_ignore_ascii_case(n))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--objects names '{n}', which is not a Pipedrive entity crmdump exports; known: {}",
+                        ENTITIES.iter().map(|e| e.plural).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+            if !out.iter().any(|o| o.name == e.name) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
+        let me: Value = self
+            .client
+            .get_json("/api/v1/users/me", &[])
+            .await
+            .map_err(|e| e.in_stream("account", "GET /api/v1/users/me"))?;
+        let account = me
+            .pointer("/data/company_id")
+            .and_then(api::text)
+            .or_else(|| me.pointer("/data/company_domain").and_then(api::text))
+            .unwrap_or_else(|| "unknown".into());
+        let mut notices = Vec::new();
+        let mut entities = Vec::new();
+        for entity in self.selected()? {
+            let mut pager = Pager::new(&self.client, entity.fields, Vec::new(), entity.fields_paging);
+            let mut fields = Vec::new();
+            let read: Result<()> = async {
+                while let Some(items) = pager.next().await? {
+                    fields.extend(items.iter().filter_map(Field::parse));
+                }
+                Ok(())
+            }
+            .await;
+            match read {
+                Ok(()) => entities.push(discovered(entity, fields)),
+                Err(Error::Api { status: 403, message, .. }) => notices.push(Notice {
+                    kind: "missing_scope".into(),
+                    table: object_type(entity).table_name(),
+                    detail: format!("{} skipped: the token may not read them ({message})", entity.plural),
+                    count: None,
+                }),
+                Err(e) => return Err(e.in_stream(format!("fields of {}", entity.plural), pager.describe())),
+            }
+        }
+        if entities.is_empty() {
+            return Err(Error::Api {
+                method: "GET",
+                path: "/api/v2/dealFields".into(),
+                status: 403,
+                message: "the token cannot read any entity".into(),
+                correlation: None,
+                hint: "Use the API token of a user who can see deals, persons and organizations".into(),
+            });
+        }
+        let has = |name: &str| entities.iter().any(|d: &Discovered| d.entity.name == name);
+        let pairs: Vec<Arc<AssociationPair>> = RELATIONS
+            .iter()
+            .filter(|r| has(r.from) && has(r.to))
+            .map(|r| {
+                let (from, to) = (entity(r.from), entity(r.to));
+                let (from, to) = (object_type(from), object_type(to));
+                let table = schema::association_schema(&from.plural, &to.plural, &from.singular, &to.singular);
+                Arc::new(AssociationPair { table: with_text_ids(&table), from, to })
+            })
+            .collect();
+        let mut fixed = vec![
+            "OBJECTS",
+            "OBJECT_WITH_OBJECT_PROPERTIES",
+            "OBJECT_PROPERTIES",
+            "ASSOCIATIONS",
+            "ASSOCIATION_DEFINITIONS",
+            "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
+            "PROPERTY_DEFINITIONS",
+            "OWNERS",
+            "PIPELINES",
+            "PIPELINE_STAGES",
+        ];
+        if self.options.history.is_some() {
+            fixed.push("OBJECT_PROPERTIES_HISTORY");
+        }
+        let objects: Vec<Arc<ObjectStream>> = entities.iter().map(|d| d.stream.clone()).collect();
+        let mut tables: Vec<Arc<TableSchema>> = fixed.iter().map(|n| table(n)).collect();
+        tables.extend(objects.iter().map(|o| o.table.clone()));
+        tables.extend(pairs.iter().map(|p| p.table.clone()));
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        let catalog = Catalog { account, objects, pairs, events: Vec::new(), notices, tables };
+        Ok((catalog, Discovery { entities }))
+    }
+
+    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, out: Sender) -> Result<()> {
+        self.definitions(catalog, discovery, &out).await?;
+        self.owners(&out).await?;
+        self.pipelines(&out).await?;
+        let runs: Vec<_> = discovery
+            .entities
+            .iter()
+            .map(|d| {
+                let pairs: Vec<Arc<AssociationPair>> =
+                    catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
+                self.entity(d, extent.window(&d.stream.table.name), pairs, &out)
+            })
+            .collect();
+        futures::stream::iter(runs)
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Every list of one entity (live, then archived).
+    async fn entity(
+        &self,
+        d: &Discovered,
+        window: Option<Window>,
+        pairs: Vec<Arc<AssociationPair>>,
+        out: &Sender,
+    ) -> Result<()> {
+        let ingested = &self.options.ingested_at;
+        let mut lists = vec![(d.entity.list, d.entity.filter, d.entity.extra)];
+        if let Some((path, filter)) = d.entity.archived {
+            lists.push((path, filter, &[]));
+        }
+        for (path, filter, extra) in lists {
+            self.list(d, path, filter, extra, window, &pairs, ingested, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one list of an entity, page by page: records, associations, history.
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        d: &Discovered,
+        path: &str,
+        filter: TimeFilter,
+        extra: &[(&str, &str)],
+        window: Option<Window>,
+        pairs: &[Arc<AssociationPair>],
+        ingested: &Arc<str>,
+        out: &Sender,
+    ) -> Result<()> {
+        let mut query: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let bounds = window.map(bounds);
+        if let Some((since, until)) = bounds {
+            if filter != TimeFilter::None {
+                query.push(("updated_since".into(), rfc3339(since)));
+            }
+            if filter == TimeFilter::SinceUntil {
+                query.push(("updated_until".into(), rfc3339(until)));
+            }
+        }
+        let paging = if d.entity.v2 { Paging::Cursor } else { Paging::Offset };
+        let table = &d.stream.table.name;
+        let mut pager = Pager::new(&self.client, path, query, paging);
+        let mut bad = 0u64;
+        loop {
+            let page = pager.describe();
+            let Some(items) = pager.next().await.map_err(|e| e.in_stream(table, &page))? else {
+                break;
+            };
+            let items: Vec<&Value> = items
+                .iter()
+                .filter(|r| match bounds {
+                    None => true,
+                    Some((since, until)) => {
+                        r.get("update_time").and_then(api::instant).is_some_and(|t| since <= t && t < until)
+                    }
+                })
+                .collect();
+            let (batch, ids, skipped) = self.records(d, &items, ingested)?;
+            bad += skipped;
+            if ids.is_empty() {
+                continue;
+            }
+            out.send(Emit::Objects { stream: d.stream.clone(), batch }).await?;
+            self.foreign_keys(d, &items, pairs, ingested, out).await?;
+            if pairs.iter().any(|p| p.to.type_id == "product") && d.entity.name == "deal" {
+                let pair = pairs.iter().find(|p| p.to.type_id == "product").expect("checked");
+                self.deal_products(pair, &ids, ingested, out).await?;
+            }
+            if let (Some(keep), true) = (self.options.history, d.entity.changelog) {
+                self.history(d, &ids, keep, ingested, out).await?;
+            }
+        }
+        if bad > 0 {
+            out.send(Emit::Warning(Notice {
+                kind: "bad_record".into(),
+                table: table.clone(),
+                detail: format!("{bad} records without an id were left out"),
+                count: Some(bad),
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The raw batch of a page (`OBJECTS` columns then one verbatim column per property), the
+    /// ids read, and how many records had no id.
+    fn records(
+        &self,
+        d: &Discovered,
+        items: &[&Value],
+        ingested: &Arc<str>,
+    ) -> Result<(arrow::record_batch::RecordBatch, Vec<String>, u64)> {
+        let mut b = BatchBuilder::new(d.stream.raw.clone(), ingested.clone(), items.len());
+        let mut ids = Vec::with_capacity(items.len());
+        let mut bad = 0;
+        for r in items {
+            let Some(id) = r.get("id").and_then(api::text).filter(|id| !id.is_empty()) else {
+                bad += 1;
+                continue;
+            };
+            let flag = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
+            let deleted = flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted");
+            let archived = flag("is_archived") || deleted;
+            let archived_at = r
+                .get("archive_time")
+                .and_then(api::text)
+                .or_else(|| deleted.then(|| r.get("update_time").and_then(api::text)).flatten());
+            b.push(Some(d.entity.name));
+            b.push(Some(&id));
+            b.push(r.get("add_time").and_then(api::text).as_deref());
+            b.push(r.get("update_time").and_then(api::text).as_deref());
+            b.push(Some(if archived { "true" } else { "false" }));
+            b.push(archived_at.as_deref());
+            for c in &d.columns {
+                let value = api::field_value(r, &d.fields[c.field], d.entity.v2, c.sub.as_deref());
+                b.push(value.and_then(api::text).as_deref());
+            }
+            b.end_row();
+            ids.push(id);
+        }
+        Ok((b.finish()?, ids, bad))
+    }
+
+    /// Association rows from the page's foreign keys, one batch per pair.
+    async fn foreign_keys(
+        &self,
+        d: &Discovered,
+        items: &[&Value],
+        pairs: &[Arc<AssociationPair>],
+        ingested: &Arc<str>,
+        out: &Sender,
+    ) -> Result<()> {
+        for pair in pairs {
+            let Some(rel) = RELATIONS.iter().find(|r| r.from == d.entity.name && r.to == pair.to.type_id) else {
+                continue;
+            };
+            if rel.key == DEAL_PRODUCTS {
+                continue;
+            }
+            let mut b = BatchBuilder::new(table("ASSOCIATIONS"), ingested.clone(), items.len());
+            for r in items {
+                let (Some(from), Some(to)) = (r.get("id").and_then(api::text), r.get(rel.key).and_then(fk_id)) else {
+                    continue;
+                };
+                push_association(&mut b, rel, &from, &to);
+            }
+            if !b.is_empty() {
+                out.send(Emit::Associations { pair: pair.clone(), batch: b.finish()? }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deal -> product associations from the line items of `ids`, 100 deals per request.
+    async fn deal_products(&self, pair: &Arc<AssociationPair>, ids: &[String], ingested: &Arc<str>, out: &Sender) -> Result<()> {
+        let rel = RELATIONS.iter().find(|r| r.key == DEAL_PRODUCTS).expect("declared");
+        for chunk in ids.chunks(DEAL_IDS_PER_REQUEST) {
+            let query = vec![("deal_ids".to_string(), chunk.join(","))];
+            let mut pager = Pager::new(&self.client, "/api/v2/deals/products", query, Paging::Cursor);
+            let mut seen = HashSet::new();
+            let mut b = BatchBuilder::new(table("ASSOCIATIONS"), ingested.clone(), chunk.len());
+            loop {
+                let page = pager.describe();
+                let Some(items) = pager.next().await.map_err(|e| e.in_stream(&pair.table.name, &page))? else {
+                    break;
+                };
+                for item in &items {
+                    let (Some(deal), Some(product)) =
+                        (item.get("deal_id").and_then(api::text), item.get("product_id").and_then(api::text))
+                    else {
+                        continue;
+                    };
+                    if seen.insert((deal.clone(), product.clone())) {
+                        push_association(&mut b, rel, &deal, &product);
+                    }
+                }
+            }
+            if !b.is_empty() {
+                out.send(Emit::Associations { pair: pair.clone(), batch: b.finish()? }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `OBJECT_PROPERTIES_HISTORY` of `ids` from their changelogs (newest first), keeping
+    /// the newest `keep` values per field.
+    async fn history(&self, d: &Discovered, ids: &[String], keep: usize, ingested: &Arc<str>, out: &Sender) -> Result<()> {
+        let parallel = self.options.concurrency.max(1) * 2;
+        let reads: Vec<_> = ids.iter().map(|id| self.changelog(d, id)).collect();
+        let logs: Vec<(&String, Vec<Value>)> = futures::stream::iter(reads).buffered(parallel).try_collect().await?;
+        let mut b = BatchBuilder::new(table("OBJECT_PROPERTIES_HISTORY"), ingested.clone(), logs.len() * 4);
+        for (id, entries) in &logs {
+            let id: &str = id;
+            let mut per_field: HashMap<&str, usize> = HashMap::new();
+            for c in entries {
+                let Some(key) = c.get("field_key").and_then(Value::as_str) else { continue };
+                let n = per_field.entry(key).or_default();
+                if *n >= keep {
+                    continue;
+                }
+                *n += 1;
+                let s = |k: &str| c.get(k).and_then(api::text);
+                b.push(Some(d.entity.name));
+                b.push(Some(id));
+                b.push(Some(key));
+                b.push(s("new_value").as_deref());
+                b.push(s("time").as_deref());
+                b.push(s("change_source").as_deref());
+                b.push(s("change_source_user_agent").as_deref());
+                b.push(s("actor_user_id").as_deref());
+                b.end_row();
+            }
+        }
+        out.rows("OBJECT_PROPERTIES_HISTORY", &mut b).await
+    }
+
+    /// Every page of one record's changelog.
+    async fn changelog<'i>(&self, d: &Discovered, id: &'i String) -> Result<(&'i String, Vec<Value>)> {
+        let path = format!("/api/v1/{}/{id}/changelog", d.entity.plural);
+        let mut pager = Pager::new(&self.client, path, Vec::new(), Paging::Cursor);
+        let mut entries = Vec::new();
+        loop {
+            let page = pager.describe();
+            match pager.next().await {
+                Ok(Some(items)) => entries.extend(items),
+                Ok(None) => break,
+                // A record deleted since its page was read has no changelog any more.
+                Err(Error::Api { status: 404 | 410, .. }) => break,
+                Err(e) => return Err(e.in_stream("OBJECT_PROPERTIES_HISTORY", page)),
+            }
+        }
+        Ok((id, entries))
+    }
+
+    /// `OBJECT_AND_EVENT_TYPE_DEFINITIONS`, `PROPERTY_DEFINITIONS` and `ASSOCIATION_DEFINITIONS`.
+    async fn definitions(&self, catalog: &Catalog, discovery: &Discovery, out: &Sender) -> Result<()> {
+        let ingested = &self.options.ingested_at;
+        let mut types = BatchBuilder::new(table("OBJECT_AND_EVENT_TYPE_DEFINITIONS"), ingested.clone(), 8);
+        let mut props = BatchBuilder::new(table("PROPERTY_DEFINITIONS"), ingested.clone(), 256);
+        for d in &discovery.entities {
+            let e = d.entity;
+            let fq = format!("pipedrive.{}", e.name);
+            types.push_row([
+                Some(e.name),
+                Some("OBJECT"),
+                Some(e.name),
+                Some(fq.as_str()),
+                Some(e.singular_label),
+                Some(e.plural_label),
+                Some(e.display),
+                Some("false"),
+                None,
+                None,
+            ]);
+            for (c, column) in d.columns.iter().zip(&d.stream.table.columns[fixed_table("OBJECTS").columns.len()..]) {
+                let f = &d.fields[c.field];
+                let (key, label, field_type) = match &c.sub {
+                    None => (f.key.as_str(), f.name.clone(), f.field_type.as_str()),
+                    Some(sub) => {
+                        let (_, name, ty) = f.subfields.iter().find(|(k, _, _)| k == sub).expect("from the field");
+                        (sub.as_str(), format!("{} ({name})", f.name), ty.as_str())
+                    }
+                };
+                let options = (!f.options.is_null() && c.sub.is_none()).then(|| f.options.to_string());
+                props.push_row([
+                    Some(e.name),
+                    Some(key),
+                    Some(label.as_str()),
+                    Some(field_type),
+                    Some(field_type),
+                    None,
+                    f.description.as_deref(),
+                    options.as_deref(),
+                    Some("false"),
+                    Some(if f.custom { "false" } else { "true" }),
+                    Some("false"),
+                    Some("false"),
+                    Some("false"),
+                    None,
+                    Some(column.name.as_str()),
+                    None,
+                    None,
+                ]);
+            }
+        }
+        let mut assoc = BatchBuilder::new(table("ASSOCIATION_DEFINITIONS"), ingested.clone(), RELATIONS.len());
+        for pair in &catalog.pairs {
+            let rel = RELATIONS.iter().find(|r| r.from == pair.from.type_id && r.to == pair.to.type_id).expect("declared");
+            let type_id = rel.type_id.to_string();
+            let name = format!("{}_to_{}", rel.from, rel.to);
+            assoc.push_row([
+                Some(rel.from),
+                Some(rel.to),
+                Some(type_id.as_str()),
+                Some(CATEGORY),
+                Some(rel.key),
+                Some(name.as_str()),
+            ]);
+        }
+        out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types).await?;
+        out.rows("PROPERTY_DEFINITIONS", &mut props).await?;
+        out.rows("ASSOCIATION_DEFINITIONS", &mut assoc).await
+    }
+
+    /// `OWNERS` from `/v1/users` (deactivated users too, as ARCHIVED, so every owner id resolves).
+    async fn owners(&self, out: &Sender) -> Result<()> {
+        let users: Value =
+            self.client.get_json("/api/v1/users", &[]).await.map_err(|e| e.in_stream("OWNERS", "GET /api/v1/users"))?;
+        let users = users.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut b = BatchBuilder::new(table("OWNERS"), self.options.ingested_at.clone(), users.len());
+        for u in &users {
+            let s = |k: &str| u.get(k).and_then(api::text);
+            let Some(id) = s("id") else { continue };
+            let name = s("name").unwrap_or_default();
+            let (first, last) = name.split_once(' ').map(|(f, l)| (f.to_string(), Some(l.to_string()))).unwrap_or((name.clone(), None));
+            let active = u.get("active_flag").and_then(Value::as_bool).unwrap_or(true);
+            b.push_row([
+                Some(id.as_str()),
+                Some(id.as_str()),
+                Some(id.as_str()),
+                s("email").as_deref(),
+                (!first.is_empty()).then_some(first.as_str()),
+                last.as_deref(),
+                Some("PERSON"),
+                Some(if active { "false" } else { "true" }),
+                s("created").as_deref(),
+                s("modified").as_deref(),
+            ]);
+        }
+        out.rows("OWNERS", &mut b).await
+    }
+
+    /// `PIPELINES` and `PIPELINE_STAGES` (deal pipelines).
+    async fn pipelines(&self, out: &Sender) -> Result<()> {
+        let ingested = &self.options.ingested_at;
+        let mut pipelines = BatchBuilder::new(table("PIPELINES"), ingested.clone(), 8);
+        let mut pager = Pager::new(&self.client, "/api/v2/pipelines", Vec::new(), Paging::Cursor);
+        while let Some(items) = pager.next().await.map_err(|e| e.in_stream("PIPELINES", "GET /api/v2/pipelines"))? {
+            for p in &items {
+                let s = |k: &str| p.get(k).and_then(api::text);
+                pipelines.push_row([
+                    Some("deal"),
+                    s("id").as_deref(),
+                    s("name").as_deref(),
+                    s("order_nr").as_deref(),
+                    s("is_deleted").as_deref(),
+                    s("add_time").as_deref(),
+                    s("update_time").as_deref(),
+                ]);
+            }
+        }
+        let mut stages = BatchBuilder::new(table("PIPELINE_STAGES"), ingested.clone(), 32);
+        let mut pager = Pager::new(&self.client, "/api/v2/stages", Vec::new(), Paging::Cursor);
+        while let Some(items) = pager.next().await.map_err(|e| e.in_stream("PIPELINE_STAGES", "GET /api/v2/stages"))? {
+            for st in &items {
+                let s = |k: &str| st.get(k).and_then(api::text);
+                let metadata = json!({
+                    "is_deal_rot_enabled": st.get("is_deal_rot_enabled"),
+                    "days_to_rotten": st.get("days_to_rotten"),
+                })
+                .to_string();
+                stages.push_row([
+                    Some("deal"),
+                    s("pipeline_id").as_deref(),
+                    s("id").as_deref(),
+                    s("name").as_deref(),
+                    s("order_nr").as_deref(),
+                    s("deal_probability").as_deref(),
+                    None,
+                    Some(metadata.as_str()),
+                    s("is_deleted").as_deref(),
+                    s("add_time").as_deref(),
+                    s("update_time").as_deref(),
+                ]);
+            }
+        }
+        out.rows("PIPELINES", &mut pipelines).await?;
+        out.rows("PIPELINE_STAGES", &mut stages).await
+    }
+}
+
+fn entity(name: &str) -> &'static Entity {
+    ENTITIES.iter().find(|e| e.name == name).expect("relations name declared entities")
+}
+
+/// A foreign key's id: a number, a string, or (v1) an object with `value`.
+fn fk_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(o) => o.get("value").and_then(fk_id),
+        other => api::text(other).filter(|s| !s.is_empty()),
+    }
+}
+
+fn push_association(b: &mut BatchBuilder, rel: &Relation, from: &str, to: &str) {
+    let type_id = rel.type_id.to_string();
+    b.push_row([
+        Some(rel.from),
+        Some(from),
+        Some(rel.to),
+        Some(to),
+        Some(type_id.as_str()),
+        Some(CATEGORY),
+        Some(rel.key),
+        Some("true"),
+    ]);
+}
+
+/// The entity's columns: built-in fields as `PROPERTY_<UPPER(key)>`, custom fields as
+/// `PROPERTY_<UPPER(slug of the name)>`, extra data fields after their field (custom:
+/// `<field column>_<PART>`), with `_2`, `_3`... on a clash.
+fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
+    let fields: Vec<Field> = fields.into_iter().filter(|f| f.key != "id").collect();
+    let mut columns = Vec::new();
+    let mut wanted: Vec<(String, String, ColumnType)> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let base = if f.custom { api::slug_column(&f.name) } else { crate::model::property_column(&f.key) };
+        columns.push(Column { field: i, sub: None });
+        wanted.push((f.key.clone(), base.clone(), api::column_type(&f.key, &f.field_type)));
+        for (sub, _, ty) in &f.subfields {
+            let part = sub.strip_prefix(&format!("{}_", f.key)).unwrap_or(sub);
+            let column = if f.custom { format!("{base}_{}", crate::model::upper_identifier(part)) } else { crate::model::property_column(sub) };
+            columns.push(Column { field: i, sub: Some(sub.clone()) });
+            wanted.push((sub.clone(), column, api::column_type(sub, ty)));
+        }
+    }
+    let mut used = HashSet::new();
+    let properties: Vec<PropertyDefinition> = wanted
+        .iter()
+        .map(|(name, base, ty)| {
+            let mut column = base.clone();
+            let mut n = 2;
+            while !used.insert(column.clone()) {
+                column = format!("{base}_{n}");
+                n += 1;
+            }
+            PropertyDefinition { name: name.clone(), property_type: ty.manifest_name().to_string(), column }
+        })
+        .collect();
+    let types: Vec<ColumnType> = wanted.iter().map(|(_, _, ty)| *ty).collect();
+    let stream = Arc::new(ObjectStream::typed(object_type(entity), properties, &types, &table("OBJECTS")));
+    Discovered { entity, fields, columns, stream }
+}
+
+#[async_trait::async_trait]
+impl Extractor for Pipedrive {
+    fn source(&self) -> &'static str {
+        "pipedrive"
+    }
+
+    async fn discover(&self) -> Result<Catalog> {
+        let (catalog, discovery) = self.discover_all().await?;
+        let _ = self.discovery.set(discovery);
+        Ok(catalog)
+    }
+
+    async fn run(&self, catalog: &Catalog, extent: &Extent, out: mpsc::Sender<Emit>) -> Result<()> {
+        let discovery = self.discovery.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
+        self.run_all(catalog, discovery, extent, Sender(out)).await
+    }
+
+    fn http_stats(&self) -> Arc<crate::http::HttpStats> {
+        self.client.stats.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn windows_widen_to_whole_seconds() {
+        let w = Window {
+            from: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(700),
+            to: Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(1),
+        };
+        let (since, until) = bounds(w);
+        assert_eq!(rfc3339(since), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339(until), "2026-01-02T00:00:01Z");
+    }
+
+    #[test]
+    fn clashing_names_get_suffixes() {
+        let field = |key: &str, name: &str, custom: bool| Field {
+            key: key.into(),
+            name: name.into(),
+            field_type: "varchar".into(),
+            custom,
+            options: Value::Null,
+            description: None,
+            subfields: Vec::new(),
+        };
+        let d = discovered(
+            entity("deal"),
+            vec![field("title", "Title", false), field(&"a".repeat(40), "Title", true), field(&"b".repeat(40), "Title", true)],
+        );
+        let names: Vec<&str> = d.stream.properties.iter().map(|p| p.column.as_str()).collect();
+        assert_eq!(names, ["PROPERTY_TITLE", "PROPERTY_TITLE_2", "PROPERTY_TITLE_3"]);
+        assert_eq!(d.stream.table.columns[1].ty, ColumnType::Utf8, "OBJECTID holds text ids");
+    }
+}

@@ -1,0 +1,337 @@
+//! HTTP side of the Pipedrive flavour: API v2 lists with cursor paging and
+//! `updated_since`/`updated_until`, the v1 endpoints that remain (leads, notes, users,
+//! changelogs, lead and note fields) with offset paging, and Pipedrive's envelopes
+//! (`{"success": true, "data": ..., "additional_data": ...}`, errors as `success: false`).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::pipedrive::{ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number};
+use super::server::{Query, Shared};
+
+/// Most items a page may ask for (v1 and v2 alike).
+const MAX_LIMIT: usize = 500;
+/// Items a page holds when `limit` is not given.
+const DEFAULT_LIMIT: usize = 100;
+/// Deal ids `/api/v2/deals/products` accepts at once.
+const MAX_DEAL_IDS: usize = 100;
+
+type Answer = std::result::Result<Response, Response>;
+
+/// Pipedrive's error envelope.
+pub(super) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
+    let body = json!({"success": false, "error": error, "error_info": info, "data": null, "additional_data": null});
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    pd_error(StatusCode::BAD_REQUEST, &message, "Please check developers.pipedrive.com")
+}
+
+fn world(state: &Shared) -> &World {
+    state.pipedrive.as_ref().expect("the Pipedrive routes are mounted only with the Pipedrive flavour")
+}
+
+pub(super) fn routes() -> Router<Shared> {
+    let mut r = Router::new()
+        .route("/api/v1/users/me", get(users_me))
+        .route("/api/v1/users", get(users))
+        .route("/api/v2/pipelines", get(pipelines))
+        .route("/api/v2/stages", get(stages))
+        .route("/api/v2/deals/products", get(deal_products))
+        .route("/api/v2/deals/archived", get(|s: State<Shared>, q: RawQuery| v2_list(s, q, DEAL, true)))
+        .route("/api/v1/leads/archived", get(|s: State<Shared>, q: RawQuery| v1_list(s, q, LEAD, true)))
+        .route("/api/v1/leads", get(|s: State<Shared>, q: RawQuery| v1_list(s, q, LEAD, false)))
+        .route("/api/v1/notes", get(|s: State<Shared>, q: RawQuery| v1_list(s, q, NOTE, false)))
+        .route("/api/v1/leadFields", get(|s: State<Shared>, q: RawQuery| v1_fields(s, q, LEAD)))
+        .route("/api/v1/noteFields", get(|s: State<Shared>, q: RawQuery| v1_fields(s, q, NOTE)));
+    for e in [PERSON, ORGANIZATION, DEAL, ACTIVITY, PRODUCT] {
+        let plural = ENTITIES[e].plural;
+        r = r
+            .route(&format!("/api/v2/{plural}"), get(move |s: State<Shared>, q: RawQuery| v2_list(s, q, e, false)))
+            .route(
+                &format!("/api/v2/{}Fields", ENTITIES[e].name),
+                get(move |s: State<Shared>, q: RawQuery| v2_fields(s, q, e)),
+            );
+        if ENTITIES[e].changelog {
+            r = r.route(
+                &format!("/api/v1/{plural}/{{id}}/changelog"),
+                get(move |s: State<Shared>, p: Path<String>, q: RawQuery| changelog(s, p, q, e)),
+            );
+        }
+    }
+    r
+}
+
+fn ok(data: Value, additional: Value) -> Response {
+    Json(json!({"success": true, "data": data, "additional_data": additional})).into_response()
+}
+
+fn limit(q: &Query) -> std::result::Result<usize, Response> {
+    match q.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(bad_request(format!("Parameter 'limit' must be an integer between 1 and {MAX_LIMIT}"))),
+        },
+    }
+}
+
+/// v2 cursors are opaque: here the hex of `{"id": <last position>}`.
+fn encode_cursor(position: u64) -> String {
+    hex::encode(json!({"field": "id", "position": position}).to_string())
+}
+
+fn decode_cursor(q: &Query) -> std::result::Result<u64, Response> {
+    let Some(c) = q.get("cursor") else { return Ok(0) };
+    hex::decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["position"].as_u64())
+        .ok_or_else(|| bad_request("Invalid cursor".into()))
+}
+
+/// `updated_since` / `updated_until`: RFC 3339 without fractional seconds (v2 refuses them).
+fn time_param(q: &Query, key: &str) -> std::result::Result<Option<DateTime<Utc>>, Response> {
+    let Some(t) = q.get(key) else { return Ok(None) };
+    if t.contains('.') || t.contains(' ') {
+        return Err(bad_request(format!("Parameter '{key}' must be RFC 3339 without fractional seconds, e.g. 2025-01-01T10:20:00Z")));
+    }
+    DateTime::parse_from_rfc3339(t)
+        .map(|d| Some(d.with_timezone(&Utc)))
+        .map_err(|_| bad_request(format!("Parameter '{key}' is not an RFC 3339 timestamp: {t}")))
+}
+
+fn v2_page<T>(
+    q: &Query,
+    total: u64,
+    mut item: impl FnMut(u64) -> Option<T>,
+) -> std::result::Result<(Vec<T>, Option<String>), Response> {
+    let limit = limit(q)?;
+    let mut position = decode_cursor(q)?;
+    let mut out = Vec::new();
+    while position < total && out.len() < limit {
+        if let Some(v) = item(position) {
+            out.push(v);
+        }
+        position += 1;
+    }
+    Ok((out, (position < total).then(|| encode_cursor(position))))
+}
+
+async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, archived: bool) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    if let Some(sort) = q.get("sort_by").filter(|s| *s != "id") {
+        return Err(bad_request(format!("the sandbox sorts by id only, not {sort}")));
+    }
+    let since = time_param(&q, "updated_since")?;
+    let until = if e == PRODUCT && q.get("updated_until").is_some() {
+        return Err(bad_request("Parameter 'updated_until' is not supported for products".into()));
+    } else {
+        time_param(&q, "updated_until")?
+    };
+    let statuses: Vec<String> = q.list("status").unwrap_or_default();
+    if e != DEAL && !statuses.is_empty() {
+        return Err(bad_request("Parameter 'status' is only for deals".into()));
+    }
+    let with_deleted = statuses.iter().any(|s| s == "deleted");
+    let (data, next) = v2_page(&q, w.count(e), |i| {
+        if w.is_archived(e, i) != archived || (w.is_deleted(e, i) && !with_deleted) {
+            return None;
+        }
+        let rec = w.record(e, i);
+        if since.is_some_and(|s| rec.update_time < s) || until.is_some_and(|u| rec.update_time >= u) {
+            return None;
+        }
+        Some(w.record_json(e, i))
+    })?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
+
+/// v1 lists with `start`/`limit`. Leads answer the bare `additional_data` form, notes the
+/// `pagination` form with `next_start` (both appear in Pipedrive's spec); an empty page's
+/// `data` is null, as Pipedrive's v1 sends it.
+async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, archived: bool) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let limit = limit(&q)?;
+    let start: u64 = q.get("start").map(|s| s.parse().map_err(|_| bad_request("Invalid start".into()))).transpose()?.unwrap_or(0);
+    if archived && q.get("updated_since").is_some() {
+        return Err(bad_request("Parameter 'updated_since' is not supported for archived leads".into()));
+    }
+    let since = time_param(&q, "updated_since")?;
+    let matching: Vec<u64> = (0..w.count(e))
+        .filter(|&i| w.is_archived(e, i) == archived)
+        .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
+        .collect();
+    let page: Vec<Value> =
+        matching.iter().skip(start as usize).take(limit).map(|&i| w.record_json(e, i)).collect();
+    let more = (start as usize + page.len()) < matching.len();
+    let data = if page.is_empty() { Value::Null } else { json!(page) };
+    let additional = if e == LEAD {
+        json!({"start": start, "limit": limit, "more_items_in_collection": more})
+    } else {
+        let mut p = json!({"start": start, "limit": limit, "more_items_in_collection": more});
+        if more {
+            p["next_start"] = json!(start as usize + page.len());
+        }
+        json!({ "pagination": p })
+    };
+    Ok(ok(data, additional))
+}
+
+fn v2_field_json(f: &super::pipedrive::FieldDef) -> Value {
+    let options = (!f.options.is_empty())
+        .then(|| f.options.iter().map(|(id, label)| json!({"id": id, "label": label})).collect::<Vec<_>>());
+    let subfields = (!f.subfields.is_empty()).then(|| {
+        f.subfields
+            .iter()
+            .map(|(suffix, name, ty)| {
+                json!({"field_code": format!("{}_{suffix}", f.key), "field_name": format!("{} ({name})", f.name), "field_type": ty})
+            })
+            .collect::<Vec<_>>()
+    });
+    json!({
+        "field_name": f.name, "field_code": f.key, "field_type": f.field_type, "description": null,
+        "options": options, "subfields": subfields, "is_custom_field": f.custom, "is_optional_response_field": false,
+    })
+}
+
+async fn v2_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let fields = &w.fields[e];
+    let (data, next) = v2_page(&q, fields.len() as u64, |i| Some(v2_field_json(&fields[i as usize])))?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
+
+/// v1 `*Fields`: `key`, `name`, `edit_flag` (custom), subfields as `{key, name, field_type}`.
+async fn v1_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let limit = limit(&q)?;
+    let start: usize = q.get("start").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let fields = &w.fields[e];
+    let page: Vec<Value> = fields
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(k, f)| {
+            let v2 = v2_field_json(f);
+            json!({
+                "id": k + 1, "key": f.key, "name": f.name, "field_type": f.field_type, "edit_flag": f.custom,
+                "active_flag": true, "order_nr": k, "options": v2["options"],
+                "subfields": f.subfields.iter().map(|(suffix, name, ty)| json!({"key": format!("{}_{suffix}", f.key), "name": name, "field_type": ty})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let more = start + page.len() < fields.len();
+    Ok(ok(json!(page), json!({"pagination": {"start": start, "limit": limit, "more_items_in_collection": more}})))
+}
+
+fn user_json(w: &World, k: usize) -> Value {
+    let u = &w.users[k];
+    json!({
+        "id": u.id, "name": u.name, "email": u.email, "active_flag": u.active, "is_admin": k == 0,
+        "created": instant_text(u.created, true), "modified": instant_text(u.modified, true),
+        "role_id": 1, "timezone_name": "Europe/Tallinn", "default_currency": "EUR", "lang": 1, "locale": "en_US",
+        "icon_url": null, "is_you": k == 0, "is_deleted": !u.active,
+    })
+}
+
+async fn users_me(State(state): State<Shared>) -> Response {
+    let w = world(&state);
+    let mut me = user_json(w, 0);
+    me["company_id"] = json!(w.company_id);
+    me["company_domain"] = json!(w.company_domain());
+    me["company_name"] = json!(format!("Sandbox Company {}", w.seed));
+    ok(me, Value::Null)
+}
+
+async fn users(State(state): State<Shared>) -> Response {
+    let w = world(&state);
+    ok(json!((0..w.users.len()).map(|k| user_json(w, k)).collect::<Vec<_>>()), Value::Null)
+}
+
+fn v2_time(w: &World, days_before: i64) -> String {
+    instant_text(w.anchor - chrono::Duration::days(days_before), false)
+}
+
+async fn pipelines(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let (data, next) = v2_page(&q, w.pipelines.len() as u64, |i| {
+        let p = &w.pipelines[i as usize];
+        Some(json!({
+            "id": p.id, "name": p.name, "order_nr": p.order_nr, "is_deleted": false,
+            "is_deal_probability_enabled": true, "add_time": v2_time(w, 700), "update_time": v2_time(w, 60),
+        }))
+    })?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
+
+async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let all: Vec<(i64, &(i64, String, i64, i64))> =
+        w.pipelines.iter().flat_map(|p| p.stages.iter().map(move |s| (p.id, s))).collect();
+    let (data, next) = v2_page(&q, all.len() as u64, |i| {
+        let (pipeline_id, (id, name, order, probability)) = all[i as usize];
+        Some(json!({
+            "id": id, "order_nr": order, "name": name, "is_deleted": false, "deal_probability": probability,
+            "pipeline_id": pipeline_id, "is_deal_rot_enabled": *id % 2 == 0, "days_to_rotten": (*id % 2 == 0).then_some(30),
+            "add_time": v2_time(w, 690), "update_time": v2_time(w, 50),
+        }))
+    })?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
+
+async fn deal_products(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let ids = q.list("deal_ids").unwrap_or_default();
+    if ids.is_empty() || ids.len() > MAX_DEAL_IDS {
+        return Err(bad_request(format!("Parameter 'deal_ids' is required and takes at most {MAX_DEAL_IDS} ids")));
+    }
+    let items: Vec<_> = ids
+        .iter()
+        .filter_map(|id| w.index_of(DEAL, id))
+        .flat_map(|i| w.deal_products(i))
+        .collect();
+    let (data, next) = v2_page(&q, items.len() as u64, |i| {
+        let p = &items[i as usize];
+        Some(json!({
+            "id": p.id, "deal_id": p.deal_id, "product_id": p.product_id, "name": format!("Product {}", p.product_id),
+            "quantity": p.quantity, "item_price": p.item_price, "sum": number(p.item_price * p.quantity as f64).parse::<f64>().unwrap_or(0.0),
+            "currency": "EUR", "tax": 0, "discount": 0, "discount_type": "percentage", "is_enabled": true,
+            "add_time": v2_time(w, 100), "update_time": v2_time(w, 10),
+        }))
+    })?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
+
+async fn changelog(State(state): State<Shared>, Path(id): Path<String>, RawQuery(q): RawQuery, e: usize) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let index = w
+        .index_of(e, &id)
+        .ok_or_else(|| pd_error(StatusCode::NOT_FOUND, "Entity was not found", "Object was not found."))?;
+    let entries = w.changelog(e, index);
+    let (data, next) = v2_page(&q, entries.len() as u64, |i| {
+        let c = &entries[i as usize];
+        Some(json!({
+            "field_key": c.field_key, "old_value": c.old_value, "new_value": c.new_value,
+            "actor_user_id": c.actor_user_id, "time": instant_text(c.time, true), "change_source": c.change_source,
+            "change_source_user_agent": c.user_agent, "is_bulk_update_flag": false,
+        }))
+    })?;
+    Ok(ok(json!(data), json!({"next_cursor": next})))
+}
