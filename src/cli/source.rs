@@ -9,10 +9,10 @@ use clap::{Args, ValueEnum};
 
 use super::sandbox::SandboxData;
 use crate::error::{Error, Result};
-use crate::extract::hubspot::{HistoryLimits, HubSpot, HubSpotOptions};
-use crate::http::{Auth, ClientOptions, HttpClient, RateLimit};
 use crate::extract::Extractor;
+use crate::extract::hubspot::{HistoryLimits, HubSpot, HubSpotOptions};
 use crate::extract::pipedrive::{Pipedrive, PipedriveOptions};
+use crate::http::{Auth, ClientOptions, HttpClient, RateLimit};
 use crate::sandbox::{Flavor, SandboxServer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,7 +261,9 @@ impl SourceArgs {
         let me: serde_json::Value =
             client.get_json("/v1/users/me", &[]).await.map_err(|e| e.in_stream("account", "GET /v1/users/me"))?;
         me.pointer("/data/company_domain").and_then(|d| d.as_str()).map(str::to_string).ok_or_else(|| {
-            Error::Config("Pipedrive did not say the company domain: pass --company-domain (acme for acme.pipedrive.com)".into())
+            Error::Config(
+                "Pipedrive did not say the company domain: pass --company-domain (acme for acme.pipedrive.com)".into(),
+            )
         })
     }
 }
@@ -271,7 +273,9 @@ fn company_url(domain: &str) -> Result<String> {
     let d = domain.trim().trim_start_matches("https://").trim_end_matches('/');
     let host = if d.contains('.') { d.to_string() } else { format!("{d}.pipedrive.com") };
     if host.is_empty() || host.contains('/') || host.contains(' ') {
-        return Err(Error::Config(format!("--company-domain '{domain}' is not a company domain (acme for acme.pipedrive.com)")));
+        return Err(Error::Config(format!(
+            "--company-domain '{domain}' is not a company domain (acme for acme.pipedrive.com)"
+        )));
     }
     Ok(format!("https://{host}"))
 }

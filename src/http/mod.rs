@@ -339,7 +339,7 @@ impl HttpClient {
             tracing::info!(
                 requests = max,
                 period_ms = ms,
-                "Following the account's rate limit from HubSpot's headers."
+                "Following the account's rate limit from the response headers."
             );
             *current = (account, rate::Limiter::new(account).map(Arc::new));
         }

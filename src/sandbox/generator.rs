@@ -277,7 +277,8 @@ pub(super) const TRICKY_TEXT: &[&str] = &[
     "ends with backslash \\",
 ];
 
-pub(super) const FIRST_NAMES: &[&str] = &["Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun"];
+pub(super) const FIRST_NAMES: &[&str] =
+    &["Ana", "Bo", "Chloé", "Dmitri", "Eun-ji", "Farid", "Grace", "Håkon", "Isabel", "Jun"];
 pub(super) const LAST_NAMES: &[&str] =
     &["Nguyen", "O'Brien", "Müller", "García", "Smith", "Kowalski", "Tanaka", "Okafor", "Rossi", "Ivanova"];
 

@@ -140,13 +140,15 @@ pub struct User {
     pub modified: DateTime<Utc>,
 }
 
+/// A stage: (id, name, order, deal probability).
+pub type Stage = (i64, String, i64, i64);
+
 #[derive(Debug, Clone)]
 pub struct PdPipeline {
     pub id: i64,
     pub name: String,
     pub order_nr: i64,
-    /// (stage id, name, order, probability)
-    pub stages: Vec<(i64, String, i64, i64)>,
+    pub stages: Vec<Stage>,
 }
 
 /// One change of `/v1/{deals,persons,organizations}/{id}/changelog`.
@@ -571,8 +573,10 @@ impl World {
         let (created, updated) = self.generated_times(e, index);
         let n = if index + 1 == self.count(e) { HUB_CHANGES } else { (self.h(e, index, 0xC1) % 5) as usize };
         let custom_text = self.fields[e].iter().find(|f| f.custom && f.field_type == "varchar").map(|f| f.key.clone());
-        let keys: Vec<String> =
-            [Some(ENTITIES[e].text_key.to_string()), Some("owner_id".to_string()), custom_text].into_iter().flatten().collect();
+        let keys: Vec<String> = [Some(ENTITIES[e].text_key.to_string()), Some("owner_id".to_string()), custom_text]
+            .into_iter()
+            .flatten()
+            .collect();
         let span = (updated - created).num_seconds().max(1);
         let mut entries: Vec<ChangeEntry> = (0..n)
             .map(|j| {
@@ -583,7 +587,11 @@ impl World {
                 } else {
                     (
                         (j > 0).then(|| format!("value {}", j - 1)),
-                        Some(if j % 7 == 3 { TRICKY_TEXT[j % TRICKY_TEXT.len()].to_string() } else { format!("value {j}") }),
+                        Some(if j % 7 == 3 {
+                            TRICKY_TEXT[j % TRICKY_TEXT.len()].to_string()
+                        } else {
+                            format!("value {j}")
+                        }),
                     )
                 };
                 ChangeEntry {
@@ -632,7 +640,13 @@ impl World {
 
     /// `POST /_sandbox/touch` for `e`: `count` live records in id order after the previous
     /// touch's last, their text field set and `update_time` = `at` (seconds), spread over `spread_ms`.
-    pub fn touch(&self, e: usize, count: u64, at: DateTime<Utc>, spread_ms: i64) -> Result<(String, String, Vec<String>), String> {
+    pub fn touch(
+        &self,
+        e: usize,
+        count: u64,
+        at: DateTime<Utc>,
+        spread_ms: i64,
+    ) -> Result<(String, String, Vec<String>), String> {
         let n = self.count(e);
         let start = self.changes.touch_cursor(e);
         let picked: Vec<u64> = (0..n)
@@ -646,7 +660,10 @@ impl World {
         let value = format!("touched at {}", crate::schema::iso(at));
         let cursor = picked.last().map(|&i| (i + 1) % n).unwrap_or(start);
         let touches: Vec<Touch> = (0..picked.len() as i64)
-            .map(|k| Touch { at: seconds(at + Duration::milliseconds(spread_ms * k / count.max(1) as i64)), value: value.clone() })
+            .map(|k| Touch {
+                at: seconds(at + Duration::milliseconds(spread_ms * k / count.max(1) as i64)),
+                value: value.clone(),
+            })
             .collect();
         self.changes.record_touches(e, &picked, &touches, cursor);
         Ok((ENTITIES[e].text_key.to_string(), value, picked.iter().map(|&i| self.id(e, i)).collect()))
@@ -910,7 +927,15 @@ fn build_fields(seed: u64, e: usize) -> Vec<FieldDef> {
         } else {
             name.to_string()
         };
-        fields.push(FieldDef { key, name, field_type, custom: true, kind, options, subfields: subfields_of(field_type) });
+        fields.push(FieldDef {
+            key,
+            name,
+            field_type,
+            custom: true,
+            kind,
+            options,
+            subfields: subfields_of(field_type),
+        });
     }
     // Built-in set fields need option ids too (labels).
     for f in &mut fields {

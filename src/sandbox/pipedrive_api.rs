@@ -12,7 +12,9 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::pipedrive::{ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number};
+use super::pipedrive::{
+    ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number,
+};
 use super::server::{Query, Shared};
 
 /// Most items a page may ask for (v1 and v2 alike).
@@ -22,7 +24,20 @@ const DEFAULT_LIMIT: usize = 100;
 /// Deal ids `/api/v2/deals/products` accepts at once.
 const MAX_DEAL_IDS: usize = 100;
 
-type Answer = std::result::Result<Response, Response>;
+/// A request the sandbox refuses, answered with Pipedrive's error envelope.
+struct Refusal {
+    status: StatusCode,
+    error: String,
+    info: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        pd_error(self.status, &self.error, self.info)
+    }
+}
+
+type Answer = std::result::Result<Response, Refusal>;
 
 /// Pipedrive's error envelope.
 pub(super) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
@@ -30,8 +45,8 @@ pub(super) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response 
     (status, Json(body)).into_response()
 }
 
-fn bad_request(message: String) -> Response {
-    pd_error(StatusCode::BAD_REQUEST, &message, "Please check developers.pipedrive.com")
+fn bad_request(message: String) -> Refusal {
+    Refusal { status: StatusCode::BAD_REQUEST, error: message, info: "Please check developers.pipedrive.com" }
 }
 
 fn world(state: &Shared) -> &World {
@@ -73,7 +88,7 @@ fn ok(data: Value, additional: Value) -> Response {
     Json(json!({"success": true, "data": data, "additional_data": additional})).into_response()
 }
 
-fn limit(q: &Query) -> std::result::Result<usize, Response> {
+fn limit(q: &Query) -> std::result::Result<usize, Refusal> {
     match q.get("limit") {
         None => Ok(DEFAULT_LIMIT),
         Some(l) => match l.parse::<usize>() {
@@ -88,7 +103,7 @@ fn encode_cursor(position: u64) -> String {
     hex::encode(json!({"field": "id", "position": position}).to_string())
 }
 
-fn decode_cursor(q: &Query) -> std::result::Result<u64, Response> {
+fn decode_cursor(q: &Query) -> std::result::Result<u64, Refusal> {
     let Some(c) = q.get("cursor") else { return Ok(0) };
     hex::decode(c)
         .ok()
@@ -98,10 +113,12 @@ fn decode_cursor(q: &Query) -> std::result::Result<u64, Response> {
 }
 
 /// `updated_since` / `updated_until`: RFC 3339 without fractional seconds (v2 refuses them).
-fn time_param(q: &Query, key: &str) -> std::result::Result<Option<DateTime<Utc>>, Response> {
+fn time_param(q: &Query, key: &str) -> std::result::Result<Option<DateTime<Utc>>, Refusal> {
     let Some(t) = q.get(key) else { return Ok(None) };
     if t.contains('.') || t.contains(' ') {
-        return Err(bad_request(format!("Parameter '{key}' must be RFC 3339 without fractional seconds, e.g. 2025-01-01T10:20:00Z")));
+        return Err(bad_request(format!(
+            "Parameter '{key}' must be RFC 3339 without fractional seconds, e.g. 2025-01-01T10:20:00Z"
+        )));
     }
     DateTime::parse_from_rfc3339(t)
         .map(|d| Some(d.with_timezone(&Utc)))
@@ -112,7 +129,7 @@ fn v2_page<T>(
     q: &Query,
     total: u64,
     mut item: impl FnMut(u64) -> Option<T>,
-) -> std::result::Result<(Vec<T>, Option<String>), Response> {
+) -> std::result::Result<(Vec<T>, Option<String>), Refusal> {
     let limit = limit(q)?;
     let mut position = decode_cursor(q)?;
     let mut out = Vec::new();
@@ -162,7 +179,8 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     let w = world(&state);
     let q = Query::parse(q);
     let limit = limit(&q)?;
-    let start: u64 = q.get("start").map(|s| s.parse().map_err(|_| bad_request("Invalid start".into()))).transpose()?.unwrap_or(0);
+    let start: u64 =
+        q.get("start").map(|s| s.parse().map_err(|_| bad_request("Invalid start".into()))).transpose()?.unwrap_or(0);
     if archived && q.get("updated_since").is_some() {
         return Err(bad_request("Parameter 'updated_since' is not supported for archived leads".into()));
     }
@@ -171,8 +189,7 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         .filter(|&i| w.is_archived(e, i) == archived)
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
-    let page: Vec<Value> =
-        matching.iter().skip(start as usize).take(limit).map(|&i| w.record_json(e, i)).collect();
+    let page: Vec<Value> = matching.iter().skip(start as usize).take(limit).map(|&i| w.record_json(e, i)).collect();
     let more = (start as usize + page.len()) < matching.len();
     let data = if page.is_empty() { Value::Null } else { json!(page) };
     let additional = if e == LEAD {
@@ -281,7 +298,7 @@ async fn pipelines(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer
 async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    let all: Vec<(i64, &(i64, String, i64, i64))> =
+    let all: Vec<(i64, &super::pipedrive::Stage)> =
         w.pipelines.iter().flat_map(|p| p.stages.iter().map(move |s| (p.id, s))).collect();
     let (data, next) = v2_page(&q, all.len() as u64, |i| {
         let (pipeline_id, (id, name, order, probability)) = all[i as usize];
@@ -301,11 +318,7 @@ async fn deal_products(State(state): State<Shared>, RawQuery(q): RawQuery) -> An
     if ids.is_empty() || ids.len() > MAX_DEAL_IDS {
         return Err(bad_request(format!("Parameter 'deal_ids' is required and takes at most {MAX_DEAL_IDS} ids")));
     }
-    let items: Vec<_> = ids
-        .iter()
-        .filter_map(|id| w.index_of(DEAL, id))
-        .flat_map(|i| w.deal_products(i))
-        .collect();
+    let items: Vec<_> = ids.iter().filter_map(|id| w.index_of(DEAL, id)).flat_map(|i| w.deal_products(i)).collect();
     let (data, next) = v2_page(&q, items.len() as u64, |i| {
         let p = &items[i as usize];
         Some(json!({
@@ -321,9 +334,11 @@ async fn deal_products(State(state): State<Shared>, RawQuery(q): RawQuery) -> An
 async fn changelog(State(state): State<Shared>, Path(id): Path<String>, RawQuery(q): RawQuery, e: usize) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    let index = w
-        .index_of(e, &id)
-        .ok_or_else(|| pd_error(StatusCode::NOT_FOUND, "Entity was not found", "Object was not found."))?;
+    let index = w.index_of(e, &id).ok_or_else(|| Refusal {
+        status: StatusCode::NOT_FOUND,
+        error: "Entity was not found".into(),
+        info: "Object was not found.",
+    })?;
     let entries = w.changelog(e, index);
     let (data, next) = v2_page(&q, entries.len() as u64, |i| {
         let c = &entries[i as usize];

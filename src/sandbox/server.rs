@@ -270,9 +270,9 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
     // HubSpot counts requests against the daily limit, Pipedrive each operation's token cost.
     let cost = match flavor {
         Flavor::Hubspot => 1,
-        Flavor::Pipedrive => crate::http::TokenCosts::pipedrive()
-            .cost(request.method().as_str(), request.uri().path())
-            .unwrap_or(10),
+        Flavor::Pipedrive => {
+            crate::http::TokenCosts::pipedrive().cost(request.method().as_str(), request.uri().path()).unwrap_or(10)
+        }
     };
     let spent = state.tokens.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
     state.api_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -322,7 +322,11 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             match flavor {
                 Flavor::Hubspot => error(status, "INTERNAL_ERROR", "internal error (injected by the sandbox)"),
-                Flavor::Pipedrive => super::pipedrive_api::pd_error(status, "Internal server error (injected by the sandbox)", "Please try again later"),
+                Flavor::Pipedrive => super::pipedrive_api::pd_error(
+                    status,
+                    "Internal server error (injected by the sandbox)",
+                    "Please try again later",
+                ),
             }
         }
         Some(Fault::Throttle) => throttled_response(flavor, "TEN_SECONDLY_ROLLING", Some(faults.retry_after)),
@@ -407,10 +411,9 @@ fn rate_headers(
             ("x-hubspot-ratelimit-daily", "250000".to_string()),
             ("x-hubspot-ratelimit-daily-remaining", "249000".to_string()),
         ],
-        Flavor::Pipedrive => vec![
-            ("x-ratelimit-limit", max.to_string()),
-            ("x-ratelimit-remaining", remaining.to_string()),
-        ],
+        Flavor::Pipedrive => {
+            vec![("x-ratelimit-limit", max.to_string()), ("x-ratelimit-remaining", remaining.to_string())]
+        }
     };
     if flavor == Flavor::Pipedrive {
         if !r.headers().contains_key("x-ratelimit-reset") {
@@ -462,7 +465,11 @@ async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: 
 async fn not_found(State(state): State<Shared>) -> Response {
     match state.generator.config.flavor {
         Flavor::Hubspot => error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found"),
-        Flavor::Pipedrive => super::pipedrive_api::pd_error(StatusCode::NOT_FOUND, "Unknown method .", "Please check developers.pipedrive.com"),
+        Flavor::Pipedrive => super::pipedrive_api::pd_error(
+            StatusCode::NOT_FOUND,
+            "Unknown method .",
+            "Please check developers.pipedrive.com",
+        ),
     }
 }
 

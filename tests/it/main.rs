@@ -14,6 +14,7 @@ mod fixture;
 mod hive;
 mod incremental;
 mod parquet;
+mod pipedrive;
 mod postgres;
 mod s3;
 mod verify;

@@ -13,7 +13,7 @@ pub const DATE: &str = "2026-11-20";
 
 pub fn crmdump() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crmdump"));
-    c.env_remove("HUBSPOT_ACCESS_TOKEN").env("RUST_LOG", "crmdump=info");
+    c.env_remove("HUBSPOT_ACCESS_TOKEN").env_remove("PIPEDRIVE_API_TOKEN").env("RUST_LOG", "crmdump=info");
     c
 }
 
@@ -137,6 +137,21 @@ impl SandboxProcess {
             .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"))
     }
 }
+
+impl SandboxProcess {
+    /// A `crmdump export --source pipedrive` against this sandbox (started with
+    /// `--flavor pipedrive`) into `dest`.
+    pub fn export_pipedrive(&self, dest: &Path, date: &str, extra: &[&str]) -> Output {
+        run(crmdump()
+            .args(["export", "--source", "pipedrive", "--base-url", &self.base_url])
+            .args(["--dest", dest.to_str().unwrap(), "--date", date])
+            .args(extra)
+            .env("PIPEDRIVE_API_TOKEN", PIPEDRIVE_TOKEN))
+    }
+}
+
+/// The API token tests give crmdump for a Pipedrive sandbox (distinctive, to search for leaks).
+pub const PIPEDRIVE_TOKEN: &str = "pd-token-3f9a1c7e5b2d4f60";
 
 impl Drop for SandboxProcess {
     fn drop(&mut self) {

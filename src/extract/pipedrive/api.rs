@@ -33,7 +33,12 @@ pub struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    pub fn new(client: &'a HttpClient, path: impl Into<String>, query: Vec<(String, String)>, paging: Paging) -> Pager<'a> {
+    pub fn new(
+        client: &'a HttpClient,
+        path: impl Into<String>,
+        query: Vec<(String, String)>,
+        paging: Paging,
+    ) -> Pager<'a> {
         Pager { client, path: path.into(), query, paging, cursor: None, start: 0, done: false }
     }
 

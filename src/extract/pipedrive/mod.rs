@@ -20,7 +20,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{AssociationPair, Catalog, Emit, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender, Window};
+use super::{
+    AssociationPair, Catalog, Emit, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender, Window,
+};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::ObjectType;
@@ -382,10 +384,7 @@ impl Pipedrive {
                 self.entity(d, extent.window(&d.stream.table.name), pairs, &out)
             })
             .collect();
-        futures::stream::iter(runs)
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+        futures::stream::iter(runs).buffer_unordered(self.options.concurrency.max(1)).try_collect::<Vec<()>>().await?;
         Ok(())
     }
 
@@ -495,10 +494,12 @@ impl Pipedrive {
             let flag = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
             let deleted = flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted");
             let archived = flag("is_archived") || deleted;
+            // Deleted records and archived leads carry no archive time: the update that
+            // deleted or archived them is their last.
             let archived_at = r
                 .get("archive_time")
                 .and_then(api::text)
-                .or_else(|| deleted.then(|| r.get("update_time").and_then(api::text)).flatten());
+                .or_else(|| archived.then(|| r.get("update_time").and_then(api::text)).flatten());
             b.push(Some(d.entity.name));
             b.push(Some(&id));
             b.push(r.get("add_time").and_then(api::text).as_deref());
@@ -546,7 +547,13 @@ impl Pipedrive {
     }
 
     /// Deal -> product associations from the line items of `ids`, 100 deals per request.
-    async fn deal_products(&self, pair: &Arc<AssociationPair>, ids: &[String], ingested: &Arc<str>, out: &Sender) -> Result<()> {
+    async fn deal_products(
+        &self,
+        pair: &Arc<AssociationPair>,
+        ids: &[String],
+        ingested: &Arc<str>,
+        out: &Sender,
+    ) -> Result<()> {
         let rel = RELATIONS.iter().find(|r| r.key == DEAL_PRODUCTS).expect("declared");
         for chunk in ids.chunks(DEAL_IDS_PER_REQUEST) {
             let query = vec![("deal_ids".to_string(), chunk.join(","))];
@@ -578,7 +585,14 @@ impl Pipedrive {
 
     /// `OBJECT_PROPERTIES_HISTORY` of `ids` from their changelogs (newest first), keeping
     /// the newest `keep` values per field.
-    async fn history(&self, d: &Discovered, ids: &[String], keep: usize, ingested: &Arc<str>, out: &Sender) -> Result<()> {
+    async fn history(
+        &self,
+        d: &Discovered,
+        ids: &[String],
+        keep: usize,
+        ingested: &Arc<str>,
+        out: &Sender,
+    ) -> Result<()> {
         let parallel = self.options.concurrency.max(1) * 2;
         let reads: Vec<_> = ids.iter().map(|id| self.changelog(d, id)).collect();
         let logs: Vec<(&String, Vec<Value>)> = futures::stream::iter(reads).buffered(parallel).try_collect().await?;
@@ -679,7 +693,8 @@ impl Pipedrive {
         }
         let mut assoc = BatchBuilder::new(table("ASSOCIATION_DEFINITIONS"), ingested.clone(), RELATIONS.len());
         for pair in &catalog.pairs {
-            let rel = RELATIONS.iter().find(|r| r.from == pair.from.type_id && r.to == pair.to.type_id).expect("declared");
+            let rel =
+                RELATIONS.iter().find(|r| r.from == pair.from.type_id && r.to == pair.to.type_id).expect("declared");
             let type_id = rel.type_id.to_string();
             let name = format!("{}_to_{}", rel.from, rel.to);
             assoc.push_row([
@@ -706,7 +721,8 @@ impl Pipedrive {
             let s = |k: &str| u.get(k).and_then(api::text);
             let Some(id) = s("id") else { continue };
             let name = s("name").unwrap_or_default();
-            let (first, last) = name.split_once(' ').map(|(f, l)| (f.to_string(), Some(l.to_string()))).unwrap_or((name.clone(), None));
+            let (first, last) =
+                name.split_once(' ').map(|(f, l)| (f.to_string(), Some(l.to_string()))).unwrap_or((name.clone(), None));
             let active = u.get("active_flag").and_then(Value::as_bool).unwrap_or(true);
             b.push_row([
                 Some(id.as_str()),
@@ -812,7 +828,11 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
         wanted.push((f.key.clone(), base.clone(), api::column_type(&f.key, &f.field_type)));
         for (sub, _, ty) in &f.subfields {
             let part = sub.strip_prefix(&format!("{}_", f.key)).unwrap_or(sub);
-            let column = if f.custom { format!("{base}_{}", crate::model::upper_identifier(part)) } else { crate::model::property_column(sub) };
+            let column = if f.custom {
+                format!("{base}_{}", crate::model::upper_identifier(part))
+            } else {
+                crate::model::property_column(sub)
+            };
             columns.push(Column { field: i, sub: Some(sub.clone()) });
             wanted.push((sub.clone(), column, api::column_type(sub, ty)));
         }
@@ -886,7 +906,11 @@ mod tests {
         };
         let d = discovered(
             entity("deal"),
-            vec![field("title", "Title", false), field(&"a".repeat(40), "Title", true), field(&"b".repeat(40), "Title", true)],
+            vec![
+                field("title", "Title", false),
+                field(&"a".repeat(40), "Title", true),
+                field(&"b".repeat(40), "Title", true),
+            ],
         );
         let names: Vec<&str> = d.stream.properties.iter().map(|p| p.column.as_str()).collect();
         assert_eq!(names, ["PROPERTY_TITLE", "PROPERTY_TITLE_2", "PROPERTY_TITLE_3"]);

@@ -1,0 +1,497 @@
+//! Pipedrive (SPEC section 5): `crmdump export --source pipedrive` against `crmdump sandbox
+//! --flavor pipedrive` in its own process, every table read back with the independent reader
+//! and compared with the sandbox's ground truth; incremental runs after touching records;
+//! faults, the burst limit and the daily token budget.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::{NaiveDateTime, Utc};
+use crmdump::sandbox::pipedrive::{ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World};
+use crmdump::sandbox::{SandboxConfig, iso};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SEED: u64 = 11;
+const SCALE: u64 = 120;
+
+type Row = Vec<Option<String>>;
+
+fn world(seed: u64, scale: u64) -> World {
+    let mut c = SandboxConfig::new(seed, scale);
+    c.anchor = anchor();
+    World::new(&c)
+}
+
+fn pipedrive_sandbox(extra: &[&str]) -> SandboxProcess {
+    let mut args = vec!["--flavor", "pipedrive", "--token", PIPEDRIVE_TOKEN];
+    args.extend_from_slice(extra);
+    SandboxProcess::start(&args)
+}
+
+fn table_of(e: usize) -> String {
+    format!("OBJECTS_{}", ENTITIES[e].plural.to_uppercase())
+}
+
+/// Foreign-key associations SPEC section 5 lists: (from entity, to entity, key).
+const FOREIGN_KEYS: &[(usize, usize, &str)] = &[
+    (DEAL, PERSON, "person_id"),
+    (DEAL, ORGANIZATION, "org_id"),
+    (PERSON, ORGANIZATION, "org_id"),
+    (ACTIVITY, DEAL, "deal_id"),
+    (ACTIVITY, PERSON, "person_id"),
+    (ACTIVITY, ORGANIZATION, "org_id"),
+    (LEAD, PERSON, "person_id"),
+    (LEAD, ORGANIZATION, "organization_id"),
+];
+
+fn pair_table(from: usize, to: usize) -> String {
+    format!("ASSOCIATIONS_{}_TO_{}", ENTITIES[from].plural.to_uppercase(), ENTITIES[to].plural.to_uppercase())
+}
+
+/// Independent expectation of a typed column's text for a value as the API sent it.
+fn expected_typed(raw: &str, ty: &str) -> Option<String> {
+    match ty {
+        "Timestamp(ms, UTC)" => chrono::DateTime::parse_from_rfc3339(raw)
+            .map(|d| d.with_timezone(&Utc))
+            .ok()
+            .or_else(|| NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S").ok().map(|d| d.and_utc()))
+            .map(iso),
+        "Float64" | "Int64" | "Date32" | "Boolean" | "Utf8" | "Json" => Some(raw.to_string()),
+        other => panic!("unexpected column type {other}"),
+    }
+}
+
+/// Rows of `table` by OBJECTID (each once).
+fn by_id(export: &Value, table: &str) -> (Vec<String>, BTreeMap<String, Row>) {
+    let (columns, rows) = rows(export, table);
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let id = r[col(&columns, "OBJECTID")].clone().unwrap();
+        assert!(out.insert(id.clone(), r).is_none(), "{id} is in {table} twice");
+    }
+    (columns, out)
+}
+
+/// `(OBJECTTYPEID, NAME)` -> `COLUMNNAME` from PROPERTY_DEFINITIONS.
+fn column_names(export: &Value) -> HashMap<(String, String), String> {
+    let (columns, rows) = rows(export, "PROPERTY_DEFINITIONS");
+    rows.iter()
+        .map(|r| {
+            let get = |c: &str| r[col(&columns, c)].clone().unwrap();
+            ((get("OBJECTTYPEID"), get("NAME")), get("COLUMNNAME"))
+        })
+        .collect()
+}
+
+fn column_types(export: &Value, table: &str) -> HashMap<String, String> {
+    let t = export["manifest"]["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap();
+    t["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["type"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Checks the records of entity `e` whose indexes are `indexes` (exactly those) against
+/// the ground truth: base columns, every property column, NULL where nothing was sent.
+fn check_records(w: &World, export: &Value, e: usize, indexes: &[u64]) {
+    let table = table_of(e);
+    let (columns, found) = by_id(export, &table);
+    let names = column_names(export);
+    let types = column_types(export, &table);
+    let expected_ids: BTreeSet<String> = indexes.iter().map(|&i| w.id(e, i)).collect();
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(found_ids, expected_ids, "{table}: the ids differ from the ground truth");
+    let v1 = !ENTITIES[e].v2;
+    for &i in indexes {
+        let row = &found[&w.id(e, i)];
+        let rec = w.record(e, i);
+        let get = |c: &str| row[col(&columns, c)].clone();
+        assert_eq!(get("OBJECTTYPEID").as_deref(), Some(ENTITIES[e].name));
+        assert_eq!(get("CREATEDAT"), Some(iso(rec.add_time)), "{table} {}", rec.id);
+        assert_eq!(get("UPDATEDAT"), Some(iso(rec.update_time)), "{table} {}", rec.id);
+        let archived = rec.archived_at.is_some() || rec.deleted;
+        assert_eq!(get("ARCHIVED").as_deref(), Some(if archived { "true" } else { "false" }), "{table} {}", rec.id);
+        // Archiving or deleting is a record's last update (leads and deleted deals carry
+        // no archive time of their own).
+        let archived_at = rec.archived_at.or(rec.deleted.then_some(rec.update_time));
+        assert_eq!(get("ARCHIVEDAT"), archived_at.map(iso), "{table} {}", rec.id);
+        let truth: HashMap<String, String> = w.truth(e, i).into_iter().collect();
+        let mut expected_columns = BTreeMap::new();
+        for (key, value) in &truth {
+            let column = names
+                .get(&(ENTITIES[e].name.to_string(), key.clone()))
+                .unwrap_or_else(|| panic!("PROPERTY_DEFINITIONS has no {key} of {table}"));
+            expected_columns.insert(column.clone(), expected_typed(value, &types[column]));
+        }
+        for (c, name) in columns.iter().enumerate() {
+            if !name.starts_with("PROPERTY_") {
+                continue;
+            }
+            let want = expected_columns.remove(name).flatten();
+            assert_eq!(row[c], want, "{table} {} column {name} (v1: {v1})", rec.id);
+        }
+        assert!(expected_columns.is_empty(), "{table}: columns missing: {expected_columns:?}");
+    }
+}
+
+fn all(w: &World, e: usize) -> Vec<u64> {
+    (0..w.count(e)).collect()
+}
+
+#[test]
+fn pipedrive_export_matches_the_ground_truth() {
+    let sandbox = pipedrive_sandbox(&["--seed", &SEED.to_string(), "--scale", &SCALE.to_string()]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = sandbox.export_pipedrive(dest.path(), DATE, &["--rate-limit", "none"]);
+    assert_success(&out);
+    let w = world(SEED, SCALE);
+    let export = read_export(&dest.path().join(DATE), &[]);
+    let m = &export["manifest"];
+    assert_eq!(m["source"], "pipedrive");
+    assert_eq!(m["account"], w.company_id.to_string());
+
+    // The tables of SPEC section 5, no more.
+    let found: BTreeSet<String> =
+        m["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    let mut expected: BTreeSet<String> = [
+        "OBJECTS",
+        "OBJECT_WITH_OBJECT_PROPERTIES",
+        "OBJECT_PROPERTIES",
+        "OBJECT_PROPERTIES_HISTORY",
+        "ASSOCIATIONS",
+        "ASSOCIATION_DEFINITIONS",
+        "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
+        "PROPERTY_DEFINITIONS",
+        "OWNERS",
+        "PIPELINES",
+        "PIPELINE_STAGES",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    expected.extend((0..ENTITIES.len()).map(table_of));
+    expected.extend(FOREIGN_KEYS.iter().map(|(f, t, _)| pair_table(*f, *t)));
+    expected.insert(pair_table(DEAL, PRODUCT));
+    assert_eq!(found, expected);
+
+    // Every record of every entity, archived and deleted deals and archived leads included.
+    for e in 0..ENTITIES.len() {
+        check_records(&w, &export, e, &all(&w, e));
+    }
+    let total: u64 = (0..ENTITIES.len()).map(|e| w.count(e)).sum();
+    assert_eq!(rows(&export, "OBJECTS").1.len() as u64, total);
+    assert_eq!(rows(&export, "OBJECT_WITH_OBJECT_PROPERTIES").1.len() as u64, total);
+
+    // OBJECT_PROPERTIES: every value as sent, keyed by field key.
+    let (columns, long) = rows(&export, "OBJECT_PROPERTIES");
+    let mut got: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for r in &long {
+        let g = |c: &str| r[col(&columns, c)].clone().unwrap_or_default();
+        assert!(got.insert((g("OBJECTTYPEID"), g("OBJECTID"), g("NAME"), g("VALUE"))));
+    }
+    let mut want = BTreeSet::new();
+    for (e, entity) in ENTITIES.iter().enumerate() {
+        for i in 0..w.count(e) {
+            for (k, v) in w.truth(e, i) {
+                want.insert((entity.name.to_string(), w.id(e, i), k, v));
+            }
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "OBJECT_PROPERTIES differs from the values served");
+
+    // Custom fields are named from their labels, typed from their field types.
+    let deal_types = column_types(&export, "OBJECTS_DEALS");
+    for (column, ty) in [
+        ("PROPERTY_REGION", "Utf8"),
+        ("PROPERTY_REGION_2", "Utf8"),
+        ("PROPERTY_TITLE", "Utf8"),
+        ("PROPERTY_TITLE_2", "Utf8"),
+        ("PROPERTY_GROSSE_CM", "Float64"),
+        ("PROPERTY_SEATS", "Int64"),
+        ("PROPERTY_CONTRACT_VALUE", "Float64"),
+        ("PROPERTY_CONTRACT_VALUE_CURRENCY", "Utf8"),
+        ("PROPERTY_CONTRACT_PERIOD_UNTIL", "Date32"),
+        ("PROPERTY_RENEWAL_DATE", "Date32"),
+        ("PROPERTY_IS_PRIORITY", "Boolean"),
+        ("PROPERTY_ACCOUNT_MANAGER", "Int64"),
+        ("PROPERTY_ADD_TIME", "Timestamp(ms, UTC)"),
+    ] {
+        assert_eq!(deal_types.get(column).map(String::as_str), Some(ty), "{column}");
+    }
+    assert!(column_types(&export, "OBJECTS_PERSONS").contains_key("PROPERTY_REFERENCE_CLIENT"));
+    assert_eq!(column_types(&export, "OBJECTS_LEADS")["PROPERTY_GROSSE_CM"], "Float64", "leads inherit deal fields");
+    let (columns, defs) = rows(&export, "PROPERTY_DEFINITIONS");
+    let size = defs
+        .iter()
+        .find(|r| {
+            r[col(&columns, "COLUMNNAME")].as_deref() == Some("PROPERTY_GROSSE_CM")
+                && r[col(&columns, "OBJECTTYPEID")].as_deref() == Some("deal")
+        })
+        .expect("the custom field is defined");
+    assert_eq!(size[col(&columns, "LABEL")].as_deref(), Some("Größe (cm)"));
+    assert_eq!(size[col(&columns, "NAME")].as_ref().unwrap().len(), 40, "keyed by the 40-character hash");
+    assert_eq!(size[col(&columns, "HUBSPOTDEFINED")].as_deref(), Some("false"));
+
+    // Associations from the foreign keys and the deal products.
+    let mut all_pairs = 0;
+    for &(from, to, key) in FOREIGN_KEYS {
+        let mut want = BTreeSet::new();
+        for i in 0..w.count(from) {
+            if let Some((_, v)) = w.truth(from, i).into_iter().find(|(k, _)| k == key) {
+                want.insert((w.id(from, i), v));
+            }
+        }
+        let table = pair_table(from, to);
+        let (columns, found) = rows(&export, &table);
+        let got: BTreeSet<(String, String)> =
+            found.iter().map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap())).collect();
+        assert_eq!(got.len(), found.len(), "{table} has duplicates");
+        assert!(got == want, "{table} differs from the foreign keys");
+        assert_eq!(found[0][col(&columns, "ASSOCIATIONLABEL")].as_deref(), Some(key));
+        all_pairs += want.len();
+    }
+    let mut want = BTreeSet::new();
+    for i in 0..w.count(DEAL) {
+        for p in w.deal_products(i) {
+            want.insert((p.deal_id.to_string(), p.product_id.to_string()));
+        }
+    }
+    let (_, found) = rows(&export, "ASSOCIATIONS_DEALS_TO_PRODUCTS");
+    let got: BTreeSet<(String, String)> =
+        found.iter().map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap())).collect();
+    assert!(!want.is_empty() && got == want, "deal products differ");
+    all_pairs += want.len();
+    assert_eq!(rows(&export, "ASSOCIATIONS").1.len(), all_pairs);
+
+    // History from the changelogs: the newest 20 values per (record, field).
+    let mut want = BTreeSet::new();
+    for e in [PERSON, ORGANIZATION, DEAL] {
+        for i in 0..w.count(e) {
+            let mut per_field: HashMap<String, usize> = HashMap::new();
+            for c in w.changelog(e, i) {
+                let n = per_field.entry(c.field_key.clone()).or_default();
+                *n += 1;
+                if *n <= 20 {
+                    want.insert((
+                        ENTITIES[e].name.to_string(),
+                        w.id(e, i),
+                        c.field_key,
+                        c.new_value,
+                        iso(c.time),
+                        c.change_source.to_string(),
+                        c.actor_user_id.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    let (columns, found) = rows(&export, "OBJECT_PROPERTIES_HISTORY");
+    let got: BTreeSet<_> = found
+        .iter()
+        .map(|r| {
+            let g = |c: &str| r[col(&columns, c)].clone();
+            (
+                g("OBJECTTYPEID").unwrap(),
+                g("OBJECTID").unwrap(),
+                g("NAME").unwrap(),
+                g("VALUE"),
+                g("UPDATEDAT").unwrap(),
+                g("SOURCETYPE").unwrap(),
+                g("UPDATEDBYUSERID").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), found.len());
+    assert!(got == want, "history differs from the changelogs ({} vs {})", got.len(), want.len());
+    let hub = w.id(DEAL, w.count(DEAL) - 1);
+    assert!(found.iter().filter(|r| r[1].as_deref() == Some(hub.as_str())).count() >= 40, "the hub's 520 changes page");
+
+    // Owners, pipelines and stages.
+    let (columns, owners) = rows(&export, "OWNERS");
+    assert_eq!(owners.len(), w.users.len());
+    let archived: Vec<_> = owners.iter().filter(|r| r[col(&columns, "ARCHIVED")].as_deref() == Some("true")).collect();
+    assert_eq!(archived.len(), w.users.iter().filter(|u| !u.active).count());
+    assert_eq!(rows(&export, "PIPELINES").1.len(), w.pipelines.len());
+    let (columns, stages) = rows(&export, "PIPELINE_STAGES");
+    assert_eq!(stages.len(), w.pipelines.iter().map(|p| p.stages.len()).sum::<usize>());
+    let signed = stages.iter().find(|r| r[col(&columns, "LABEL")].as_deref() == Some("Signed")).unwrap();
+    assert_eq!(signed[col(&columns, "PROBABILITY")].as_deref(), Some("100"));
+
+    // One changelog request per deal (two for the hub), paged by cursor.
+    let stats = sandbox.stats();
+    assert_eq!(stats["by_endpoint"]["GET /api/v1/deals/{id}/changelog"], w.count(DEAL) + 1);
+    assert!(stats["by_endpoint"]["GET /api/v1/leads/archived"].as_u64().unwrap() >= 1);
+
+    // The API token appears nowhere.
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains(PIPEDRIVE_TOKEN), "the token leaked into crmdump's output");
+}
+
+/// The typed export loads into DuckDB through `crmdump ddl`, CSV and Parquet alike.
+#[test]
+fn pipedrive_exports_load_into_duckdb_through_the_ddl() {
+    for format in ["csv", "parquet"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(crmdump().args(["export", "--source", "sandbox", "--sandbox-flavor", "pipedrive"]).args([
+            "--sandbox-scale",
+            "80",
+            "--sandbox-anchor",
+            ANCHOR,
+            "--format",
+            format,
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--date",
+            DATE,
+        ]));
+        assert_success(&out);
+        let counts = crate::ddl::duckdb_counts(dir.path());
+        assert!(counts.len() > 20);
+        for (table, loaded, manifest) in counts {
+            assert_eq!(loaded, manifest, "{format}: {table} loaded {loaded} rows, the manifest says {manifest}");
+        }
+    }
+}
+
+/// Touched and archived records arrive in the next run with their history, and nothing else.
+#[test]
+fn pipedrive_incremental_runs_carry_exactly_the_changes() {
+    let sandbox = pipedrive_sandbox(&["--seed", "4", "--scale", "90"]);
+    let dest = tempfile::tempdir().unwrap();
+    assert_success(&sandbox.export_pipedrive(dest.path(), "2026-11-21", &["--rate-limit", "none"]));
+
+    let at = iso(Utc::now() - chrono::Duration::minutes(2));
+    let touched: Vec<(usize, u64)> = vec![(DEAL, 25), (PERSON, 10), (PRODUCT, 3), (LEAD, 5), (NOTE, 6)];
+    let mut changed: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let mut value = String::new();
+    for &(e, count) in &touched {
+        let answer = sandbox.hook("touch", json!({"objectType": ENTITIES[e].plural, "count": count, "at": at}));
+        value = answer["value"].as_str().unwrap().to_string();
+        changed
+            .entry(e)
+            .or_default()
+            .extend(answer["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()));
+    }
+    let archived = sandbox.hook("archive", json!({"objectType": "deals", "count": 2, "at": at}));
+    let archived: BTreeSet<String> =
+        archived["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    changed.entry(DEAL).or_default().extend(archived.iter().cloned());
+
+    let out = sandbox.export_pipedrive(dest.path(), "2026-11-22", &["--rate-limit", "none"]);
+    assert_success(&out);
+    let day = dest.path().join("2026-11-22");
+    let export = read_export(&day, &[]);
+    assert_eq!(export["manifest"]["mode"], "incremental");
+    let w = world(4, 90);
+    for (e, entity) in ENTITIES.iter().enumerate() {
+        let table = table_of(e);
+        let (columns, found) = by_id(&export, &table);
+        let want = changed.get(&e).cloned().unwrap_or_default();
+        let got: BTreeSet<String> = found.keys().cloned().collect();
+        assert_eq!(got, want, "{table}: the incremental run holds other records than the changed ones");
+        let text = format!("PROPERTY_{}", entity.text_key.to_uppercase());
+        for (id, row) in &found {
+            let is_archived = archived.contains(id) && e == DEAL;
+            assert_eq!(row[col(&columns, "ARCHIVED")].as_deref(), Some(if is_archived { "true" } else { "false" }));
+            if !is_archived {
+                assert_eq!(row[col(&columns, &text)].as_deref(), Some(value.as_str()), "{table} {id}");
+            }
+        }
+    }
+    // History and associations are refreshed for the changed records only.
+    let (columns, history) = rows(&export, "OBJECT_PROPERTIES_HISTORY");
+    let touched_deals = &changed[&DEAL];
+    let newest: BTreeSet<(String, String)> = history
+        .iter()
+        .filter(|r| r[col(&columns, "VALUE")].as_deref() == Some(value.as_str()))
+        .map(|r| (r[col(&columns, "OBJECTTYPEID")].clone().unwrap(), r[col(&columns, "OBJECTID")].clone().unwrap()))
+        .collect();
+    assert!(newest.len() >= 35, "the touched deals' and persons' new values are in the history: {}", newest.len());
+    let (_, pairs) = rows(&export, "ASSOCIATIONS_DEALS_TO_PERSONS");
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|r| touched_deals.contains(r[0].as_ref().unwrap())));
+    // Reference tables are whole.
+    assert_eq!(rows(&export, "OWNERS").1.len(), w.users.len());
+}
+
+/// Faults on every kind of request: the export equals a clean one.
+#[test]
+fn pipedrive_exports_survive_faults() {
+    let export = |faults: &str, dir: &Path| {
+        let out = run(crmdump().args(["export", "--source", "sandbox", "--sandbox-flavor", "pipedrive"]).args([
+            "--sandbox-scale",
+            "60",
+            "--sandbox-seed",
+            "5",
+            "--sandbox-anchor",
+            ANCHOR,
+            "--sandbox-faults",
+            faults,
+            "--dest",
+            dir.to_str().unwrap(),
+            "--date",
+            DATE,
+        ]));
+        assert_success(&out);
+        read_export(&dir.join(DATE), &[])
+    };
+    let clean_dir = tempfile::tempdir().unwrap();
+    let faulty_dir = tempfile::tempdir().unwrap();
+    let clean = export("none", clean_dir.path());
+    let faulty = export("5xx=0.05,drop=0.03,truncate=0.03,malformed=0.03,429=0.05", faulty_dir.path());
+    assert!(faulty["manifest"]["retries"].as_u64().unwrap() > 5, "faults were met and retried");
+    for (name, table) in clean["tables"].as_object().unwrap() {
+        let strip = |t: &Value| -> BTreeSet<String> {
+            let columns: Vec<&str> = t["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            let ingested = columns.iter().position(|c| *c == "INGESTEDAT");
+            t["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let mut r = r.as_array().unwrap().clone();
+                    if let Some(i) = ingested {
+                        r.remove(i);
+                    }
+                    Value::Array(r).to_string()
+                })
+                .collect()
+        };
+        assert!(strip(table) == strip(&faulty["tables"][name]), "{name} differs after faults");
+    }
+}
+
+/// The burst limit the headers announce is followed; the daily token budget stops the export
+/// with a clear message and nothing committed.
+#[test]
+fn pipedrive_rate_limits_are_respected_and_the_daily_budget_stops_cleanly() {
+    let sandbox = pipedrive_sandbox(&["--scale", "25", "--rate-limit", "30/2s"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = sandbox.export_pipedrive(dest.path(), DATE, &["--no-history"]);
+    assert_success(&out);
+    let stats = sandbox.stats();
+    assert_eq!(stats["throttled_after_10s"], 0, "429s in steady state: {stats}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Following the account's rate limit"), "the limiter did not follow the headers:\n{stderr}");
+
+    let out = run(crmdump()
+        .args(["export", "--source", "pipedrive", "--base-url", &sandbox.base_url, "--dest"])
+        .arg(dest.path())
+        .env("PIPEDRIVE_API_TOKEN", "wrong-token"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PIPEDRIVE_API_TOKEN"));
+
+    let sandbox = pipedrive_sandbox(&["--scale", "25", "--daily-limit", "300"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = sandbox.export_pipedrive(dest.path(), DATE, &["--rate-limit", "none"]);
+    assert_eq!(out.status.code(), Some(1), "a spent budget fails the run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("daily API token budget"), "no clear message:\n{stderr}");
+    assert!(!dest.path().join(DATE).join("_manifest.json").exists());
+    assert!(!dest.path().join("_state").exists(), "no watermark moved");
+}
