@@ -76,6 +76,8 @@ pub struct ExportReport {
     pub manifest: Manifest,
     pub manifest_key: String,
     pub elapsed: std::time::Duration,
+    /// Pipedrive API tokens this process has spent so far (0 for other sources).
+    pub tokens: u64,
 }
 
 struct TableWriter {
@@ -206,7 +208,8 @@ pub async fn export(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     sink.put(&manifest_key, Bytes::from(body)).await?;
     tracing::info!(key = %manifest_key, "Manifest written; the export is committed.");
-    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed() })
+    let tokens = stats.tokens.load(Ordering::Relaxed);
+    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens })
 }
 
 fn warning(notice: Notice) -> Warning {

@@ -41,18 +41,20 @@ pub async fn run(args: CheckArgs) -> Result<()> {
         println!("[SKIP] {}: {}", n.table, n.detail);
     }
     let limits = source.client.stats.limits.lock().expect("limits lock").clone();
+    // Pipedrive's daily budget is in tokens, HubSpot's in requests.
+    let unit = if source.extractor.source() == "pipedrive" { "tokens" } else { "requests" };
     match limits {
         Some(l) => println!(
             "[ OK ] rate limit: {} requests per {} ms{}",
             l.max.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
             l.interval_ms.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
             match (l.daily, l.daily_remaining) {
-                (Some(d), Some(r)) => format!(", {r} of {d} left today"),
-                (Some(d), None) => format!(", {d} per day"),
+                (Some(d), Some(r)) => format!(", {r} of {d} {unit} left today"),
+                (Some(d), None) => format!(", {d} {unit} per day"),
                 _ => String::new(),
             }
         ),
-        None => println!("[ ?? ] rate limit: the responses carried no X-HubSpot-RateLimit headers"),
+        None => println!("[ ?? ] rate limit: the responses carried no rate-limit headers"),
     }
     if let Some(dest) = &args.dest {
         let sink = Sink::open(dest)?;

@@ -141,6 +141,9 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
         m.retries,
         report.elapsed.as_secs_f64()
     );
+    if report.tokens > 0 {
+        println!("Pipedrive API tokens spent: {} (of the company's daily budget)", report.tokens);
+    }
     for w in &m.warnings {
         match (w.count, &w.detail) {
             (Some(c), _) => println!("warning: {} in {}: {c}", w.kind, w.table),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
 use super::changes::{Changes, Touch};
-use super::generator::{FIRST_NAMES, LAST_NAMES, SandboxConfig, TRICKY_TEXT, UPDATE_SPAN_DAYS, hash, mix};
+use super::generator::{Defect, FIRST_NAMES, LAST_NAMES, SandboxConfig, TRICKY_TEXT, UPDATE_SPAN_DAYS, hash, mix};
 
 /// One Pipedrive entity as the sandbox serves it.
 #[derive(Debug)]
@@ -196,6 +196,8 @@ pub struct World {
     pub pipelines: Vec<PdPipeline>,
     /// Field definitions per entity (leads inherit the deals' custom fields).
     pub fields: Vec<Vec<FieldDef>>,
+    /// Share of live records served with a defect (`--bad-records`).
+    pub bad_records: f64,
     changes: Changes,
 }
 
@@ -250,6 +252,7 @@ impl World {
             users,
             pipelines,
             fields,
+            bad_records: config.bad_records,
             changes: Changes::default(),
         }
     }
@@ -689,6 +692,23 @@ impl World {
         }
         self.changes.record_archives(e, &picked, seconds(at), from_end);
         Ok(picked.iter().map(|&i| self.id(e, i)).collect())
+    }
+
+    /// The defect record `index` of `e` is served with, if any (never the hub, nor an
+    /// archived or deleted record): no id, invalid UTF-8 or a 2 MiB value in its text field.
+    pub fn defect(&self, e: usize, index: u64) -> Option<Defect> {
+        if self.bad_records <= 0.0
+            || index + 1 >= self.count(e)
+            || self.is_archived(e, index)
+            || self.is_deleted(e, index)
+        {
+            return None;
+        }
+        let h = self.h(e, index, 0xBAD);
+        if ((h >> 11) as f64 / (1u64 << 53) as f64) >= self.bad_records {
+            return None;
+        }
+        Some([Defect::NoId, Defect::InvalidUtf8, Defect::Huge][(mix(h) % 3) as usize])
     }
 
     pub fn entity_index(&self, name: &str) -> Option<usize> {

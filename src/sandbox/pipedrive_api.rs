@@ -12,10 +12,11 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::generator::Defect;
 use super::pipedrive::{
     ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number,
 };
-use super::server::{Query, Shared};
+use super::server::{HUGE_VALUE, INVALID_UTF8_MARK, Query, Shared, json_answer};
 
 /// Most items a page may ask for (v1 and v2 alike).
 const MAX_LIMIT: usize = 500;
@@ -82,10 +83,6 @@ pub(super) fn routes() -> Router<Shared> {
         }
     }
     r
-}
-
-fn ok(data: Value, additional: Value) -> Response {
-    Json(json!({"success": true, "data": data, "additional_data": additional})).into_response()
 }
 
 fn limit(q: &Query) -> std::result::Result<usize, Refusal> {
@@ -167,9 +164,29 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         if since.is_some_and(|s| rec.update_time < s) || until.is_some_and(|u| rec.update_time >= u) {
             return None;
         }
-        Some(w.record_json(e, i))
+        Some(served(w, e, i))
     })?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
+}
+
+/// A record as served, with its defect when `--bad-records` gave it one.
+fn served(w: &World, e: usize, i: u64) -> Value {
+    let mut record = w.record_json(e, i);
+    match w.defect(e, i) {
+        None => {}
+        Some(Defect::NoId) => {
+            record.as_object_mut().map(|o| o.remove("id"));
+        }
+        Some(Defect::InvalidUtf8) => record[ENTITIES[e].text_key] = json!(format!("bad {INVALID_UTF8_MARK} bytes")),
+        Some(Defect::Huge) => record[ENTITIES[e].text_key] = json!("h".repeat(HUGE_VALUE)),
+    }
+    record
+}
+
+/// A success envelope; with bad records on, the invalid-UTF-8 marks become real bad bytes.
+fn answer(state: &Shared, data: Value, additional: Value) -> Response {
+    let body = json!({"success": true, "data": data, "additional_data": additional});
+    json_answer(&state.generator, StatusCode::OK, &body)
 }
 
 /// v1 lists with `start`/`limit`. Leads answer the bare `additional_data` form, notes the
@@ -189,7 +206,7 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         .filter(|&i| w.is_archived(e, i) == archived)
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
-    let page: Vec<Value> = matching.iter().skip(start as usize).take(limit).map(|&i| w.record_json(e, i)).collect();
+    let page: Vec<Value> = matching.iter().skip(start as usize).take(limit).map(|&i| served(w, e, i)).collect();
     let more = (start as usize + page.len()) < matching.len();
     let data = if page.is_empty() { Value::Null } else { json!(page) };
     let additional = if e == LEAD {
@@ -201,7 +218,7 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         }
         json!({ "pagination": p })
     };
-    Ok(ok(data, additional))
+    Ok(answer(&state, data, additional))
 }
 
 fn v2_field_json(f: &super::pipedrive::FieldDef) -> Value {
@@ -226,7 +243,7 @@ async fn v2_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize)
     let q = Query::parse(q);
     let fields = &w.fields[e];
     let (data, next) = v2_page(&q, fields.len() as u64, |i| Some(v2_field_json(&fields[i as usize])))?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }
 
 /// v1 `*Fields`: `key`, `name`, `edit_flag` (custom), subfields as `{key, name, field_type}`.
@@ -251,7 +268,11 @@ async fn v1_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize)
         })
         .collect();
     let more = start + page.len() < fields.len();
-    Ok(ok(json!(page), json!({"pagination": {"start": start, "limit": limit, "more_items_in_collection": more}})))
+    Ok(answer(
+        &state,
+        json!(page),
+        json!({"pagination": {"start": start, "limit": limit, "more_items_in_collection": more}}),
+    ))
 }
 
 fn user_json(w: &World, k: usize) -> Value {
@@ -270,12 +291,12 @@ async fn users_me(State(state): State<Shared>) -> Response {
     me["company_id"] = json!(w.company_id);
     me["company_domain"] = json!(w.company_domain());
     me["company_name"] = json!(format!("Sandbox Company {}", w.seed));
-    ok(me, Value::Null)
+    answer(&state, me, Value::Null)
 }
 
 async fn users(State(state): State<Shared>) -> Response {
     let w = world(&state);
-    ok(json!((0..w.users.len()).map(|k| user_json(w, k)).collect::<Vec<_>>()), Value::Null)
+    answer(&state, json!((0..w.users.len()).map(|k| user_json(w, k)).collect::<Vec<_>>()), Value::Null)
 }
 
 fn v2_time(w: &World, days_before: i64) -> String {
@@ -292,7 +313,7 @@ async fn pipelines(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer
             "is_deal_probability_enabled": true, "add_time": v2_time(w, 700), "update_time": v2_time(w, 60),
         }))
     })?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }
 
 async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
@@ -308,7 +329,7 @@ async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
             "add_time": v2_time(w, 690), "update_time": v2_time(w, 50),
         }))
     })?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }
 
 async fn deal_products(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
@@ -328,7 +349,7 @@ async fn deal_products(State(state): State<Shared>, RawQuery(q): RawQuery) -> An
             "add_time": v2_time(w, 100), "update_time": v2_time(w, 10),
         }))
     })?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }
 
 async fn changelog(State(state): State<Shared>, Path(id): Path<String>, RawQuery(q): RawQuery, e: usize) -> Answer {
@@ -348,5 +369,5 @@ async fn changelog(State(state): State<Shared>, Path(id): Path<String>, RawQuery
             "change_source_user_agent": c.user_agent, "is_bulk_update_flag": false,
         }))
     })?;
-    Ok(ok(json!(data), json!({"next_cursor": next})))
+    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }

@@ -22,12 +22,12 @@ use super::search::{self as search_api, SearchBody};
 use crate::error::{Error, Result};
 
 /// Stands for bytes that are not UTF-8 until the body is serialized (JSON cannot hold them).
-const INVALID_UTF8_MARK: &str = "\u{E000}\u{E001}";
+pub(super) const INVALID_UTF8_MARK: &str = "\u{E000}\u{E001}";
 /// Size of a bad record's huge value.
-const HUGE_VALUE: usize = 2 << 20;
+pub(super) const HUGE_VALUE: usize = 2 << 20;
 
 /// A JSON answer; with bad records on, the invalid-UTF-8 marks become real invalid bytes.
-fn json_answer(g: &Generator, status: StatusCode, body: &Value) -> Response {
+pub(super) fn json_answer(g: &Generator, status: StatusCode, body: &Value) -> Response {
     let mut bytes = serde_json::to_vec(body).expect("JSON serializes");
     if g.config.bad_records > 0.0 {
         let mark = INVALID_UTF8_MARK.as_bytes();
@@ -65,7 +65,7 @@ pub struct Stats {
 }
 
 pub(super) struct AppState {
-    generator: Generator,
+    pub(super) generator: Generator,
     /// The Pipedrive account, with `--flavor pipedrive`.
     pub(super) pipedrive: Option<super::pipedrive::World>,
     /// Pipedrive tokens spent so far (for the daily budget).

@@ -495,3 +495,61 @@ fn pipedrive_rate_limits_are_respected_and_the_daily_budget_stops_cleanly() {
     assert!(!dest.path().join(DATE).join("_manifest.json").exists());
     assert!(!dest.path().join("_state").exists(), "no watermark moved");
 }
+
+/// Records without an id are left out and counted, invalid UTF-8 is repaired and counted,
+/// huge values are kept whole, and `--strict` turns the warnings into exit code 4.
+#[test]
+fn pipedrive_bad_records_are_counted_and_strict_fails() {
+    use crmdump::sandbox::Defect;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(crmdump().args(["export", "--source", "sandbox", "--sandbox-flavor", "pipedrive"]).args([
+        "--sandbox-scale",
+        "80",
+        "--sandbox-seed",
+        "6",
+        "--sandbox-anchor",
+        ANCHOR,
+        "--sandbox-bad-records",
+        "0.05",
+        "--no-history",
+        "--strict",
+        "--dest",
+        dir.path().to_str().unwrap(),
+        "--date",
+        DATE,
+    ]));
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = SandboxConfig::new(6, 80);
+    c.anchor = anchor();
+    c.bad_records = 0.05;
+    let w = World::new(&c);
+    let export = read_export(&dir.path().join(DATE), &[]);
+    let warnings = export["manifest"]["warnings"].as_array().unwrap();
+    let warned = |kind: &str, table: &str| -> u64 {
+        warnings.iter().filter(|x| x["kind"] == kind && x["table"] == table).map(|x| x["count"].as_u64().unwrap()).sum()
+    };
+    let mut huge_seen = false;
+    for (e, entity) in ENTITIES.iter().enumerate() {
+        let table = table_of(e);
+        let defects: Vec<(u64, Defect)> = (0..w.count(e)).filter_map(|i| w.defect(e, i).map(|d| (i, d))).collect();
+        let no_id = defects.iter().filter(|(_, d)| *d == Defect::NoId).count() as u64;
+        assert_eq!(warned("bad_record", &table), no_id, "{table}");
+        let bad_utf8 = defects.iter().any(|(_, d)| *d == Defect::InvalidUtf8);
+        assert_eq!(warned("invalid_utf8", &table) > 0, bad_utf8, "{table}");
+        let (columns, found) = by_id(&export, &table);
+        assert_eq!(found.len() as u64, w.count(e) - no_id, "{table}");
+        let text = col(&columns, &format!("PROPERTY_{}", entity.text_key.to_uppercase()));
+        for (i, d) in &defects {
+            let value = found.get(&w.id(e, *i)).map(|r| r[text].clone().unwrap_or_default());
+            match d {
+                Defect::NoId => assert!(value.is_none()),
+                Defect::InvalidUtf8 => assert!(value.unwrap().contains('\u{FFFD}')),
+                Defect::Huge => {
+                    assert_eq!(value.unwrap().len(), 2 << 20, "the huge value is exported whole");
+                    huge_seen = true;
+                }
+            }
+        }
+    }
+    assert!(huge_seen, "the seed serves at least one huge value");
+}

@@ -30,6 +30,8 @@ pub struct Pager<'a> {
     cursor: Option<String>,
     start: u64,
     done: bool,
+    /// Pages whose invalid UTF-8 was replaced by U+FFFD so the rest could be read.
+    pub repaired: u64,
 }
 
 impl<'a> Pager<'a> {
@@ -39,7 +41,7 @@ impl<'a> Pager<'a> {
         query: Vec<(String, String)>,
         paging: Paging,
     ) -> Pager<'a> {
-        Pager { client, path: path.into(), query, paging, cursor: None, start: 0, done: false }
+        Pager { client, path: path.into(), query, paging, cursor: None, start: 0, done: false, repaired: 0 }
     }
 
     /// The path and query of the page about to be read, for error messages.
@@ -68,7 +70,8 @@ impl<'a> Pager<'a> {
             }
             Paging::Offset => query.push(("start", &start)),
         }
-        let page: Value = self.client.get_json(&self.path, &query).await?;
+        let (page, repaired): (Value, bool) = self.client.get_json_repaired(&self.path, &query).await?;
+        self.repaired += u64::from(repaired);
         let items = match page.get("data") {
             Some(Value::Array(items)) => items.clone(),
             _ => Vec::new(),

@@ -467,8 +467,17 @@ impl Pipedrive {
             out.send(Emit::Warning(Notice {
                 kind: "bad_record".into(),
                 table: table.clone(),
-                detail: format!("{bad} records without an id were left out"),
+                detail: format!("{bad} records without an id were left out ({path})"),
                 count: Some(bad),
+            }))
+            .await?;
+        }
+        if pager.repaired > 0 {
+            out.send(Emit::Warning(Notice {
+                kind: "invalid_utf8".into(),
+                table: table.clone(),
+                detail: format!("responses with invalid UTF-8 from {path}, read with U+FFFD in place of the bad bytes"),
+                count: Some(pager.repaired),
             }))
             .await?;
         }
