@@ -160,26 +160,8 @@ fn the_token_appears_nowhere_in_logs_or_output_files() {
         .env("HUBSPOT_ACCESS_TOKEN", secret)
         .env("RUST_LOG", "debug"));
     assert_success(&out);
-    let mut written = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (written, count) = everything_written(&out, dir.path());
     assert!(written.contains("Retrying request"), "faults were met, so errors were logged");
-    let mut files = vec![dir.path().to_path_buf()];
-    let mut count = 0;
-    while let Some(p) = files.pop() {
-        if p.is_dir() {
-            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let bytes = std::fs::read(&p).unwrap();
-        let text = if p.extension().is_some_and(|e| e == "gz") {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut s).unwrap();
-            s
-        } else {
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        written.push_str(&text);
-        count += 1;
-    }
     assert!(count > 60, "every part, the manifest and the state were read: {count}");
     assert!(!written.contains(secret) && !written.contains("0f3c9a77"), "the token leaked");
 }

@@ -326,10 +326,24 @@ fn pipedrive_export_matches_the_ground_truth() {
     let stats = sandbox.stats();
     assert_eq!(stats["by_endpoint"]["GET /api/v1/deals/{id}/changelog"], w.count(DEAL) + 1);
     assert!(stats["by_endpoint"]["GET /api/v1/leads/archived"].as_u64().unwrap() >= 1);
+}
 
-    // The API token appears nowhere.
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains(PIPEDRIVE_TOKEN), "the token leaked into crmdump's output");
+/// The API token appears nowhere: not in logs at debug level with faults (so errors are
+/// logged), nor in any file written.
+#[test]
+fn the_pipedrive_token_appears_nowhere_in_logs_or_output_files() {
+    let sandbox = pipedrive_sandbox(&["--scale", "30", "--faults", "5xx=0.05,429=0.05"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(crmdump()
+        .args(["export", "--source", "pipedrive", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+        .args(["--date", DATE, "--dest", dest.path().to_str().unwrap()])
+        .env("PIPEDRIVE_API_TOKEN", PIPEDRIVE_TOKEN)
+        .env("RUST_LOG", "debug"));
+    assert_success(&out);
+    let (written, count) = everything_written(&out, dest.path());
+    assert!(written.contains("Retrying request"), "faults were met, so errors were logged");
+    assert!(count > 25, "every part, the manifest and the state were read: {count}");
+    assert!(!written.contains(PIPEDRIVE_TOKEN) && !written.contains("3f9a1c7e"), "the token leaked");
 }
 
 /// The typed export loads into DuckDB through `crmdump ddl`, CSV and Parquet alike.
@@ -552,4 +566,44 @@ fn pipedrive_bad_records_are_counted_and_strict_fails() {
         }
     }
     assert!(huge_seen, "the seed serves at least one huge value");
+}
+
+/// A 30-day backfill: every record lands once, in the day folder of its last update
+/// (`update_time`, which archiving and deleting also move).
+#[test]
+fn a_pipedrive_backfill_puts_every_record_in_the_day_of_its_last_update() {
+    let sandbox = pipedrive_sandbox(&["--seed", "8", "--scale", "50"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(crmdump()
+        .args(["backfill", "--source", "pipedrive", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+        .args(["--from", "2026-10-02", "--to", "2026-10-31", "--no-history", "--dest", dest.path().to_str().unwrap()])
+        .env("PIPEDRIVE_API_TOKEN", PIPEDRIVE_TOKEN));
+    assert_success(&out);
+    let w = world(8, 50);
+    let tables: Vec<String> = (0..ENTITIES.len()).map(table_of).collect();
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    // Per table: id -> the day folder holding it.
+    let mut found: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); tables.len()];
+    for day in std::fs::read_dir(dest.path()).unwrap().map(|d| d.unwrap().path()) {
+        let name = day.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("2026-") {
+            continue;
+        }
+        let export = read_export(&day, &names);
+        for (e, table) in tables.iter().enumerate() {
+            for id in by_id(&export, table).1.into_keys() {
+                assert!(found[e].insert(id.clone(), name.clone()).is_none(), "{table} {id} is in two day folders");
+            }
+        }
+    }
+    for (e, table) in tables.iter().enumerate() {
+        let want: BTreeMap<String, String> = (0..w.count(e))
+            .map(|i| {
+                let rec = w.record(e, i);
+                (rec.id, rec.update_time.format("%Y-%m-%d").to_string())
+            })
+            .collect();
+        let found = &found[e];
+        assert!(*found == want, "{table}: the backfill's days differ from the records' last updates");
+    }
 }

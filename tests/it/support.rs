@@ -159,3 +159,28 @@ impl Drop for SandboxProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Everything a run wrote: its stdout and stderr, then every file under `dir` (gzip parts
+/// decompressed), with the number of files read.
+pub fn everything_written(out: &Output, dir: &Path) -> (String, usize) {
+    let mut written = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut files = vec![dir.to_path_buf()];
+    let mut count = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        let text = if p.extension().is_some_and(|e| e == "gz") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut s).unwrap();
+            s
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        written.push_str(&text);
+        count += 1;
+    }
+    (written, count)
+}
