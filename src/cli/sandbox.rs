@@ -84,8 +84,9 @@ pub struct SandboxArgs {
     #[command(flatten)]
     pub data: SandboxData,
     /// Scopes the token lacks, comma-separated: endpoints needing them answer 403
-    /// (crm.objects.<type>.read, crm.lists.read, analytics.behavioral_events.read,
-    /// settings.users.teams.read).
+    /// (HubSpot: crm.objects.<type>.read, crm.lists.read, analytics.behavioral_events.read,
+    /// settings.users.teams.read; Pipedrive: base, deals:read, contacts:read,
+    /// activities:read, products:read, leads:read, users:read, recents:read).
     #[arg(long, value_delimiter = ',')]
     pub missing_scopes: Vec<String>,
     /// Accept only this Bearer token (default: any non-empty token).

@@ -5,8 +5,9 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -54,7 +55,48 @@ fn world(state: &Shared) -> &World {
     state.pipedrive.as_ref().expect("the Pipedrive routes are mounted only with the Pipedrive flavour")
 }
 
-pub(super) fn routes() -> Router<Shared> {
+/// The OAuth scope a path needs (the sandbox refuses it with `--missing-scopes`); `base`
+/// is needed by every path.
+fn scope_of(path: &str) -> &'static str {
+    let rest = path.trim_start_matches("/api/v2/").trim_start_matches("/api/v1/");
+    if rest.ends_with("/changelog") {
+        "recents:read"
+    } else if rest.starts_with("deal") || rest.starts_with("pipelines") || rest.starts_with("stages") {
+        "deals:read"
+    } else if rest.starts_with("person") || rest.starts_with("organization") {
+        "contacts:read"
+    } else if rest.starts_with("activit") {
+        "activities:read"
+    } else if rest.starts_with("product") {
+        "products:read"
+    } else if rest.starts_with("lead") {
+        "leads:read"
+    } else if rest.starts_with("users") && rest != "users/me" {
+        "users:read"
+    } else {
+        "base"
+    }
+}
+
+/// 403 when the token lacks the path's scope (or `base`).
+async fn scopes(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let missing = &state.generator.config.missing_scopes;
+    let needed = scope_of(request.uri().path());
+    if let Some(scope) = [needed, "base"].into_iter().find(|s| missing.iter().any(|m| m == s)) {
+        return pd_error(
+            StatusCode::FORBIDDEN,
+            "Scope and URL mismatch",
+            &format!("The token lacks the scope {scope}"),
+        );
+    }
+    next.run(request).await
+}
+
+pub(super) fn routes(state: Shared) -> Router<Shared> {
+    routes_unscoped().route_layer(axum::middleware::from_fn_with_state(state, scopes))
+}
+
+fn routes_unscoped() -> Router<Shared> {
     let mut r = Router::new()
         .route("/api/v1/users/me", get(users_me))
         .route("/api/v1/users", get(users))

@@ -145,7 +145,7 @@ impl Drop for SandboxServer {
 fn router(state: Shared) -> Router {
     let api = match state.generator.config.flavor {
         Flavor::Hubspot => hubspot_routes(),
-        Flavor::Pipedrive => super::pipedrive_api::routes(),
+        Flavor::Pipedrive => super::pipedrive_api::routes(state.clone()),
     };
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))

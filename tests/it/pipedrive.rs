@@ -607,3 +607,28 @@ fn a_pipedrive_backfill_puts_every_record_in_the_day_of_its_last_update() {
         assert!(*found == want, "{table}: the backfill's days differ from the records' last updates");
     }
 }
+
+/// What the token may not read is skipped with a warning naming the scope; without the
+/// `base` scope nothing can be read, which is an authentication error (exit 3).
+#[test]
+fn pipedrive_missing_scopes_skip_what_they_cover() {
+    let sandbox = pipedrive_sandbox(&["--scale", "30", "--missing-scopes", "deals:read,recents:read"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = sandbox.export_pipedrive(dest.path(), DATE, &["--rate-limit", "none"]);
+    assert_success(&out);
+    let export = read_export(&dest.path().join(DATE), &["OBJECTS_PERSONS"]);
+    let tables: BTreeSet<&str> =
+        export["manifest"]["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(!tables.contains("OBJECTS_DEALS") && !tables.contains("ASSOCIATIONS_DEALS_TO_PERSONS"));
+    assert!(tables.contains("OBJECTS_PERSONS") && tables.contains("ASSOCIATIONS_PERSONS_TO_ORGANIZATIONS"));
+    assert_eq!(by_id(&export, "OBJECTS_PERSONS").1.len(), 30);
+    let warnings = export["manifest"]["warnings"].as_array().unwrap();
+    let skipped: BTreeSet<&str> =
+        warnings.iter().filter(|w| w["kind"] == "missing_scope").map(|w| w["table"].as_str().unwrap()).collect();
+    assert_eq!(skipped, BTreeSet::from(["OBJECTS_DEALS", "OBJECT_PROPERTIES_HISTORY", "PIPELINES"]));
+    assert!(warnings.iter().any(|w| w["detail"].as_str().unwrap().contains("recents:read")));
+
+    let sandbox = pipedrive_sandbox(&["--scale", "10", "--missing-scopes", "base"]);
+    let out = sandbox.export_pipedrive(dest.path(), "2026-11-21", &["--rate-limit", "none"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}

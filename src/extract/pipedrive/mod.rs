@@ -235,6 +235,8 @@ pub struct Pipedrive {
     client: Arc<HttpClient>,
     options: PipedriveOptions,
     discovery: std::sync::OnceLock<Discovery>,
+    /// Set once a changelog answered 403 (no `recents:read`): history is skipped from then on.
+    history_forbidden: std::sync::atomic::AtomicBool,
 }
 
 /// A fixed table with text record ids (Pipedrive's lead ids are UUIDs).
@@ -267,7 +269,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 impl Pipedrive {
     pub fn new(client: Arc<HttpClient>, options: PipedriveOptions) -> Pipedrive {
-        Pipedrive { client, options, discovery: std::sync::OnceLock::new() }
+        Pipedrive {
+            client,
+            options,
+            discovery: std::sync::OnceLock::new(),
+            history_forbidden: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn selected(&self) -> Result<Vec<&'static Entity>> {
@@ -317,12 +324,14 @@ impl Pipedrive {
             .await;
             match read {
                 Ok(()) => entities.push(discovered(entity, fields)),
-                Err(Error::Api { status: 403, message, .. }) => notices.push(Notice {
-                    kind: "missing_scope".into(),
-                    table: object_type(entity).table_name(),
-                    detail: format!("{} skipped: the token may not read them ({message})", entity.plural),
-                    count: None,
-                }),
+                Err(e) if forbidden(&e).is_some() => notices.push(missing_scope(
+                    &object_type(entity).table_name(),
+                    format!(
+                        "{} skipped: the token may not read them ({})",
+                        entity.plural,
+                        forbidden(&e).unwrap_or_default()
+                    ),
+                )),
                 Err(e) => return Err(e.in_stream(format!("fields of {}", entity.plural), pager.describe())),
             }
         }
@@ -374,7 +383,14 @@ impl Pipedrive {
     async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, out: Sender) -> Result<()> {
         self.definitions(catalog, discovery, &out).await?;
         self.owners(&out).await?;
-        self.pipelines(&out).await?;
+        match self.pipelines(&out).await {
+            Err(e) if forbidden(&e).is_some() => {
+                let why = forbidden(&e).unwrap_or_default();
+                out.send(Emit::Warning(missing_scope("PIPELINES", format!("pipelines and stages skipped: {why}"))))
+                    .await?;
+            }
+            other => other?,
+        }
         let runs: Vec<_> = discovery
             .entities
             .iter()
@@ -459,8 +475,24 @@ impl Pipedrive {
                 let pair = pairs.iter().find(|p| p.to.type_id == "product").expect("checked");
                 self.deal_products(pair, &ids, ingested, out).await?;
             }
-            if let (Some(keep), true) = (self.options.history, d.entity.changelog) {
-                self.history(d, &ids, keep, ingested, out).await?;
+            if let (Some(keep), true) = (self.options.history, d.entity.changelog)
+                && !self.history_forbidden.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                match self.history(d, &ids, keep, ingested, out).await {
+                    Err(e) if forbidden(&e).is_some() => {
+                        if !self.history_forbidden.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            out.send(Emit::Warning(missing_scope(
+                                "OBJECT_PROPERTIES_HISTORY",
+                                format!(
+                                    "history skipped: the token may not read changelogs ({})",
+                                    forbidden(&e).unwrap_or_default()
+                                ),
+                            )))
+                            .await?;
+                        }
+                    }
+                    other => other?,
+                }
             }
         }
         if bad > 0 {
@@ -722,8 +754,14 @@ impl Pipedrive {
 
     /// `OWNERS` from `/v1/users` (deactivated users too, as ARCHIVED, so every owner id resolves).
     async fn owners(&self, out: &Sender) -> Result<()> {
-        let users: Value =
-            self.client.get_json("/api/v1/users", &[]).await.map_err(|e| e.in_stream("OWNERS", "GET /api/v1/users"))?;
+        let users: Value = match self.client.get_json("/api/v1/users", &[]).await {
+            Ok(users) => users,
+            Err(e) if forbidden(&e).is_some() => {
+                let why = forbidden(&e).unwrap_or_default();
+                return out.send(Emit::Warning(missing_scope("OWNERS", format!("owners skipped: {why}")))).await;
+            }
+            Err(e) => return Err(e.in_stream("OWNERS", "GET /api/v1/users")),
+        };
         let users = users.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut b = BatchBuilder::new(table("OWNERS"), self.options.ingested_at.clone(), users.len());
         for u in &users {
@@ -796,6 +834,19 @@ impl Pipedrive {
         out.rows("PIPELINES", &mut pipelines).await?;
         out.rows("PIPELINE_STAGES", &mut stages).await
     }
+}
+
+/// The API's message when `e` is a 403 (a scope the token lacks).
+fn forbidden(e: &Error) -> Option<String> {
+    match e {
+        Error::Api { status: 403, message, .. } => Some(message.clone()),
+        Error::Stream { source, .. } => forbidden(source),
+        _ => None,
+    }
+}
+
+fn missing_scope(table: &str, detail: String) -> Notice {
+    Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
 }
 
 fn entity(name: &str) -> &'static Entity {
