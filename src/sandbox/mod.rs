@@ -8,7 +8,6 @@ mod changes;
 mod faults;
 mod generator;
 pub mod pipedrive;
-mod pipedrive_api;
 mod search;
 mod server;
 

@@ -145,7 +145,7 @@ impl Drop for SandboxServer {
 fn router(state: Shared) -> Router {
     let api = match state.generator.config.flavor {
         Flavor::Hubspot => hubspot_routes(),
-        Flavor::Pipedrive => super::pipedrive_api::routes(state.clone()),
+        Flavor::Pipedrive => super::pipedrive::api::routes(state.clone()),
     };
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -322,7 +322,7 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             match flavor {
                 Flavor::Hubspot => error(status, "INTERNAL_ERROR", "internal error (injected by the sandbox)"),
-                Flavor::Pipedrive => super::pipedrive_api::pd_error(
+                Flavor::Pipedrive => super::pipedrive::api::pd_error(
                     status,
                     "Internal server error (injected by the sandbox)",
                     "Please try again later",
@@ -465,7 +465,7 @@ async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: 
 async fn not_found(State(state): State<Shared>) -> Response {
     match state.generator.config.flavor {
         Flavor::Hubspot => error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found"),
-        Flavor::Pipedrive => super::pipedrive_api::pd_error(
+        Flavor::Pipedrive => super::pipedrive::api::pd_error(
             StatusCode::NOT_FOUND,
             "Unknown method .",
             "Please check developers.pipedrive.com",

@@ -11,13 +11,15 @@
 //! keeps one month only).
 
 mod api;
+mod entities;
+mod reference;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
@@ -25,177 +27,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
-use crate::model::ObjectType;
 use crate::schema::{self, BatchBuilder, ColumnType, TableSchema, fixed_table, with_text_ids};
 use api::{Field, Pager, Paging};
-
-/// Which time filters a list takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeFilter {
-    /// `updated_since` and `updated_until`.
-    SinceUntil,
-    /// `updated_since` only (the end is filtered here).
-    Since,
-    /// None: the window is filtered here.
-    None,
-}
-
-/// One Pipedrive entity, declared as data.
-struct Entity {
-    /// `person`: `OBJECTTYPEID` and the `--objects` name (with the plural).
-    name: &'static str,
-    plural: &'static str,
-    singular_label: &'static str,
-    plural_label: &'static str,
-    list: &'static str,
-    filter: TimeFilter,
-    /// The list of archived records, and its filter.
-    archived: Option<(&'static str, TimeFilter)>,
-    fields: &'static str,
-    fields_paging: Paging,
-    v2: bool,
-    /// `/v1/{plural}/{id}/changelog` exists.
-    changelog: bool,
-    display: &'static str,
-    /// Query parameters every page of the main list carries.
-    extra: &'static [(&'static str, &'static str)],
-}
-
-const ENTITIES: &[Entity] = &[
-    Entity {
-        name: "person",
-        plural: "persons",
-        singular_label: "Person",
-        plural_label: "Persons",
-        list: "/api/v2/persons",
-        filter: TimeFilter::SinceUntil,
-        archived: None,
-        fields: "/api/v2/personFields",
-        fields_paging: Paging::Cursor,
-        v2: true,
-        changelog: true,
-        display: "name",
-        extra: &[],
-    },
-    Entity {
-        name: "organization",
-        plural: "organizations",
-        singular_label: "Organization",
-        plural_label: "Organizations",
-        list: "/api/v2/organizations",
-        filter: TimeFilter::SinceUntil,
-        archived: None,
-        fields: "/api/v2/organizationFields",
-        fields_paging: Paging::Cursor,
-        v2: true,
-        changelog: true,
-        display: "name",
-        extra: &[],
-    },
-    Entity {
-        name: "deal",
-        plural: "deals",
-        singular_label: "Deal",
-        plural_label: "Deals",
-        list: "/api/v2/deals",
-        filter: TimeFilter::SinceUntil,
-        archived: Some(("/api/v2/deals/archived", TimeFilter::SinceUntil)),
-        fields: "/api/v2/dealFields",
-        fields_paging: Paging::Cursor,
-        v2: true,
-        changelog: true,
-        display: "title",
-        // Deleted deals (kept 30 days) too: they become ARCHIVED rows.
-        extra: &[("status", "open,won,lost,deleted")],
-    },
-    Entity {
-        name: "activity",
-        plural: "activities",
-        singular_label: "Activity",
-        plural_label: "Activities",
-        list: "/api/v2/activities",
-        filter: TimeFilter::SinceUntil,
-        archived: None,
-        fields: "/api/v2/activityFields",
-        fields_paging: Paging::Cursor,
-        v2: true,
-        changelog: false,
-        display: "subject",
-        extra: &[],
-    },
-    Entity {
-        name: "product",
-        plural: "products",
-        singular_label: "Product",
-        plural_label: "Products",
-        list: "/api/v2/products",
-        filter: TimeFilter::Since,
-        archived: None,
-        fields: "/api/v2/productFields",
-        fields_paging: Paging::Cursor,
-        v2: true,
-        changelog: false,
-        display: "name",
-        extra: &[],
-    },
-    Entity {
-        name: "lead",
-        plural: "leads",
-        singular_label: "Lead",
-        plural_label: "Leads",
-        list: "/api/v1/leads",
-        filter: TimeFilter::Since,
-        archived: Some(("/api/v1/leads/archived", TimeFilter::None)),
-        fields: "/api/v1/leadFields",
-        fields_paging: Paging::Offset,
-        v2: false,
-        changelog: false,
-        display: "title",
-        extra: &[],
-    },
-    Entity {
-        name: "note",
-        plural: "notes",
-        singular_label: "Note",
-        plural_label: "Notes",
-        list: "/api/v1/notes",
-        filter: TimeFilter::Since,
-        archived: None,
-        fields: "/api/v1/noteFields",
-        fields_paging: Paging::Offset,
-        v2: false,
-        changelog: false,
-        display: "content",
-        extra: &[],
-    },
-];
-
-/// An association read from a foreign key (or, for products, from the deal's line items).
-struct Relation {
-    from: &'static str,
-    to: &'static str,
-    /// The foreign-key field, and `ASSOCIATIONLABEL`.
-    key: &'static str,
-    type_id: i32,
-}
-
-/// Deal products are read through `/api/v2/deals/products`, not a field.
-const DEAL_PRODUCTS: &str = "deal_products";
-
-const RELATIONS: &[Relation] = &[
-    Relation { from: "deal", to: "person", key: "person_id", type_id: 1 },
-    Relation { from: "deal", to: "organization", key: "org_id", type_id: 2 },
-    Relation { from: "person", to: "organization", key: "org_id", type_id: 3 },
-    Relation { from: "activity", to: "deal", key: "deal_id", type_id: 4 },
-    Relation { from: "activity", to: "person", key: "person_id", type_id: 5 },
-    Relation { from: "activity", to: "organization", key: "org_id", type_id: 6 },
-    Relation { from: "lead", to: "person", key: "person_id", type_id: 7 },
-    Relation { from: "lead", to: "organization", key: "organization_id", type_id: 8 },
-    Relation { from: "deal", to: "product", key: DEAL_PRODUCTS, type_id: 9 },
-];
-
-/// `ASSOCIATIONCATEGORY` of every Pipedrive association.
-const CATEGORY: &str = "PIPEDRIVE_DEFINED";
+use entities::{CATEGORY, DEAL_PRODUCTS, ENTITIES, Entity, RELATIONS, Relation, TimeFilter, entity, object_type};
 
 /// Deal ids per `/api/v2/deals/products` request (Pipedrive's maximum).
 const DEAL_IDS_PER_REQUEST: usize = 100;
@@ -242,17 +76,6 @@ pub struct Pipedrive {
 /// A fixed table with text record ids (Pipedrive's lead ids are UUIDs).
 fn table(name: &str) -> Arc<TableSchema> {
     with_text_ids(&fixed_table(name))
-}
-
-fn object_type(e: &Entity) -> ObjectType {
-    ObjectType {
-        api_name: e.plural.to_string(),
-        type_id: e.name.to_string(),
-        singular: e.name.to_uppercase(),
-        plural: e.plural.to_uppercase(),
-        has_pipelines: e.name == "deal",
-        custom: false,
-    }
 }
 
 /// Seconds-resolution bounds of a window, as Pipedrive filters take them: the start rounded
@@ -680,160 +503,6 @@ impl Pipedrive {
         }
         Ok((id, entries))
     }
-
-    /// `OBJECT_AND_EVENT_TYPE_DEFINITIONS`, `PROPERTY_DEFINITIONS` and `ASSOCIATION_DEFINITIONS`.
-    async fn definitions(&self, catalog: &Catalog, discovery: &Discovery, out: &Sender) -> Result<()> {
-        let ingested = &self.options.ingested_at;
-        let mut types = BatchBuilder::new(table("OBJECT_AND_EVENT_TYPE_DEFINITIONS"), ingested.clone(), 8);
-        let mut props = BatchBuilder::new(table("PROPERTY_DEFINITIONS"), ingested.clone(), 256);
-        for d in &discovery.entities {
-            let e = d.entity;
-            let fq = format!("pipedrive.{}", e.name);
-            types.push_row([
-                Some(e.name),
-                Some("OBJECT"),
-                Some(e.name),
-                Some(fq.as_str()),
-                Some(e.singular_label),
-                Some(e.plural_label),
-                Some(e.display),
-                Some("false"),
-                None,
-                None,
-            ]);
-            for (c, column) in d.columns.iter().zip(&d.stream.table.columns[fixed_table("OBJECTS").columns.len()..]) {
-                let f = &d.fields[c.field];
-                let (key, label, field_type) = match &c.sub {
-                    None => (f.key.as_str(), f.name.clone(), f.field_type.as_str()),
-                    Some(sub) => {
-                        let (_, name, ty) = f.subfields.iter().find(|(k, _, _)| k == sub).expect("from the field");
-                        (sub.as_str(), format!("{} ({name})", f.name), ty.as_str())
-                    }
-                };
-                let options = (!f.options.is_null() && c.sub.is_none()).then(|| f.options.to_string());
-                props.push_row([
-                    Some(e.name),
-                    Some(key),
-                    Some(label.as_str()),
-                    Some(field_type),
-                    Some(field_type),
-                    None,
-                    f.description.as_deref(),
-                    options.as_deref(),
-                    Some("false"),
-                    Some(if f.custom { "false" } else { "true" }),
-                    Some("false"),
-                    Some("false"),
-                    Some("false"),
-                    None,
-                    Some(column.name.as_str()),
-                    None,
-                    None,
-                ]);
-            }
-        }
-        let mut assoc = BatchBuilder::new(table("ASSOCIATION_DEFINITIONS"), ingested.clone(), RELATIONS.len());
-        for pair in &catalog.pairs {
-            let rel =
-                RELATIONS.iter().find(|r| r.from == pair.from.type_id && r.to == pair.to.type_id).expect("declared");
-            let type_id = rel.type_id.to_string();
-            let name = format!("{}_to_{}", rel.from, rel.to);
-            assoc.push_row([
-                Some(rel.from),
-                Some(rel.to),
-                Some(type_id.as_str()),
-                Some(CATEGORY),
-                Some(rel.key),
-                Some(name.as_str()),
-            ]);
-        }
-        out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types).await?;
-        out.rows("PROPERTY_DEFINITIONS", &mut props).await?;
-        out.rows("ASSOCIATION_DEFINITIONS", &mut assoc).await
-    }
-
-    /// `OWNERS` from `/v1/users` (deactivated users too, as ARCHIVED, so every owner id resolves).
-    async fn owners(&self, out: &Sender) -> Result<()> {
-        let users: Value = match self.client.get_json("/api/v1/users", &[]).await {
-            Ok(users) => users,
-            Err(e) if forbidden(&e).is_some() => {
-                let why = forbidden(&e).unwrap_or_default();
-                return out.send(Emit::Warning(missing_scope("OWNERS", format!("owners skipped: {why}")))).await;
-            }
-            Err(e) => return Err(e.in_stream("OWNERS", "GET /api/v1/users")),
-        };
-        let users = users.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
-        let mut b = BatchBuilder::new(table("OWNERS"), self.options.ingested_at.clone(), users.len());
-        for u in &users {
-            let s = |k: &str| u.get(k).and_then(api::text);
-            let Some(id) = s("id") else { continue };
-            let name = s("name").unwrap_or_default();
-            let (first, last) =
-                name.split_once(' ').map(|(f, l)| (f.to_string(), Some(l.to_string()))).unwrap_or((name.clone(), None));
-            let active = u.get("active_flag").and_then(Value::as_bool).unwrap_or(true);
-            b.push_row([
-                Some(id.as_str()),
-                Some(id.as_str()),
-                Some(id.as_str()),
-                s("email").as_deref(),
-                (!first.is_empty()).then_some(first.as_str()),
-                last.as_deref(),
-                Some("PERSON"),
-                Some(if active { "false" } else { "true" }),
-                s("created").as_deref(),
-                s("modified").as_deref(),
-            ]);
-        }
-        out.rows("OWNERS", &mut b).await
-    }
-
-    /// `PIPELINES` and `PIPELINE_STAGES` (deal pipelines).
-    async fn pipelines(&self, out: &Sender) -> Result<()> {
-        let ingested = &self.options.ingested_at;
-        let mut pipelines = BatchBuilder::new(table("PIPELINES"), ingested.clone(), 8);
-        let mut pager = Pager::new(&self.client, "/api/v2/pipelines", Vec::new(), Paging::Cursor);
-        while let Some(items) = pager.next().await.map_err(|e| e.in_stream("PIPELINES", "GET /api/v2/pipelines"))? {
-            for p in &items {
-                let s = |k: &str| p.get(k).and_then(api::text);
-                pipelines.push_row([
-                    Some("deal"),
-                    s("id").as_deref(),
-                    s("name").as_deref(),
-                    s("order_nr").as_deref(),
-                    s("is_deleted").as_deref(),
-                    s("add_time").as_deref(),
-                    s("update_time").as_deref(),
-                ]);
-            }
-        }
-        let mut stages = BatchBuilder::new(table("PIPELINE_STAGES"), ingested.clone(), 32);
-        let mut pager = Pager::new(&self.client, "/api/v2/stages", Vec::new(), Paging::Cursor);
-        while let Some(items) = pager.next().await.map_err(|e| e.in_stream("PIPELINE_STAGES", "GET /api/v2/stages"))? {
-            for st in &items {
-                let s = |k: &str| st.get(k).and_then(api::text);
-                let metadata = json!({
-                    "is_deal_rot_enabled": st.get("is_deal_rot_enabled"),
-                    "days_to_rotten": st.get("days_to_rotten"),
-                })
-                .to_string();
-                stages.push_row([
-                    Some("deal"),
-                    s("pipeline_id").as_deref(),
-                    s("id").as_deref(),
-                    s("name").as_deref(),
-                    s("order_nr").as_deref(),
-                    s("deal_probability").as_deref(),
-                    None,
-                    Some(metadata.as_str()),
-                    s("is_deleted").as_deref(),
-                    s("add_time").as_deref(),
-                    s("update_time").as_deref(),
-                ]);
-            }
-        }
-        out.rows("PIPELINES", &mut pipelines).await?;
-        out.rows("PIPELINE_STAGES", &mut stages).await
-    }
 }
 
 /// The API's message when `e` is a 403 (a scope the token lacks).
@@ -847,10 +516,6 @@ fn forbidden(e: &Error) -> Option<String> {
 
 fn missing_scope(table: &str, detail: String) -> Notice {
     Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
-}
-
-fn entity(name: &str) -> &'static Entity {
-    ENTITIES.iter().find(|e| e.name == name).expect("relations name declared entities")
 }
 
 /// A foreign key's id: a number, a string, or (v1) an object with `value`.

@@ -13,11 +13,9 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::generator::Defect;
-use super::pipedrive::{
-    ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number,
-};
-use super::server::{HUGE_VALUE, INVALID_UTF8_MARK, Query, Shared, json_answer};
+use super::{ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number};
+use crate::sandbox::generator::Defect;
+use crate::sandbox::server::{HUGE_VALUE, INVALID_UTF8_MARK, Query, Shared, json_answer};
 
 /// Most items a page may ask for (v1 and v2 alike).
 const MAX_LIMIT: usize = 500;
@@ -42,7 +40,7 @@ impl IntoResponse for Refusal {
 type Answer = std::result::Result<Response, Refusal>;
 
 /// Pipedrive's error envelope.
-pub(super) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
+pub(in crate::sandbox) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
     let body = json!({"success": false, "error": error, "error_info": info, "data": null, "additional_data": null});
     (status, Json(body)).into_response()
 }
@@ -92,7 +90,7 @@ async fn scopes(State(state): State<Shared>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-pub(super) fn routes(state: Shared) -> Router<Shared> {
+pub(in crate::sandbox) fn routes(state: Shared) -> Router<Shared> {
     routes_unscoped().route_layer(axum::middleware::from_fn_with_state(state, scopes))
 }
 
@@ -263,7 +261,7 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     Ok(answer(&state, data, additional))
 }
 
-fn v2_field_json(f: &super::pipedrive::FieldDef) -> Value {
+fn v2_field_json(f: &super::FieldDef) -> Value {
     let options = (!f.options.is_empty())
         .then(|| f.options.iter().map(|(id, label)| json!({"id": id, "label": label})).collect::<Vec<_>>());
     let subfields = (!f.subfields.is_empty()).then(|| {
@@ -361,7 +359,7 @@ async fn pipelines(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer
 async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    let all: Vec<(i64, &super::pipedrive::Stage)> =
+    let all: Vec<(i64, &super::Stage)> =
         w.pipelines.iter().flat_map(|p| p.stages.iter().map(move |s| (p.id, s))).collect();
     let (data, next) = v2_page(&q, all.len() as u64, |i| {
         let (pipeline_id, (id, name, order, probability)) = all[i as usize];
