@@ -19,7 +19,8 @@ use crate::sandbox::{Flavor, SandboxServer};
 pub enum Source {
     /// A HubSpot account; the token comes from HUBSPOT_ACCESS_TOKEN.
     Hubspot,
-    /// A Pipedrive company; the API token comes from PIPEDRIVE_API_TOKEN.
+    /// A Pipedrive company; the API token comes from PIPEDRIVE_API_TOKEN (or an OAuth
+    /// access token from PIPEDRIVE_ACCESS_TOKEN).
     Pipedrive,
     /// The built-in fake CRM (HubSpot, or Pipedrive with --sandbox-flavor pipedrive),
     /// started in-process on a free 127.0.0.1 port.
@@ -137,7 +138,7 @@ impl SourceArgs {
         if self.company_domain.is_some() && self.source != Source::Pipedrive {
             return Err(Error::Config("--company-domain goes with --source pipedrive".into()));
         }
-        let (crm, base_url, token, default_limit) = match self.source {
+        let (crm, base_url, auth, default_limit) = match self.source {
             Source::Sandbox => {
                 if self.base_url.is_some() {
                     return Err(Error::Config(
@@ -168,7 +169,11 @@ impl SourceArgs {
                     Flavor::Hubspot => Crm::Hubspot,
                     Flavor::Pipedrive => Crm::Pipedrive,
                 };
-                (crm, url, token, self.sandbox.rate_limit.unwrap_or(RateLimit::Unlimited))
+                let auth = match crm {
+                    Crm::Hubspot => Auth::Bearer(token),
+                    Crm::Pipedrive => Auth::ApiToken(token),
+                };
+                (crm, url, auth, self.sandbox.rate_limit.unwrap_or(RateLimit::Unlimited))
             }
             Source::Hubspot => {
                 let token = std::env::var("HUBSPOT_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
@@ -177,23 +182,27 @@ impl SourceArgs {
                     )
                 })?;
                 let base = self.base_url.clone().unwrap_or_else(|| HUBSPOT_API.to_string());
-                (Crm::Hubspot, base, token, RateLimit::HUBSPOT_DEFAULT)
+                (Crm::Hubspot, base, Auth::Bearer(token), RateLimit::HUBSPOT_DEFAULT)
             }
             Source::Pipedrive => {
-                let token = std::env::var("PIPEDRIVE_API_TOKEN").ok().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-                    Error::Config(
-                        "PIPEDRIVE_API_TOKEN is not set: copy your API token from Pipedrive (Settings > Personal preferences > API) and export it in PIPEDRIVE_API_TOKEN".into(),
-                    )
-                })?;
+                // An API token (x-api-token), or an OAuth app's access token (Bearer).
+                let env = |name: &str| std::env::var(name).ok().filter(|t| !t.trim().is_empty());
+                let auth = match (env("PIPEDRIVE_API_TOKEN"), env("PIPEDRIVE_ACCESS_TOKEN")) {
+                    (Some(token), _) => Auth::ApiToken(token),
+                    (None, Some(oauth)) => Auth::Bearer(oauth),
+                    (None, None) => return Err(Error::Config(
+                        "PIPEDRIVE_API_TOKEN is not set: copy your API token from Pipedrive (Settings > Personal preferences > API) and export it in PIPEDRIVE_API_TOKEN (or an OAuth access token in PIPEDRIVE_ACCESS_TOKEN)".into(),
+                    )),
+                };
                 let base = match (&self.base_url, &self.company_domain) {
                     (Some(url), _) => url.clone(),
                     (None, Some(domain)) => company_url(domain)?,
-                    (None, None) => company_url(&self.discover_company_domain(&token).await?)?,
+                    (None, None) => company_url(&self.discover_company_domain(&auth).await?)?,
                 };
-                (Crm::Pipedrive, base, token, PIPEDRIVE_DEFAULT)
+                (Crm::Pipedrive, base, auth, PIPEDRIVE_DEFAULT)
             }
         };
-        let client = Arc::new(self.client(crm, &base_url, token, default_limit)?);
+        let client = Arc::new(self.client(crm, &base_url, auth, default_limit)?);
         let extractor: Box<dyn Extractor> = match crm {
             Crm::Hubspot => Box::new(HubSpot::new(
                 client.clone(),
@@ -219,20 +228,18 @@ impl SourceArgs {
     }
 
     /// The HTTP client of `crm` at `base_url`.
-    fn client(&self, crm: Crm, base_url: &str, token: String, default_limit: RateLimit) -> Result<HttpClient> {
+    fn client(&self, crm: Crm, base_url: &str, auth: Auth, default_limit: RateLimit) -> Result<HttpClient> {
         let base_url = url::Url::parse(base_url)
             .map_err(|e| Error::Config(format!("--base-url '{base_url}' is not a URL: {e}")))?;
         let real = self.source != Source::Sandbox;
-        let (auth, search, unauthorized_hint, daily_hint, token_costs) = match crm {
+        let (search, unauthorized_hint, daily_hint, token_costs) = match crm {
             Crm::Hubspot => (
-                Auth::Bearer(token),
                 self.search_rate_limit,
                 "Regenerate the private-app token in HubSpot and set HUBSPOT_ACCESS_TOKEN to it",
                 HUBSPOT_DAILY_HINT,
                 None,
             ),
             Crm::Pipedrive => (
-                Auth::ApiToken(token),
                 RateLimit::Unlimited,
                 "Copy the API token again from Pipedrive (Settings > Personal preferences > API; regenerating it invalidates the old one) and set PIPEDRIVE_API_TOKEN to it",
                 PIPEDRIVE_DAILY_HINT,
@@ -256,8 +263,8 @@ impl SourceArgs {
     }
 
     /// The company domain from `GET https://api.pipedrive.com/v1/users/me`.
-    async fn discover_company_domain(&self, token: &str) -> Result<String> {
-        let client = self.client(Crm::Pipedrive, PIPEDRIVE_API, token.to_string(), PIPEDRIVE_DEFAULT)?;
+    async fn discover_company_domain(&self, auth: &Auth) -> Result<String> {
+        let client = self.client(Crm::Pipedrive, PIPEDRIVE_API, auth.clone(), PIPEDRIVE_DEFAULT)?;
         let me: serde_json::Value =
             client.get_json("/v1/users/me", &[]).await.map_err(|e| e.in_stream("account", "GET /v1/users/me"))?;
         me.pointer("/data/company_domain").and_then(|d| d.as_str()).map(str::to_string).ok_or_else(|| {

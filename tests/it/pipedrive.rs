@@ -632,3 +632,23 @@ fn pipedrive_missing_scopes_skip_what_they_cover() {
     let out = sandbox.export_pipedrive(dest.path(), "2026-11-21", &["--rate-limit", "none"]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An OAuth app's access token (PIPEDRIVE_ACCESS_TOKEN) travels as a Bearer token; with
+/// neither token set, the error says which variable to set (exit 2).
+#[test]
+fn pipedrive_takes_an_oauth_access_token_and_says_what_is_missing() {
+    let sandbox = pipedrive_sandbox(&["--scale", "10"]);
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(crmdump()
+        .args(["export", "--source", "pipedrive", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+        .args(["--no-history", "--date", DATE, "--dest", dest.path().to_str().unwrap()])
+        .env("PIPEDRIVE_ACCESS_TOKEN", PIPEDRIVE_TOKEN));
+    assert_success(&out);
+    assert!(dest.path().join(DATE).join("_manifest.json").exists());
+
+    let out = run(crmdump()
+        .args(["export", "--source", "pipedrive", "--base-url", &sandbox.base_url, "--dest"])
+        .arg(dest.path()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PIPEDRIVE_API_TOKEN is not set"));
+}

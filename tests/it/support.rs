@@ -13,7 +13,10 @@ pub const DATE: &str = "2026-11-20";
 
 pub fn crmdump() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crmdump"));
-    c.env_remove("HUBSPOT_ACCESS_TOKEN").env_remove("PIPEDRIVE_API_TOKEN").env("RUST_LOG", "crmdump=info");
+    c.env_remove("HUBSPOT_ACCESS_TOKEN")
+        .env_remove("PIPEDRIVE_API_TOKEN")
+        .env_remove("PIPEDRIVE_ACCESS_TOKEN")
+        .env("RUST_LOG", "crmdump=info");
     c
 }
 
