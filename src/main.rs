@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// jemalloc: an export allocates and frees millions of small strings (JSON values, rows);
+/// glibc's malloc spent about 15% of an export's CPU on them (perf, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let args = match crmdump::cli::config::expand_args(std::env::args_os().collect()) {
         Ok(a) => a,
