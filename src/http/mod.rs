@@ -265,8 +265,7 @@ impl HttpClient {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
         };
         // Pipedrive sends no Retry-After; its x-ratelimit-reset says when the window resets.
         let retry_after = seconds("retry-after");

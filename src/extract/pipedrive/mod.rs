@@ -294,8 +294,8 @@ impl Pipedrive {
             }
             out.send(Emit::Objects { stream: d.stream.clone(), batch }).await?;
             self.foreign_keys(d, &items, pairs, ingested, out).await?;
-            if pairs.iter().any(|p| p.to.type_id == "product") && d.entity.name == "deal" {
-                let pair = pairs.iter().find(|p| p.to.type_id == "product").expect("checked");
+            // `pairs` start at this entity: only deals have the product pair.
+            if let Some(pair) = pairs.iter().find(|p| p.to.type_id == "product") {
                 self.deal_products(pair, &ids, ingested, out).await?;
             }
             if let (Some(keep), true) = (self.options.history, d.entity.changelog)
