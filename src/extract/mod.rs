@@ -196,6 +196,41 @@ pub enum Emit {
     Warning(Notice),
 }
 
+impl Notice {
+    /// A table or feature skipped because the token may not read it.
+    pub(crate) fn missing_scope(table: &str, detail: String) -> Notice {
+        Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
+    }
+}
+
+/// The API's message and crmdump's hint when `e` is (or wraps) a 403: something the token
+/// may not read, which sources skip with a notice rather than fail on.
+pub(crate) fn forbidden(e: &Error) -> Option<(&str, &str)> {
+    match e {
+        Error::Api { status: 403, message, hint, .. } => Some((message, hint)),
+        Error::Stream { source, .. } => forbidden(source),
+        _ => None,
+    }
+}
+
+/// `columns` made unique in order: a name seen before gets `_2`, `_3`... (the first keeps
+/// its name), so that two properties whose names map to one column both keep a column.
+pub(crate) fn unique_names(columns: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut used = std::collections::HashSet::new();
+    columns
+        .into_iter()
+        .map(|base| {
+            let mut column = base.clone();
+            let mut n = 2;
+            while !used.insert(column.clone()) {
+                column = format!("{base}_{n}");
+                n += 1;
+            }
+            column
+        })
+        .collect()
+}
+
 /// Sends downstream; a closed channel means the pipeline already failed and reports why.
 #[derive(Clone)]
 pub(crate) struct Sender(pub(crate) tokio::sync::mpsc::Sender<Emit>);

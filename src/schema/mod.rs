@@ -164,7 +164,7 @@ pub fn with_text_ids(table: &TableSchema) -> Arc<TableSchema> {
         .columns
         .iter()
         .map(|c| {
-            let id = c.name == "OBJECTID" || c.name.ends_with("_OBJECTID") || c.name.ends_with("OBJECTID");
+            let id = c.name.ends_with("OBJECTID");
             Column::new(c.name.clone(), if id { ColumnType::Utf8 } else { c.ty }, c.nullable)
         })
         .collect();

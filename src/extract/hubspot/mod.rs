@@ -83,11 +83,7 @@ pub struct Discovery {
 
 /// The scope HubSpot reports in a 403, or a description when it names none.
 fn missing_scope(e: &Error) -> Option<String> {
-    match e {
-        Error::Api { status: 403, hint, .. } => Some(hint.clone()),
-        Error::Stream { source, .. } => missing_scope(source),
-        _ => None,
-    }
+    super::forbidden(e).map(|(_, hint)| hint.to_string())
 }
 
 /// `Ok(None)` for a 403 (the caller records a notice), the value otherwise.
@@ -102,7 +98,7 @@ fn unless_forbidden<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
 }
 
 fn notice(table: &str, detail: String) -> Notice {
-    Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
+    Notice::missing_scope(table, detail)
 }
 
 impl HubSpot {
@@ -409,20 +405,7 @@ fn custom_type(s: &api::ObjectSchema) -> Option<ObjectType> {
 
 /// Columns named `PROPERTY_<UPPER(name)>`, with `_2`, `_3`... on a clash.
 pub(crate) fn unique_columns<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut used = HashSet::new();
-    names
-        .into_iter()
-        .map(|name| {
-            let base = model::property_column(name);
-            let mut column = base.clone();
-            let mut n = 2;
-            while !used.insert(column.clone()) {
-                column = format!("{base}_{n}");
-                n += 1;
-            }
-            column
-        })
-        .collect()
+    super::unique_names(names.into_iter().map(model::property_column))
 }
 
 fn object_stream(d: &DiscoveredType) -> Arc<ObjectStream> {

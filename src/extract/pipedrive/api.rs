@@ -70,13 +70,13 @@ impl<'a> Pager<'a> {
             }
             Paging::Offset => query.push(("start", &start)),
         }
-        let (page, repaired): (Value, bool) = self.client.get_json_repaired(&self.path, &query).await?;
+        let (mut page, repaired): (Value, bool) = self.client.get_json_repaired(&self.path, &query).await?;
         self.repaired += u64::from(repaired);
-        let items = match page.get("data") {
-            Some(Value::Array(items)) => items.clone(),
+        let items = match page.get_mut("data").map(Value::take) {
+            Some(Value::Array(items)) => items,
             _ => Vec::new(),
         };
-        let additional = page.get("additional_data").cloned().unwrap_or(Value::Null);
+        let additional = page.get_mut("additional_data").map(Value::take).unwrap_or(Value::Null);
         match self.paging {
             Paging::Cursor => {
                 self.cursor = additional.get("next_cursor").and_then(Value::as_str).map(str::to_string);
@@ -174,21 +174,22 @@ pub fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// The value of `key` on a record: v1 keeps every key flat; v2 nests custom fields in
-/// `custom_fields`, and an object value with extra data fields (monetary, address, date
-/// range) holds the main value in `value` and each subfield `<key>_<part>` in `part`.
-pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<&str>) -> Option<&'r Value> {
+/// The value of a field (or of one of its extra data fields, `sub` = (key, part), e.g.
+/// (`<key>_currency`, `currency`)) on a record: v1 keeps every key flat; v2 nests custom
+/// fields in `custom_fields`, and an object value with extra data fields (monetary, address,
+/// date range) holds the main value in `value` and each part under its name.
+pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<(&str, &str)>) -> Option<&'r Value> {
     if !v2 {
-        return record.get(sub.unwrap_or(&field.key));
+        return record.get(sub.map_or(field.key.as_str(), |(key, _)| key));
     }
     let holder = if field.custom { record.get("custom_fields")? } else { record };
     let value = holder.get(&field.key)?;
     match (value, sub) {
-        (Value::Object(o), Some(sub)) => o.get(sub.strip_prefix(&format!("{}_", field.key)).unwrap_or(sub)),
+        (Value::Object(o), Some((_, part))) => o.get(part),
         (Value::Object(o), None) if !field.subfields.is_empty() => o.get("value"),
         (v, None) => Some(v),
         // A subfield of a field sent as a plain value (or a subfield v2 sends flat).
-        (_, Some(sub)) => holder.get(sub),
+        (_, Some((key, _))) => holder.get(key),
     }
 }
 
@@ -235,9 +236,9 @@ mod tests {
         .unwrap();
         let v2 = json!({"id": 1, "custom_fields": {"abc": {"value": 12.5, "currency": "EUR"}}});
         assert_eq!(field_value(&v2, &money, true, None), Some(&json!(12.5)));
-        assert_eq!(field_value(&v2, &money, true, Some("abc_currency")), Some(&json!("EUR")));
+        assert_eq!(field_value(&v2, &money, true, Some(("abc_currency", "currency"))), Some(&json!("EUR")));
         let v1 = json!({"id": "x", "abc": 12.5, "abc_currency": "EUR"});
-        assert_eq!(field_value(&v1, &money, false, Some("abc_currency")), Some(&json!("EUR")));
+        assert_eq!(field_value(&v1, &money, false, Some(("abc_currency", "currency"))), Some(&json!("EUR")));
         assert_eq!(text(&json!([3, 4])).as_deref(), Some("3,4"));
         assert_eq!(text(&json!([{"a": 1}])).as_deref(), Some("[{\"a\":1}]"));
         assert_eq!(column_type("add_time", "date"), ColumnType::Timestamp);

@@ -47,10 +47,11 @@ pub struct PipedriveOptions {
     pub history: Option<usize>,
 }
 
-/// One column of an entity's table: the field and, for extra data fields, the subfield key.
+/// One column of an entity's table: the field and, for extra data fields, the subfield's
+/// key and part (`<key>_currency`, `currency`).
 struct Column {
     field: usize,
-    sub: Option<String>,
+    sub: Option<(String, String)>,
 }
 
 /// What discovery learnt of one entity.
@@ -371,7 +372,8 @@ impl Pipedrive {
             b.push(Some(if archived { "true" } else { "false" }));
             b.push(archived_at.as_deref());
             for c in &d.columns {
-                let value = api::field_value(r, &d.fields[c.field], d.entity.v2, c.sub.as_deref());
+                let sub = c.sub.as_ref().map(|(key, part)| (key.as_str(), part.as_str()));
+                let value = api::field_value(r, &d.fields[c.field], d.entity.v2, sub);
                 b.push(value.and_then(api::text).as_deref());
             }
             b.end_row();
@@ -506,16 +508,13 @@ impl Pipedrive {
 }
 
 /// The API's message when `e` is a 403 (a scope the token lacks).
+/// Pipedrive's message when `e` is a 403 (a scope the token lacks).
 fn forbidden(e: &Error) -> Option<String> {
-    match e {
-        Error::Api { status: 403, message, .. } => Some(message.clone()),
-        Error::Stream { source, .. } => forbidden(source),
-        _ => None,
-    }
+    super::forbidden(e).map(|(message, _)| message.to_string())
 }
 
 fn missing_scope(table: &str, detail: String) -> Notice {
-    Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
+    Notice::missing_scope(table, detail)
 }
 
 /// A foreign key's id: a number, a string, or (v1) an object with `value`.
@@ -558,21 +557,18 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
             } else {
                 crate::model::property_column(sub)
             };
-            columns.push(Column { field: i, sub: Some(sub.clone()) });
+            columns.push(Column { field: i, sub: Some((sub.clone(), part.to_string())) });
             wanted.push((sub.clone(), column, api::column_type(sub, ty)));
         }
     }
-    let mut used = HashSet::new();
+    let unique = super::unique_names(wanted.iter().map(|(_, column, _)| column.clone()));
     let properties: Vec<PropertyDefinition> = wanted
         .iter()
-        .map(|(name, base, ty)| {
-            let mut column = base.clone();
-            let mut n = 2;
-            while !used.insert(column.clone()) {
-                column = format!("{base}_{n}");
-                n += 1;
-            }
-            PropertyDefinition { name: name.clone(), property_type: ty.manifest_name().to_string(), column }
+        .zip(unique)
+        .map(|((name, _, ty), column)| PropertyDefinition {
+            name: name.clone(),
+            property_type: ty.manifest_name().to_string(),
+            column,
         })
         .collect();
     let types: Vec<ColumnType> = wanted.iter().map(|(_, _, ty)| *ty).collect();

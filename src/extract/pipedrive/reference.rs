@@ -35,7 +35,7 @@ impl Pipedrive {
                 let f = &d.fields[c.field];
                 let (key, label, field_type) = match &c.sub {
                     None => (f.key.as_str(), f.name.clone(), f.field_type.as_str()),
-                    Some(sub) => {
+                    Some((sub, _)) => {
                         let (_, name, ty) = f.subfields.iter().find(|(k, _, _)| k == sub).expect("from the field");
                         (sub.as_str(), format!("{} ({name})", f.name), ty.as_str())
                     }
