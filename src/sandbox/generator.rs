@@ -240,7 +240,8 @@ pub struct Record {
 }
 
 /// One historical value of a property (`ValueWithTimestamp`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub value: String,
     pub timestamp: String,

@@ -27,7 +27,7 @@ pub(super) const INVALID_UTF8_MARK: &str = "\u{E000}\u{E001}";
 pub(super) const HUGE_VALUE: usize = 2 << 20;
 
 /// A JSON answer; with bad records on, the invalid-UTF-8 marks become real invalid bytes.
-pub(super) fn json_answer(g: &Generator, status: StatusCode, body: &Value) -> Response {
+pub(super) fn json_answer(g: &Generator, status: StatusCode, body: &impl serde::Serialize) -> Response {
     let mut bytes = serde_json::to_vec(body).expect("JSON serializes");
     if g.config.bad_records > 0.0 {
         let mark = INVALID_UTF8_MARK.as_bytes();
@@ -597,56 +597,97 @@ async fn properties(State(state): State<Shared>, Path(object_type): Path<String>
 /// A record as HubSpot's `SimplePublicObject`, with the requested properties.
 /// A record as HubSpot's `SimpleObject`; `defects` serves bad records as configured (list
 /// and batch read; search answers ids and dates only).
-fn object_json(g: &Generator, t: usize, index: u64, wanted: &[usize], history: &[usize], defects: bool) -> Value {
+/// One record as HubSpot's `SimplePublicObject`, serialized straight into the response
+/// (building a `serde_json::Value` per record first took most of the sandbox's CPU).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    properties: Entries<'a, Option<String>>,
+    created_at: String,
+    updated_at: String,
+    archived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archived_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties_with_history: Option<Entries<'a, Vec<super::generator::HistoryEntry>>>,
+}
+
+/// A JSON object from (name, value) pairs, in their order.
+struct Entries<'a, V>(Vec<(&'a str, V)>);
+
+impl<V: serde::Serialize> serde::Serialize for Entries<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// A page of records with HubSpot's `paging.next` cursor.
+#[derive(serde::Serialize)]
+struct ObjectPage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    results: Vec<ObjectJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paging: Option<Value>,
+}
+
+/// `paging` pointing at `after`.
+fn next_paging(after: impl std::fmt::Display) -> Value {
+    json!({"next": {"after": after.to_string(), "link": format!("?after={after}")}})
+}
+
+fn object_json<'g>(
+    g: &'g Generator,
+    t: usize,
+    index: u64,
+    wanted: &[usize],
+    history: &[usize],
+    defects: bool,
+) -> ObjectJson<'g> {
     let r = g.record(t, index);
-    let mut props = Map::new();
     let defect = if defects { g.defect(t, index) } else { None };
     // The defective value goes in the touched property (looked up only for bad records).
     let touched = defect.map(|_| g.touch_property(t));
+    let props = &g.types[t].properties;
+    let mut values = Vec::with_capacity(wanted.len());
     for &p in wanted {
-        let name = g.types[t].properties[p].name.clone();
         let value = match defect {
             Some(Defect::InvalidUtf8) if Some(p) == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
             Some(Defect::Huge) if Some(p) == touched => Some("h".repeat(HUGE_VALUE)),
             _ => g.property_value(t, index, p),
         };
-        props.insert(name, value.map(Value::String).unwrap_or(Value::Null));
+        values.push((props[p].name.as_str(), value));
     }
-    let mut out = json!({
-        "id": r.id.to_string(),
-        "properties": props,
-        "createdAt": r.created_at,
-        "updatedAt": r.updated_at,
-        "archived": r.archived,
-    });
-    if let Some(at) = r.archived_at {
-        out["archivedAt"] = json!(at);
-    }
-    if defect == Some(Defect::NoId) {
-        out.as_object_mut().expect("an object").remove("id");
-    }
-    if !history.is_empty() {
-        let mut with_history = Map::new();
+    let with_history = (!history.is_empty()).then(|| {
+        let mut with_history = Vec::with_capacity(history.len());
         for &p in history {
-            let mut entries: Vec<Value> = g
-                .history(t, index, p)
-                .into_iter()
-                .map(|h| {
-                    json!({"value": h.value, "timestamp": h.timestamp, "sourceType": h.source_type,
-                           "sourceId": h.source_id, "updatedByUserId": h.updated_by_user_id})
-                })
-                .collect();
+            let mut entries = g.history(t, index, p);
             // HubSpot does not promise an order: odd records get theirs oldest first.
             if index % 2 == 1 {
                 entries.reverse();
             }
             if !entries.is_empty() {
-                with_history.insert(g.types[t].properties[p].name.clone(), Value::Array(entries));
+                with_history.push((props[p].name.as_str(), entries));
             }
         }
-        out["propertiesWithHistory"] = Value::Object(with_history);
+        Entries(with_history)
+    });
+    ObjectJson {
+        id: (defect != Some(Defect::NoId)).then(|| r.id.to_string()),
+        properties: Entries(values),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        archived: r.archived,
+        archived_at: r.archived_at,
+        properties_with_history: with_history,
     }
-    out
 }
 
 /// Indexes of the requested properties; HubSpot ignores unknown names and always includes
@@ -691,11 +732,8 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     while index < g.count(t) && g.is_archived(t, index) != archived {
         index += 1;
     }
-    let mut body = json!({ "results": results });
-    if index < g.count(t) {
-        body["paging"] = json!({"next": {"after": index.to_string(), "link": format!("?after={index}")}});
-    }
-    Ok(json_answer(g, StatusCode::OK, &body))
+    let paging = (index < g.count(t)).then(|| next_paging(index));
+    Ok(json_answer(g, StatusCode::OK, &ObjectPage { total: None, results, paging }))
 }
 
 /// Indexes of the named properties of type `t` (unknown names ignored).
@@ -749,14 +787,24 @@ async fn batch_read(
             })),
         }
     }
-    let now = super::iso(chrono::Utc::now());
-    let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now});
-    if errors.is_empty() {
-        return Ok(json_answer(g, StatusCode::OK, &out));
+    /// `BatchResponseSimplePublicObject(WithErrors)`.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct BatchAnswer<'a> {
+        status: &'static str,
+        results: Vec<ObjectJson<'a>>,
+        started_at: String,
+        completed_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        num_errors: Option<usize>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<Value>,
     }
-    out["numErrors"] = json!(errors.len());
-    out["errors"] = Value::Array(errors);
-    Ok(json_answer(g, StatusCode::MULTI_STATUS, &out))
+    let now = super::iso(chrono::Utc::now());
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let num_errors = (!errors.is_empty()).then_some(errors.len());
+    let out = BatchAnswer { status: "COMPLETE", results, started_at: now.clone(), completed_at: now, num_errors, errors };
+    Ok(json_answer(g, status, &out))
 }
 
 fn invalid_json() -> Rejection {
@@ -1096,12 +1144,9 @@ async fn search(
         .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
     // Search answers only the properties asked for (plus the always-sent ones), never history.
     let wanted = wanted_properties(g, t, Some(body.properties));
-    let results: Vec<Value> =
+    let results: Vec<ObjectJson> =
         page.ids.iter().filter_map(|&id| ty.index_of(id)).map(|i| object_json(g, t, i, &wanted, &[], false)).collect();
-    let mut out = json!({ "total": page.total, "results": results });
-    if let Some(next) = page.next_after {
-        out["paging"] = json!({"next": {"after": next.to_string(), "link": format!("?after={next}")}});
-    }
+    let out = ObjectPage { total: Some(page.total as u64), results, paging: page.next_after.map(next_paging) };
     Ok(Json(out).into_response())
 }
 

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Deserialize)]
 pub struct NextPage {
@@ -29,33 +31,51 @@ impl<T> Page<T> {
     }
 }
 
+/// Property names to values: looked up hundreds of times per record, so hashed with foldhash
+/// rather than SipHash (the keys are HubSpot's, not an attacker's choice of collisions).
+pub type PropertyMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// `SimplePublicObject`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimpleObject {
     pub id: String,
     #[serde(default, deserialize_with = "scalar_map")]
-    pub properties: HashMap<String, Option<String>>,
+    pub properties: PropertyMap<Option<String>>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     #[serde(default)]
     pub archived: bool,
     pub archived_at: Option<String>,
     #[serde(default)]
-    pub properties_with_history: HashMap<String, Vec<HistoryEntry>>,
+    pub properties_with_history: PropertyMap<Vec<HistoryEntry>>,
 }
 
 /// Records of a page read one by one: a record that is not a `SimpleObject` with a numeric
 /// id is left out and described (a data problem of that record, not of the page).
-pub fn records(values: Vec<serde_json::Value>) -> (Vec<SimpleObject>, Vec<String>) {
+///
+/// The page is first cut into each record's raw JSON text (a scan, no allocation per value),
+/// then each record is parsed straight into its typed shape: no `serde_json::Value` tree is
+/// built and converted, which was a fifth of an export's CPU.
+pub fn records(values: Vec<Box<RawValue>>) -> (Vec<SimpleObject>, Vec<String>) {
     let mut good = Vec::with_capacity(values.len());
     let mut bad = Vec::new();
-    for v in values {
-        let id = v.get("id").map(|i| i.to_string()).unwrap_or_else(|| "without an id".into());
-        match serde_json::from_value::<SimpleObject>(v) {
+    for raw in values {
+        match serde_json::from_str::<SimpleObject>(raw.get()) {
             Ok(r) if !r.id.is_empty() && r.id.bytes().all(|b| b.is_ascii_digit()) => good.push(r),
             Ok(r) => bad.push(format!("record {:?}: the id is not a number", r.id)),
-            Err(e) => bad.push(format!("record {id}: {e}")),
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct IdOnly {
+                    id: Option<Value>,
+                }
+                let id = serde_json::from_str::<IdOnly>(raw.get())
+                    .ok()
+                    .and_then(|r| r.id)
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "without an id".into());
+                bad.push(format!("record {id}: {e}"))
+            }
         }
     }
     (good, bad)
@@ -75,10 +95,81 @@ pub struct HistoryEntry {
     pub updated_by_user_id: Option<String>,
 }
 
+/// A JSON scalar as text: strings as they are, numbers and booleans as their JSON text,
+/// `null` as `None`, objects and arrays as their JSON text. Read without building a
+/// `serde_json::Value` first.
+struct Scalar(Option<String>);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor).map(Scalar)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(if v { "true" } else { "false" }.to_owned()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // serde_json's own formatting of the number, as `Value` would print it.
+        Ok(Some(serde_json::Number::from_f64(v).map(|n| n.to_string()).unwrap_or_else(|| v.to_string())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok(Some(Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?.to_string()))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(Some(Value::deserialize(de::value::MapAccessDeserializer::new(map))?.to_string()))
+    }
+}
+
 /// Property values are strings in HubSpot's spec; numbers and booleans are accepted too.
-fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, Option<String>>, D::Error> {
-    let raw: HashMap<String, Value> = HashMap::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, scalar_text(v))).collect())
+fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<PropertyMap<Option<String>>, D::Error> {
+    struct MapVisitor;
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = PropertyMap<Option<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of property values")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(PropertyMap::default())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = PropertyMap::with_capacity_and_hasher(map.size_hint().unwrap_or(64), Default::default());
+            while let Some((k, Scalar(v))) = map.next_entry::<String, Scalar>()? {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(MapVisitor)
 }
 
 pub fn scalar_text(v: Value) -> Option<String> {
@@ -101,7 +192,7 @@ pub fn id_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 pub fn opt_id_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?.and_then(scalar_text))
+    Scalar::deserialize(d).map(|s| s.0)
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,7 +403,7 @@ pub struct Event {
     pub object_id: Option<String>,
     pub occurred_at: Option<String>,
     #[serde(default, deserialize_with = "scalar_map")]
-    pub properties: HashMap<String, Option<String>>,
+    pub properties: PropertyMap<Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,7 @@ mod search;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
@@ -349,20 +349,30 @@ impl HubSpot {
             events::extract(&self.client, e, extent.window(&e.stream.table.name), &ingested, &sender).await?;
         }
         let history = self.options.history;
-        futures::stream::iter(catalog.objects.iter().cloned())
-            .map(|stream| {
-                let pairs: Vec<Arc<AssociationPair>> =
-                    catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
-                let sender = sender.clone();
-                let client = self.client.clone();
-                let ingested = ingested.clone();
-                let keep = history.map(|h| h.for_type(&stream.object_type));
-                let window = extent.window(&stream.table.name);
-                async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+        // Each type on its own task, so that parsing pages and building rows use every core;
+        // the set aborts the others when one fails.
+        let mut jobs = catalog.objects.iter().cloned().map(|stream| {
+            let pairs: Vec<Arc<AssociationPair>> =
+                catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
+            let sender = sender.clone();
+            let client = self.client.clone();
+            let ingested = ingested.clone();
+            let keep = history.map(|h| h.for_type(&stream.object_type));
+            let window = extent.window(&stream.table.name);
+            async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
+        });
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < self.options.concurrency.max(1) {
+                let Some(job) = jobs.next() else { break };
+                running.spawn(job);
+            }
+            match running.join_next().await {
+                None => break,
+                Some(Ok(done)) => done?,
+                Some(Err(e)) => return Err(Error::Internal(format!("an object type's extraction panicked: {e}"))),
+            }
+        }
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::search::ChangedRecords;
 use super::{Sender, api};
@@ -125,6 +126,9 @@ pub(super) async fn extract(
 }
 
 /// Pages through a list pass; with `archived_in`, keeps only records archived in that window.
+///
+/// The next page is requested while the current one is read in full and emitted, so the
+/// API's latency overlaps our work instead of adding to it.
 async fn listing(
     client: &HttpClient,
     stream: &Arc<ObjectStream>,
@@ -133,41 +137,65 @@ async fn listing(
     emitter: &mut Emitter<'_>,
 ) -> Result<()> {
     let table = stream.table.name.clone();
-    let mut after: Option<String> = None;
     let (mut records, mut pages) = (0u64, 0u64);
+    let mut current = list_page(client, stream, plan, None, 1).await?;
     loop {
-        let page_name =
-            format!("page {} (archived={}, after={})", pages + 1, plan.archived, after.as_deref().unwrap_or("start"));
-        let query = plan.list_query(after.as_deref());
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (page, repaired): (api::Page<serde_json::Value>, bool) =
-            client.get_json_repaired(&plan.path, &query).await.map_err(|e| e.in_stream(&table, &page_name))?;
+        let (page, repaired) = current;
         let next = page.next_after();
         let (mut listed, bad) = api::records(page.results);
         emitter.problems.page(repaired, bad);
         if let Some(w) = archived_in {
             listed.retain(|r| w.contains_text(r.archived_at.as_deref()));
         }
-        let rows = if plan.all_in_url {
-            listed
-        } else {
-            batch_read(client, stream, plan.archived, plan.history, listed, &mut emitter.problems)
-                .await
-                .map_err(|e| e.in_stream(&table, &page_name))?
+        let page_name = format!("page {} (archived={})", pages + 1, plan.archived);
+        let work = async {
+            let rows = if plan.all_in_url {
+                listed
+            } else {
+                batch_read(client, stream, plan.archived, plan.history, listed, &mut emitter.problems)
+                    .await
+                    .map_err(|e| e.in_stream(&table, &page_name))?
+            };
+            records += rows.len() as u64;
+            emitter.emit(rows, plan.archived == "true").await
         };
-        records += rows.len() as u64;
+        let prefetch = async {
+            match &next {
+                Some(after) => list_page(client, stream, plan, Some(after), pages + 2).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (worked, fetched) = tokio::join!(work, prefetch);
+        worked?;
         pages += 1;
-        emitter.emit(rows, plan.archived == "true").await?;
         if pages.is_multiple_of(50) {
             tracing::info!(table = %table, records, pages, archived = plan.archived, "Reading records.");
         }
-        match next {
-            Some(a) => after = Some(a),
+        match fetched? {
+            Some(p) => current = p,
             None => break,
         }
     }
     tracing::info!(table = %table, records, pages, archived = plan.archived, "Records read.");
     Ok(())
+}
+
+type RawPage = (api::Page<Box<RawValue>>, bool);
+
+/// Page `number` of a list pass, cut into each record's JSON (parsed by [`api::records`]).
+async fn list_page(
+    client: &HttpClient,
+    stream: &ObjectStream,
+    plan: &Plan,
+    after: Option<&str>,
+    number: u64,
+) -> Result<RawPage> {
+    let query = plan.list_query(after);
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    client.get_json_repaired(&plan.path, &query).await.map_err(|e| {
+        let page = format!("page {number} (archived={}, after={})", plan.archived, after.unwrap_or("start"));
+        e.in_stream(&stream.table.name, page)
+    })
 }
 
 /// Records changed in `window`: ids through search, then every property by batch read.
@@ -303,15 +331,18 @@ async fn batch_read(
     let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
     let with_history: &[&str] = if history.is_some() { &names } else { &[] };
     let chunk = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
-    let mut by_id: HashMap<String, api::SimpleObject> = HashMap::with_capacity(listed.len());
-    for ids in listed.chunks(chunk) {
+    // The chunks of one page are read at the same time (the rate limiter still paces them).
+    let reads = listed.chunks(chunk).map(|ids| {
         let body = json!({
             "inputs": ids.iter().map(|r| json!({"id": r.id})).collect::<Vec<_>>(),
             "properties": names,
             "propertiesWithHistory": with_history,
         });
-        let (read, repaired): (api::BatchResults<serde_json::Value>, bool) =
-            client.post_json_repaired(&path, &body).await?;
+        let path = &path;
+        async move { client.post_json_repaired::<api::BatchResults<Box<RawValue>>, _>(path, &body).await }
+    });
+    let mut by_id: HashMap<String, api::SimpleObject> = HashMap::with_capacity(listed.len());
+    for (read, repaired) in futures::future::try_join_all(reads).await? {
         let (good, bad) = api::records(read.results);
         problems.page(repaired, bad);
         by_id.extend(good.into_iter().map(|r| (r.id.clone(), r)));
