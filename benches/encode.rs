@@ -67,7 +67,8 @@ fn csv_bytes(batch: &RecordBatch) -> u64 {
     let mut buf = Vec::new();
     (0..batch.num_rows())
         .map(|r| {
-            rows.encode(r, &mut buf);
+            buf.clear();
+            rows.append(r, &mut buf);
             buf.len() as u64
         })
         .sum()

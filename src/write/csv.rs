@@ -13,7 +13,9 @@ pub fn push_field(out: &mut Vec<u8>, value: Option<&str>) {
         None => {}
         Some("") => out.extend_from_slice(b"\"\""),
         Some(v) => {
-            if v.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+            // A fold rather than `any`: without the early exit the scan vectorizes, and
+            // nearly every value is scanned to its end anyway.
+            if v.bytes().fold(false, |q, b| q | matches!(b, b',' | b'"' | b'\r' | b'\n')) {
                 out.push(b'"');
                 for b in v.bytes() {
                     if b == b'"' {
@@ -58,9 +60,8 @@ impl<'a> Rows<'a> {
         (!c.is_null(row)).then(|| c.value(row))
     }
 
-    /// Replaces `out` with row `row` encoded as one CSV line with its LF.
-    pub fn encode(&self, row: usize, out: &mut Vec<u8>) {
-        out.clear();
+    /// Appends row `row` to `out`, encoded as one CSV line with its LF.
+    pub fn append(&self, row: usize, out: &mut Vec<u8>) {
         for (i, _) in self.columns.iter().enumerate() {
             if i > 0 {
                 out.push(b',');

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 const FINISH_RESERVE: u64 = 64;
 /// Compressed output is handed to the sink in pieces of about this size.
 const DRAIN_AT: usize = 256 * 1024;
+/// CSV rows are handed to deflate in pieces of about this size: one call per row costs
+/// deflate's per-call bookkeeping millions of times.
+const FEED_AT: usize = 64 * 1024;
 
 /// Worst-case deflate output for `raw` input bytes, plus a sync-flush marker.
 fn deflate_bound(raw: u64) -> u64 {
@@ -34,8 +37,21 @@ struct OpenPart {
     /// Compressed bytes known exactly (handed to the sink or waiting in the encoder's Vec)
     /// as of the last sync flush.
     exact: u64,
-    /// Raw bytes written since the last sync flush.
+    /// Raw bytes written since the last sync flush (in `feed` or inside the encoder).
     pending_raw: u64,
+    /// Rows accepted into this part but not yet handed to the encoder.
+    feed: Vec<u8>,
+}
+
+impl OpenPart {
+    /// Hands the buffered rows to deflate.
+    fn feed_encoder(&mut self) -> Result<()> {
+        if !self.feed.is_empty() {
+            self.encoder.write_all(&self.feed).map_err(|e| Error::io("gzip", e))?;
+            self.feed.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Writes one table as gzip CSV parts through a [`PartSink`].
@@ -61,32 +77,62 @@ impl<S: PartSink> CsvGzipWriter<S> {
             header: Some(header(schema)),
             part: None,
             receipts: Vec::new(),
-            row_buf: Vec::with_capacity(4096),
+            row_buf: Vec::new(),
         }
     }
 
     /// Encodes every row of `batch`, rolling parts as needed.
     pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let rows = Rows::new(batch);
-        let mut row_buf = std::mem::take(&mut self.row_buf);
         for r in 0..batch.num_rows() {
-            rows.encode(r, &mut row_buf);
-            self.write_row(&row_buf, || {
+            if self.part.is_none() {
+                self.open_part()?;
+            }
+            // The row is encoded straight into the part's feed; only a row that does not fit
+            // under the bound is taken back out and goes the careful way.
+            let part = self.part.as_mut().expect("a part is open");
+            let start = part.feed.len();
+            rows.append(r, &mut part.feed);
+            let len = (part.feed.len() - start) as u64;
+            if self.fits(len) {
+                self.accept_row(len)?;
+                continue;
+            }
+            let part = self.part.as_mut().expect("a part is open");
+            self.row_buf.clear();
+            self.row_buf.extend_from_slice(&part.feed[start..]);
+            part.feed.truncate(start);
+            let row = std::mem::take(&mut self.row_buf);
+            let written = self.write_row(&row, || {
                 (0..batch.num_columns().min(2))
                     .map(|c| rows.value(r, c).unwrap_or("NULL"))
                     .collect::<Vec<_>>()
                     .join("/")
-            })?;
+            });
+            self.row_buf = row;
+            written?;
         }
-        self.row_buf = row_buf;
         Ok(())
     }
 
+    /// Counts a row of `len` bytes just appended to the feed into the open part.
+    fn accept_row(&mut self, len: u64) -> Result<()> {
+        let part = self.part.as_mut().expect("a part is open");
+        part.pending_raw += len;
+        part.tally.rows += 1;
+        if part.feed.len() >= FEED_AT {
+            part.feed_encoder()?;
+            if part.encoder.get_ref().len() >= DRAIN_AT {
+                self.drain()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A row that did not fit under the bound: flush to learn the exact size, roll the part
+    /// if it still does not fit, and fail if it does not fit in an empty part either.
     fn write_row(&mut self, row: &[u8], record: impl Fn() -> String) -> Result<()> {
         let len = row.len() as u64;
-        if self.part.is_none() {
-            self.open_part()?;
-        }
         if !self.fits(len) {
             self.sync_flush()?;
             if !self.fits(len) {
@@ -110,14 +156,8 @@ impl<S: PartSink> CsvGzipWriter<S> {
                 }
             }
         }
-        let part = self.part.as_mut().expect("a part is open");
-        part.encoder.write_all(row).map_err(|e| Error::io("gzip", e))?;
-        part.pending_raw += len;
-        part.tally.rows += 1;
-        if part.encoder.get_ref().len() >= DRAIN_AT {
-            self.drain()?;
-        }
-        Ok(())
+        self.part.as_mut().expect("a part is open").feed.extend_from_slice(row);
+        self.accept_row(len)
     }
 
     fn fits(&self, extra_raw: u64) -> bool {
@@ -130,12 +170,19 @@ impl<S: PartSink> CsvGzipWriter<S> {
         let mut encoder = GzEncoder::new(Vec::with_capacity(DRAIN_AT * 2), self.level);
         let header = self.header.as_deref().unwrap_or_default();
         encoder.write_all(header).map_err(|e| Error::io("gzip", e))?;
-        self.part = Some(OpenPart { encoder, tally: PartTally::new(path), exact: 0, pending_raw: header.len() as u64 });
+        self.part = Some(OpenPart {
+            encoder,
+            tally: PartTally::new(path),
+            exact: 0,
+            pending_raw: header.len() as u64,
+            feed: Vec::with_capacity(FEED_AT + 4096),
+        });
         Ok(())
     }
 
     fn sync_flush(&mut self) -> Result<()> {
         let part = self.part.as_mut().expect("a part is open");
+        part.feed_encoder()?;
         part.encoder.flush().map_err(|e| Error::io("gzip flush", e))?;
         part.exact = part.tally.bytes + part.encoder.get_ref().len() as u64;
         part.pending_raw = 0;
@@ -149,9 +196,10 @@ impl<S: PartSink> CsvGzipWriter<S> {
     }
 
     fn close_part(&mut self) -> Result<()> {
-        let Some(part) = self.part.take() else {
+        let Some(mut part) = self.part.take() else {
             return Ok(());
         };
+        part.feed_encoder()?;
         let OpenPart { encoder, mut tally, .. } = part;
         let mut rest = encoder.finish().map_err(|e| Error::io("gzip finish", e))?;
         tally.hand_over(&mut self.sink, &mut rest)?;
