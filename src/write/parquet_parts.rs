@@ -26,7 +26,7 @@ use crate::schema::{ColumnType, TableSchema};
 /// Rows encoded at a time: the granularity at which a part can be closed.
 const SLICE_ROWS: usize = 128;
 /// A row group is flushed when its estimate passes this (bounds memory per table).
-const ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
+const ROW_GROUP_BYTES: usize = 2 * 1024 * 1024;
 
 /// The Arrow type of a logical column in typed files.
 pub fn arrow_type(ty: ColumnType) -> DataType {
