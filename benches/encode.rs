@@ -1,11 +1,16 @@
-//! Throughput of the CPU-bound parts: page split and gzip CSV encoding with part rolling,
-//! reported in bytes per second of CSV produced.
+//! Throughput of the CPU-bound parts of an export, each through the code the export runs:
+//! a page of JSON records (with property history) into Arrow batches, reported in bytes of
+//! JSON per second; then the split, CSV encoding, the gzip part chunker and the Parquet
+//! encoder, reported in bytes of CSV per second.
+//!
+//! `cargo bench --bench encode`
 
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crmdump::extract::ObjectStream;
+use crmdump::extract::hubspot::page_batches;
 use crmdump::model;
 use crmdump::schema::BatchBuilder;
 use crmdump::split::split_objects;
@@ -74,9 +79,50 @@ fn csv_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
+/// A HubSpot list page of `rows` records of `stream` with every property and, for every
+/// third property, five historical values: the shape the export reads most of.
+fn json_page(stream: &ObjectStream, rows: usize) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = (0..rows)
+        .map(|r| {
+            let mut properties = serde_json::Map::new();
+            let mut history = serde_json::Map::new();
+            for (i, p) in stream.properties.iter().enumerate() {
+                let value = match p.property_type.as_str() {
+                    "number" => format!("{}.{}", r * 7 + i, r % 100),
+                    "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
+                    "bool" => "true".to_string(),
+                    "date" => "2025-03-04".to_string(),
+                    _ => format!("value {r} of {i}, with \"quotes\""),
+                };
+                if i % 3 == 0 {
+                    let entries: Vec<serde_json::Value> = (0..5)
+                        .map(|k| {
+                            serde_json::json!({"value": format!("{value} v{k}"), "timestamp": format!("2025-0{}-01T00:00:00.000Z", 5 - k),
+                                "sourceType": "CRM_UI", "sourceId": "userId:123", "updatedByUserId": 123})
+                        })
+                        .collect();
+                    history.insert(p.name.clone(), entries.into());
+                }
+                properties.insert(p.name.clone(), value.into());
+            }
+            serde_json::json!({"id": (100_000 + r).to_string(), "properties": properties,
+                "propertiesWithHistory": history, "createdAt": "2024-01-01T00:00:00.000Z",
+                "updatedAt": "2024-06-01T12:00:00.000Z", "archived": false})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"results": records, "paging": {"next": {"after": "100100"}}})).unwrap()
+}
+
 fn benches(c: &mut Criterion) {
     let ingested: Arc<str> = "2026-11-23T00:00:00.000Z".into();
     let s = stream();
+
+    let body = json_page(&s, 50);
+    let mut g = c.benchmark_group("page_50x60_with_history");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("json_to_arrow", |b| b.iter(|| page_batches(&s, &body, 20, &ingested).unwrap()));
+    g.finish();
+
     let raw = page(&s, 1000, &ingested);
     let typed = split_objects(&s, &raw, &ingested).unwrap().remove(1).batch;
     let csv_len = csv_bytes(&typed);
@@ -85,7 +131,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(csv_len));
     g.bench_function("split", |b| b.iter(|| split_objects(&s, &raw, &ingested).unwrap()));
     g.bench_function("csv_encode", |b| b.iter(|| csv_bytes(&typed)));
-    for level in [1, 6] {
+    for level in [1, 5, 6] {
         g.bench_function(format!("csv_gzip_parts_level{level}"), |b| {
             b.iter(|| {
                 let mut w = CsvGzipWriter::new("OBJECTS_CONTACTS", &typed.schema(), Discard::default(), 1 << 20, level);

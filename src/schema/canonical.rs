@@ -56,11 +56,17 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
             _ => Err(Unparseable),
         },
         ColumnType::Timestamp => {
+            if is_canonical_instant(raw) {
+                return Ok(Cow::Borrowed(raw));
+            }
             let dt = parse_instant(raw.trim()).ok_or(Unparseable)?;
             let text = dt.to_rfc3339_opts(SecondsFormat::Millis, true);
             Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) })
         }
         ColumnType::Date32 => {
+            if raw.len() == 10 && fixed_digits(raw.as_bytes(), &DATE_SHAPE).is_some_and(|n| valid_date(&n)) {
+                return Ok(Cow::Borrowed(raw));
+            }
             let t = raw.trim();
             if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
                 let text = d.format("%Y-%m-%d").to_string();
@@ -75,6 +81,51 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
 fn has_leading_zero(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
     digits.len() > 1 && digits.starts_with('0')
+}
+
+/// `YYYY-MM-DD`: digits (`d`) and the separators between them.
+const DATE_SHAPE: [u8; 10] = *b"dddd-dd-dd";
+/// `YYYY-MM-DDTHH:MM:SS.sssZ`, the canonical instant.
+const INSTANT_SHAPE: [u8; 24] = *b"dddd-dd-ddTdd:dd:dd.dddZ";
+
+/// The numbers between the separators of `text` if it has exactly `shape` (`d` a digit,
+/// anything else that byte), else `None`.
+fn fixed_digits(text: &[u8], shape: &[u8]) -> Option<[u32; 7]> {
+    if text.len() != shape.len() {
+        return None;
+    }
+    let mut numbers = [0u32; 7];
+    let mut field = 0;
+    let mut in_number = false;
+    for (&b, &want) in text.iter().zip(shape) {
+        if want == b'd' {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            numbers[field] = numbers[field] * 10 + u32::from(b - b'0');
+            in_number = true;
+        } else {
+            if b != want {
+                return None;
+            }
+            if in_number {
+                field += 1;
+                in_number = false;
+            }
+        }
+    }
+    Some(numbers)
+}
+
+fn valid_date(n: &[u32; 7]) -> bool {
+    NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2]).is_some()
+}
+
+/// Whether `text` is already a canonical instant (`YYYY-MM-DDTHH:MM:SS.sssZ`, a real date
+/// and time): the form HubSpot sends nearly every timestamp in, recognised without going
+/// through chrono's parser and formatter. Such texts also sort as their instants do.
+pub fn is_canonical_instant(text: &str) -> bool {
+    fixed_digits(text.as_bytes(), &INSTANT_SHAPE).is_some_and(|n| valid_date(&n) && n[3] < 24 && n[4] < 60 && n[5] < 60)
 }
 
 /// The canonical text of an instant: `YYYY-MM-DDTHH:MM:SS.sssZ`.
@@ -131,6 +182,12 @@ mod tests {
         assert_eq!(c("2024-02-29", Date32).as_deref(), Some("2024-02-29"));
         assert_eq!(c("2024-02-30", Date32), None);
         assert_eq!(c("1709251200000", Date32).as_deref(), Some("2024-03-01"));
+        assert_eq!(c("2024-02-30T00:00:00.000Z", Timestamp), None, "not a real date, canonical shape or not");
+        assert_eq!(c("2024-01-01T24:00:00.000Z", Timestamp), None);
+        assert!(is_canonical_instant("2019-10-30T03:30:17.883Z"));
+        assert!(!is_canonical_instant("2019-10-30T03:30:17Z"));
+        assert!(!is_canonical_instant("2019-10-30T03:30:17.883+00:00"));
+        assert_eq!(c("2024-13-01", Date32), None);
         assert_eq!(c("TRUE", Boolean).as_deref(), Some("true"));
         assert_eq!(c("yes", Boolean), None);
         assert_eq!(c("", Utf8).as_deref(), Some(""));

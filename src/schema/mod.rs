@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-pub use canonical::{canonicalize, iso, parse_instant};
+pub use canonical::{canonicalize, is_canonical_instant, iso, parse_instant};
 
 use crate::error::{Error, Result};
 

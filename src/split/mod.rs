@@ -68,10 +68,11 @@ pub fn split_objects(stream: &ObjectStream, raw: &RecordBatch, ingested: &Arc<st
     let updated = raw.column(3).as_string::<i32>();
     let mut with_props = BatchBuilder::new(fixed_table("OBJECT_WITH_OBJECT_PROPERTIES"), ingested.clone(), rows);
     let mut long = BatchBuilder::new(fixed_table("OBJECT_PROPERTIES"), ingested.clone(), rows * 16);
-    let mut json = String::new();
+    let mut json: Vec<u8> = Vec::new();
+    let ingested_column = raw.schema().index_of(INGESTED_AT).ok();
     for r in 0..rows {
         json.clear();
-        json.push('{');
+        json.push(b'{');
         let mut first = true;
         for (p, values) in props.iter().enumerate() {
             if values.is_null(r) {
@@ -79,11 +80,11 @@ pub fn split_objects(stream: &ObjectStream, raw: &RecordBatch, ingested: &Arc<st
             }
             let value = values.value(r);
             if !first {
-                json.push(',');
+                json.push(b',');
             }
             first = false;
             push_json_string(&mut json, names[p]);
-            json.push(':');
+            json.push(b':');
             push_json_string(&mut json, value);
             long.push_canonical(Some(type_ids.value(r)));
             long.push_canonical(Some(ids.value(r)));
@@ -92,15 +93,12 @@ pub fn split_objects(stream: &ObjectStream, raw: &RecordBatch, ingested: &Arc<st
             long.push_canonical((!updated.is_null(r)).then(|| updated.value(r)));
             long.end_row();
         }
-        json.push('}');
-        for c in 0..base {
-            if raw.schema().field(c).name() == INGESTED_AT {
-                continue;
-            }
+        json.push(b'}');
+        for c in (0..base).filter(|&c| Some(c) != ingested_column) {
             let col = raw.column(c).as_string::<i32>();
             with_props.push_canonical((!col.is_null(r)).then(|| col.value(r)));
         }
-        with_props.push_canonical(Some(&json));
+        with_props.push_canonical(Some(std::str::from_utf8(&json).expect("serde_json writes UTF-8")));
         with_props.end_row();
     }
     out.push(TableRows { table: "OBJECT_WITH_OBJECT_PROPERTIES".into(), batch: with_props.finish()?, unparseable: 0 });
@@ -141,11 +139,9 @@ fn canonical_column(values: &StringArray, ty: ColumnType) -> (StringArray, u64) 
 }
 
 /// Appends `s` as a JSON string literal (compact, escaping what JSON requires).
-fn push_json_string(out: &mut String, s: &str) {
-    // serde_json's escaping, without allocating a Value per property.
-    let mut buf = Vec::with_capacity(s.len() + 2);
-    serde_json::to_writer(&mut buf, s).expect("writing to a Vec cannot fail");
-    out.push_str(std::str::from_utf8(&buf).expect("serde_json writes UTF-8"));
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping, straight into the row's text.
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
 #[cfg(test)]

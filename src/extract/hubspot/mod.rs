@@ -27,7 +27,7 @@ use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
 use crate::schema::{self, TableSchema, fixed_table};
 
-pub use objects::RECORDS_PER_PAGE;
+pub use objects::{RECORDS_PER_PAGE, page_batches};
 
 /// How many historical values to keep per (record, property), newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
