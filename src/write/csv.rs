@@ -13,19 +13,21 @@ pub fn push_field(out: &mut Vec<u8>, value: Option<&str>) {
         None => {}
         Some("") => out.extend_from_slice(b"\"\""),
         Some(v) => {
-            // A fold rather than `any`: without the early exit the scan vectorizes, and
-            // nearly every value is scanned to its end anyway.
-            if v.bytes().fold(false, |q, b| q | matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+            let bytes = v.as_bytes();
+            // memchr scans a word or a vector at a time; long values (JSON, notes) dominate.
+            if memchr::memchr3(b',', b'"', b'\n', bytes).is_some() || memchr::memchr(b'\r', bytes).is_some() {
+                out.reserve(bytes.len() + 2);
                 out.push(b'"');
-                for b in v.bytes() {
-                    if b == b'"' {
-                        out.push(b'"');
-                    }
-                    out.push(b);
+                let mut rest = bytes;
+                while let Some(q) = memchr::memchr(b'"', rest) {
+                    out.extend_from_slice(&rest[..=q]);
+                    out.push(b'"');
+                    rest = &rest[q + 1..];
                 }
+                out.extend_from_slice(rest);
                 out.push(b'"');
             } else {
-                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(bytes);
             }
         }
     }
