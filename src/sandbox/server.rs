@@ -803,7 +803,8 @@ async fn batch_read(
     let now = super::iso(chrono::Utc::now());
     let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
     let num_errors = (!errors.is_empty()).then_some(errors.len());
-    let out = BatchAnswer { status: "COMPLETE", results, started_at: now.clone(), completed_at: now, num_errors, errors };
+    let out =
+        BatchAnswer { status: "COMPLETE", results, started_at: now.clone(), completed_at: now, num_errors, errors };
     Ok(json_answer(g, status, &out))
 }
 

@@ -375,7 +375,8 @@ fn history_rows(stream: &ObjectStream, rows: &[api::SimpleObject], keep: usize, 
                 sorted.sort_by(|a, b| b.1.timestamp.cmp(&a.1.timestamp));
             } else {
                 for e in &mut sorted {
-                    e.0 = crate::schema::parse_instant(&e.1.timestamp).map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
+                    e.0 =
+                        crate::schema::parse_instant(&e.1.timestamp).map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
                 }
                 sorted.sort_by_key(|e| std::cmp::Reverse(e.0));
             }
