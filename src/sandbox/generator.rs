@@ -610,20 +610,12 @@ impl Generator {
         }
         // Rules link the core types, which all have `scale` records.
         let n = self.count(from);
-        let mut out: Vec<(u64, Vec<AssociationType>)> = Vec::new();
+        // Collected, then sorted and merged: a hub has tens of thousands of targets at 1M
+        // records, and a search per target made each of its pages quadratic.
+        let mut found: Vec<(u64, &'static [AssociationType])> = Vec::new();
         let mut add = |target: u64, types: &'static [AssociationType]| {
-            if from == to && target == index {
-                return;
-            }
-            match out.iter_mut().find(|(t, _)| *t == target) {
-                Some((_, existing)) => {
-                    for t in types {
-                        if !existing.contains(t) {
-                            existing.push(t.clone());
-                        }
-                    }
-                }
-                None => out.push((target, types.to_vec())),
+            if !(from == to && target == index) {
+                found.push((target, types));
             }
         };
         for r in &self.rules {
@@ -656,8 +648,22 @@ impl Generator {
                 }
             }
         }
-        out.retain(|(target, _)| !self.is_archived(to, *target));
-        out.sort_by_key(|(t, _)| *t);
+        found.retain(|(target, _)| !self.is_archived(to, *target));
+        // Stable: a target's types stay in rule order.
+        found.sort_by_key(|(t, _)| *t);
+        let mut out: Vec<(u64, Vec<AssociationType>)> = Vec::with_capacity(found.len());
+        for (target, types) in found {
+            match out.last_mut() {
+                Some((last, existing)) if *last == target => {
+                    for t in types {
+                        if !existing.contains(t) {
+                            existing.push(t.clone());
+                        }
+                    }
+                }
+                _ => out.push((target, types.to_vec())),
+            }
+        }
         out
     }
 }
@@ -785,17 +791,22 @@ impl Generator {
     /// Members of list `k` in ascending record id order, with the time each was added.
     pub fn list_members(&self, k: usize) -> Vec<(u64, String)> {
         let list = &self.lists()[k];
-        let t = list.object_type;
-        (0..self.count(t))
-            .filter(|&i| {
-                !self.is_archived(t, i) && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
-            })
-            .map(|i| {
-                let h = hash(&[self.config.seed, 0x1158, k as u64, i]);
-                let added = self.config.anchor - Duration::milliseconds(1 + (h % (200 * 86_400_000)) as i64);
-                (i, iso(added))
-            })
+        (0..self.count(list.object_type))
+            .filter(|&i| self.is_list_member(list, k, i))
+            .map(|i| (i, self.membership_time(k, i)))
             .collect()
+    }
+
+    /// Whether record `i` (of the list's type) is a member of list `k`.
+    pub fn is_list_member(&self, list: &ListDef, k: usize, i: u64) -> bool {
+        !self.is_archived(list.object_type, i)
+            && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
+    }
+
+    /// When record `i` was added to list `k`.
+    pub fn membership_time(&self, k: usize, i: u64) -> String {
+        let h = hash(&[self.config.seed, 0x1158, k as u64, i]);
+        iso(self.config.anchor - Duration::milliseconds(1 + (h % (200 * 86_400_000)) as i64))
     }
 
     /// The event types of the account (standard and custom behavioral events).
