@@ -42,6 +42,17 @@ fn stream() -> ObjectStream {
     ObjectStream::from_names(model::standard_type("contacts").unwrap().to_object_type(), &props)
 }
 
+/// The value of property `i` (`p`) in record `r`, by property type.
+fn sample_value(p: &crmdump::extract::PropertyDefinition, r: usize, i: usize) -> String {
+    match p.property_type.as_str() {
+        "number" => format!("{}.{}", r * 7 + i, r % 100),
+        "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
+        "bool" => "true".to_string(),
+        "date" => "2025-03-04".to_string(),
+        _ => format!("value {r} of {i}, with \"quotes\""),
+    }
+}
+
 fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch {
     let mut b = BatchBuilder::new(stream.raw.clone(), ingested.clone(), rows);
     for r in 0..rows {
@@ -53,13 +64,7 @@ fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch 
         b.push(Some("false"));
         b.push(None);
         for (i, p) in stream.properties.iter().enumerate() {
-            let v = match p.property_type.as_str() {
-                "number" => format!("{}.{}", r * 7 + i, r % 100),
-                "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
-                "bool" => "true".to_string(),
-                "date" => "2025-03-04".to_string(),
-                _ => format!("value {r} of {i}, with \"quotes\""),
-            };
+            let v = sample_value(p, r, i);
             b.push_canonical(if (r + i) % 7 == 0 { None } else { Some(&v) });
         }
         b.end_row();
@@ -87,13 +92,7 @@ fn json_page(stream: &ObjectStream, rows: usize) -> Vec<u8> {
             let mut properties = serde_json::Map::new();
             let mut history = serde_json::Map::new();
             for (i, p) in stream.properties.iter().enumerate() {
-                let value = match p.property_type.as_str() {
-                    "number" => format!("{}.{}", r * 7 + i, r % 100),
-                    "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
-                    "bool" => "true".to_string(),
-                    "date" => "2025-03-04".to_string(),
-                    _ => format!("value {r} of {i}, with \"quotes\""),
-                };
+                let value = sample_value(p, r, i);
                 if i % 3 == 0 {
                     let entries: Vec<serde_json::Value> = (0..5)
                         .map(|k| {
