@@ -31,6 +31,9 @@ impl PartSink for Discard {
     fn finish_part(&mut self) -> crmdump::Result<()> {
         Ok(())
     }
+    fn abort_part(&mut self) -> crmdump::Result<()> {
+        Ok(())
+    }
 }
 
 /// A contacts-like stream with 60 properties of mixed types.

@@ -97,6 +97,11 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// Stopped because another part of the same export failed (never the error reported
+    /// when the real one is known).
+    #[error("stopped because another part of the export failed")]
+    Cancelled,
 }
 
 impl Error {
@@ -121,7 +126,7 @@ impl Error {
             Error::Stream { source, .. } => source.class(),
             Error::Row { .. } => ErrorClass::Data,
             Error::DataWarnings(_) => ErrorClass::Strict,
-            Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) => ErrorClass::Fatal,
+            Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) | Error::Cancelled => ErrorClass::Fatal,
         }
     }
 

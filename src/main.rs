@@ -17,7 +17,10 @@ fn main() {
     };
     let cli = crmdump::cli::Cli::parse_from(args);
     crmdump::cli::init_logging(&cli.logging, &cli.command);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Blocking threads encode parts (a few at a time, see the pipeline's writers) and run
+    // the local file system's writes; 64 is far more than they need and keeps an account
+    // with thousands of tables from ever approaching tokio's default of 512.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(64).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -66,7 +66,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     while day <= args.to {
         let date = day.format("%Y-%m-%d").to_string();
         if !args.force && sink.get(&layout.manifest_key(&date)).await?.is_some() {
-            println!("{date}: already committed; skipped (--force exports it again)");
+            say!("{date}: already committed; skipped (--force exports it again)");
             skipped += 1;
             day += Duration::days(1);
             continue;
@@ -89,7 +89,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         let m = &report.manifest;
         data_warnings += m.data_warnings();
         let records: u64 = m.tables.iter().filter(|t| t.name == "OBJECTS").map(|t| t.rows).sum();
-        println!(
+        say!(
             "{date}: committed {}/{}: {records} records, {} requests, {:.1} s",
             args.output.dest.trim_end_matches('/'),
             report.manifest_key,
@@ -99,7 +99,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         done += 1;
         day += Duration::days(1);
     }
-    println!(
+    say!(
         "Backfill {} .. {}: {done} days exported, {skipped} already committed, {:.1} s",
         args.from,
         args.to,

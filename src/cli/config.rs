@@ -63,7 +63,10 @@ fn flags_from(
         c.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect::<Vec<_>>()
     };
     let known: Vec<String> = root.get_subcommands().flat_map(long_names).chain(long_names(root)).collect();
-    let here = long_names(sub);
+    // Global flags (quiet, log_format) apply to every command.
+    let globals: Vec<String> =
+        root.get_arguments().filter(|a| a.is_global_set()).filter_map(|a| a.get_long().map(str::to_string)).collect();
+    let here: Vec<String> = long_names(sub).into_iter().chain(globals).collect();
     let mut flags = Vec::new();
     for (key, value) in &table {
         let flag = key.replace('_', "-");
@@ -77,7 +80,12 @@ fn flags_from(
                 "{where_}: unknown key '{key}'; keys are the long names of crmdump's flags (see `crmdump <command> --help`), for example max_file_size"
             )));
         }
-        if flag == "config" || !here.contains(&flag) {
+        if flag == "config" {
+            return Err(Error::Config(format!(
+                "{where_}: 'config' cannot name another config file; give it with --config on the command line"
+            )));
+        }
+        if !here.contains(&flag) {
             continue;
         }
         let on_command_line = given.iter().any(|a| a == &format!("--{flag}") || a.starts_with(&format!("--{flag}=")));
@@ -160,6 +168,16 @@ mod tests {
         assert!(!args.iter().any(|a| a == "--max-file-size=1MiB"), "the command line wins: {args:?}");
         assert!(!args.iter().any(|a| a.starts_with("--from")), "backfill's keys are left to backfill");
         assert_eq!(&args[1], "export");
+    }
+
+    #[test]
+    fn global_keys_take_effect_for_every_command() {
+        let args = expand("quiet = true\nlog_format = \"json\"\n", &["verify", "./x"]).unwrap();
+        assert!(args.contains(&"--quiet".to_string()) && args.contains(&"--log-format=json".to_string()), "{args:?}");
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&args).unwrap();
+        assert!(cli.logging.quiet && matches!(cli.logging.log_format, crate::cli::LogFormat::Json));
+        let e = expand("config = \"other.toml\"\n", &["export"]).unwrap_err().to_string();
+        assert!(e.contains("'config'"), "{e}");
     }
 
     #[test]

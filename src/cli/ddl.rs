@@ -20,7 +20,7 @@ pub struct DdlArgs {
 }
 
 pub async fn run(args: DdlArgs) -> Result<()> {
-    let sink = Sink::open(&args.path)?;
+    let sink = Sink::open_existing(&args.path)?;
     let root = args.path.trim_end_matches('/');
     let (body, location) = match args.date.map(|d| d.format("%Y-%m-%d").to_string()) {
         None => (sink.get(MANIFEST_FILE).await?, root.to_string()),
@@ -39,6 +39,7 @@ pub async fn run(args: DdlArgs) -> Result<()> {
         Ok(p) if !location.contains("://") => p.to_string_lossy().to_string(),
         _ => location,
     };
-    print!("{}", ddl(args.dialect, &manifest, &location));
+    let text = ddl(args.dialect, &manifest, &location);
+    say!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }

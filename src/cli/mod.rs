@@ -1,6 +1,13 @@
 //! Command-line surface (SPEC section 7): one file per command. Parses flags, builds the
 //! validated settings, and hands over to the library.
 
+/// Prints a line on stdout like `println!`, but a closed stdout (`crmdump tables | head -1`)
+/// is no error: the rest of the output is dropped quietly and the command's exit code stays
+/// what its work decides (a committed export still exits 0).
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::stdout_line(format_args!($($arg)*)) };
+}
+
 mod backfill;
 mod check;
 pub mod config;
@@ -103,6 +110,25 @@ pub(crate) fn progress_mode(quiet: bool) -> ProgressMode {
         ProgressMode::Bars
     } else {
         ProgressMode::Lines
+    }
+}
+
+/// Set once stdout is found closed: nothing more is written to it.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `args` and a newline to stdout (see [`say!`]).
+pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            tracing::warn!(error = %e, "Cannot write to stdout; the rest of the output is dropped.");
+        }
     }
 }
 

@@ -126,13 +126,13 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
     let parts: usize = m.tables.iter().map(|t| t.files.len()).sum();
     let bytes: u64 = m.tables.iter().flat_map(|t| &t.files).map(|f| f.bytes).sum();
     let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
-    println!("{:<48} {:>12} {:>6} {:>14}", "TABLE", "ROWS", "PARTS", "BYTES");
+    say!("{:<48} {:>12} {:>6} {:>14}", "TABLE", "ROWS", "PARTS", "BYTES");
     for t in &m.tables {
         let b: u64 = t.files.iter().map(|f| f.bytes).sum();
-        println!("{:<48} {:>12} {:>6} {:>14}", t.name, t.rows, t.files.len(), b);
+        say!("{:<48} {:>12} {:>6} {:>14}", t.name, t.rows, t.files.len(), b);
     }
     let window = m.window.as_ref().map(|w| format!(", window {} .. {}", w.from, w.to)).unwrap_or_default();
-    println!(
+    say!(
         "Committed {}/{} ({}{window}): {} tables, {rows} rows, {parts} parts, {bytes} bytes, {} requests ({} retries), {:.1} s",
         dest.trim_end_matches('/'),
         report.manifest_key,
@@ -143,13 +143,13 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
         report.elapsed.as_secs_f64()
     );
     if report.tokens > 0 {
-        println!("Pipedrive API tokens spent: {} (of the company's daily budget)", report.tokens);
+        say!("Pipedrive API tokens spent: {} (of the company's daily budget)", report.tokens);
     }
     for w in &m.warnings {
         match (w.count, &w.detail) {
-            (Some(c), _) => println!("warning: {} in {}: {c}", w.kind, w.table),
-            (None, Some(d)) => println!("warning: {} in {}: {d}", w.kind, w.table),
-            _ => println!("warning: {} in {}", w.kind, w.table),
+            (Some(c), _) => say!("warning: {} in {}: {c}", w.kind, w.table),
+            (None, Some(d)) => say!("warning: {} in {}: {d}", w.kind, w.table),
+            _ => say!("warning: {} in {}", w.kind, w.table),
         }
     }
 }

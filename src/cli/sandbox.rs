@@ -43,6 +43,10 @@ pub struct SandboxData {
     /// How long an injected slow response waits (past the client's --request-timeout).
     #[arg(long = "slow-delay", default_value = "65s", value_parser = super::parse_duration)]
     pub slow_delay: chrono::Duration,
+    /// Custom behavioral event types to add to the account (`pe<portal>_load_NNNN`, a few
+    /// events each), for an account whose export has a thousand tables (HubSpot flavour).
+    #[arg(long = "extra-event-types", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub extra_event_types: u32,
 }
 
 impl SandboxData {
@@ -67,6 +71,7 @@ impl SandboxData {
             return Err(Error::Config(format!("--bad-records {} is not a share between 0 and 1", self.bad_records)));
         }
         config.bad_records = self.bad_records;
+        config.extra_event_types = self.extra_event_types;
         config.faults = Faults {
             retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
             slow_delay: self.slow_delay.to_std().unwrap_or_default(),
@@ -89,6 +94,10 @@ pub struct SandboxArgs {
     /// activities:read, products:read, leads:read, users:read, recents:read).
     #[arg(long, value_delimiter = ',')]
     pub missing_scopes: Vec<String>,
+    /// Answer every API request with `307 Temporary Redirect` to the same path under this base
+    /// URL (to test that a client's token does not follow a redirect to another origin).
+    #[arg(long, value_name = "URL")]
+    pub redirect_to: Option<String>,
     /// Accept only this Bearer token (default: any non-empty token).
     #[arg(long, env = "CRMDUMP_SANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -97,14 +106,15 @@ pub struct SandboxArgs {
 pub async fn run(args: SandboxArgs) -> Result<()> {
     let mut config = args.data.config(args.token.clone())?;
     config.missing_scopes = args.missing_scopes.clone();
+    config.redirect_to = args.redirect_to.clone();
     let (seed, scale) = (config.seed, config.scale);
     let server = SandboxServer::start(config, args.port).await?;
     let (flavor, token) = match args.data.flavor {
         Flavor::Hubspot => ("hubspot", "HUBSPOT_ACCESS_TOKEN"),
         Flavor::Pipedrive => ("pipedrive", "PIPEDRIVE_API_TOKEN"),
     };
-    println!("Sandbox ({flavor}) listening on {} (seed {seed}, {scale} records per type)", server.base_url());
-    println!(
+    say!("Sandbox ({flavor}) listening on {} (seed {seed}, {scale} records per type)", server.base_url());
+    say!(
         "Export from it with: {token}=any crmdump export --source {flavor} --base-url {} --dest ./export",
         server.base_url()
     );

@@ -114,6 +114,10 @@ pub struct SandboxFlags {
     /// How long the in-process sandbox's injected slow responses wait.
     #[arg(long = "sandbox-slow-delay", default_value = "65s", value_parser = super::parse_duration)]
     pub slow_delay: chrono::Duration,
+    /// Custom behavioral event types the sandbox adds, each a table of its own (as `crmdump
+    /// sandbox --extra-event-types`).
+    #[arg(long = "sandbox-extra-event-types", default_value_t = 0)]
+    pub extra_event_types: u32,
 }
 
 const HUBSPOT_API: &str = "https://api.hubapi.com";
@@ -158,6 +162,7 @@ impl SourceArgs {
                     slow_delay: self.sandbox.slow_delay,
                     daily_limit: None,
                     bad_records: self.sandbox.bad_records,
+                    extra_event_types: self.sandbox.extra_event_types,
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();

@@ -29,11 +29,11 @@ pub async fn run(args: TablesArgs) -> Result<()> {
                 .iter()
                 .map(|c| serde_json::json!({"name": c.name, "type": c.ty.manifest_name(), "nullable": c.nullable}))
                 .collect();
-            println!("{}", serde_json::json!({"table": t.name, "columns": columns}));
+            say!("{}", serde_json::json!({"table": t.name, "columns": columns}));
         } else {
-            println!("{} ({} columns)", t.name, t.columns.len());
+            say!("{} ({} columns)", t.name, t.columns.len());
             for c in &t.columns {
-                println!("  {:<60} {}{}", c.name, c.ty.manifest_name(), if c.nullable { "" } else { " NOT NULL" });
+                say!("  {:<60} {}{}", c.name, c.ty.manifest_name(), if c.nullable { "" } else { " NOT NULL" });
             }
         }
     }

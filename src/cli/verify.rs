@@ -53,7 +53,7 @@ async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Targe
 }
 
 pub async fn run(args: VerifyArgs) -> Result<()> {
-    let sink = Sink::open(&args.path)?;
+    let sink = Sink::open_existing(&args.path)?;
     let targets = targets(&sink, args.date.map(|d| d.format("%Y-%m-%d").to_string())).await?;
     if targets.is_empty() {
         return Err(Error::Destination {
@@ -65,9 +65,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     for (name, target) in &targets {
         let report = verify(&sink, target).await?;
         for p in &report.problems {
-            println!("MISMATCH {p}");
+            say!("MISMATCH {p}");
         }
-        println!("{name}: {} files checked, {} problems", report.files_checked, report.problems.len());
+        say!("{name}: {} files checked, {} problems", report.files_checked, report.problems.len());
         problems += report.problems.len();
     }
     if problems > 0 {

@@ -186,7 +186,9 @@ impl Catalog {
 #[derive(Debug)]
 pub enum Emit {
     /// A page of records in the shape of `stream.raw`; the splitter builds the object tables.
-    Objects { stream: Arc<ObjectStream>, batch: RecordBatch },
+    /// `unparseable` counts the records' own values (timestamps) that did not parse as their
+    /// type and are NULL in `batch` (property values are counted by the splitter).
+    Objects { stream: Arc<ObjectStream>, batch: RecordBatch, unparseable: u64 },
     /// Association rows in the `ASSOCIATIONS` shape; the splitter builds the per-pair table.
     Associations { pair: Arc<AssociationPair>, batch: RecordBatch },
     /// Final rows of one table, with the count of values that did not parse as their
@@ -194,6 +196,10 @@ pub enum Emit {
     Rows { table: String, batch: RecordBatch, unparseable: u64 },
     /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
     Warning(Notice),
+    /// These tables will receive no more rows in this run: their writers close now, so that
+    /// an account with a thousand event types or custom objects never holds a thousand open
+    /// writers.
+    Complete(Vec<String>),
 }
 
 impl Notice {
@@ -238,6 +244,11 @@ pub(crate) struct Sender(pub(crate) tokio::sync::mpsc::Sender<Emit>);
 impl Sender {
     pub(crate) async fn send(&self, emit: Emit) -> Result<()> {
         self.0.send(emit).await.map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
+    }
+
+    /// Says that `tables` are complete (see [`Emit::Complete`]).
+    pub(crate) async fn complete(&self, tables: Vec<String>) -> Result<()> {
+        self.send(Emit::Complete(tables)).await
     }
 
     /// Sends what `rows` holds (if anything) and empties it.

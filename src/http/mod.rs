@@ -121,6 +121,7 @@ impl HttpClient {
             .timeout(options.request_timeout)
             .gzip(true)
             .pool_max_idle_per_host(16)
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpClient {
@@ -269,6 +270,12 @@ impl HttpClient {
         };
         // Pipedrive sends no Retry-After; its x-ratelimit-reset says when the window resets.
         let retry_after = seconds("retry-after");
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| url.join(l).ok())
+            .map(|l| l.origin().ascii_serialization());
         let reset = seconds("x-ratelimit-reset");
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
@@ -286,6 +293,17 @@ impl HttpClient {
                 let detail = format!("{e}; the body ({} bytes) starts: {head:?}", bytes.len());
                 Attempt::Retry(Error::Malformed { method: method_name, path: path.to_string(), detail }, None)
             });
+        }
+        if status.is_redirection() {
+            let to = location.unwrap_or_else(|| "an unnamed location".into());
+            return Err(Attempt::Final(Error::Api {
+                method: method_name,
+                path: path.to_string(),
+                status: status.as_u16(),
+                message: format!("redirected to {to}, another origin"),
+                correlation: None,
+                hint: "crmdump does not follow redirects to another origin, where the token would go; point --base-url at the API itself".into(),
+            }));
         }
         let mut api = ApiError::parse(&bytes);
         // Pipedrive's spent daily budget: a 429 saying so, or no tokens left in the headers.
@@ -361,6 +379,24 @@ impl HttpClient {
             _ => "This looks like a crmdump bug; please report it with the correlationId".to_string(),
         }
     }
+}
+
+/// Redirects are followed only within the origin (scheme, host and port) they came from:
+/// the token travels in a header (`Authorization`, or Pipedrive's `x-api-token`, which
+/// reqwest would not strip), so following a redirect elsewhere would hand it to another
+/// server, or send it in clear text over plain http. A redirect elsewhere ends the request
+/// with its 3xx status, reported with where it pointed.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().map(Url::origin);
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if from.as_ref() == Some(&attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 enum Attempt {

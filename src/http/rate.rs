@@ -32,18 +32,34 @@ impl RateLimit {
         let period = period.trim();
         let (num, unit) = period.split_at(period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len()));
         let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
-        let period = match unit {
-            "ms" => Duration::from_millis(num),
-            "s" | "" => Duration::from_secs(num),
-            "m" | "min" => Duration::from_secs(num * 60),
+        let millis = match unit {
+            "ms" => Some(num),
+            "s" | "" => num.checked_mul(1000),
+            "m" | "min" => num.checked_mul(60_000),
+            "h" => num.checked_mul(3_600_000),
             _ => return Err(bad()),
         };
-        if requests == 0 || period.is_zero() {
+        let out_of_range = || {
+            format!(
+                "'{text}' is out of range: the period must be between 1ms and 24h, with at most {MAX_PER_SECOND} requests per second"
+            )
+        };
+        let millis = millis.filter(|m| (1..=MAX_PERIOD_MS).contains(m)).ok_or_else(out_of_range)?;
+        if requests == 0 {
             return Err(bad());
         }
-        Ok(RateLimit::PerPeriod { requests, period })
+        if u64::from(requests) * 1000 > MAX_PER_SECOND * millis {
+            return Err(out_of_range());
+        }
+        Ok(RateLimit::PerPeriod { requests, period: Duration::from_millis(millis) })
     }
 }
+
+/// The longest period a rate limit may have (a day: the longest window any CRM counts in).
+const MAX_PERIOD_MS: u64 = 24 * 3600 * 1000;
+/// The fastest pace a rate limit may ask for: beyond it the limiter's spacing would round to
+/// nothing (and no CRM allows it).
+const MAX_PER_SECOND: u64 = 100_000;
 
 pub(crate) struct Limiter(DefaultDirectRateLimiter);
 
@@ -95,5 +111,17 @@ mod tests {
         assert_eq!(RateLimit::parse("none"), Ok(RateLimit::Unlimited));
         assert!(RateLimit::parse("fast").unwrap_err().contains("100/10s"));
         assert!(RateLimit::parse("0/1s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused_and_every_accepted_one_builds_a_limiter() {
+        for text in ["4294967295/1ms", "1/99999999999999999m", "1/18446744073709551615ms", "1/0s", "5/25h"] {
+            assert!(RateLimit::parse(text).is_err(), "{text} was accepted");
+        }
+        for text in ["100000/1s", "1/24h", "1/1440m", "1/1ms", "4294967295/86400000ms"] {
+            let Ok(limit) = RateLimit::parse(text) else { continue };
+            assert!(Limiter::new(limit).is_some() && Limiter::steady(limit).is_some(), "{text}");
+        }
+        assert!(RateLimit::parse("100000/1s").is_ok() && RateLimit::parse("1/1440m").is_ok());
     }
 }

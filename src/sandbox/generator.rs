@@ -37,6 +37,10 @@ pub struct SandboxConfig {
     pub daily_limit: Option<u64>,
     /// Share of live records served with a defect (see [`Defect`]) by list and batch read.
     pub bad_records: f64,
+    /// Custom behavioral event types added to the standard three.
+    pub extra_event_types: u32,
+    /// Answer every API request with a 307 to this base URL (see the server's `redirect`).
+    pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
     pub flavor: Flavor,
 }
@@ -58,6 +62,17 @@ pub enum Defect {
     InvalidUtf8,
     /// The touched property holds a 2 MiB value.
     Huge,
+    /// The record's own creation time is not a timestamp (`createdAt` in HubSpot,
+    /// `add_time` in Pipedrive): the record is exported with that column NULL, counted.
+    BadTimestamp,
+}
+
+impl Defect {
+    /// Every defect, in the order a record's hash picks them.
+    pub const ALL: [Defect; 4] = [Defect::NoId, Defect::InvalidUtf8, Defect::Huge, Defect::BadTimestamp];
+
+    /// The text served in place of the creation time by [`Defect::BadTimestamp`].
+    pub const BAD_TIMESTAMP: &'static str = "last Tuesday";
 }
 
 impl SandboxConfig {
@@ -72,6 +87,8 @@ impl SandboxConfig {
             faults: Default::default(),
             daily_limit: None,
             bad_records: 0.0,
+            extra_event_types: 0,
+            redirect_to: None,
             flavor: Flavor::Hubspot,
         }
     }
@@ -259,6 +276,7 @@ pub struct Generator {
     rules: Vec<Rule>,
     /// Touches and archives made through the test hooks.
     changes: Changes,
+    event_types: Vec<EventTypeDef>,
 }
 
 /// Values that trip exporters: separators, quotes, line breaks, unicode, padding.
@@ -289,7 +307,8 @@ impl Generator {
         let types = build_types(portal_id, config.scale);
         let owners = build_owners(&config);
         let rules = build_rules();
-        Generator { config, portal_id, types, owners, rules, changes: Changes::default() }
+        let event_types = build_event_types(&config, portal_id);
+        Generator { config, portal_id, types, owners, rules, changes: Changes::default(), event_types }
     }
 
     /// Records of type `t`, archived ones included.
@@ -391,7 +410,7 @@ impl Generator {
         if ((h >> 11) as f64 / (1u64 << 53) as f64) >= p {
             return None;
         }
-        Some([Defect::NoId, Defect::InvalidUtf8, Defect::Huge][(mix(h) % 3) as usize])
+        Some(Defect::ALL[(mix(h) % Defect::ALL.len() as u64) as usize])
     }
 
     /// The property a touch changes: the type's first plain text property.
@@ -810,42 +829,8 @@ impl Generator {
     }
 
     /// The event types of the account (standard and custom behavioral events).
-    pub fn event_types(&self) -> Vec<EventTypeDef> {
-        let n = self.config.scale;
-        vec![
-            EventTypeDef {
-                name: "e_visited_page".into(),
-                label: "Visited page".into(),
-                object_type: 0,
-                properties: vec![
-                    ("hs_url".into(), "URL".into(), "string"),
-                    ("hs_page_title".into(), "Page title".into(), "string"),
-                    ("hs_visit_source".into(), "Source".into(), "enumeration"),
-                ],
-                custom: false,
-                count: n,
-            },
-            EventTypeDef {
-                name: format!("pe{}_software_usage - daily", self.portal_id),
-                label: "Software usage - daily".into(),
-                object_type: 0,
-                properties: vec![
-                    ("feature_name".into(), "Feature".into(), "string"),
-                    ("minutes_used".into(), "Minutes used".into(), "number"),
-                    ("first_use".into(), "First use".into(), "bool"),
-                ],
-                custom: true,
-                count: n / 2 + 1,
-            },
-            EventTypeDef {
-                name: "e_form_submission_v2".into(),
-                label: "Form submission".into(),
-                object_type: 1,
-                properties: vec![("hs_form_id".into(), "Form".into(), "string")],
-                custom: false,
-                count: 0,
-            },
-        ]
+    pub fn event_types(&self) -> &[EventTypeDef] {
+        &self.event_types
     }
 
     /// Occurrence `j` of event type `e`.
@@ -1191,6 +1176,54 @@ fn build_rules() -> Vec<Rule> {
         rule(1, 1, Shape::Div(5), CHILD_PARENT, PARENT_CHILD),
         rule(4, 0, Shape::Shift(0), CAR_CONTACT, CONTACT_CAR),
     ]
+}
+
+/// The standard event types, a custom one, and `config.extra_event_types` more custom ones.
+fn build_event_types(config: &SandboxConfig, portal_id: i64) -> Vec<EventTypeDef> {
+    let n = config.scale;
+    let mut types = vec![
+        EventTypeDef {
+            name: "e_visited_page".into(),
+            label: "Visited page".into(),
+            object_type: 0,
+            properties: vec![
+                ("hs_url".into(), "URL".into(), "string"),
+                ("hs_page_title".into(), "Page title".into(), "string"),
+                ("hs_visit_source".into(), "Source".into(), "enumeration"),
+            ],
+            custom: false,
+            count: n,
+        },
+        EventTypeDef {
+            name: format!("pe{}_software_usage - daily", portal_id),
+            label: "Software usage - daily".into(),
+            object_type: 0,
+            properties: vec![
+                ("feature_name".into(), "Feature".into(), "string"),
+                ("minutes_used".into(), "Minutes used".into(), "number"),
+                ("first_use".into(), "First use".into(), "bool"),
+            ],
+            custom: true,
+            count: n / 2 + 1,
+        },
+        EventTypeDef {
+            name: "e_form_submission_v2".into(),
+            label: "Form submission".into(),
+            object_type: 1,
+            properties: vec![("hs_form_id".into(), "Form".into(), "string")],
+            custom: false,
+            count: 0,
+        },
+    ];
+    types.extend((0..config.extra_event_types).map(|k| EventTypeDef {
+        name: format!("pe{portal_id}_load_{k:04}"),
+        label: format!("Load test event {k}"),
+        object_type: 0,
+        properties: vec![("step".into(), "Step".into(), "string"), ("amount".into(), "Amount".into(), "number")],
+        custom: true,
+        count: 1 + (n / 50 + u64::from(k)) % 7,
+    }));
+    types
 }
 
 #[cfg(test)]

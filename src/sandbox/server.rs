@@ -149,7 +149,8 @@ fn router(state: Shared) -> Router {
     };
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), chaos));
+        .route_layer(middleware::from_fn_with_state(state.clone(), chaos))
+        .route_layer(middleware::from_fn_with_state(state.clone(), redirect));
     Router::new()
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/touch", post(touch))
@@ -232,6 +233,18 @@ type Answer = std::result::Result<Response, Rejection>;
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+/// `--redirect-to URL`: every API request is answered `307 Temporary Redirect` to the same
+/// path and query under `URL`, as a compromised proxy or a misconfigured load balancer might,
+/// so that a client can be tested for what it sends there (its token must not follow).
+async fn redirect(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(to) = &state.generator.config.redirect_to else {
+        return next.run(request).await;
+    };
+    let target =
+        format!("{}{}", to.trim_end_matches('/'), request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]).into_response()
 }
 
 async fn count(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -682,7 +695,7 @@ fn object_json<'g>(
     ObjectJson {
         id: (defect != Some(Defect::NoId)).then(|| r.id.to_string()),
         properties: Entries(values),
-        created_at: r.created_at,
+        created_at: if defect == Some(Defect::BadTimestamp) { Defect::BAD_TIMESTAMP.to_string() } else { r.created_at },
         updated_at: r.updated_at,
         archived: r.archived,
         archived_at: r.archived_at,
@@ -1021,7 +1034,7 @@ async fn list_memberships(State(state): State<Shared>, Path(list_id): Path<Strin
 async fn event_types(State(state): State<Shared>) -> Answer {
     let g = &state.generator;
     require(g, EVENTS_SCOPE)?;
-    let names: Vec<String> = g.event_types().into_iter().map(|e| e.name).collect();
+    let names: Vec<&str> = g.event_types().iter().map(|e| e.name.as_str()).collect();
     Ok(Json(json!({ "eventTypes": names })).into_response())
 }
 
@@ -1030,7 +1043,7 @@ async fn event_definitions(State(state): State<Shared>) -> Answer {
     require(g, EVENTS_SCOPE)?;
     let results: Vec<Value> = g
         .event_types()
-        .into_iter()
+        .iter()
         .filter(|e| e.custom)
         .map(|e| {
             json!({

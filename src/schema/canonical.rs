@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use arrow::compute::kernels::cast_utils::Parser;
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use super::ColumnType;
@@ -18,6 +20,10 @@ pub struct Unparseable;
 /// `YYYY-MM-DD`; booleans `true`/`false`. An empty string in a typed column is NULL rather
 /// than an error: HubSpot sends `""` for a cleared number or date.
 /// `Ok(None)` means NULL: the empty string in a typed column.
+///
+/// Whatever this accepts, the Parquet writer's cast accepts too (the same parsers decide
+/// numbers, and instants and dates must come out in their four-digit-year canonical shape),
+/// so a value is NULL in a CSV part exactly when it is NULL in a Parquet part.
 pub fn canonicalize(raw: &str, ty: ColumnType) -> Result<Option<Cow<'_, str>>, Unparseable> {
     if raw.is_empty() && !matches!(ty, ColumnType::Utf8 | ColumnType::Json) {
         return Ok(None);
@@ -33,16 +39,22 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
             if ty == ColumnType::Int32 && i32::try_from(n).is_err() {
                 return Err(Unparseable);
             }
-            Ok(if raw.len() == raw.trim().len() && !raw.starts_with('+') && !has_leading_zero(raw) {
+            let text = if raw.len() == raw.trim().len() && !raw.starts_with('+') && !has_leading_zero(raw) {
                 Cow::Borrowed(raw)
             } else {
                 Cow::Owned(n.to_string())
-            })
+            };
+            let typed_ok = match ty {
+                ColumnType::Int32 => Int32Type::parse(&text).is_some(),
+                _ => Int64Type::parse(&text).is_some(),
+            };
+            if typed_ok { Ok(text) } else { Err(Unparseable) }
         }
         ColumnType::Float64 => {
             let t = raw.trim();
             let ok = t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
-                && t.parse::<f64>().is_ok_and(f64::is_finite);
+                && t.parse::<f64>().is_ok_and(f64::is_finite)
+                && Float64Type::parse(t).is_some_and(f64::is_finite);
             if !ok {
                 return Err(Unparseable);
             }
@@ -61,6 +73,10 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
             }
             let dt = parse_instant(raw.trim()).ok_or(Unparseable)?;
             let text = dt.to_rfc3339_opts(SecondsFormat::Millis, true);
+            // Years before 0 or after 9999 have no place in the canonical shape.
+            if !is_canonical_instant(&text) {
+                return Err(Unparseable);
+            }
             Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) })
         }
         ColumnType::Date32 => {
@@ -68,12 +84,15 @@ fn canonical_text(raw: &str, ty: ColumnType) -> Result<Cow<'_, str>, Unparseable
                 return Ok(Cow::Borrowed(raw));
             }
             let t = raw.trim();
-            if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-                let text = d.format("%Y-%m-%d").to_string();
-                return Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) });
+            let date = match NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+                Ok(d) => d,
+                Err(_) => parse_instant(t).ok_or(Unparseable)?.date_naive(),
+            };
+            let text = date.format("%Y-%m-%d").to_string();
+            if !(text.len() == 10 && fixed_digits(text.as_bytes(), &DATE_SHAPE).is_some()) {
+                return Err(Unparseable);
             }
-            let dt = parse_instant(t).ok_or(Unparseable)?;
-            Ok(Cow::Owned(dt.date_naive().format("%Y-%m-%d").to_string()))
+            Ok(if text == raw { Cow::Borrowed(raw) } else { Cow::Owned(text) })
         }
     }
 }
@@ -191,5 +210,13 @@ mod tests {
         assert_eq!(c("TRUE", Boolean).as_deref(), Some("true"));
         assert_eq!(c("yes", Boolean), None);
         assert_eq!(c("", Utf8).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn instants_and_dates_outside_four_digit_years_are_unparseable() {
+        assert_eq!(c("999999999999999", Timestamp), None, "year 33658");
+        assert_eq!(c("-99999999999999", Timestamp), None, "before year 0");
+        assert_eq!(c("999999999999999", Date32), None, "year 33658");
+        assert_eq!(c("9999-12-31T23:59:59.999Z", Timestamp).as_deref(), Some("9999-12-31T23:59:59.999Z"));
     }
 }

@@ -23,6 +23,31 @@ use crate::write::PartSink;
 /// Bytes buffered per upload chunk: S3's smallest multipart part.
 const UPLOAD_CHUNK: usize = 5 * 1024 * 1024;
 
+/// How long a cloud destination may keep failing before the export gives up. object_store
+/// retries 5xx, timeouts and refused connections; by default for up to three minutes per
+/// request. A nightly job should rather fail within a minute and say why: retries stop
+/// after [`RETRY_FOR`], and one attempt takes at most [`ATTEMPT_TIMEOUT`], so a vanished
+/// destination fails the run within about 55 seconds.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest single request to a cloud destination (a 5 MiB part upload included).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Longest wait to abort an upload after a failure (best effort: the next run of the date
+/// removes what is left).
+const ABORT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The retry and timeout settings of every cloud destination.
+fn cloud_settings() -> (object_store::RetryConfig, object_store::ClientOptions) {
+    let retry = object_store::RetryConfig {
+        backoff: object_store::BackoffConfig::default(),
+        max_retries: 10,
+        retry_timeout: RETRY_FOR,
+    };
+    let client = object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(ATTEMPT_TIMEOUT);
+    (retry, client)
+}
+
 /// An export destination.
 #[derive(Clone)]
 pub struct Sink {
@@ -41,7 +66,18 @@ impl Sink {
     /// Opens `dest`: a local path, `file://...`, `s3://bucket/prefix` (credentials from the
     /// AWS environment) or `memory://` (for tests).
     pub fn open(dest: &str) -> Result<Sink> {
+        Sink::open_with(dest, true)
+    }
+
+    /// Opens `dest` to read what is there: a local folder that does not exist is an error,
+    /// not created (a mistyped path must not leave an empty folder behind).
+    pub fn open_existing(dest: &str) -> Result<Sink> {
+        Sink::open_with(dest, false)
+    }
+
+    fn open_with(dest: &str, create: bool) -> Result<Sink> {
         let bad = |detail: String| Error::Destination { dest: dest.to_string(), detail };
+        let (retry, client) = cloud_settings();
         if let Some(rest) = dest.strip_prefix("memory://") {
             return Ok(Sink { store: Arc::new(InMemory::new()), root: Path::from(rest), display: dest.to_string() });
         }
@@ -49,6 +85,8 @@ impl Sink {
             Some("s3") => Some(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(dest)
+                    .with_retry(retry.clone())
+                    .with_client_options(client.clone())
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")),
@@ -56,6 +94,8 @@ impl Sink {
             Some("gs") => Some(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(dest)
+                    .with_retry(retry.clone())
+                    .with_client_options(client.clone())
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)")),
@@ -63,6 +103,8 @@ impl Sink {
             Some("az" | "abfs" | "abfss") => Some(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(dest)
+                    .with_retry(retry.clone())
+                    .with_client_options(client.clone())
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)")),
@@ -83,7 +125,11 @@ impl Sink {
             }
             None => dest,
         };
-        std::fs::create_dir_all(local).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+        if create {
+            std::fs::create_dir_all(local).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+        } else if !std::path::Path::new(local).is_dir() {
+            return Err(bad("no such folder; check the path".into()));
+        }
         let store = LocalFileSystem::new_with_prefix(local).map_err(|e| bad(e.to_string()))?;
         Ok(Sink { store: Arc::new(store), root: Path::default(), display: dest.to_string() })
     }
@@ -250,6 +296,20 @@ impl PartSink for ObjectPartSink {
         let upload = self.upload.take().expect("begin_part came first");
         self.handle.block_on(upload.finish()).map_err(|e| self.sink_error(e))?;
         Ok(())
+    }
+
+    fn abort_part(&mut self) -> Result<()> {
+        let Some(upload) = self.upload.take() else {
+            return Ok(());
+        };
+        match self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort())) {
+            Ok(Ok(())) => {
+                tracing::debug!(key = %self.key, "Open part aborted.");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.sink_error(e)),
+            Err(_) => Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))),
+        }
     }
 }
 

@@ -203,8 +203,8 @@ impl<S: PartSink> CsvGzipWriter<S> {
         let OpenPart { encoder, mut tally, .. } = part;
         let mut rest = encoder.finish().map_err(|e| Error::io("gzip finish", e))?;
         tally.hand_over(&mut self.sink, &mut rest)?;
+        super::check_part_size(&self.table, &tally, self.limit)?;
         self.sink.finish_part()?;
-        debug_assert!(tally.bytes <= self.limit, "part over the limit");
         self.receipts.push(tally.into_receipt());
         Ok(())
     }
@@ -212,11 +212,16 @@ impl<S: PartSink> CsvGzipWriter<S> {
     /// Closes the last part (writing a header-only part for an empty table) and returns
     /// the receipts of every part, in order.
     pub fn finish(mut self) -> Result<(Vec<PartReceipt>, S)> {
+        let receipts = self.close_last()?;
+        Ok((receipts, self.sink))
+    }
+
+    fn close_last(&mut self) -> Result<Vec<PartReceipt>> {
         if self.part.is_none() && self.receipts.is_empty() {
             self.open_part()?;
         }
         self.close_part()?;
-        Ok((self.receipts, self.sink))
+        Ok(std::mem::take(&mut self.receipts))
     }
 }
 
@@ -225,8 +230,13 @@ impl<S: PartSink + Send> super::TableEncoder for CsvGzipWriter<S> {
         CsvGzipWriter::write_batch(self, batch)
     }
 
-    fn finish(self: Box<Self>) -> Result<Vec<PartReceipt>> {
-        CsvGzipWriter::finish(*self).map(|(receipts, _)| receipts)
+    fn finish(&mut self) -> Result<Vec<PartReceipt>> {
+        self.close_last()
+    }
+
+    fn abort(&mut self) -> Result<()> {
+        self.part = None;
+        self.sink.abort_part()
     }
 }
 
@@ -253,6 +263,10 @@ mod tests {
             Ok(())
         }
         fn finish_part(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn abort_part(&mut self) -> Result<()> {
+            self.parts.pop();
             Ok(())
         }
     }

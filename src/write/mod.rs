@@ -26,6 +26,9 @@ pub trait PartSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()>;
     /// Completes the open part so that it is durable at its path.
     fn finish_part(&mut self) -> Result<()>;
+    /// Abandons the open part, if any: nothing of it may stay at its path or in flight
+    /// (an upload is aborted). Called when the export fails.
+    fn abort_part(&mut self) -> Result<()>;
 }
 
 /// The file format of an export.
@@ -72,8 +75,23 @@ impl OutputFormat {
 pub trait TableEncoder: Send {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Closes the last part (an empty table still gets one part with the header or schema)
-    /// and returns the receipts of every part, in order.
-    fn finish(self: Box<Self>) -> Result<Vec<PartReceipt>>;
+    /// and returns the receipts of every part, in order. Nothing may be written after it.
+    fn finish(&mut self) -> Result<Vec<PartReceipt>>;
+    /// Abandons the open part after a failure (see [`PartSink::abort_part`]).
+    fn abort(&mut self) -> Result<()>;
+}
+
+/// Refuses a closed part larger than the limit. The encoders size parts so that this never
+/// happens; the check keeps a bug in that sizing from ever reaching a loader (the part is
+/// then aborted, not completed).
+fn check_part_size(table: &str, tally: &PartTally, limit: u64) -> Result<()> {
+    if tally.bytes <= limit {
+        return Ok(());
+    }
+    Err(crate::error::Error::Internal(format!(
+        "part {} of {table} came to {} bytes, over the limit of {limit}; the part was abandoned",
+        tally.path, tally.bytes
+    )))
 }
 
 /// What the manifest records of one written part.
@@ -169,6 +187,10 @@ pub(crate) mod tests_support {
             Ok(())
         }
         fn finish_part(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn abort_part(&mut self) -> Result<()> {
+            self.parts.lock().unwrap().pop();
             Ok(())
         }
     }

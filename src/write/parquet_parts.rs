@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray};
-use arrow::compute::cast;
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -49,23 +49,32 @@ pub fn typed_schema(table: &TableSchema) -> SchemaRef {
 }
 
 /// Converts a batch of canonical text to its typed columns (lossless: the text is canonical).
+///
+/// The cast is strict: the canonical text was already checked with the parsers the cast
+/// uses (a value that does not parse is NULL in CSV and Parquet alike, and counted), so a
+/// value the cast would reject is a bug, reported with its column, never a silent NULL
+/// that only the Parquet files would have.
 pub fn typed_batch(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let strict = CastOptions { safe: false, ..Default::default() };
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| match f.data_type() {
-            // Parsing with a named zone needs chrono-tz; the text is UTC ('Z'), so parse it
-            // zone-less and label the values UTC.
-            DataType::Timestamp(TimeUnit::Millisecond, Some(zone)) => {
-                let naive = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-                let millis = naive.as_primitive::<TimestampMillisecondType>().clone();
-                Ok(Arc::new(millis.with_timezone(zone.clone())) as ArrayRef)
-            }
-            other => cast(c, other),
+        .map(|(c, f)| {
+            let typed: std::result::Result<ArrayRef, arrow::error::ArrowError> = match f.data_type() {
+                // Parsing with a named zone needs chrono-tz; the text is UTC ('Z'), so parse it
+                // zone-less and label the values UTC.
+                DataType::Timestamp(TimeUnit::Millisecond, Some(zone)) => {
+                    cast_with_options(c, &DataType::Timestamp(TimeUnit::Millisecond, None), &strict).map(|naive| {
+                        let millis = naive.as_primitive::<TimestampMillisecondType>().clone();
+                        Arc::new(millis.with_timezone(zone.clone())) as ArrayRef
+                    })
+                }
+                other => cast_with_options(c, other, &strict),
+            };
+            typed.map_err(|e| Error::Internal(format!("typing column {}: {e}", f.name())))
         })
-        .collect::<std::result::Result<_, arrow::error::ArrowError>>()
-        .map_err(|e| Error::Internal(format!("typing a batch: {e}")))?;
+        .collect::<Result<_>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(format!("typing a batch: {e}")))
 }
 
@@ -173,8 +182,8 @@ impl<S: PartSink> ParquetPartWriter<S> {
         };
         part.writer.finish().map_err(|e| Error::Internal(format!("closing a Parquet part of {}: {e}", self.table)))?;
         part.tally.hand_over(&mut self.sink, part.writer.inner_mut())?;
+        super::check_part_size(&self.table, &part.tally, self.limit)?;
         self.sink.finish_part()?;
-        debug_assert!(part.tally.bytes <= self.limit, "Parquet part over the limit");
         self.receipts.push(part.tally.into_receipt());
         Ok(())
     }
@@ -232,7 +241,12 @@ impl<S: PartSink + Send> TableEncoder for ParquetPartWriter<S> {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Vec<PartReceipt>> {
+    fn abort(&mut self) -> Result<()> {
+        self.part = None;
+        self.sink.abort_part()
+    }
+
+    fn finish(&mut self) -> Result<Vec<PartReceipt>> {
         if self.part.is_none() && self.receipts.is_empty() {
             self.open_part()?;
         }
@@ -283,6 +297,76 @@ mod tests {
         b.finish().unwrap()
     }
 
+    /// Odd values of every type: each is NULL in the typed (Parquet) column exactly when
+    /// canonicalisation made it NULL for CSV, and the strict cast never refuses one.
+    #[test]
+    fn parquet_nulls_exactly_what_csv_nulls() {
+        let odd = [
+            "",
+            " ",
+            "N/A",
+            "1",
+            "+1",
+            "-0",
+            "007",
+            " 42 ",
+            "1e3",
+            "1E-3",
+            ".5",
+            "5.",
+            "1.e5",
+            "-.5e2",
+            "1e",
+            "e5",
+            "+",
+            "-",
+            ".",
+            "1e400",
+            "-1e400",
+            "NaN",
+            "inf",
+            "0x10",
+            "1_000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1.5",
+            "2024-02-29",
+            "2024-02-30",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T02:00:00+02:00",
+            "1709251200000",
+            "999999999999999",
+            "-99999999999999",
+            "99999999999999",
+            "9999-12-31T23:59:59.999Z",
+            "0000-01-01T00:00:00.000Z",
+            "2024-01-01 10:00:00",
+            "true",
+            "TRUE",
+            "yes",
+        ];
+        for ty in
+            [ColumnType::Int64, ColumnType::Float64, ColumnType::Timestamp, ColumnType::Date32, ColumnType::Boolean]
+        {
+            let table = Arc::new(TableSchema::new("T", vec![Column::new("V", ty, true)]));
+            let mut b = BatchBuilder::new(table.clone(), "".into(), odd.len());
+            for v in odd {
+                b.push_row([Some(v)]);
+            }
+            let text = b.finish().unwrap();
+            let typed = typed_batch(&typed_schema(&table), &text)
+                .unwrap_or_else(|e| panic!("{ty:?}: the strict cast refused a canonical value: {e}"));
+            for (i, v) in odd.iter().enumerate() {
+                assert_eq!(
+                    text.column(0).is_null(i),
+                    typed.column(0).is_null(i),
+                    "{ty:?} {v:?}: NULL in one format only"
+                );
+            }
+        }
+    }
+
     #[test]
     fn parquet_parts_stay_under_the_limit_are_full_and_typed() {
         let limit = 1024 * 1024;
@@ -323,7 +407,7 @@ mod tests {
     fn an_empty_table_is_one_file_with_the_schema() {
         let sink = MemoryParts::default();
         let parts = sink.parts.clone();
-        let w: Box<dyn TableEncoder> = Box::new(ParquetPartWriter::new(&table(), sink, 64 * 1024, "test"));
+        let mut w: Box<dyn TableEncoder> = Box::new(ParquetPartWriter::new(&table(), sink, 64 * 1024, "test"));
         let receipts = w.finish().unwrap();
         assert_eq!(receipts.len(), 1);
         let parts = parts.lock().unwrap().clone();

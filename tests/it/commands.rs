@@ -53,7 +53,10 @@ fn check_reports_scopes_rate_limit_and_destination() {
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("[ OK ] token: valid"), "{stdout}");
-    assert!(stdout.contains("[ OK ] OBJECTS_CONTACTS: readable"));
+    assert!(stdout.contains("[ OK ] contacts: ") && stdout.contains("property definitions read"), "{stdout}");
+    // Only what check asked the API is called OK: owners and records were never requested.
+    assert!(!stdout.contains("[ OK ] OWNERS") && !stdout.contains("readable"), "{stdout}");
+    assert!(stdout.contains("[ -- ] records, owners"), "{stdout}");
     assert!(stdout.contains("[SKIP] OBJECTS_QUOTES") && stdout.contains("crm.objects.quotes.read"), "{stdout}");
     assert!(stdout.contains("[SKIP] LISTS") && stdout.contains("crm.lists.read"));
     assert!(stdout.contains("rate limit: 100 requests per 10000 ms"), "{stdout}");

@@ -162,7 +162,7 @@ fn bad_records_are_counted_per_table_and_the_rest_exported() {
             .and_then(|w| w["count"].as_u64())
             .unwrap_or(0)
     };
-    let mut seen = [0u64; 3];
+    let mut seen = [0u64; 4];
     for (name, table) in [("contacts", "OBJECTS_CONTACTS"), ("deals", "OBJECTS_DEALS")] {
         let t = g.type_index(name).unwrap();
         let touched = format!("PROPERTY_{}", g.types[t].properties[g.touch_property(t)].name.to_uppercase());
@@ -170,6 +170,7 @@ fn bad_records_are_counted_per_table_and_the_rest_exported() {
         let by_id: BTreeMap<String, &Vec<Option<String>>> =
             rows.iter().map(|r| (r[col(&columns, "OBJECTID")].clone().unwrap(), r)).collect();
         let mut no_id = 0;
+        let mut bad_times = 0;
         for i in 0..g.count(t) {
             let id = g.record(t, i).id.to_string();
             let value = by_id.get(&id).map(|r| r[col(&columns, &touched)].clone());
@@ -191,9 +192,21 @@ fn bad_records_are_counted_per_table_and_the_rest_exported() {
                         "{table} {id}: the huge value is whole"
                     );
                 }
+                Some(crmdump::sandbox::Defect::BadTimestamp) => {
+                    seen[3] += 1;
+                    bad_times += 1;
+                    let row =
+                        by_id.get(&id).unwrap_or_else(|| panic!("{table} {id}: a bad timestamp keeps the record"));
+                    assert_eq!(row[col(&columns, "CREATEDAT")], None, "{table} {id}: the bad creation time is NULL");
+                    assert!(row[col(&columns, "UPDATEDAT")].is_some());
+                }
                 None => assert!(value.is_some(), "{table} {id} is missing"),
             }
         }
+        assert!(
+            counted("unparseable_value", table) >= bad_times,
+            "{table}: the bad creation times are counted ({bad_times})"
+        );
         assert_eq!(counted("bad_record", table), no_id, "{table}: records left out are counted");
         assert_eq!(by_id.len() as u64, g.count(t) - no_id);
     }

@@ -543,6 +543,7 @@ fn pipedrive_bad_records_are_counted_and_strict_fails() {
         warnings.iter().filter(|x| x["kind"] == kind && x["table"] == table).map(|x| x["count"].as_u64().unwrap()).sum()
     };
     let mut huge_seen = false;
+    let mut bad_times = 0;
     for (e, entity) in ENTITIES.iter().enumerate() {
         let table = table_of(e);
         let defects: Vec<(u64, Defect)> = (0..w.count(e)).filter_map(|i| w.defect(e, i).map(|d| (i, d))).collect();
@@ -562,10 +563,18 @@ fn pipedrive_bad_records_are_counted_and_strict_fails() {
                     assert_eq!(value.unwrap().len(), 2 << 20, "the huge value is exported whole");
                     huge_seen = true;
                 }
+                Defect::BadTimestamp => {
+                    let row = &found[&w.id(e, *i)];
+                    assert_eq!(row[col(&columns, "CREATEDAT")], None, "{table}: the bad add_time is NULL");
+                    bad_times += 1;
+                }
             }
         }
+        let bad_here = defects.iter().filter(|(_, d)| *d == Defect::BadTimestamp).count() as u64;
+        assert!(warned("unparseable_value", &table) >= bad_here, "{table}: bad add_time values are counted");
     }
     assert!(huge_seen, "the seed serves at least one huge value");
+    assert!(bad_times > 0, "the seed serves at least one bad add_time");
 }
 
 /// A 30-day backfill: every record lands once, in the day folder of its last update

@@ -62,7 +62,7 @@ pub fn records(values: Vec<Box<RawValue>>) -> (Vec<SimpleObject>, Vec<String>) {
     let mut bad = Vec::new();
     for raw in values {
         match serde_json::from_str::<SimpleObject>(raw.get()) {
-            Ok(r) if !r.id.is_empty() && r.id.bytes().all(|b| b.is_ascii_digit()) => good.push(r),
+            Ok(r) if r.id.bytes().all(|b| b.is_ascii_digit()) && r.id.parse::<i64>().is_ok() => good.push(r),
             Ok(r) => bad.push(format!("record {:?}: the id is not a number", r.id)),
             Err(e) => {
                 #[derive(Deserialize)]

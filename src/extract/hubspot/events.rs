@@ -168,5 +168,5 @@ pub(super) async fn extract(
         }))
         .await?;
     }
-    Ok(())
+    out.complete(vec![stream.table.name.clone()]).await
 }

@@ -296,8 +296,8 @@ impl Emitter<'_> {
         if !archived && !self.pairs.is_empty() {
             self.pending.extend(rows.iter().map(|r| r.id.clone()));
         }
-        let batch = raw_batch(&self.stream, &rows, self.ingested)?;
-        self.out.send(Emit::Objects { stream: self.stream.clone(), batch }).await?;
+        let (batch, unparseable) = raw_batch(&self.stream, &rows, self.ingested)?;
+        self.out.send(Emit::Objects { stream: self.stream.clone(), batch, unparseable }).await?;
         while self.pending.len() >= ASSOCIATION_INPUTS {
             let chunk: Vec<String> = self.pending.drain(..ASSOCIATION_INPUTS).collect();
             associations(self.client, &self.pairs, &chunk, self.ingested, self.out).await?;
@@ -310,7 +310,10 @@ impl Emitter<'_> {
             let ids = std::mem::take(&mut self.pending);
             associations(self.client, &self.pairs, &ids, self.ingested, self.out).await?;
         }
-        self.problems.report(&self.stream.table.name, self.out).await
+        self.problems.report(&self.stream.table.name, self.out).await?;
+        let done =
+            std::iter::once(self.stream.table.name.clone()).chain(self.pairs.iter().map(|p| p.table.name.clone()));
+        self.out.complete(done.collect()).await
     }
 }
 
@@ -413,15 +416,17 @@ pub fn page_batches(
     })?;
     let (rows, _) = api::records(page.results);
     let history = history_rows(stream, &rows, keep, ingested).finish()?;
-    Ok((raw_batch(stream, &rows, ingested)?, history))
+    Ok((raw_batch(stream, &rows, ingested)?.0, history))
 }
 
-/// One page of records in the raw shape of `stream.raw`.
+/// One page of records in the raw shape of `stream.raw`, and how many of the records' own
+/// timestamps did not parse (NULL in the batch, counted in the manifest's warnings: one bad
+/// timestamp is a data problem, not a reason to fail the export or drop the record).
 fn raw_batch(
     stream: &ObjectStream,
     rows: &[api::SimpleObject],
     ingested: &Arc<str>,
-) -> Result<arrow::record_batch::RecordBatch> {
+) -> Result<(arrow::record_batch::RecordBatch, u64)> {
     let mut b = BatchBuilder::new(stream.raw.clone(), ingested.clone(), rows.len());
     let type_id = stream.object_type.type_id.as_str();
     for r in rows {
@@ -436,14 +441,8 @@ fn raw_batch(
         }
         b.end_row();
     }
-    if b.unparseable() > 0 {
-        return Err(Error::Malformed {
-            method: "GET",
-            path: format!("/crm/v3/objects/{}", stream.object_type.api_name),
-            detail: "a record id or timestamp is not in HubSpot's format".into(),
-        });
-    }
-    b.finish()
+    let unparseable = b.unparseable();
+    Ok((b.finish()?, unparseable))
 }
 
 /// Associations of `ids` for every pair, following per-input paging until none is left.
@@ -524,7 +523,8 @@ mod tests {
             ("not_sent", "string"),
         ]);
         let ingested: Arc<str> = "2026-11-23T00:00:00.000Z".into();
-        let raw = raw_batch(&s, &page.results, &ingested).unwrap();
+        let (raw, bad_times) = raw_batch(&s, &page.results, &ingested).unwrap();
+        assert_eq!(bad_times, 0);
         let parts = crate::split::split_objects(&s, &raw, &ingested).unwrap();
         let typed = &parts.iter().find(|p| p.table == "OBJECTS_CONTACTS").unwrap().batch;
         let column = |name: &str| typed.column(typed.schema().index_of(name).unwrap()).as_string::<i32>().clone();

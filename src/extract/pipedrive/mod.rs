@@ -288,12 +288,12 @@ impl Pipedrive {
                     }
                 })
                 .collect();
-            let (batch, ids, skipped) = self.records(d, &items, ingested)?;
+            let (batch, ids, skipped, unparseable) = self.records(d, &items, ingested)?;
             bad += skipped;
             if ids.is_empty() {
                 continue;
             }
-            out.send(Emit::Objects { stream: d.stream.clone(), batch }).await?;
+            out.send(Emit::Objects { stream: d.stream.clone(), batch, unparseable }).await?;
             self.foreign_keys(d, &items, pairs, ingested, out).await?;
             // `pairs` start at this entity: only deals have the product pair.
             if let Some(pair) = pairs.iter().find(|p| p.to.type_id == "product") {
@@ -341,13 +341,14 @@ impl Pipedrive {
     }
 
     /// The raw batch of a page (`OBJECTS` columns then one verbatim column per property), the
-    /// ids read, and how many records had no id.
+    /// ids read, how many records had no id, and how many of the records' own timestamps did
+    /// not parse (NULL in the batch).
     fn records(
         &self,
         d: &Discovered,
         items: &[&Value],
         ingested: &Arc<str>,
-    ) -> Result<(arrow::record_batch::RecordBatch, Vec<String>, u64)> {
+    ) -> Result<(arrow::record_batch::RecordBatch, Vec<String>, u64, u64)> {
         let mut b = BatchBuilder::new(d.stream.raw.clone(), ingested.clone(), items.len());
         let mut ids = Vec::with_capacity(items.len());
         let mut bad = 0;
@@ -379,7 +380,8 @@ impl Pipedrive {
             b.end_row();
             ids.push(id);
         }
-        Ok((b.finish()?, ids, bad))
+        let unparseable = b.unparseable();
+        Ok((b.finish()?, ids, bad, unparseable))
     }
 
     /// Association rows from the page's foreign keys, one batch per pair.

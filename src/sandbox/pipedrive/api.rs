@@ -219,6 +219,7 @@ fn served(w: &World, e: usize, i: u64) -> Value {
         }
         Some(Defect::InvalidUtf8) => record[ENTITIES[e].text_key] = json!(format!("bad {INVALID_UTF8_MARK} bytes")),
         Some(Defect::Huge) => record[ENTITIES[e].text_key] = json!("h".repeat(HUGE_VALUE)),
+        Some(Defect::BadTimestamp) => record["add_time"] = json!(Defect::BAD_TIMESTAMP),
     }
     record
 }

@@ -700,7 +700,8 @@ impl World {
     }
 
     /// The defect record `index` of `e` is served with, if any (never the hub, nor an
-    /// archived or deleted record): no id, invalid UTF-8 or a 2 MiB value in its text field.
+    /// archived or deleted record): no id, invalid UTF-8 or a 2 MiB value in its text field,
+    /// or an `add_time` that is no timestamp.
     pub fn defect(&self, e: usize, index: u64) -> Option<Defect> {
         if self.bad_records <= 0.0
             || index + 1 >= self.count(e)
@@ -713,7 +714,7 @@ impl World {
         if ((h >> 11) as f64 / (1u64 << 53) as f64) >= self.bad_records {
             return None;
         }
-        Some([Defect::NoId, Defect::InvalidUtf8, Defect::Huge][(mix(h) % 3) as usize])
+        Some(Defect::ALL[(mix(h) % Defect::ALL.len() as u64) as usize])
     }
 
     pub fn entity_index(&self, name: &str) -> Option<usize> {

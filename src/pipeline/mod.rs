@@ -1,33 +1,34 @@
 //! extract -> split -> encode -> sink, through bounded channels, then the commit.
 //!
-//! Every table gets its own writer on a blocking thread (encoding and compression are CPU
-//! work) fed by a small bounded channel, so memory is bounded by the channel depths and the
-//! writers' upload buffers, never by the number of records. The manifest is written last,
-//! after parts of an earlier run of the same date that this run did not rewrite are removed.
+//! The extractor, the router (which splits emits into table rows) and the table writers
+//! ([`writers`]) run at once, joined so that the first failure of any of them ends the
+//! others: nothing waits forever on a queue that nobody reads. Memory is bounded by the
+//! channel depths and the open writers, never by the number of records or tables. The
+//! manifest is written last, after parts of an earlier run of the same date that this run
+//! did not rewrite are removed.
 
-use std::collections::{BTreeMap, HashMap};
+mod writers;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::extract::{Catalog, Emit, Extent, Extractor, Notice};
 use crate::progress::Progress;
-use crate::schema::{TableSchema, iso};
+use crate::schema::iso;
 use crate::sink::Sink;
 use crate::sink::layout::Layout;
 use crate::sink::manifest::{ColumnEntry, Manifest, TableEntry, Warning};
 use crate::split;
 use crate::write::{OutputFormat, PartReceipt};
+use writers::{WriterSpec, Writers};
 
-/// Batches queued per table writer before the extractor waits.
-const WRITER_QUEUE: usize = 4;
 /// Emits queued between the extractor and the splitter.
 const EMIT_QUEUE: usize = 16;
 
@@ -80,11 +81,6 @@ pub struct ExportReport {
     pub tokens: u64,
 }
 
-struct TableWriter {
-    tx: Option<mpsc::Sender<RecordBatch>>,
-    handle: JoinHandle<Result<Vec<PartReceipt>>>,
-}
-
 /// Discovers what the account holds (every table an export will write).
 pub async fn discover(extractor: &dyn Extractor, progress: &Arc<Progress>) -> Result<Catalog> {
     progress.set_http(extractor.http_stats());
@@ -109,58 +105,34 @@ pub async fn export(
     // A re-run first withdraws the old commit marker: from here on the folder is incomplete.
     sink.delete(&manifest_key).await?;
 
-    let mut writers: HashMap<String, TableWriter> = catalog
-        .tables
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                spawn_writer(sink, &day, t.clone(), settings, progress.bytes_counter(&t.name), extractor.source()),
-            )
-        })
-        .collect();
-
-    let (tx, mut rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
-    let extraction = extractor.run(catalog, &settings.extent, tx);
-    let ingested = settings.ingested_at.clone();
-    let routing = async {
-        let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
-        let mut notes: Vec<Warning> = Vec::new();
-        while let Some(emit) = rx.recv().await {
-            let rows = match emit {
-                Emit::Objects { stream, batch } => split::split_objects(&stream, &batch, &ingested)?,
-                Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
-                Emit::Rows { table, batch, unparseable } => vec![split::TableRows { table, batch, unparseable }],
-                Emit::Warning(notice) => {
-                    notes.push(warning(notice));
-                    continue;
-                }
-            };
-            for r in rows {
-                if r.unparseable > 0 {
-                    *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
-                }
-                if r.batch.num_rows() > 0 {
-                    progress.add_rows(&r.table, r.batch.num_rows() as u64);
-                    route(&mut writers, &r.table, r.batch).await?;
-                }
-            }
-        }
-        Ok::<_, Error>((unparseable, notes))
+    let spec = WriterSpec {
+        sink: sink.clone(),
+        day: day.clone(),
+        layout,
+        format: settings.format,
+        max_file_size: settings.max_file_size,
+        source: extractor.source().to_string(),
     };
-    let (extracted, routed) = tokio::join!(extraction, routing);
-    extracted?;
-    let (unparseable, notes) = routed?;
+    let mut writers = Writers::new(spec, &catalog.tables, progress.clone());
+
+    let (tx, rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
+    let extraction = extractor.run(catalog, &settings.extent, tx);
+    let routing = route_all(rx, &mut writers, &settings.ingested_at, progress);
+    // The first error of either ends both: the extraction future is dropped (its requests
+    // and tasks with it) or the router's receiver is, so the extractor's next send fails.
+    let routed = tokio::try_join!(extraction, routing);
+    let (unparseable, notes) = match routed {
+        Ok(((), routed)) => routed,
+        Err(e) => {
+            writers.abort().await;
+            return Err(e);
+        }
+    };
     let mut warnings: Vec<Warning> = catalog.notices.iter().cloned().map(warning).collect();
     warnings.extend(notes);
 
-    // Every table's last part closes once its channel closes.
-    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = BTreeMap::new();
-    for (name, mut w) in writers {
-        w.tx.take();
-        let parts = w.handle.await.map_err(|e| Error::Internal(format!("writer of {name} panicked: {e}")))??;
-        receipts.insert(name, parts);
-    }
+    // Every table's last part closes now.
+    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = writers.finish().await?.into_iter().collect();
 
     remove_stale_parts(sink, layout, &day, &receipts).await?;
 
@@ -217,48 +189,57 @@ fn warning(notice: Notice) -> Warning {
     Warning { kind: notice.kind, table: notice.table, count: notice.count, detail: Some(notice.detail) }
 }
 
-fn spawn_writer(
-    sink: &Sink,
-    day: &str,
-    table: Arc<TableSchema>,
-    settings: &ExportSettings,
-    written: Arc<std::sync::atomic::AtomicU64>,
-    source: &str,
-) -> TableWriter {
-    let (tx, mut rx) = mpsc::channel::<RecordBatch>(WRITER_QUEUE);
-    let sink = sink.clone();
-    let day = day.to_string();
-    let limit = settings.max_file_size;
-    let format = settings.format;
-    let layout = settings.layout;
-    let source = source.to_string();
-    let handle = tokio::task::spawn_blocking(move || {
-        let parts =
-            sink.part_sink(&layout.base(&day), &layout.table_dir(&day, &table.name), format.extension(), written);
-        let mut writer = format.encoder(&table, parts, limit, &source);
-        while let Some(batch) = rx.blocking_recv() {
-            writer.write_batch(&batch)?;
+/// Reads emits until the extractor is done, splitting them into table rows for the
+/// writers. Returns the unparseable-value counts per table and the warnings. Stops at once
+/// when a writer fails (dropping `rx`, so that the extractor stops too).
+async fn route_all(
+    mut rx: mpsc::Receiver<Emit>,
+    writers: &mut Writers,
+    ingested: &Arc<str>,
+    progress: &Progress,
+) -> Result<(BTreeMap<String, u64>, Vec<Warning>)> {
+    let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
+    let mut notes: Vec<Warning> = Vec::new();
+    loop {
+        let emit = tokio::select! {
+            emit = rx.recv() => emit,
+            _ = writers.cancelled() => {
+                drop(rx);
+                return Err(writers.failure().await);
+            }
+        };
+        let Some(emit) = emit else { break };
+        let rows = match emit {
+            Emit::Objects { stream, batch, unparseable: own } => {
+                if own > 0 {
+                    *unparseable.entry(stream.table.name.clone()).or_default() += own;
+                }
+                split::split_objects(&stream, &batch, ingested)?
+            }
+            Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
+            Emit::Rows { table, batch, unparseable } => vec![split::TableRows { table, batch, unparseable }],
+            Emit::Warning(notice) => {
+                notes.push(warning(notice));
+                continue;
+            }
+            Emit::Complete(tables) => {
+                for t in &tables {
+                    writers.complete(t);
+                }
+                continue;
+            }
+        };
+        for r in rows {
+            if r.unparseable > 0 {
+                *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
+            }
+            if r.batch.num_rows() > 0 {
+                progress.add_rows(&r.table, r.batch.num_rows() as u64);
+                writers.route(&r.table, r.batch).await?;
+            }
         }
-        let receipts = writer.finish()?;
-        tracing::debug!(table = %table.name, parts = receipts.len(), "Table written.");
-        Ok(receipts)
-    });
-    TableWriter { tx: Some(tx), handle }
-}
-
-/// Sends a batch to its table's writer; if the writer has stopped, returns its error.
-async fn route(writers: &mut HashMap<String, TableWriter>, table: &str, batch: RecordBatch) -> Result<()> {
-    let w = writers.get_mut(table).ok_or_else(|| Error::Internal(format!("no writer for table {table}")))?;
-    let tx = w.tx.as_ref().expect("writers are open while routing");
-    if tx.send(batch).await.is_ok() {
-        return Ok(());
     }
-    let w = writers.remove(table).expect("looked up above");
-    match w.handle.await {
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(_)) => Err(Error::Internal(format!("writer of {table} stopped early"))),
-        Err(e) => Err(Error::Internal(format!("writer of {table} panicked: {e}"))),
-    }
+    Ok((unparseable, notes))
 }
 
 /// Removes parts of this date that this run did not write (parts of an earlier run that had
