@@ -130,6 +130,15 @@ impl Error {
         }
     }
 
+    /// Whether this is (or wraps) [`Error::Cancelled`]: a consequence of another failure.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Error::Cancelled => true,
+            Error::Stream { source, .. } => source.is_cancelled(),
+            _ => false,
+        }
+    }
+
     /// Wrap with the stream and page being read, so the message says where it failed.
     pub fn in_stream(self, stream: impl fmt::Display, page: impl fmt::Display) -> Error {
         Error::Stream { stream: stream.to_string(), page: page.to_string(), source: Box::new(self) }

@@ -237,13 +237,14 @@ pub(crate) fn unique_names(columns: impl IntoIterator<Item = String>) -> Vec<Str
         .collect()
 }
 
-/// Sends downstream; a closed channel means the pipeline already failed and reports why.
+/// Sends downstream; a closed channel means the pipeline already failed and reports why
+/// (the send answers [`Error::Cancelled`], which the pipeline replaces with that failure).
 #[derive(Clone)]
 pub(crate) struct Sender(pub(crate) tokio::sync::mpsc::Sender<Emit>);
 
 impl Sender {
     pub(crate) async fn send(&self, emit: Emit) -> Result<()> {
-        self.0.send(emit).await.map_err(|_| Error::Internal("the writers stopped before extraction finished".into()))
+        self.0.send(emit).await.map_err(|_| Error::Cancelled)
     }
 
     /// Says that `tables` are complete (see [`Emit::Complete`]).

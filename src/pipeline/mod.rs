@@ -123,6 +123,8 @@ pub async fn export(
     let routed = tokio::try_join!(extraction, routing);
     let (unparseable, notes) = match routed {
         Ok(((), routed)) => routed,
+        // Only a consequence of another failure: report that one.
+        Err(e) if e.is_cancelled() => return Err(writers.failure().await),
         Err(e) => {
             writers.abort().await;
             return Err(e);
@@ -203,10 +205,9 @@ async fn route_all(
     loop {
         let emit = tokio::select! {
             emit = rx.recv() => emit,
-            _ = writers.cancelled() => {
-                drop(rx);
-                return Err(writers.failure().await);
-            }
+            // The writer's own error, not the extractor's closed channel: `rx` stays open
+            // until the failure is known, and closes when this returns.
+            _ = writers.cancelled() => return Err(writers.failure().await),
         };
         let Some(emit) = emit else { break };
         let rows = match emit {

@@ -148,7 +148,7 @@ impl Writers {
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(e) = flatten(joined)
                 && first.is_none()
-                && !matches!(e, Error::Cancelled)
+                && !e.is_cancelled()
             {
                 first = Some(e);
             }
@@ -179,11 +179,11 @@ fn flatten(joined: std::result::Result<Result<Finished>, tokio::task::JoinError>
 /// `first` unless it is only a consequence of the cancellation; then the first real error
 /// among the remaining writers.
 async fn first_failure(first: Error, tasks: &mut JoinSet<Result<Finished>>) -> Error {
-    let mut found = (!matches!(first, Error::Cancelled)).then_some(first);
+    let mut found = (!first.is_cancelled()).then_some(first);
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = flatten(joined)
             && found.is_none()
-            && !matches!(e, Error::Cancelled)
+            && !e.is_cancelled()
         {
             found = Some(e);
         }

@@ -35,17 +35,20 @@ pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// removes what is left).
 const ABORT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The retry and timeout settings of every cloud destination.
-fn cloud_settings() -> (object_store::RetryConfig, object_store::ClientOptions) {
+/// The retry settings of every cloud destination, and its timeouts as client config keys
+/// (set one by one: replacing the client options would drop those read from the environment,
+/// such as `AWS_ALLOW_HTTP`).
+fn cloud_settings() -> (object_store::RetryConfig, [(object_store::ClientConfigKey, String); 2]) {
     let retry = object_store::RetryConfig {
         backoff: object_store::BackoffConfig::default(),
         max_retries: 10,
         retry_timeout: RETRY_FOR,
     };
-    let client = object_store::ClientOptions::new()
-        .with_connect_timeout(std::time::Duration::from_secs(5))
-        .with_timeout(ATTEMPT_TIMEOUT);
-    (retry, client)
+    let timeouts = [
+        (object_store::ClientConfigKey::ConnectTimeout, "5s".to_string()),
+        (object_store::ClientConfigKey::Timeout, format!("{}s", ATTEMPT_TIMEOUT.as_secs())),
+    ];
+    (retry, timeouts)
 }
 
 /// An export destination.
@@ -77,7 +80,7 @@ impl Sink {
 
     fn open_with(dest: &str, create: bool) -> Result<Sink> {
         let bad = |detail: String| Error::Destination { dest: dest.to_string(), detail };
-        let (retry, client) = cloud_settings();
+        let (retry, timeouts) = cloud_settings();
         if let Some(rest) = dest.strip_prefix("memory://") {
             return Ok(Sink { store: Arc::new(InMemory::new()), root: Path::from(rest), display: dest.to_string() });
         }
@@ -86,7 +89,8 @@ impl Sink {
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(dest)
                     .with_retry(retry.clone())
-                    .with_client_options(client.clone())
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[0].0), &timeouts[0].1)
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")),
@@ -95,7 +99,8 @@ impl Sink {
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(dest)
                     .with_retry(retry.clone())
-                    .with_client_options(client.clone())
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[0].0), &timeouts[0].1)
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)")),
@@ -104,7 +109,8 @@ impl Sink {
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(dest)
                     .with_retry(retry.clone())
-                    .with_client_options(client.clone())
+                    .with_config(object_store::azure::AzureConfigKey::Client(timeouts[0].0), &timeouts[0].1)
+                    .with_config(object_store::azure::AzureConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
                     .map_err(|e| format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)")),

@@ -9,6 +9,7 @@ mod commands;
 mod ddl;
 mod errors;
 mod export;
+mod failures;
 mod faults;
 mod fixture;
 mod hive;

@@ -7,13 +7,17 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn endpoint() -> String {
+pub fn endpoint() -> String {
     std::env::var("CRMDUMP_TEST_S3_ENDPOINT")
         .expect("CRMDUMP_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts a local S3 server")
 }
 
-fn create_bucket(name: &str) {
-    let url = format!("{}/{name}", endpoint());
+pub fn create_bucket(name: &str) {
+    create_bucket_at(&endpoint(), name);
+}
+
+pub fn create_bucket_at(endpoint: &str, name: &str) {
+    let url = format!("{endpoint}/{name}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let status = rt.block_on(async { reqwest::Client::new().put(&url).send().await.unwrap().status() });
     assert!(status.is_success(), "creating bucket {name}: {status}");
@@ -23,11 +27,16 @@ fn create_bucket(name: &str) {
 const AWS_KEY_ID: &str = "AKIACRMDUMPTESTKEY01";
 const AWS_SECRET: &str = "crmdump-aws-secret-9f8e7d6c5b4a";
 
-fn with_aws(mut cmd: Command) -> Command {
+pub fn with_aws(cmd: Command) -> Command {
+    with_aws_at(cmd, &endpoint())
+}
+
+/// `cmd` with the test credentials for the S3 server at `endpoint`.
+pub fn with_aws_at(mut cmd: Command, endpoint: &str) -> Command {
     cmd.env("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true");
     cmd
 }
