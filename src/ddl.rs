@@ -283,6 +283,8 @@ mod tests {
             crmdump_version: "0".into(),
             source: "hubspot".into(),
             account: "1".into(),
+            objects: vec![],
+            streams: vec![],
             export_date: "2026-11-23".into(),
             mode: "full".into(),
             window: None,

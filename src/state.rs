@@ -50,6 +50,14 @@ pub struct State {
     pub updated_at: String,
 }
 
+impl Plan {
+    /// Reads `stream` whole in this run (its next watermark is still the run's).
+    pub fn read_whole(&mut self, stream: &str) {
+        self.extent.clear(stream);
+        self.starts.insert(stream.to_string(), None);
+    }
+}
+
 /// What an incremental run reads, and what to record once it is committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -117,6 +125,17 @@ impl State {
             starts.insert(stream.clone(), start);
         }
         Plan { extent, starts, until }
+    }
+
+    /// For an incremental run of `date`: the newest export date after it, when `date`'s
+    /// starting watermarks are not kept (never exported, or too long ago). Such a run would
+    /// start from the current watermarks and write recent changes under an old date.
+    pub fn forgotten(&self, date: NaiveDate) -> Option<String> {
+        let key = day_key(date);
+        if self.days.contains_key(&key) {
+            return None;
+        }
+        self.days.keys().next_back().filter(|newest| **newest > key).cloned()
     }
 
     /// A full run of `streams`: everything whole.

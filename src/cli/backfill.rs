@@ -56,15 +56,18 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
             args.to
         )));
     }
-    let run = Run::open(&args.output, &args.source, quiet, started_at).await?;
-    let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
-    let streams = catalog.streams();
+    let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let layout = args.output.layout();
 
     let (mut done, mut skipped, mut data_warnings) = (0u32, 0u32, 0u64);
     let mut day = args.from;
     while day <= args.to {
         let date = day.format("%Y-%m-%d").to_string();
+        // Another account's day is refused, committed or not; a narrower one too, unless
+        // --force (which widens this run to what the committed day read).
+        run.claim(&args.source, layout, &date, args.force).await?;
+        let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
+        let streams = catalog.streams();
         if !args.force && sink.get(&layout.manifest_key(&date)).await?.is_some() {
             say!("{date}: already committed; skipped (--force exports it again)");
             skipped += 1;
@@ -91,7 +94,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         let records: u64 = m.tables.iter().filter(|t| t.name == "OBJECTS").map(|t| t.rows).sum();
         say!(
             "{date}: committed {}/{}: {records} records, {} requests, {:.1} s",
-            args.output.dest.trim_end_matches('/'),
+            run.dest.trim_end_matches('/'),
             report.manifest_key,
             m.requests,
             report.elapsed.as_secs_f64()

@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 
 use super::output::{OutputArgs, Run};
 use super::source::SourceArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::{self, ExportSettings, Mode};
 use crate::schema::iso;
 use crate::state::{State, Timing};
@@ -35,6 +35,10 @@ pub struct ExportArgs {
     /// Changes newer than this, at the run's start, are left to the next run.
     #[arg(long, default_value = "1m", value_parser = super::parse_duration)]
     pub settle_lag: chrono::Duration,
+    /// Re-run a date with fewer object types than its committed export read: the streams
+    /// only that export read are read again whole, so that the day folder keeps them.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -42,7 +46,9 @@ pub struct ExportArgs {
 pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let started_at = chrono::Utc::now();
     let date = args.date.unwrap_or_else(|| started_at.date_naive());
-    let run = Run::open(&args.output, &args.source, quiet, started_at).await?;
+    let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
+    let day = date.format("%Y-%m-%d").to_string();
+    let reread = run.claim(&args.source, args.output.layout(), &day, args.force).await?;
     let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
 
     let timing = Timing { lookback: args.lookback, settle: args.settle_lag };
@@ -54,11 +60,21 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         None => state.is_some(),
     };
     let mut state = state.unwrap_or_else(|| State::new(extractor.source(), &catalog.account));
-    let plan = if incremental {
+    if incremental && let Some(newer) = state.forgotten(date) {
+        return Err(Error::Config(format!(
+            "{day} is older than the last export ({newer}) and the watermarks its first run started from are not kept \
+             (or it was never exported): an incremental run would write today's changes under {day}. \
+             Use `crmdump backfill --from {day} --to {day}` for the records last modified that day, or --mode full"
+        )));
+    }
+    let mut plan = if incremental {
         state.plan_incremental(date, &streams, timing, started_at)
     } else {
         State::plan_full(&streams, timing, started_at)
     };
+    for stream in &reread {
+        plan.read_whole(stream);
+    }
     let whole: Vec<&String> = streams.iter().filter(|s| plan.extent.window(s).is_none()).collect();
     if incremental && !whole.is_empty() {
         tracing::info!(streams = whole.len(), first = %whole[0], "No watermark for these streams yet: reading them whole.");
@@ -76,6 +92,6 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     state.commit(date, &plan);
     let key = state.save(sink).await?;
     tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
-    super::output::print_summary(&args.output.dest, &report);
+    super::output::print_summary(&run.dest, &report);
     super::output::strict_check(args.output.strict, report.manifest.data_warnings())
 }

@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::extract::Extent;
 use crate::pipeline::{self, ExportSettings, Mode};
 use crate::sink::Sink;
+use crate::sink::claim;
 use crate::sink::layout::Layout;
+use crate::sink::manifest::Manifest;
 use crate::write::{OutputFormat, parse_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,9 +52,10 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// Opens the destination and checks it is writable before any extraction.
-    pub async fn open_sink(&self) -> Result<Sink> {
-        let sink = Sink::open(&self.dest)?;
+    /// Opens the destination `dest` (`--dest` with its placeholders resolved) and checks it
+    /// is writable.
+    async fn open_sink(dest: &str) -> Result<Sink> {
+        let sink = Sink::open(dest)?;
         sink.probe_writable().await?;
         Ok(sink)
     }
@@ -93,6 +96,8 @@ pub fn strict_check(strict: bool, data_warnings: u64) -> Result<()> {
 /// writable), the connected source, progress on display, and the account's catalog.
 pub struct Run {
     pub sink: Sink,
+    /// `--dest` with `{source}` and `{account}` resolved.
+    pub dest: String,
     pub ingested_at: std::sync::Arc<str>,
     pub source: super::source::Connected,
     pub progress: std::sync::Arc<crate::progress::Progress>,
@@ -107,13 +112,83 @@ impl Run {
         quiet: bool,
         started_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Run> {
-        let sink = output.open_sink().await?;
+        // Without placeholders the destination is checked first, so that a missing bucket
+        // fails before any request to the CRM; with them, once discovery named the account.
+        let early = match claim::has_placeholders(&output.dest) {
+            false => Some(OutputArgs::open_sink(&output.dest).await?),
+            true => None,
+        };
         let ingested_at: std::sync::Arc<str> = crate::schema::iso(started_at).into();
         let source = source.connect(ingested_at.clone()).await?;
         let progress = crate::progress::Progress::new(super::progress_mode(quiet));
         let display = progress.start();
         let catalog = pipeline::discover(source.extractor.as_ref(), &progress).await?;
-        Ok(Run { sink, ingested_at, source, progress, catalog, _display: display })
+        let dest = claim::resolve_dest(&output.dest, source.extractor.source(), &catalog.account)?;
+        let sink = match early {
+            Some(sink) => sink,
+            None => {
+                tracing::info!(dest = %dest, "Destination resolved.");
+                OutputArgs::open_sink(&dest).await?
+            }
+        };
+        Ok(Run { sink, dest, ingested_at, source, progress, catalog, _display: display })
+    }
+
+    /// Connects `source` again reading these object types too (a forced re-run of a date
+    /// whose committed export read more), and discovers the wider catalog.
+    pub async fn widen(&mut self, source: &super::source::SourceArgs, objects: &[String]) -> Result<()> {
+        let mut wider = source.clone();
+        let mut names: Vec<String> = match &source.objects {
+            Some(list) => list.clone(),
+            None => self.catalog.objects.iter().map(|o| o.object_type.type_id.clone()).collect(),
+        };
+        for o in objects {
+            if !names.contains(o) && !self.catalog.objects.iter().any(|c| &c.object_type.type_id == o) {
+                names.push(o.clone());
+            }
+        }
+        wider.objects = Some(names);
+        self.source = wider.connect(self.ingested_at.clone()).await?;
+        self.catalog = pipeline::discover(self.source.extractor.as_ref(), &self.progress).await?;
+        Ok(())
+    }
+
+    /// Checks the committed export of `date` (if any) against this run: another source or
+    /// account is refused; a narrower run is refused unless `force`, which widens it. Returns
+    /// the streams to read whole (those only the committed export read).
+    pub async fn claim(
+        &mut self,
+        source: &super::source::SourceArgs,
+        layout: Layout,
+        date: &str,
+        force: bool,
+    ) -> Result<Vec<String>> {
+        let key = layout.manifest_key(date);
+        let committed: Option<Manifest> = match self.sink.get(&key).await? {
+            None => None,
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                crate::error::Error::Config(format!(
+                    "{}/{key} is not a crmdump manifest ({e}): move it away, or export to another --dest",
+                    self.dest.trim_end_matches('/')
+                ))
+            })?),
+        };
+        let place = format!("{}/{}", self.dest.trim_end_matches('/'), layout.manifest_key(date));
+        let streams = self.catalog.streams();
+        let owner =
+            claim::Owner { source: self.extractor().source(), account: &self.catalog.account, streams: &streams };
+        match claim::check(committed.as_ref(), &owner, &place)? {
+            claim::Claim::Free | claim::Claim::Rerun => Ok(Vec::new()),
+            claim::Claim::Narrower { streams, .. } if !force => Err(claim::narrower_refusal(&place, date, &streams)),
+            claim::Claim::Narrower { streams, objects } => {
+                tracing::warn!(
+                    streams = streams.len(),
+                    "--force: re-reading whole the streams the committed export of this date read."
+                );
+                self.widen(source, &objects).await?;
+                Ok(streams)
+            }
+        }
     }
 
     pub fn extractor(&self) -> &dyn crate::extract::Extractor {

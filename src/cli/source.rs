@@ -34,7 +34,7 @@ enum Crm {
     Pipedrive,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Where the data comes from.
     #[arg(long, value_enum, default_value_t = Source::Sandbox)]
@@ -80,7 +80,7 @@ pub struct SourceArgs {
 }
 
 /// `--sandbox-*`: the settings of `crmdump sandbox`, for `--source sandbox`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SandboxFlags {
     /// Which CRM the in-process sandbox imitates (with --source sandbox).
     #[arg(long = "sandbox-flavor", value_enum, default_value_t = Flavor::Hubspot)]

@@ -22,7 +22,7 @@ pub struct VerifyArgs {
 async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Target)>> {
     if date.is_none() && sink.get(MANIFEST_FILE).await?.is_some() {
         // PATH is a day folder of the daily layout.
-        let present = sink.list("").await?.into_iter().map(|(k, _)| k).filter(|k| k != MANIFEST_FILE).collect();
+        let present = sink.files_under("").await?.into_iter().filter(|k| k != MANIFEST_FILE).collect();
         let target = Target { manifest_key: MANIFEST_FILE.into(), base: String::new(), present };
         return Ok(vec![("(this folder)".into(), target)]);
     }

@@ -154,6 +154,11 @@ impl Extent {
         self.windows.insert(table.to_string(), window);
     }
 
+    /// Reads `table` whole.
+    pub fn clear(&mut self, table: &str) {
+        self.windows.remove(table);
+    }
+
     pub fn window(&self, table: &str) -> Option<Window> {
         self.windows.get(table).copied()
     }

@@ -104,6 +104,11 @@ pub async fn export(
     let manifest_key = layout.manifest_key(&day);
     // A re-run first withdraws the old commit marker: from here on the folder is incomplete.
     sink.delete(&manifest_key).await?;
+    // Uploads a killed run of this date left open (billed until aborted).
+    let aborted = crate::sink::upload::abort_leftovers(sink, &day).await?;
+    if aborted > 0 {
+        tracing::info!(uploads = aborted, "Aborted the open uploads of an earlier, killed run of this date.");
+    }
 
     let spec = WriterSpec {
         sink: sink.clone(),
@@ -147,6 +152,8 @@ pub async fn export(
         crmdump_version: env!("CARGO_PKG_VERSION").to_string(),
         source: extractor.source().to_string(),
         account: catalog.account.clone(),
+        objects: catalog.objects.iter().map(|o| o.object_type.type_id.clone()).collect(),
+        streams: catalog.streams(),
         export_date: day.clone(),
         mode: settings.mode.name().into(),
         window: settings.extent.span().map(|w| crate::sink::manifest::Window { from: iso(w.from), to: iso(w.to) }),
@@ -243,8 +250,9 @@ async fn route_all(
     Ok((unparseable, notes))
 }
 
-/// Removes parts of this date that this run did not write (parts of an earlier run that had
-/// more of them), so that the destination holds exactly what the manifest lists.
+/// Removes files of this date that this run did not write (parts of an earlier run that had
+/// more of them, staging files and parts of a killed run), so that the destination holds
+/// exactly what the manifest lists.
 async fn remove_stale_parts(
     sink: &Sink,
     layout: Layout,
@@ -256,8 +264,8 @@ async fn remove_stale_parts(
         receipts.values().flatten().map(|r| Layout::join(&base, &r.path)).collect();
     for key in sink.parts_of(layout, day).await? {
         if !keep.contains(&key) {
-            tracing::info!(key = %key, "Removing a part of an earlier run.");
-            sink.delete(&key).await?;
+            tracing::info!(key = %key, "Removing a file of an earlier or killed run.");
+            sink.remove(&key).await?;
         }
     }
     Ok(())

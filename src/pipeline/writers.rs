@@ -266,6 +266,7 @@ impl TableJob {
     fn open_encoder(&self) -> Box<dyn TableEncoder> {
         let s = &self.spec;
         let parts = s.sink.part_sink(
+            &s.day,
             &s.layout.base(&s.day),
             &s.layout.table_dir(&s.day, &self.table.name),
             s.format.extension(),

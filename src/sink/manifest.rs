@@ -15,6 +15,13 @@ pub struct Manifest {
     pub crmdump_version: String,
     pub source: String,
     pub account: String,
+    /// The object types read (type ids: `0-1`, `2-123`; Pipedrive's entity names), so that
+    /// a narrower re-run of the date can be told apart and refused.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// The streams read (object and event tables), whole or by window.
+    #[serde(default)]
+    pub streams: Vec<String>,
     pub export_date: String,
     pub mode: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -2,8 +2,10 @@
 //! with the commit protocol of SPEC section 3 (old manifest removed first, parts written,
 //! stale parts removed, manifest written last).
 
+pub mod claim;
 pub mod layout;
 pub mod manifest;
+pub mod upload;
 pub mod verify;
 
 use std::sync::Arc;
@@ -51,12 +53,27 @@ fn cloud_settings() -> (object_store::RetryConfig, [(object_store::ClientConfigK
     (retry, timeouts)
 }
 
+/// A cloud store as both of the interfaces the sink uses.
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>);
+
+fn stores<S: ObjectStore + object_store::multipart::MultipartStore>(store: S) -> Stores {
+    let store = Arc::new(store);
+    (store.clone(), store)
+}
+
 /// An export destination.
 #[derive(Clone)]
 pub struct Sink {
     store: Arc<dyn ObjectStore>,
     root: Path,
     display: String,
+    /// The folder of a local destination: listed through the file system itself, since
+    /// object_store's listing hides its own staging files (`part-00000.csv.gz#1`), which a
+    /// killed run leaves behind and which Spark, Athena or Hive would read as data.
+    local: Option<std::path::PathBuf>,
+    /// A cloud destination's multipart API, through which uploads are recorded so that a
+    /// later run can abort what a killed one left open ([`upload`]).
+    multipart: Option<Arc<dyn object_store::multipart::MultipartStore>>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -82,9 +99,15 @@ impl Sink {
         let bad = |detail: String| Error::Destination { dest: dest.to_string(), detail };
         let (retry, timeouts) = cloud_settings();
         if let Some(rest) = dest.strip_prefix("memory://") {
-            return Ok(Sink { store: Arc::new(InMemory::new()), root: Path::from(rest), display: dest.to_string() });
+            return Ok(Sink {
+                store: Arc::new(InMemory::new()),
+                root: Path::from(rest),
+                display: dest.to_string(),
+                local: None,
+                multipart: None,
+            });
         }
-        let cloud: Option<std::result::Result<Arc<dyn ObjectStore>, String>> = match dest.split("://").next() {
+        let cloud: Option<std::result::Result<Stores, String>> = match dest.split("://").next() {
             Some("s3") => Some(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(dest)
@@ -92,7 +115,7 @@ impl Sink {
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map(stores)
                     .map_err(|e| format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")),
             ),
             Some("gs") => Some(
@@ -102,7 +125,7 @@ impl Sink {
                     .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map(stores)
                     .map_err(|e| format!("{e}; set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)")),
             ),
             Some("az" | "abfs" | "abfss") => Some(
@@ -112,15 +135,21 @@ impl Sink {
                     .with_config(object_store::azure::AzureConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::azure::AzureConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                    .map(stores)
                     .map_err(|e| format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)")),
             ),
             _ => None,
         };
         if let Some(store) = cloud {
-            let store = store.map_err(bad)?;
+            let (store, multipart) = store.map_err(bad)?;
             let url = url::Url::parse(dest).map_err(|e| bad(e.to_string()))?;
-            return Ok(Sink { store, root: Path::from(url.path().trim_matches('/')), display: dest.to_string() });
+            return Ok(Sink {
+                store,
+                root: Path::from(url.path().trim_matches('/')),
+                display: dest.to_string(),
+                local: None,
+                multipart: Some(multipart),
+            });
         }
         let local = match dest.strip_prefix("file://") {
             Some(p) => p,
@@ -137,7 +166,14 @@ impl Sink {
             return Err(bad("no such folder; check the path".into()));
         }
         let store = LocalFileSystem::new_with_prefix(local).map_err(|e| bad(e.to_string()))?;
-        Ok(Sink { store: Arc::new(store), root: Path::default(), display: dest.to_string() })
+        let folder = std::fs::canonicalize(local).map_err(|e| bad(e.to_string()))?;
+        Ok(Sink {
+            store: Arc::new(store),
+            root: Path::default(),
+            display: dest.to_string(),
+            local: Some(folder),
+            multipart: None,
+        })
     }
 
     /// Writes and removes a probe object: a missing bucket or denied access fails here, with
@@ -162,7 +198,7 @@ impl Sink {
         &self.display
     }
 
-    fn path(&self, key: &str) -> Path {
+    pub(crate) fn path(&self, key: &str) -> Path {
         let mut p = self.root.clone();
         for part in key.split('/').filter(|s| !s.is_empty()) {
             p = p.join(part);
@@ -214,10 +250,53 @@ impl Sink {
             .collect())
     }
 
-    /// Keys of every part of `date` under this layout (whatever the manifest says).
+    /// Keys of every file under `prefix`: for a local destination as the file system shows
+    /// them (staging files included), elsewhere as the store lists its objects.
+    pub async fn files_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let Some(folder) = &self.local else {
+            return Ok(self.list(prefix).await?.into_iter().map(|(k, _)| k).collect());
+        };
+        let mut keys = Vec::new();
+        let mut pending = vec![(folder.join(prefix), prefix.trim_matches('/').to_string())];
+        while let Some((dir, key)) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let child = if key.is_empty() { name } else { format!("{key}/{name}") };
+                if entry.file_type().map_err(|e| Error::io("listing", e))?.is_dir() {
+                    pending.push((entry.path(), child));
+                } else {
+                    keys.push(child);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Removes `key`, staging files of a local destination included (object_store would
+    /// refuse their names); a missing file is not an error.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        let Some(folder) = &self.local else {
+            return self.delete(key).await;
+        };
+        match std::fs::remove_file(folder.join(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {key}"), e)),
+        }
+    }
+
+    /// Keys of every file of `date` under this layout (whatever the manifest says), staging
+    /// files of a killed run included.
     pub async fn parts_of(&self, layout: layout::Layout, date: &str) -> Result<Vec<String>> {
         let keys: Vec<String> = match layout {
-            layout::Layout::Daily => self.list(date).await?.into_iter().map(|(k, _)| k).collect(),
+            layout::Layout::Daily => self.files_under(date).await?,
             layout::Layout::Hive => {
                 // One listing per table folder, not of the whole destination (every day).
                 let root = self.root.clone();
@@ -234,7 +313,7 @@ impl Sink {
                     if table.starts_with('_') {
                         continue;
                     }
-                    keys.extend(self.list(&format!("{table}/dt={date}")).await?.into_iter().map(|(k, _)| k));
+                    keys.extend(self.files_under(&format!("{table}/dt={date}")).await?);
                 }
                 keys
             }
@@ -246,8 +325,17 @@ impl Sink {
     /// thread of the tokio runtime (the encoders are synchronous and CPU-bound).
     /// `written` counts the bytes as they go out (for progress).
     /// Parts go to `<base>/<table_dir>/part-NNNNN.<ext>`; receipts name them relative to `base`.
-    pub fn part_sink(&self, base: &str, table_dir: &str, ext: &'static str, written: Arc<AtomicU64>) -> ObjectPartSink {
+    /// `date` names the export date whose uploads a later run would abort.
+    pub fn part_sink(
+        &self,
+        date: &str,
+        base: &str,
+        table_dir: &str,
+        ext: &'static str,
+        written: Arc<AtomicU64>,
+    ) -> ObjectPartSink {
         ObjectPartSink {
+            date: date.to_string(),
             written,
             sink: self.clone(),
             dir: base.to_string(),
@@ -260,6 +348,13 @@ impl Sink {
     }
 }
 
+/// An upload in progress: through object_store's writer (local and memory destinations), or
+/// recorded first so that a later run can abort it (cloud destinations).
+enum Upload {
+    Streamed(WriteMultipart),
+    Recorded(upload::RecordedUpload),
+}
+
 /// Streams one part at a time to the object store through multipart uploads, so a part
 /// is never held whole in memory.
 pub struct ObjectPartSink {
@@ -268,7 +363,8 @@ pub struct ObjectPartSink {
     table: String,
     ext: &'static str,
     handle: Handle,
-    upload: Option<WriteMultipart>,
+    date: String,
+    upload: Option<Upload>,
     key: String,
     written: Arc<AtomicU64>,
 }
@@ -284,38 +380,73 @@ impl PartSink for ObjectPartSink {
         let relative = format!("{}/part-{index:05}.{}", self.table, self.ext);
         self.key = layout::Layout::join(&self.dir, &relative);
         let path = self.sink.path(&self.key);
-        let store = self.sink.store.clone();
-        let upload = self.handle.block_on(store.put_multipart(&path)).map_err(|e| self.sink_error(e))?;
-        self.upload = Some(WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK));
+        let upload = if self.sink.multipart.is_some() {
+            Upload::Recorded(upload::RecordedUpload::begin(
+                &self.sink,
+                &self.handle,
+                &self.key,
+                path,
+                &self.date,
+                UPLOAD_CHUNK,
+            )?)
+        } else {
+            let store = self.sink.store.clone();
+            let upload = self.handle.block_on(store.put_multipart(&path)).map_err(|e| self.sink_error(e))?;
+            Upload::Streamed(WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK))
+        };
+        self.upload = Some(upload);
         Ok(relative)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let upload = self.upload.as_mut().expect("begin_part came first");
-        upload.write(bytes);
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let waited = self.handle.block_on(upload.wait_for_capacity(2));
+        let waited = match self.upload.as_mut().expect("begin_part came first") {
+            Upload::Streamed(upload) => {
+                upload.write(bytes);
+                self.handle.block_on(upload.wait_for_capacity(2))
+            }
+            Upload::Recorded(upload) => upload.write(&self.handle, bytes),
+        };
         waited.map_err(|e| self.sink_error(e))
     }
 
     fn finish_part(&mut self) -> Result<()> {
-        let upload = self.upload.take().expect("begin_part came first");
-        self.handle.block_on(upload.finish()).map_err(|e| self.sink_error(e))?;
-        Ok(())
+        match self.upload.take().expect("begin_part came first") {
+            Upload::Streamed(upload) => {
+                self.handle.block_on(upload.finish()).map_err(|e| self.sink_error(e))?;
+                Ok(())
+            }
+            Upload::Recorded(upload) => upload.finish(&self.handle, &self.sink),
+        }
     }
 
     fn abort_part(&mut self) -> Result<()> {
         let Some(upload) = self.upload.take() else {
             return Ok(());
         };
-        match self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort())) {
-            Ok(Ok(())) => {
-                tracing::debug!(key = %self.key, "Open part aborted.");
-                Ok(())
+        let aborted = match upload {
+            Upload::Streamed(upload) => {
+                match self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort())) {
+                    Ok(done) => done.map_err(|e| self.sink_error(e)),
+                    Err(_) => Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))),
+                }
             }
-            Ok(Err(e)) => Err(self.sink_error(e)),
-            Err(_) => Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))),
+            Upload::Recorded(upload) => {
+                let sink = self.sink.clone();
+                let handle = self.handle.clone();
+                // Bounded: the marker stays for the next run when the destination is gone.
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(upload.abort(&handle, &sink));
+                });
+                rx.recv_timeout(ABORT_WITHIN)
+                    .unwrap_or_else(|_| Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))))
+            }
+        };
+        if aborted.is_ok() {
+            tracing::debug!(key = %self.key, "Open part aborted.");
         }
+        aborted
     }
 }
 
@@ -330,7 +461,7 @@ mod tests {
         sink.put("2026-01-01/_manifest.json", Bytes::from_static(b"{}")).await.unwrap();
         let s = sink.clone();
         tokio::task::spawn_blocking(move || {
-            let mut parts = s.part_sink("2026-01-01", "T", "csv.gz", Default::default());
+            let mut parts = s.part_sink("2026-01-01", "2026-01-01", "T", "csv.gz", Default::default());
             assert_eq!(parts.begin_part(3).unwrap(), "T/part-00003.csv.gz");
             parts.write(b"hello ").unwrap();
             parts.write(b"world").unwrap();

@@ -112,13 +112,21 @@ impl HubSpot {
 
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
         let mut notices = Vec::new();
-        let account =
-            match unless_forbidden(self.client.get_json::<api::AccountDetails>("/account-info/v3/details", &[]).await)
-                .map_err(|e| e.in_stream("account details", "GET /account-info/v3/details"))?
-            {
-                Ok(a) => a.portal_id,
-                Err(_) => "unknown".to_string(),
-            };
+        // The portal id names the owner of every day folder and the watermarks' file: an
+        // export whose account cannot be told is refused, never filed under a shared name.
+        let account = self
+            .client
+            .get_json::<api::AccountDetails>("/account-info/v3/details", &[])
+            .await
+            .map_err(|e| e.in_stream("account details (the portal id)", "GET /account-info/v3/details"))?
+            .portal_id;
+        if account.is_empty() {
+            return Err(Error::Malformed {
+                method: "GET",
+                path: "/account-info/v3/details".into(),
+                detail: "no portalId: crmdump keys the day folders' owner and the watermarks by it".into(),
+            });
+        }
         let schemas = match unless_forbidden(
             self.client.get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[]).await,
         )

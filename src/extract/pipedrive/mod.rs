@@ -133,7 +133,12 @@ impl Pipedrive {
             .pointer("/data/company_id")
             .and_then(api::text)
             .or_else(|| me.pointer("/data/company_domain").and_then(api::text))
-            .unwrap_or_else(|| "unknown".into());
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::Malformed {
+                method: "GET",
+                path: "/api/v1/users/me".into(),
+                detail: "the answer names no company_id or company_domain, and crmdump keys the day folders' owner and the watermarks by it; check --base-url".into(),
+            })?;
         let mut notices = Vec::new();
         let mut entities = Vec::new();
         for entity in self.selected()? {

@@ -1,0 +1,129 @@
+//! A day folder belongs to one export: what a run checks before it touches a date that is
+//! already committed, and how a destination URL names the account it holds.
+//!
+//! A run for another source or account into a committed day folder would replace that
+//! export's manifest and combined tables with its own and strand the other's table folders;
+//! a run that reads fewer streams would silently drop the others from the day, after the
+//! watermarks already said they were delivered. Both are refused here, before anything is
+//! written.
+
+use super::manifest::Manifest;
+use crate::error::{Error, Result};
+
+/// What a run is an export of.
+#[derive(Debug, Clone)]
+pub struct Owner<'a> {
+    pub source: &'a str,
+    pub account: &'a str,
+    /// The streams the run reads (object and event tables).
+    pub streams: &'a [String],
+}
+
+/// How a run relates to the committed export of its date.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing committed for the date: the folder is the run's.
+    Free,
+    /// The same export again, reading at least the streams the committed one read.
+    Rerun,
+    /// The same account, but the committed export read these streams and this run would
+    /// not (and these object types, to read them again).
+    Narrower { streams: Vec<String>, objects: Vec<String> },
+}
+
+/// Checks `owner` against the committed manifest of the date (`None` when there is none).
+/// Another source or account is an error (a usage error: exit 2) naming both and what to do.
+pub fn check(committed: Option<&Manifest>, owner: &Owner<'_>, place: &str) -> Result<Claim> {
+    let Some(m) = committed else {
+        return Ok(Claim::Free);
+    };
+    if m.source != owner.source || m.account != owner.account {
+        return Err(Error::Config(format!(
+            "{place} holds the committed export of {} account {} for {}; this run reads {} account {}, and nothing was touched. \
+             Give each account its own destination, for example --dest 's3://bucket/crm/{{source}}/{{account}}'",
+            m.source, m.account, m.export_date, owner.source, owner.account
+        )));
+    }
+    let streams: Vec<String> = m.streams.iter().filter(|s| !owner.streams.contains(s)).cloned().collect();
+    if streams.is_empty() {
+        return Ok(Claim::Rerun);
+    }
+    Ok(Claim::Narrower { streams, objects: m.objects.clone() })
+}
+
+/// The refusal of a narrower re-run without `--force`.
+pub fn narrower_refusal(place: &str, date: &str, streams: &[String]) -> Error {
+    let shown: Vec<&str> = streams.iter().take(5).map(String::as_str).collect();
+    let more =
+        if streams.len() > shown.len() { format!(" and {} more", streams.len() - shown.len()) } else { String::new() };
+    Error::Config(format!(
+        "the committed export of {date} in {place} also read {}{more}, which this run would drop from the day folder \
+         (the watermarks already count them as delivered); nothing was touched. Run with the same --objects as that export, \
+         or add --force to re-read the missing streams whole",
+        shown.join(", ")
+    ))
+}
+
+/// `dest` with `{source}` and `{account}` replaced; any other `{...}` is an error.
+pub fn resolve_dest(dest: &str, source: &str, account: &str) -> Result<String> {
+    let safe: String =
+        account.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let resolved = dest.replace("{source}", source).replace("{account}", &safe);
+    if let Some(start) = resolved.find('{') {
+        let end = resolved[start..].find('}').map_or(resolved.len(), |e| start + e + 1);
+        return Err(Error::Config(format!(
+            "--dest '{dest}' holds the placeholder '{}', which crmdump does not know: use {{source}} and {{account}}",
+            &resolved[start..end]
+        )));
+    }
+    Ok(resolved)
+}
+
+/// Whether `dest` names placeholders to resolve after discovery.
+pub fn has_placeholders(dest: &str) -> bool {
+    dest.contains('{')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(source: &str, account: &str, streams: &[&str]) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "crmdump_version": "0", "source": source, "account": account,
+            "objects": ["0-1", "0-3"], "streams": streams, "export_date": "2026-11-20", "mode": "full",
+            "started_at": "", "finished_at": "", "format": "csv.gz", "tables": [], "requests": 0, "retries": 0,
+            "warnings": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn another_account_is_refused_and_a_narrower_rerun_is_told_apart() {
+        let streams = vec!["OBJECTS_CONTACTS".to_string()];
+        let owner = Owner { source: "hubspot", account: "1", streams: &streams };
+        assert_eq!(check(None, &owner, "x/2026-11-20").unwrap(), Claim::Free);
+        let other = manifest("pipedrive", "acme", &["OBJECTS_PERSONS"]);
+        let e = check(Some(&other), &owner, "x/2026-11-20").unwrap_err();
+        assert_eq!(e.class().exit_code(), 2);
+        let text = e.to_string();
+        assert!(text.contains("pipedrive account acme") && text.contains("hubspot account 1"), "{text}");
+        let same = manifest("hubspot", "1", &["OBJECTS_CONTACTS"]);
+        assert_eq!(check(Some(&same), &owner, "x").unwrap(), Claim::Rerun);
+        let wider = manifest("hubspot", "1", &["OBJECTS_CONTACTS", "OBJECTS_DEALS"]);
+        assert_eq!(
+            check(Some(&wider), &owner, "x").unwrap(),
+            Claim::Narrower { streams: vec!["OBJECTS_DEALS".into()], objects: vec!["0-1".into(), "0-3".into()] }
+        );
+        // A manifest of an older crmdump names no streams: nothing to compare.
+        assert_eq!(check(Some(&manifest("hubspot", "1", &[])), &owner, "x").unwrap(), Claim::Rerun);
+    }
+
+    #[test]
+    fn placeholders_resolve_and_unknown_ones_are_refused() {
+        assert_eq!(resolve_dest("s3://lake/{source}/{account}", "hubspot", "123").unwrap(), "s3://lake/hubspot/123");
+        assert_eq!(resolve_dest("./x/{account}", "pipedrive", "a/b c").unwrap(), "./x/a_b_c");
+        assert!(resolve_dest("./x/{portal}", "hubspot", "1").unwrap_err().to_string().contains("{portal}"));
+        assert!(has_placeholders("s3://x/{account}") && !has_placeholders("./x"));
+    }
+}
