@@ -232,7 +232,7 @@ async fn route_all(
             }
             Emit::Complete(tables) => {
                 for t in &tables {
-                    writers.complete(t);
+                    writers.complete(t).await?;
                 }
                 continue;
             }

@@ -30,6 +30,17 @@ use crate::write::{OutputFormat, PartReceipt, TableEncoder};
 
 /// Batches queued per table writer before the router waits.
 const WRITER_QUEUE: usize = 4;
+/// Tables closed early that may be finishing (waiting for a slot, closing their last part)
+/// at once: beyond it the router waits, so that a thousand small tables completed in quick
+/// succession never hold a thousand encoders (each a few hundred KiB of compressor state).
+const FINISHING: usize = 16;
+
+/// What a table's writer receives.
+enum Feed {
+    Batch(RecordBatch),
+    /// The stream is complete: the writer holds this permit until its last part is closed.
+    Complete(tokio::sync::OwnedSemaphorePermit),
+}
 
 /// Batches encoded at the same time: the blocking threads doing CPU work (twice the cores,
 /// so that a writer waiting on an upload does not leave a core idle).
@@ -54,11 +65,12 @@ pub(crate) struct Writers {
     spec: Arc<WriterSpec>,
     progress: Arc<Progress>,
     tables: HashMap<String, Arc<TableSchema>>,
-    open: HashMap<String, mpsc::Sender<RecordBatch>>,
+    open: HashMap<String, mpsc::Sender<Feed>>,
     /// Tables whose writer was started (open, closed early, or done).
     started: HashSet<String>,
     tasks: JoinSet<Result<Finished>>,
     slots: Arc<Semaphore>,
+    finishing: Arc<Semaphore>,
     cancel: CancellationToken,
 }
 
@@ -72,6 +84,7 @@ impl Writers {
             started: HashSet::new(),
             tasks: JoinSet::new(),
             slots: Arc::new(Semaphore::new(encode_slots())),
+            finishing: Arc::new(Semaphore::new(FINISHING)),
             cancel: CancellationToken::new(),
         }
     }
@@ -97,16 +110,29 @@ impl Writers {
             self.open.insert(table.to_string(), tx);
         }
         let tx = self.open.get(table).expect("opened above").clone();
+        self.feed(&tx, Feed::Batch(batch)).await
+    }
+
+    async fn feed(&mut self, tx: &mpsc::Sender<Feed>, feed: Feed) -> Result<()> {
         let sent = tokio::select! {
-            sent = tx.send(batch) => sent.is_ok(),
+            sent = tx.send(feed) => sent.is_ok(),
             _ = self.cancel.cancelled() => false,
         };
         if sent { Ok(()) } else { Err(self.failure().await) }
     }
 
     /// The table's stream is complete: its last part closes now and its memory is freed.
-    pub fn complete(&mut self, table: &str) {
-        self.open.remove(table);
+    /// Waits while too many tables are still finishing.
+    pub async fn complete(&mut self, table: &str) -> Result<()> {
+        let Some(tx) = self.open.remove(table) else {
+            // No rows: written with the idle tables at the end.
+            return Ok(());
+        };
+        let permit = tokio::select! {
+            permit = self.finishing.clone().acquire_owned() => permit.expect("never closed"),
+            _ = self.cancel.cancelled() => return Err(self.failure().await),
+        };
+        self.feed(&tx, Feed::Complete(permit)).await
     }
 
     /// Closes every table (writing header-only parts for those without rows) and returns
@@ -156,7 +182,7 @@ impl Writers {
         first.unwrap_or_else(|| Error::Internal("a table writer stopped without saying why".into()))
     }
 
-    fn spawn(&mut self, table: Arc<TableSchema>) -> mpsc::Sender<RecordBatch> {
+    fn spawn(&mut self, table: Arc<TableSchema>) -> mpsc::Sender<Feed> {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         self.started.insert(table.name.clone());
         let written = self.progress.bytes_counter(&table.name);
@@ -207,13 +233,22 @@ enum Step {
 }
 
 impl TableJob {
-    async fn run(self, mut rx: mpsc::Receiver<RecordBatch>) -> Result<Finished> {
+    async fn run(self, mut rx: mpsc::Receiver<Feed>) -> Result<Finished> {
         let mut encoder: Option<Box<dyn TableEncoder>> = None;
+        // Held from the stream's completion until the last part is closed.
+        let mut _finishing = None;
         loop {
             let step = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => Step::Stop,
-                next = rx.recv() => next.map_or(Step::Finish, Step::Batch),
+                next = rx.recv() => match next {
+                    None => Step::Finish,
+                    Some(Feed::Batch(batch)) => Step::Batch(batch),
+                    Some(Feed::Complete(permit)) => {
+                        _finishing = Some(permit);
+                        continue;
+                    }
+                },
             };
             let step = match step {
                 Step::Stop => None,

@@ -14,6 +14,7 @@ mod faults;
 mod fixture;
 mod hive;
 mod incremental;
+mod ownership;
 mod parquet;
 mod pipedrive;
 mod postgres;
