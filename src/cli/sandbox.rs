@@ -47,6 +47,11 @@ pub struct SandboxData {
     /// events each), for an account whose export has a thousand tables (HubSpot flavour).
     #[arg(long = "extra-event-types", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub extra_event_types: u32,
+    /// Records modified while a search is being paged: after each page of a search on the
+    /// last-modified date that has a next page, this many of the records it returned are
+    /// modified (now), leaving the search's window (listed in /_sandbox/stats as `churned`).
+    #[arg(long = "search-churn", default_value_t = 0)]
+    pub search_churn: u32,
 }
 
 impl SandboxData {
@@ -72,6 +77,7 @@ impl SandboxData {
         }
         config.bad_records = self.bad_records;
         config.extra_event_types = self.extra_event_types;
+        config.search_churn = self.search_churn;
         config.faults = Faults {
             retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
             slow_delay: self.slow_delay.to_std().unwrap_or_default(),

@@ -163,6 +163,7 @@ impl SourceArgs {
                     daily_limit: None,
                     bad_records: self.sandbox.bad_records,
                     extra_event_types: self.sandbox.extra_event_types,
+                    search_churn: 0,
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();

@@ -39,6 +39,11 @@ pub struct SandboxConfig {
     pub bad_records: f64,
     /// Custom behavioral event types added to the standard three.
     pub extra_event_types: u32,
+    /// Records modified while a search is being paged: after answering a page of a search
+    /// on the last-modified date, the sandbox modifies this many of the records the page
+    /// returned (as a user editing records during a nightly run would), moving them out of
+    /// the search's window.
+    pub search_churn: u32,
     /// Answer every API request with a 307 to this base URL (see the server's `redirect`).
     pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
@@ -88,6 +93,7 @@ impl SandboxConfig {
             daily_limit: None,
             bad_records: 0.0,
             extra_event_types: 0,
+            search_churn: 0,
             redirect_to: None,
             flavor: Flavor::Hubspot,
         }
@@ -411,6 +417,15 @@ impl Generator {
             return None;
         }
         Some(Defect::ALL[(mix(h) % Defect::ALL.len() as u64) as usize])
+    }
+
+    /// Modifies the records of type `t` at `indexes` (the touched property and `updatedAt`,
+    /// = `at`), leaving the next `touch`'s starting point alone. Returns their ids.
+    pub fn touch_records(&self, t: usize, indexes: &[u64], at: DateTime<Utc>) -> Vec<i64> {
+        let value = format!("touched at {}", iso(at));
+        let touches: Vec<Touch> = indexes.iter().map(|_| Touch { at, value: value.clone() }).collect();
+        self.changes.record_touches(t, indexes, &touches, self.changes.touch_cursor(t));
+        indexes.iter().map(|&i| self.types[t].id_of(i)).collect()
     }
 
     /// The property a touch changes: the type's first plain text property.

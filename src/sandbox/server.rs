@@ -62,6 +62,8 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     /// Longest request URL (path and query) seen, in bytes.
     pub max_url_bytes: u64,
+    /// Ids of the records `--search-churn` modified while searches were paged.
+    pub churned: Vec<i64>,
 }
 
 pub(super) struct AppState {
@@ -1150,6 +1152,11 @@ fn count_throttled(state: &AppState, now: std::time::Instant) {
     }
 }
 
+/// Whether a search filters on the last-modified property `modified`.
+fn filters_on(filters: &[String], modified: &str) -> bool {
+    filters.iter().any(|f| f == modified)
+}
+
 async fn search(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
@@ -1164,14 +1171,23 @@ async fn search(
     let Json(body) = body.ok_or_else(invalid_json)?;
     let ty = &g.types[t];
     let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
+    let body_filters: Vec<String> =
+        body.filter_groups.iter().flat_map(|g| g.filters.iter().map(|f| f.property_name.clone())).collect();
     let page = search_api::search(&g.modified_index(t), modified, &body)
         .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
     // Search answers only the properties asked for (plus the always-sent ones), never history.
     let wanted = wanted_properties(g, t, Some(body.properties));
-    let results: Vec<ObjectJson> =
-        page.ids.iter().filter_map(|&id| ty.index_of(id)).map(|i| object_json(g, t, i, &wanted, &[], false)).collect();
+    let indexes: Vec<u64> = page.ids.iter().filter_map(|&id| ty.index_of(id)).collect();
+    let results: Vec<ObjectJson> = indexes.iter().map(|&i| object_json(g, t, i, &wanted, &[], false)).collect();
     let out = ObjectPage { total: Some(page.total as u64), results, paging: page.next_after.map(next_paging) };
-    Ok(Json(out).into_response())
+    let answer = Json(out).into_response();
+    // --search-churn: records this page returned are modified before the next page is asked.
+    let churn = g.config.search_churn as usize;
+    if churn > 0 && page.next_after.is_some() && filters_on(&body_filters, modified) {
+        let changed = g.touch_records(t, &indexes[..churn.min(indexes.len())], chrono::Utc::now());
+        state.stats.lock().expect("stats lock").churned.extend(changed);
+    }
+    Ok(answer)
 }
 
 #[derive(Deserialize)]

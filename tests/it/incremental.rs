@@ -253,3 +253,33 @@ fn a_backfill_of_30_days_holds_every_record_once_and_resumes_after_a_kill() {
     assert_eq!(found.len(), expected.len());
     assert_eq!(found, expected);
 }
+
+/// A record returned on an earlier page of a search and modified during the run leaves the
+/// window; with offset paging every later result would shift left by one and one unrelated
+/// change would never be read. The sandbox modifies the first record of every page it
+/// answers (`--search-churn 1`): every other change of the window must be in the day folder.
+#[test]
+fn records_modified_while_a_search_is_paged_make_no_other_change_go_missing() {
+    let sandbox = SandboxProcess::start(&["--scale", "3000", "--search-churn", "1"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "contacts", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+    // 1,500 changes, a millisecond apart: eight pages of search.
+    let touched =
+        ids(&sandbox
+            .hook("touch", json!({"objectType": "contacts", "count": 1500, "at": recently(), "spread_ms": 1500})));
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
+    let stats = sandbox.stats();
+    let churned: BTreeSet<String> =
+        stats["churned"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap().to_string()).collect();
+    assert!(churned.len() >= 5, "the sandbox modified records during the search: {churned:?}");
+    let found = object_rows(&dest.path().join("2026-11-22"), "OBJECTS_CONTACTS", "PROPERTY_PHONE");
+    let missing: Vec<&String> =
+        touched.iter().filter(|id| !churned.contains(*id) && !found.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} changes in the window were never read: {missing:?}", missing.len());
+    // What was modified during the run is the next run's.
+    assert_success(&sandbox.export(dest.path(), "2026-11-23", &only));
+    let next = object_rows(&dest.path().join("2026-11-23"), "OBJECTS_CONTACTS", "PROPERTY_PHONE");
+    let lost: Vec<&String> = churned.iter().filter(|id| !next.contains_key(*id) && !found.contains_key(*id)).collect();
+    assert!(lost.is_empty(), "records modified during the run arrive in the next: {lost:?}");
+}
