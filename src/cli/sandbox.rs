@@ -52,6 +52,13 @@ pub struct SandboxData {
     /// modified (now), leaving the search's window (listed in /_sandbox/stats as `churned`).
     #[arg(long = "search-churn", default_value_t = 0)]
     pub search_churn: u32,
+    /// Search results out of order by last-modified, within this bound (each record sorted as
+    /// if modified up to that much later), as HubSpot's search index can answer.
+    #[arg(long = "search-disorder", default_value = "0s", value_parser = super::parse_duration)]
+    pub search_disorder: chrono::Duration,
+    /// A change becomes searchable only this long after it was made (HubSpot's index lags).
+    #[arg(long = "index-delay", default_value = "0s", value_parser = super::parse_duration)]
+    pub index_delay: chrono::Duration,
 }
 
 impl SandboxData {
@@ -78,6 +85,8 @@ impl SandboxData {
         config.bad_records = self.bad_records;
         config.extra_event_types = self.extra_event_types;
         config.search_churn = self.search_churn;
+        config.search_disorder_ms = self.search_disorder.num_milliseconds().max(0);
+        config.index_delay_ms = self.index_delay.num_milliseconds().max(0);
         config.faults = Faults {
             retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
             slow_delay: self.slow_delay.to_std().unwrap_or_default(),

@@ -164,6 +164,8 @@ impl SourceArgs {
                     bad_records: self.sandbox.bad_records,
                     extra_event_types: self.sandbox.extra_event_types,
                     search_churn: 0,
+                    search_disorder: chrono::Duration::zero(),
+                    index_delay: chrono::Duration::zero(),
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();

@@ -44,6 +44,11 @@ pub struct SandboxConfig {
     /// returned (as a user editing records during a nightly run would), moving them out of
     /// the search's window.
     pub search_churn: u32,
+    /// Search sorts by last-modified as if each record were modified up to this many
+    /// milliseconds later (out of order across pages, as HubSpot's index can be).
+    pub search_disorder_ms: i64,
+    /// A change is invisible to search until this many milliseconds after it was made.
+    pub index_delay_ms: i64,
     /// Answer every API request with a 307 to this base URL (see the server's `redirect`).
     pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
@@ -94,6 +99,8 @@ impl SandboxConfig {
             bad_records: 0.0,
             extra_event_types: 0,
             search_churn: 0,
+            search_disorder_ms: 0,
+            index_delay_ms: 0,
             redirect_to: None,
             flavor: Flavor::Hubspot,
         }

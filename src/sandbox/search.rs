@@ -81,8 +81,10 @@ pub struct SearchPage {
 }
 
 /// Runs `body` over `index` (`(last-modified ms, id)` sorted ascending). `modified` names the
-/// type's last-modified property. `Err` is the 400 message.
-pub fn search(index: &[(i64, i64)], modified: &str, body: &SearchBody) -> Result<SearchPage, String> {
+/// type's last-modified property. `disorder_ms` > 0 sorts by last-modified as a lagging
+/// index does: each record as if modified up to that many milliseconds later than it was
+/// (the same shift for a record every time). `Err` is the 400 message.
+pub fn search(index: &[(i64, i64)], modified: &str, body: &SearchBody, disorder_ms: i64) -> Result<SearchPage, String> {
     let limit = body.limit.unwrap_or(10);
     if limit == 0 || limit > MAX_PAGE {
         return Err(format!("limit must be between 1 and {MAX_PAGE}, got {limit}"));
@@ -132,6 +134,10 @@ pub fn search(index: &[(i64, i64)], modified: &str, body: &SearchBody) -> Result
     };
     let mut hits: Vec<(i64, i64)> = candidates.iter().filter(|e| matches(e)).copied().collect();
     match sort_field {
+        Field::Modified if disorder_ms > 0 => {
+            let shift = |id: i64| ((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 24) as i64 % disorder_ms;
+            hits.sort_by_key(|e| (e.0 + shift(e.1), e.1));
+        }
         Field::Modified => {}
         Field::Id => hits.sort_unstable_by_key(|e| e.1),
     }
@@ -244,7 +250,7 @@ mod tests {
                 {"propertyName": "lastmodifieddate", "operator": "GTE", "value": "10"},
                 {"propertyName": "lastmodifieddate", "operator": "LT", "value": "1970-01-01T00:00:00.020Z"}]}],
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}], "limit": 3, "after": "3"}));
-        let page = search(&index, "lastmodifieddate", &range).unwrap();
+        let page = search(&index, "lastmodifieddate", &range, 0).unwrap();
         assert_eq!(page, SearchPage { ids: vec![103, 104], total: 5, next_after: None });
 
         let instant = body(json!({
@@ -252,22 +258,23 @@ mod tests {
                 {"propertyName": "lastmodifieddate", "operator": "EQ", "value": 10},
                 {"propertyName": "hs_object_id", "operator": "GT", "value": "101"}]}],
             "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}], "limit": 2}));
-        let page = search(&index, "lastmodifieddate", &instant).unwrap();
+        let page = search(&index, "lastmodifieddate", &instant, 0).unwrap();
         assert_eq!(page, SearchPage { ids: vec![104, 103], total: 3, next_after: Some(2) });
     }
 
     #[test]
     fn refuses_to_page_past_ten_thousand_results() {
         let index: Vec<(i64, i64)> = (0..10_500).map(|i| (5, i)).collect();
-        let last = search(&index, "m", &body(json!({"limit": 200, "after": "9800"}))).unwrap();
+        let last = search(&index, "m", &body(json!({"limit": 200, "after": "9800"})), 0).unwrap();
         assert_eq!(last.next_after, Some(10_000), "HubSpot still offers a next page");
-        let past = search(&index, "m", &body(json!({"limit": 200, "after": "10000"}))).unwrap_err();
+        let past = search(&index, "m", &body(json!({"limit": 200, "after": "10000"})), 0).unwrap_err();
         assert!(past.contains("10000"), "{past}");
         let other = search(
             &index,
             "m",
             &body(json!({"filterGroups": [{"filters": [
             {"propertyName": "email", "operator": "EQ", "value": "x"}]}]})),
+            0,
         );
         assert!(other.unwrap_err().contains("email"));
     }

@@ -1173,7 +1173,18 @@ async fn search(
     let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
     let body_filters: Vec<String> =
         body.filter_groups.iter().flat_map(|g| g.filters.iter().map(|f| f.property_name.clone())).collect();
-    let page = search_api::search(&g.modified_index(t), modified, &body)
+    let index = g.modified_index(t);
+    // --index-delay: a change is searchable only that long after it was made.
+    let delay = g.config.index_delay_ms;
+    let lagging: Vec<(i64, i64)>;
+    let index: &[(i64, i64)] = if delay > 0 {
+        let visible_until = chrono::Utc::now().timestamp_millis() - delay;
+        lagging = index.iter().filter(|e| e.0 <= visible_until).copied().collect();
+        &lagging
+    } else {
+        &index
+    };
+    let page = search_api::search(index, modified, &body, g.config.search_disorder_ms)
         .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
     // Search answers only the properties asked for (plus the always-sent ones), never history.
     let wanted = wanted_properties(g, t, Some(body.properties));

@@ -23,6 +23,9 @@ pub struct Paging {
 pub struct Page<T> {
     pub results: Vec<T>,
     pub paging: Option<Paging>,
+    /// How many matched in all (search answers say; lists do not).
+    #[serde(default)]
+    pub total: Option<u64>,
 }
 
 impl<T> Page<T> {

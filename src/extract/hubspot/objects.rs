@@ -223,6 +223,17 @@ async fn changed(
         }
     }
     tracing::info!(table = %table, records, searches = search.queries, from = %iso(window.from), to = %iso(window.to), "Changed records read.");
+    if search.rereads > 0 {
+        emitter
+            .out
+            .send(Emit::Warning(Notice {
+                kind: "search_window_reread".into(),
+                table: table.clone(),
+                detail: "search slices that returned fewer records than they reported, read again".into(),
+                count: Some(search.rereads),
+            }))
+            .await?;
+    }
     Ok(())
 }
 

@@ -1,15 +1,22 @@
 //! Records changed in a time window, through CRM search, without losing any to HubSpot's
 //! 10,000-results-per-query cap (SPEC section 6; peers lose records exactly here).
 //!
-//! No query is paged by offset. An offset counts positions in a result set that moves while
-//! it is read: a record returned on an earlier page and modified during the run leaves the
-//! window, every later result shifts left by one, and one unrelated change would never be
-//! read. So every page is a fresh query that re-anchors on the last instant read: last-modified
-//! `GTE` that instant and `LT` the window's end, sorted ascending, dropping ids already
-//! returned. When a whole page shares one instant (a bulk update can put more than 10,000
-//! changes in one millisecond), that instant is drained on its own by `EQ` the instant and
-//! `hs_object_id GT` the last id read, sorted by id; then the range goes on strictly after it.
-//! No query reads past its first page, so HubSpot's 10,000-results cap is never reached.
+//! No query is paged, by offset or otherwise, and no answer is trusted to be in order.
+//! An offset counts positions in a result set that moves while it is read: a record returned
+//! on an earlier page and modified during the run leaves the window, every later result
+//! shifts left by one, and one unrelated change would never be read. HubSpot's search index
+//! also returns results out of order (by up to about an hour, as other connectors saw), so
+//! re-anchoring each page on the last instant read could skip the records sorted after it.
+//!
+//! So the window is walked in time slices sized so that each slice's matches fit on one page
+//! (200): a slice whose answer says more matched (`total` over the page) is cut smaller and
+//! asked again, a slice answered whole is done whatever the order of its results, and the
+//! next slice's length follows the density just seen. A slice of one millisecond that still
+//! holds more than a page (a bulk update can put more than 10,000 changes in one
+//! millisecond) is drained by `hs_object_id GT` the last id read, sorted by id. No query
+//! reads a second page, so HubSpot's 10,000-results cap is never reached. A slice that
+//! returned fewer records than the `total` it reported is read once more (the count is in
+//! the manifest's warnings as `search_window_reread`). Ids already returned are dropped.
 //! Search answers ids and dates only; callers read the records' properties, history and
 //! associations through batch reads.
 
@@ -33,13 +40,18 @@ pub fn last_modified_property(object_type: &ObjectType) -> &'static str {
     if object_type.type_id == "0-1" { "lastmodifieddate" } else { "hs_lastmodifieddate" }
 }
 
+/// Results aimed at per slice: under a page, so that a slice grown from a sparser one
+/// still fits.
+const SLICE_TARGET: i64 = 150;
+
 /// Where the next query starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cursor {
-    /// Last-modified from `from` (inclusive or not) to the window's end, by date.
-    Range {
+    /// Last-modified in `[from_ms, from_ms + span_ms)` (cut at the window's end), by date.
+    Slice {
         from_ms: i64,
-        inclusive: bool,
+        span_ms: i64,
+        reread: bool,
     },
     /// Every record modified at `at_ms` with an id above `after_id`, by id.
     Instant {
@@ -56,44 +68,55 @@ pub struct ChangedRecords<'a> {
     property: &'static str,
     window: Window,
     cursor: Cursor,
-    /// Ids already returned: restarts re-read the records at their boundary instant.
+    /// Ids already returned: slices read again and drains re-read records.
     seen: HashSet<i64>,
     /// Search requests sent so far.
     pub queries: u64,
+    /// Slices read again because they returned fewer records than they reported.
+    pub rereads: u64,
 }
 
 impl<'a> ChangedRecords<'a> {
     pub fn new(client: &'a HttpClient, object_type: &ObjectType, window: Window) -> ChangedRecords<'a> {
+        let (from_ms, to_ms) = (window.from.timestamp_millis(), window.to.timestamp_millis());
         ChangedRecords {
             client,
             path: format!("/crm/v3/objects/{}/search", object_type.api_name),
             property: last_modified_property(object_type),
             window,
-            cursor: Cursor::Range { from_ms: window.from.timestamp_millis(), inclusive: true },
+            cursor: if from_ms < to_ms {
+                Cursor::Slice { from_ms, span_ms: to_ms - from_ms, reread: false }
+            } else {
+                Cursor::Done
+            },
             seen: HashSet::new(),
             queries: 0,
+            rereads: 0,
         }
     }
 
     /// The next page of records not returned before (ids and dates only); `None` when the
     /// window is exhausted. A page may be empty when it held only records already seen.
     pub async fn next_page(&mut self) -> Result<Option<Vec<api::SimpleObject>>> {
+        let to_ms = self.window.to.timestamp_millis();
         let body = match self.cursor {
             Cursor::Done => return Ok(None),
-            Cursor::Range { from_ms, inclusive } => self.range_query(from_ms, inclusive),
+            Cursor::Slice { from_ms, span_ms, .. } => self.slice_query(from_ms, (from_ms + span_ms).min(to_ms)),
             Cursor::Instant { at_ms, after_id } => self.instant_query(at_ms, after_id),
         };
         self.queries += 1;
         let page: api::Page<api::SimpleObject> = self.client.post_json(&self.path, &body).await?;
-        let more = page.next_after().is_some() && !page.results.is_empty();
-        let instants: Vec<Option<i64>> = page.results.iter().map(|r| self.modified_ms(r)).collect();
         let read = PageRead {
-            more,
-            last_ms: instants.last().copied().flatten(),
-            one_instant: instants.windows(2).all(|w| w[0] == w[1]),
+            more: page.next_after().is_some() && !page.results.is_empty(),
+            returned: page.results.len() as u64,
+            total: page.total,
             last_id: page.results.last().and_then(|r| r.id.parse::<i64>().ok()),
         };
-        self.cursor = advance(self.cursor, read);
+        self.cursor = advance(self.cursor, read, to_ms);
+        if matches!(self.cursor, Cursor::Slice { reread: true, .. }) {
+            self.rereads += 1;
+            tracing::warn!(path = %self.path, returned = read.returned, total = ?read.total, "A search slice returned fewer records than it reported; reading it again.");
+        }
         let fresh = page
             .results
             .into_iter()
@@ -103,15 +126,10 @@ impl<'a> ChangedRecords<'a> {
         Ok(Some(fresh))
     }
 
-    fn modified_ms(&self, r: &api::SimpleObject) -> Option<i64> {
-        let text = r.properties.get(self.property).and_then(|v| v.as_deref())?;
-        crate::schema::parse_instant(text).map(|t| t.timestamp_millis())
-    }
-
-    fn range_query(&self, from_ms: i64, inclusive: bool) -> Value {
+    fn slice_query(&self, from_ms: i64, until_ms: i64) -> Value {
         let filters = json!([
-            {"propertyName": self.property, "operator": if inclusive { "GTE" } else { "GT" }, "value": iso_ms(from_ms)},
-            {"propertyName": self.property, "operator": "LT", "value": crate::schema::iso(self.window.to)},
+            {"propertyName": self.property, "operator": "GTE", "value": iso_ms(from_ms)},
+            {"propertyName": self.property, "operator": "LT", "value": iso_ms(until_ms)},
         ]);
         self.query(filters, self.property)
     }
@@ -140,38 +158,45 @@ impl<'a> ChangedRecords<'a> {
 struct PageRead {
     /// More results matched than the page held.
     more: bool,
-    /// Last-modified of the page's last record.
-    last_ms: Option<i64>,
-    /// Every record of the page has the same last-modified instant.
-    one_instant: bool,
+    /// Results on the page.
+    returned: u64,
+    /// How many matched in all, as the API reported.
+    total: Option<u64>,
     /// Id of the page's last record.
     last_id: Option<i64>,
 }
 
-/// The cursor after a page.
-fn advance(cursor: Cursor, page: PageRead) -> Cursor {
+/// The cursor after a page; `to_ms` is the window's end.
+fn advance(cursor: Cursor, page: PageRead, to_ms: i64) -> Cursor {
     match cursor {
         Cursor::Done => Cursor::Done,
-        Cursor::Range { from_ms, .. } => {
-            if !page.more {
+        Cursor::Slice { from_ms, span_ms, reread } => {
+            let span_ms = span_ms.min(to_ms - from_ms).max(1);
+            let total = page.total.unwrap_or(page.returned).max(page.returned) as i64;
+            if page.more {
+                if span_ms == 1 {
+                    return Cursor::Instant { at_ms: from_ms, after_id: None };
+                }
+                // Too many for one page: a slice as long as the density says fits.
+                let cut = (span_ms * SLICE_TARGET / total.max(1)).clamp(1, span_ms / 2);
+                return Cursor::Slice { from_ms, span_ms: cut, reread: false };
+            }
+            if (page.returned as i64) < total && !reread {
+                return Cursor::Slice { from_ms, span_ms, reread: true };
+            }
+            let next = from_ms + span_ms;
+            if next >= to_ms {
                 return Cursor::Done;
             }
-            let Some(last_ms) = page.last_ms else {
-                // No date on the last record (never seen from HubSpot): drain where it began.
-                return Cursor::Instant { at_ms: from_ms, after_id: None };
-            };
-            if page.one_instant {
-                // A page of one instant: more records may share it than a page holds.
-                Cursor::Instant { at_ms: last_ms, after_id: None }
-            } else {
-                // Re-anchor on the last instant read; its records already read are dropped.
-                Cursor::Range { from_ms: last_ms, inclusive: true }
-            }
+            // Longer when sparse, never longer than the density seen allows.
+            let grown = if total == 0 { span_ms * 4 } else { span_ms * SLICE_TARGET / total };
+            Cursor::Slice { from_ms: next, span_ms: grown.clamp(1, span_ms * 4).max(1), reread: false }
         }
         Cursor::Instant { at_ms, after_id } => match (page.more, page.last_id) {
             (true, Some(id)) => Cursor::Instant { at_ms, after_id: Some(id) },
             (true, None) => Cursor::Instant { at_ms, after_id },
-            (false, _) => Cursor::Range { from_ms: at_ms, inclusive: false },
+            (false, _) if at_ms + 1 >= to_ms => Cursor::Done,
+            (false, _) => Cursor::Slice { from_ms: at_ms + 1, span_ms: 1, reread: false },
         },
     }
 }
@@ -184,23 +209,41 @@ fn iso_ms(ms: i64) -> String {
 mod tests {
     use super::*;
 
-    fn page(more: bool, last_ms: i64, one_instant: bool, last_id: i64) -> PageRead {
-        PageRead { more, last_ms: Some(last_ms), one_instant, last_id: Some(last_id) }
+    fn page(more: bool, returned: u64, total: u64, last_id: i64) -> PageRead {
+        PageRead { more, returned, total: Some(total), last_id: Some(last_id) }
     }
 
     #[test]
-    fn every_page_re_anchors_and_a_page_of_one_instant_is_drained_by_id() {
-        let range = Cursor::Range { from_ms: 100, inclusive: true };
-        // A page spanning instants: the next query starts at its last instant (inclusive).
-        assert_eq!(advance(range, page(true, 150, false, 7)), Cursor::Range { from_ms: 150, inclusive: true });
-        // A page of one instant: drain it by id, then go on strictly after it.
-        let instant = advance(range, page(true, 150, true, 7));
-        assert_eq!(instant, Cursor::Instant { at_ms: 150, after_id: None });
-        let next = advance(instant, page(true, 150, true, 99_000));
-        assert_eq!(next, Cursor::Instant { at_ms: 150, after_id: Some(99_000) });
-        assert_eq!(advance(next, page(false, 150, true, 99_400)), Cursor::Range { from_ms: 150, inclusive: false });
-        // Everything matched fit on the page: done.
-        assert_eq!(advance(range, page(false, 150, false, 7)), Cursor::Done);
+    fn slices_shrink_to_fit_a_page_grow_when_sparse_and_one_millisecond_is_drained_by_id() {
+        let to = 1_000_000;
+        let whole = Cursor::Slice { from_ms: 0, span_ms: to, reread: false };
+        // 3,000 matched: a slice the density says holds about 150.
+        assert_eq!(
+            advance(whole, page(true, 200, 3000, 7), to),
+            Cursor::Slice { from_ms: 0, span_ms: 50_000, reread: false }
+        );
+        // Answered whole: the next slice starts where it ended, sized by what it held.
+        let done = advance(Cursor::Slice { from_ms: 0, span_ms: 50_000, reread: false }, page(false, 100, 100, 7), to);
+        assert_eq!(done, Cursor::Slice { from_ms: 50_000, span_ms: 75_000, reread: false });
+        // Fewer returned than reported: the same slice once more, then on.
+        let short = advance(Cursor::Slice { from_ms: 0, span_ms: 10, reread: false }, page(false, 90, 100, 7), to);
+        assert_eq!(short, Cursor::Slice { from_ms: 0, span_ms: 10, reread: true });
+        assert!(matches!(advance(short, page(false, 90, 100, 7), to), Cursor::Slice { from_ms: 10, .. }));
+        // One millisecond over a page: drained by id, then the next millisecond.
+        let ms = Cursor::Slice { from_ms: 500, span_ms: 1, reread: false };
+        let drain = advance(ms, page(true, 200, 25_000, 7), to);
+        assert_eq!(drain, Cursor::Instant { at_ms: 500, after_id: None });
+        let next = advance(drain, page(true, 200, 25_000, 99_000), to);
+        assert_eq!(next, Cursor::Instant { at_ms: 500, after_id: Some(99_000) });
+        assert_eq!(
+            advance(next, page(false, 50, 50, 99_050), to),
+            Cursor::Slice { from_ms: 501, span_ms: 1, reread: false }
+        );
+        // The window's end.
+        assert_eq!(
+            advance(Cursor::Slice { from_ms: 900_000, span_ms: 200_000, reread: false }, page(false, 3, 3, 1), to),
+            Cursor::Done
+        );
     }
 
     #[test]
@@ -225,7 +268,7 @@ mod tests {
             to: crate::schema::parse_instant("2026-11-02T00:00:00Z").unwrap(),
         };
         let pager = ChangedRecords::new(&client, &contacts, window);
-        for body in [pager.range_query(1, true), pager.instant_query(1, Some(5))] {
+        for body in [pager.slice_query(1, 2), pager.instant_query(1, Some(5))] {
             assert!(body.get("after").is_none(), "{body}");
         }
     }
