@@ -170,16 +170,10 @@ impl Writers {
     /// cancellation it caused in the others).
     pub async fn failure(&mut self) -> Error {
         self.cancel.cancel();
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(e) = flatten(joined)
-                && first.is_none()
-                && !e.is_cancelled()
-            {
-                first = Some(e);
-            }
+        match first_failure(Error::Cancelled, &mut self.tasks).await {
+            Error::Cancelled => Error::Internal("a table writer stopped without saying why".into()),
+            real => real,
         }
-        first.unwrap_or_else(|| Error::Internal("a table writer stopped without saying why".into()))
     }
 
     fn spawn(&mut self, table: Arc<TableSchema>) -> mpsc::Sender<Feed> {
