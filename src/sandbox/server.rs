@@ -62,8 +62,16 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     /// Longest request URL (path and query) seen, in bytes.
     pub max_url_bytes: u64,
-    /// Ids of the records `--search-churn` modified while searches were paged.
-    pub churned: Vec<i64>,
+    /// Ids of the records `--search-churn` modified while searches (and Pipedrive's lists of
+    /// changed records) were paged.
+    pub churned: Vec<String>,
+}
+
+impl AppState {
+    /// Records ids `--search-churn` modified (for `/_sandbox/stats`).
+    pub(super) fn churned(&self, ids: Vec<String>) {
+        self.stats.lock().expect("stats lock").churned.extend(ids);
+    }
 }
 
 pub(super) struct AppState {
@@ -1196,7 +1204,7 @@ async fn search(
     let churn = g.config.search_churn as usize;
     if churn > 0 && page.next_after.is_some() && filters_on(&body_filters, modified) {
         let changed = g.touch_records(t, &indexes[..churn.min(indexes.len())], chrono::Utc::now());
-        state.stats.lock().expect("stats lock").churned.extend(changed);
+        state.churned(changed.into_iter().map(|id| id.to_string()).collect());
     }
     Ok(answer)
 }

@@ -271,7 +271,7 @@ fn records_modified_while_a_search_is_paged_make_no_other_change_go_missing() {
     assert_success(&sandbox.export(dest.path(), "2026-11-22", &only));
     let stats = sandbox.stats();
     let churned: BTreeSet<String> =
-        stats["churned"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap().to_string()).collect();
+        stats["churned"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert!(churned.len() >= 5, "the sandbox modified records during the search: {churned:?}");
     let found = object_rows(&dest.path().join("2026-11-22"), "OBJECTS_CONTACTS", "PROPERTY_PHONE");
     let missing: Vec<&String> =

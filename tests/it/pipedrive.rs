@@ -661,3 +661,27 @@ fn pipedrive_takes_an_oauth_access_token_and_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PIPEDRIVE_API_TOKEN is not set"));
 }
+
+/// Pipedrive's v2 lists page by cursor: a person returned on an earlier page and modified
+/// during the run (sandbox `--search-churn 1`) leaves the window without shifting any other
+/// change off a page. Every other change of the window is in the day folder.
+#[test]
+fn pipedrive_records_modified_while_a_list_is_paged_make_no_other_change_go_missing() {
+    let sandbox = pipedrive_sandbox(&["--seed", "5", "--scale", "1500", "--search-churn", "1"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--rate-limit", "none", "--objects", "persons", "--no-history"];
+    assert_success(&sandbox.export_pipedrive(dest.path(), "2026-11-21", &only));
+    let at = iso(Utc::now() - chrono::Duration::minutes(2));
+    let answer = sandbox.hook("touch", json!({"objectType": "persons", "count": 1200, "at": at, "spreadMs": 60_000}));
+    let touched: BTreeSet<String> =
+        answer["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_success(&sandbox.export_pipedrive(dest.path(), "2026-11-22", &only));
+    let churned: BTreeSet<String> =
+        sandbox.stats()["churned"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert!(!churned.is_empty(), "the sandbox modified persons while the list was paged");
+    let export = read_export(&dest.path().join("2026-11-22"), &["OBJECTS_PERSONS"]);
+    let (_, found) = by_id(&export, "OBJECTS_PERSONS");
+    let missing: Vec<&String> =
+        touched.iter().filter(|id| !churned.contains(*id) && !found.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} changes in the window were never read: {missing:?}", missing.len());
+}

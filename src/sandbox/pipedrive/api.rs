@@ -204,9 +204,18 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         if since.is_some_and(|s| rec.update_time < s) || until.is_some_and(|u| rec.update_time >= u) {
             return None;
         }
-        Some(served(w, e, i))
+        Some((i, served(w, e, i)))
     })?;
-    Ok(answer(&state, json!(data), json!({"next_cursor": next})))
+    let (indexes, data): (Vec<u64>, Vec<Value>) = data.into_iter().unzip();
+    let response = answer(&state, json!(data), json!({"next_cursor": next}));
+    // --search-churn: records this page of a changed-records list returned are modified
+    // before the next page is asked (they leave the window).
+    let churn = state.generator.config.search_churn as usize;
+    if churn > 0 && next.is_some() && since.is_some() {
+        let changed = w.touch_records(e, &indexes[..churn.min(indexes.len())], Utc::now());
+        state.churned(changed);
+    }
+    Ok(response)
 }
 
 /// A record as served, with its defect when `--bad-records` gave it one.

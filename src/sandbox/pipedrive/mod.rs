@@ -677,6 +677,15 @@ impl World {
         Ok((ENTITIES[e].text_key.to_string(), value, picked.iter().map(|&i| self.id(e, i)).collect()))
     }
 
+    /// Modifies the records of `e` at `indexes` (their text field and `update_time`, = `at`),
+    /// leaving the next `touch`'s starting point alone. Returns their ids.
+    pub fn touch_records(&self, e: usize, indexes: &[u64], at: DateTime<Utc>) -> Vec<String> {
+        let value = format!("touched at {}", crate::schema::iso(at));
+        let touches: Vec<Touch> = indexes.iter().map(|_| Touch { at: seconds(at), value: value.clone() }).collect();
+        self.changes.record_touches(e, indexes, &touches, self.changes.touch_cursor(e));
+        indexes.iter().map(|&i| self.id(e, i)).collect()
+    }
+
     /// `POST /_sandbox/archive` for deals and leads: `count` live records from the highest ids down.
     pub fn archive(&self, e: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<String>, String> {
         if !ENTITIES[e].archivable {
