@@ -65,10 +65,10 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         let date = day.format("%Y-%m-%d").to_string();
         // Another account's day is refused, committed or not; a narrower one too, unless
         // --force (which widens this run to what the committed day read).
-        run.claim(&args.source, layout, &date, args.force).await?;
+        let claimed = run.claim(&args.source, layout, &date, args.force).await?;
         let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
         let streams = catalog.streams();
-        if !args.force && sink.get(&layout.manifest_key(&date)).await?.is_some() {
+        if !args.force && claimed.committed {
             say!("{date}: already committed; skipped (--force exports it again)");
             skipped += 1;
             day += Duration::days(1);

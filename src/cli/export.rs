@@ -48,7 +48,7 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let date = args.date.unwrap_or_else(|| started_at.date_naive());
     let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let day = date.format("%Y-%m-%d").to_string();
-    let reread = run.claim(&args.source, args.output.layout(), &day, args.force).await?;
+    let reread = run.claim(&args.source, args.output.layout(), &day, args.force).await?.reread;
     let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
 
     let timing = Timing { lookback: args.lookback, settle: args.settle_lag };

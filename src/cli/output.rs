@@ -92,6 +92,14 @@ pub fn strict_check(strict: bool, data_warnings: u64) -> Result<()> {
     if strict && data_warnings > 0 { Err(crate::error::Error::DataWarnings(data_warnings)) } else { Ok(()) }
 }
 
+/// What [`Run::claim`] found of a date.
+pub struct Claimed {
+    /// The date has a committed export.
+    pub committed: bool,
+    /// Streams to read whole: those only the committed export read (with `--force`).
+    pub reread: Vec<String>,
+}
+
 /// What `export` and `backfill` set up before their first day: the destination (checked
 /// writable), the connected source, progress on display, and the account's catalog.
 pub struct Run {
@@ -154,15 +162,14 @@ impl Run {
     }
 
     /// Checks the committed export of `date` (if any) against this run: another source or
-    /// account is refused; a narrower run is refused unless `force`, which widens it. Returns
-    /// the streams to read whole (those only the committed export read).
+    /// account is refused; a narrower run is refused unless `force`, which widens it.
     pub async fn claim(
         &mut self,
         source: &super::source::SourceArgs,
         layout: Layout,
         date: &str,
         force: bool,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Claimed> {
         let key = layout.manifest_key(date);
         let committed: Option<Manifest> = match self.sink.get(&key).await? {
             None => None,
@@ -173,22 +180,25 @@ impl Run {
                 ))
             })?),
         };
-        let place = format!("{}/{}", self.dest.trim_end_matches('/'), layout.manifest_key(date));
+        let place = format!("{}/{key}", self.dest.trim_end_matches('/'));
         let streams = self.catalog.streams();
         let owner =
             claim::Owner { source: self.extractor().source(), account: &self.catalog.account, streams: &streams };
-        match claim::check(committed.as_ref(), &owner, &place)? {
-            claim::Claim::Free | claim::Claim::Rerun => Ok(Vec::new()),
-            claim::Claim::Narrower { streams, .. } if !force => Err(claim::narrower_refusal(&place, date, &streams)),
+        let reread = match claim::check(committed.as_ref(), &owner, &place)? {
+            claim::Claim::Free | claim::Claim::Rerun => Vec::new(),
+            claim::Claim::Narrower { streams, .. } if !force => {
+                return Err(claim::narrower_refusal(&place, date, &streams));
+            }
             claim::Claim::Narrower { streams, objects } => {
                 tracing::warn!(
                     streams = streams.len(),
                     "--force: re-reading whole the streams the committed export of this date read."
                 );
                 self.widen(source, &objects).await?;
-                Ok(streams)
+                streams
             }
-        }
+        };
+        Ok(Claimed { committed: committed.is_some(), reread })
     }
 
     pub fn extractor(&self) -> &dyn crate::extract::Extractor {

@@ -1160,11 +1160,6 @@ fn count_throttled(state: &AppState, now: std::time::Instant) {
     }
 }
 
-/// Whether a search filters on the last-modified property `modified`.
-fn filters_on(filters: &[String], modified: &str) -> bool {
-    filters.iter().any(|f| f == modified)
-}
-
 async fn search(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
@@ -1179,8 +1174,6 @@ async fn search(
     let Json(body) = body.ok_or_else(invalid_json)?;
     let ty = &g.types[t];
     let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
-    let body_filters: Vec<String> =
-        body.filter_groups.iter().flat_map(|g| g.filters.iter().map(|f| f.property_name.clone())).collect();
     let index = g.modified_index(t);
     // --index-delay: a change is searchable only that long after it was made.
     let delay = g.config.index_delay_ms;
@@ -1202,7 +1195,8 @@ async fn search(
     let answer = Json(out).into_response();
     // --search-churn: records this page returned are modified before the next page is asked.
     let churn = g.config.search_churn as usize;
-    if churn > 0 && page.next_after.is_some() && filters_on(&body_filters, modified) {
+    let on_modified = || body.filter_groups.iter().flat_map(|g| &g.filters).any(|f| f.property_name == modified);
+    if churn > 0 && page.next_after.is_some() && on_modified() {
         let changed = g.touch_records(t, &indexes[..churn.min(indexes.len())], chrono::Utc::now());
         state.churned(changed.into_iter().map(|id| id.to_string()).collect());
     }

@@ -424,25 +424,17 @@ impl PartSink for ObjectPartSink {
         let Some(upload) = self.upload.take() else {
             return Ok(());
         };
+        // Bounded: when the destination is gone, the next run of the date aborts what is left
+        // (a recorded upload keeps its marker for it).
         let aborted = match upload {
-            Upload::Streamed(upload) => {
-                match self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort())) {
-                    Ok(done) => done.map_err(|e| self.sink_error(e)),
-                    Err(_) => Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))),
-                }
-            }
+            Upload::Streamed(upload) => self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, async {
+                upload.abort().await.map_err(|e| self.sink_error(e))
+            })),
             Upload::Recorded(upload) => {
-                let sink = self.sink.clone();
-                let handle = self.handle.clone();
-                // Bounded: the marker stays for the next run when the destination is gone.
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    let _ = tx.send(upload.abort(&handle, &sink));
-                });
-                rx.recv_timeout(ABORT_WITHIN)
-                    .unwrap_or_else(|_| Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))))
+                self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort(&self.sink)))
             }
-        };
+        }
+        .unwrap_or_else(|_| Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))));
         if aborted.is_ok() {
             tracing::debug!(key = %self.key, "Open part aborted.");
         }

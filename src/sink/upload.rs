@@ -138,13 +138,11 @@ impl RecordedUpload {
 
     /// Aborts the upload and removes its marker (the marker stays if the abort fails, so
     /// that the next run tries again).
-    pub(super) fn abort(mut self, handle: &Handle, sink: &Sink) -> Result<()> {
+    pub(super) async fn abort(mut self, sink: &Sink) -> Result<()> {
         self.in_flight.abort_all();
         let key = self.marker.clone();
-        handle
-            .block_on(self.store.abort_multipart(&self.path, &self.id))
-            .map_err(|source| Error::Sink { key, source })?;
-        handle.block_on(sink.delete(&self.marker))
+        self.store.abort_multipart(&self.path, &self.id).await.map_err(|source| Error::Sink { key, source })?;
+        sink.delete(&self.marker).await
     }
 }
 

@@ -12,10 +12,21 @@ use std::time::Duration;
 use crate::s3::{create_bucket, endpoint, with_aws};
 use crate::support::*;
 
+/// `export` from the in-process sandbox into `dest`, without history.
+fn export_args(dest: &str) -> [&str; 8] {
+    ["export", "--source", "sandbox", "--sandbox-anchor", ANCHOR, "--no-history", "--dest", dest]
+}
+
 fn export(dest: &str, extra: &[&str]) -> std::process::Output {
-    run(crmdump()
-        .args(["export", "--source", "sandbox", "--sandbox-anchor", ANCHOR, "--no-history", "--dest", dest])
-        .args(extra))
+    run(crmdump().args(export_args(dest)).args(extra))
+}
+
+/// Runs `cmd` and kills it (SIGKILL) after `ms` milliseconds.
+fn kill_after(cmd: &mut Command, ms: u64) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = child.kill();
+    child.wait().unwrap();
 }
 
 fn manifest(day: &Path) -> serde_json::Value {
@@ -146,16 +157,7 @@ fn after_killed_runs_the_day_folder_holds_only_what_the_manifest_lists() {
     // Parts of 15 MiB are uploaded 5 MiB at a time: a kill between two leaves staging files.
     let args = ["--sandbox-scale", "3000", "--date", DATE];
     for after_ms in [2000u64, 3000, 4000] {
-        let mut child = crmdump()
-            .args(["export", "--source", "sandbox", "--sandbox-anchor", ANCHOR, "--no-history", "--dest", dest])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(after_ms));
-        let _ = child.kill();
-        child.wait().unwrap();
+        kill_after(crmdump().args(export_args(dest)).args(args), after_ms);
     }
     let day = dir.path().join(DATE);
     let left: Vec<String> = walk(&day).into_iter().filter(|f| f.contains('#')).collect();
@@ -174,21 +176,10 @@ fn after_a_killed_run_on_s3_no_multipart_upload_is_left_pending() {
     create_bucket("killed-uploads");
     let url = "s3://killed-uploads/x";
     let args = ["--sandbox-scale", "2000", "--max-file-size", "8MiB", "--date", DATE];
-    let mut child = with_aws(crmdump())
-        .args(["export", "--source", "sandbox", "--sandbox-anchor", ANCHOR, "--no-history", "--dest", url])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    let _ = child.kill();
-    child.wait().unwrap();
+    kill_after(with_aws(crmdump()).args(export_args(url)).args(args), 2500);
     let pending_before = pending_uploads("killed-uploads");
     assert!(pending_before > 0, "the killed run left uploads open (it was killed too late?)");
-    assert_success(&run(with_aws(crmdump())
-        .args(["export", "--source", "sandbox", "--sandbox-anchor", ANCHOR, "--no-history", "--dest", url])
-        .args(args)));
+    assert_success(&run(with_aws(crmdump()).args(export_args(url)).args(args)));
     assert_eq!(pending_uploads("killed-uploads"), 0, "{pending_before} uploads were open before the next run");
     let out = verify(url);
     assert_success(&out);
