@@ -17,6 +17,22 @@ pub struct Touch {
     pub value: String,
 }
 
+/// One change of the log, as `GET /_sandbox/changes` reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    pub index: u64,
+    pub kind: ChangeKind,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A property value and the last-modified time changed.
+    Modified,
+    /// Archived (HubSpot's recycle bin; Pipedrive's archived deals and leads).
+    Archived,
+}
+
 /// `(last-modified millisecond, record id)` of a type's live records, sorted: what the
 /// search endpoint answers from.
 pub type ModifiedIndex = Arc<Vec<(i64, i64)>>;
@@ -86,6 +102,33 @@ impl Changes {
             log.archive_cursor.insert(t, cursor);
         }
         self.changed(t);
+    }
+
+    /// The last change made to each record of type `t` (a touch or the archiving): the ground
+    /// truth `GET /_sandbox/changes` serves.
+    pub fn of_type(&self, t: usize) -> Vec<Change> {
+        let log = self.log.read().expect("changes lock");
+        let touched = log.touched.iter().filter(|((ty, _), _)| *ty == t).map(|(&(_, index), touch)| Change {
+            index,
+            kind: ChangeKind::Modified,
+            at: touch.at,
+        });
+        let archived = log.archived.iter().filter(|((ty, _), _)| *ty == t).map(|(&(_, index), &at)| Change {
+            index,
+            kind: ChangeKind::Archived,
+            at,
+        });
+        // A record touched and then archived (or the other way round) shows its last change.
+        let mut last: HashMap<u64, Change> = HashMap::new();
+        for change in touched.chain(archived) {
+            let kept = last.entry(change.index).or_insert(change);
+            if change.at > kept.at {
+                *kept = change;
+            }
+        }
+        let mut all: Vec<Change> = last.into_values().collect();
+        all.sort_by_key(|c| (c.at, c.index));
+        all
     }
 
     /// Called with no log lock held: [`Changes::index`] reads the log under the index lock.

@@ -399,6 +399,11 @@ impl Generator {
         }
     }
 
+    /// The change log of type `t` (touches and archivings, by record index).
+    pub fn changes_of(&self, t: usize) -> Vec<super::changes::Change> {
+        self.changes.of_type(t)
+    }
+
     /// `(last-modified ms, id)` of every live record of type `t`, sorted: the search
     /// endpoint's view (search never returns archived records).
     pub fn modified_index(&self, t: usize) -> ModifiedIndex {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+use super::changes::ChangeKind;
 use super::faults::Fault;
 use super::generator::{Defect, Flavor, Generator, SandboxConfig};
 use super::search::{self as search_api, SearchBody};
@@ -165,6 +166,7 @@ fn router(state: Shared) -> Router {
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/touch", post(touch))
         .route("/_sandbox/archive", post(archive))
+        .route("/_sandbox/changes", get(changes))
         .merge(api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -1275,6 +1277,48 @@ async fn archive(State(state): State<Shared>, body: Option<Json<HookBody>>) -> A
         "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+/// `GET /_sandbox/changes?objectType=contacts`: the ground truth of what changed, for checking
+/// incremental runs. Each change has the instant it was made (`at`, the record's new
+/// last-modified time, or its archiving time) and the instant from which an exporter can read
+/// it (`readableAt`: search shows a modification only after `--index-delay`; an archiving is in
+/// the recycle bin at once). A run whose window is `[from, to)` and which started at `S` must
+/// hold every change with `from <= at < to` and `readableAt <= S`; the next run holds the rest
+/// through its lookback. A record changed again keeps only its last change.
+async fn changes(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
+    let q = Query::parse(q);
+    let name = q.get("objectType").ok_or_else(|| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "objectType is required, e.g. ?objectType=contacts".to_string(),
+        )
+    })?;
+    let g = &state.generator;
+    let (plural, log, id): (String, _, Box<dyn Fn(u64) -> String + '_>) = match &state.pipedrive {
+        Some(w) => {
+            let e = pipedrive_entity(w, name)?;
+            (super::pipedrive::ENTITIES[e].plural.to_string(), w.changes_of(e), Box::new(move |i| w.id(e, i)))
+        }
+        None => {
+            let t = resolve_type(g, name)?;
+            (g.types[t].api_name.to_string(), g.changes_of(t), Box::new(move |i| g.types[t].id_of(i).to_string()))
+        }
+    };
+    // Only HubSpot's search has an index that lags.
+    let lag = if state.pipedrive.is_some() { 0 } else { g.config.index_delay_ms };
+    let changes: Vec<Value> = log
+        .iter()
+        .map(|c| {
+            let (kind, readable) = match c.kind {
+                ChangeKind::Modified => ("modified", c.at + chrono::Duration::milliseconds(lag)),
+                ChangeKind::Archived => ("archived", c.at),
+            };
+            json!({"id": id(c.index), "kind": kind, "at": super::iso(c.at), "readableAt": super::iso(readable)})
+        })
+        .collect();
+    Ok(Json(json!({"objectType": plural, "changes": changes})).into_response())
 }
 
 fn pipedrive_entity(w: &super::pipedrive::World, name: &str) -> std::result::Result<usize, Rejection> {

@@ -118,6 +118,29 @@ impl SandboxProcess {
         rt.block_on(async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() })
     }
 
+    /// The ids of `object_type` the run that wrote `day` must hold, by the sandbox's ground
+    /// truth (`GET /_sandbox/changes`): changes made inside the run's window (from its
+    /// manifest) and readable when the run started.
+    pub fn must_hold(&self, object_type: &str, day: &Path) -> std::collections::BTreeSet<String> {
+        let manifest: Value = serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).unwrap()).unwrap();
+        let instant = |v: &Value| v.as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
+        let (from, to) = (instant(&manifest["window"]["from"]), instant(&manifest["window"]["to"]));
+        let started = instant(&manifest["started_at"]);
+        let url = format!("{}/_sandbox/changes?objectType={object_type}", self.base_url);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let truth = rt.block_on(async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() });
+        truth["changes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no changes in {truth}"))
+            .iter()
+            .filter(|c| {
+                let at = instant(&c["at"]);
+                from <= at && at < to && instant(&c["readableAt"]) <= started
+            })
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// `POST /_sandbox/<hook>` (`touch`, `archive`) with `body`; panics unless it answers 200.
     pub fn hook(&self, hook: &str, body: Value) -> Value {
         let url = format!("{}/_sandbox/{hook}", self.base_url);

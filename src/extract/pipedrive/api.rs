@@ -2,6 +2,8 @@
 //! envelope with both paging styles (v2 `next_cursor`; v1 `start`/`limit` with or without
 //! the `pagination` wrapper), field definitions of v1 and v2, and values turned into text.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -21,7 +23,19 @@ pub enum Paging {
     Offset,
 }
 
+/// Records each v1 page asks for again from the end of the page before. A record removed from
+/// the list (deleted, archived) before the next page is asked moves every later record one
+/// place closer to the start; with this overlap up to `OVERLAP - 1` removals cost nothing.
+const OVERLAP: u64 = 10;
+
 /// Walks the pages of one list; [`Pager::next`] answers `None` after the last.
+///
+/// v1 lists page by `start`, an offset, and are asked for in id order (`sort=id ASC`), which a
+/// modification never changes. Only a removal can shift records past a page boundary, so every
+/// page after the first starts [`OVERLAP`] records early and must begin with a record already
+/// read: otherwise more records were removed than the overlap covers, and the pager steps back
+/// a page at a time until it finds one ([`Pager::stepped_back`] counts these re-reads). Records
+/// already returned are dropped, so each is returned once.
 pub struct Pager<'a> {
     client: &'a HttpClient,
     path: String,
@@ -30,8 +44,12 @@ pub struct Pager<'a> {
     cursor: Option<String>,
     start: u64,
     done: bool,
+    /// v1: ids returned so far.
+    seen: HashSet<String>,
     /// Pages whose invalid UTF-8 was replaced by U+FFFD so the rest could be read.
     pub repaired: u64,
+    /// v1: pages read again because records removed during the listing shifted the offsets.
+    pub stepped_back: u64,
 }
 
 impl<'a> Pager<'a> {
@@ -41,7 +59,18 @@ impl<'a> Pager<'a> {
         query: Vec<(String, String)>,
         paging: Paging,
     ) -> Pager<'a> {
-        Pager { client, path: path.into(), query, paging, cursor: None, start: 0, done: false, repaired: 0 }
+        Pager {
+            client,
+            path: path.into(),
+            query,
+            paging,
+            cursor: None,
+            start: 0,
+            done: false,
+            seen: HashSet::new(),
+            repaired: 0,
+            stepped_back: 0,
+        }
     }
 
     /// The path and query of the page about to be read, for error messages.
@@ -58,17 +87,47 @@ impl<'a> Pager<'a> {
         if self.done {
             return Ok(None);
         }
+        if self.paging == Paging::Cursor {
+            let (items, additional) = self.fetch(None).await?;
+            self.cursor = additional.get("next_cursor").and_then(Value::as_str).map(str::to_string);
+            self.done = self.cursor.is_none();
+            return Ok(Some(items));
+        }
+        let mut ask = if self.seen.is_empty() { 0 } else { self.start.saturating_sub(OVERLAP) };
+        loop {
+            let (items, additional) = self.fetch(Some(ask)).await?;
+            let p = additional.get("pagination").unwrap_or(&additional);
+            let more = p.get("more_items_in_collection").and_then(Value::as_bool).unwrap_or(false);
+            let first_id = items.iter().find_map(record_id);
+            let anchored = ask == 0 || first_id.as_ref().is_some_and(|id| self.seen.contains(id));
+            if !anchored && (first_id.is_some() || items.is_empty()) {
+                // More records left the list than the overlap covers: read from further back.
+                self.stepped_back += 1;
+                ask = ask.saturating_sub(PAGE as u64 - OVERLAP);
+                continue;
+            }
+            let next = p.get("next_start").and_then(Value::as_u64).unwrap_or(ask + items.len() as u64);
+            self.done = !more || items.is_empty() || next <= ask;
+            self.start = next;
+            // Records up to the last one already returned are the overlap.
+            let fresh =
+                items.iter().rposition(|r| record_id(r).is_some_and(|id| self.seen.contains(&id))).map_or(0, |k| k + 1);
+            let items: Vec<Value> = items.into_iter().skip(fresh).collect();
+            self.seen.extend(items.iter().filter_map(record_id));
+            return Ok(Some(items));
+        }
+    }
+
+    /// One page: at `start` (v1) or the cursor (v2); its items and `additional_data`.
+    async fn fetch(&mut self, start: Option<u64>) -> Result<(Vec<Value>, Value)> {
         let limit = PAGE.to_string();
-        let start = self.start.to_string();
+        let start = start.map(|s| s.to_string());
         let mut query: Vec<(&str, &str)> = self.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         query.push(("limit", &limit));
-        match self.paging {
-            Paging::Cursor => {
-                if let Some(c) = &self.cursor {
-                    query.push(("cursor", c));
-                }
-            }
-            Paging::Offset => query.push(("start", &start)),
+        match (&start, &self.cursor) {
+            (Some(s), _) => query.push(("start", s)),
+            (None, Some(c)) => query.push(("cursor", c)),
+            (None, None) => {}
         }
         let (mut page, repaired): (Value, bool) = self.client.get_json_repaired(&self.path, &query).await?;
         self.repaired += u64::from(repaired);
@@ -76,21 +135,16 @@ impl<'a> Pager<'a> {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
         };
-        let additional = page.get_mut("additional_data").map(Value::take).unwrap_or(Value::Null);
-        match self.paging {
-            Paging::Cursor => {
-                self.cursor = additional.get("next_cursor").and_then(Value::as_str).map(str::to_string);
-                self.done = self.cursor.is_none();
-            }
-            Paging::Offset => {
-                let p = additional.get("pagination").unwrap_or(&additional);
-                let more = p.get("more_items_in_collection").and_then(Value::as_bool).unwrap_or(false);
-                let next = p.get("next_start").and_then(Value::as_u64).unwrap_or(self.start + items.len() as u64);
-                self.done = !more || items.is_empty() || next <= self.start;
-                self.start = next;
-            }
-        }
-        Ok(Some(items))
+        Ok((items, page.get_mut("additional_data").map(Value::take).unwrap_or(Value::Null)))
+    }
+}
+
+/// A record's `id` as text (numbers and UUID strings alike).
+fn record_id(record: &Value) -> Option<String> {
+    match record.get("id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

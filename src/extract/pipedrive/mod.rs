@@ -276,6 +276,10 @@ impl Pipedrive {
             }
         }
         let paging = if d.entity.v2 { Paging::Cursor } else { Paging::Offset };
+        if paging == Paging::Offset {
+            // Id order: a record modified while the list is paged keeps its place.
+            query.push(("sort".into(), "id ASC".into()));
+        }
         let table = &d.stream.table.name;
         let mut pager = Pager::new(&self.client, path, query, paging);
         let mut bad = 0u64;
@@ -330,6 +334,15 @@ impl Pipedrive {
                 table: table.clone(),
                 detail: format!("{bad} records without an id were left out ({path})"),
                 count: Some(bad),
+            }))
+            .await?;
+        }
+        if pager.stepped_back > 0 {
+            out.send(Emit::Warning(Notice {
+                kind: "list_page_reread".into(),
+                table: table.clone(),
+                detail: format!("pages of {path} read again because records left the list while it was paged"),
+                count: Some(pager.stepped_back),
             }))
             .await?;
         }

@@ -252,11 +252,28 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         return Err(bad_request("Parameter 'updated_since' is not supported for archived leads".into()));
     }
     let since = time_param(&q, "updated_since")?;
-    let matching: Vec<u64> = (0..w.count(e))
+    let order = v1_sort(&q)?;
+    let mut matching: Vec<u64> = (0..w.count(e))
         .filter(|&i| w.is_archived(e, i) == archived)
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
-    let page: Vec<Value> = matching.iter().skip(start as usize).take(limit).map(|&i| served(w, e, i)).collect();
+    match order {
+        // Pipedrive's default: the order records were created in.
+        None => {}
+        Some((key, descending)) => {
+            match key {
+                "id" if e == LEAD => matching.sort_by_cached_key(|&i| w.id(e, i)),
+                "id" => {}
+                "add_time" => matching.sort_by_cached_key(|&i| (w.record(e, i).add_time, i)),
+                _ => matching.sort_by_cached_key(|&i| (w.record(e, i).update_time, i)),
+            }
+            if descending {
+                matching.reverse();
+            }
+        }
+    }
+    let indexes: Vec<u64> = matching.iter().skip(start as usize).take(limit).copied().collect();
+    let page: Vec<Value> = indexes.iter().map(|&i| served(w, e, i)).collect();
     let more = (start as usize + page.len()) < matching.len();
     let data = if page.is_empty() { Value::Null } else { json!(page) };
     let additional = if e == LEAD {
@@ -268,7 +285,38 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         }
         json!({ "pagination": p })
     };
-    Ok(answer(&state, data, additional))
+    let response = answer(&state, data, additional);
+    // --search-churn on a list of changed records: records this page returned are modified
+    // before the next page is asked and, for leads, as many others are archived (they leave the
+    // list, so every later record moves that many places closer to the start).
+    let churn = state.generator.config.search_churn as usize;
+    if churn > 0 && more && since.is_some() && !indexes.is_empty() {
+        let now = Utc::now();
+        let mut changed = w.touch_records(e, &indexes[..churn.min(indexes.len())], now);
+        if ENTITIES[e].archivable {
+            let middle = &indexes[indexes.len() / 2..];
+            changed.extend(w.archive_records(e, &middle[..churn.min(middle.len())], now));
+        }
+        state.churned(changed);
+    }
+    Ok(response)
+}
+
+/// v1 `sort`: `field ASC|DESC` (the first of a comma list), for the fields the sandbox keeps.
+fn v1_sort(q: &Query) -> std::result::Result<Option<(&'static str, bool)>, Refusal> {
+    let Some(sort) = q.get("sort") else { return Ok(None) };
+    let first = sort.split(',').next().unwrap_or_default().trim();
+    let mut words = first.split_whitespace();
+    let field = words.next().unwrap_or_default();
+    let descending = match words.next().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(other) => return Err(bad_request(format!("Invalid sort direction '{other}': use ASC or DESC"))),
+    };
+    let key = ["id", "add_time", "update_time"].into_iter().find(|k| *k == field).ok_or_else(|| {
+        bad_request(format!("the sandbox sorts v1 lists by id, add_time or update_time only, not '{field}'"))
+    })?;
+    Ok(Some((key, descending)))
 }
 
 fn v2_field_json(f: &super::FieldDef) -> Value {

@@ -686,6 +686,18 @@ impl World {
         indexes.iter().map(|&i| self.id(e, i)).collect()
     }
 
+    /// The change log of `e` (touches and archivings, by record index).
+    pub fn changes_of(&self, e: usize) -> Vec<crate::sandbox::changes::Change> {
+        self.changes.of_type(e)
+    }
+
+    /// Archives the records of `e` at `indexes` now (a deal or lead archived by a user while a
+    /// list is paged), leaving the next `archive`'s starting point alone. Returns their ids.
+    pub fn archive_records(&self, e: usize, indexes: &[u64], at: DateTime<Utc>) -> Vec<String> {
+        self.changes.record_archives(e, indexes, seconds(at), self.changes.archive_cursor(e));
+        indexes.iter().map(|&i| self.id(e, i)).collect()
+    }
+
     /// `POST /_sandbox/archive` for deals and leads: `count` live records from the highest ids down.
     pub fn archive(&self, e: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<String>, String> {
         if !ENTITIES[e].archivable {
