@@ -83,9 +83,6 @@ const fn std_type(
     StandardType { api_name, type_id, singular, plural, has_pipelines }
 }
 
-/// The object types exported when `--objects` is not given (custom objects are always added).
-pub const DEFAULT_OBJECTS: &[&str] = &["contacts", "companies", "deals", "tickets"];
-
 impl StandardType {
     pub fn to_object_type(&self) -> ObjectType {
         ObjectType {

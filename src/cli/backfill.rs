@@ -83,7 +83,6 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
             mode: Mode::Backfill,
             extent,
             date: day,
-            started_at: chrono::Utc::now(),
             ingested_at: run.ingested_at.clone(),
             counted_before: if done == 0 { (0, 0) } else { counted(extractor) },
             ..args.output.settings()

@@ -83,7 +83,6 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),
         date,
-        started_at,
         ingested_at: run.ingested_at.clone(),
         ..args.output.settings()
     };

@@ -80,7 +80,6 @@ impl OutputArgs {
                 Format::Parquet => OutputFormat::Parquet,
             },
             layout: self.layout(),
-            started_at: now,
             ingested_at: crate::schema::iso(now).into(),
             counted_before: (0, 0),
         }

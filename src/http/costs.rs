@@ -26,22 +26,33 @@ impl TokenCosts {
         &PIPEDRIVE
     }
 
-    fn parse(csv: &str) -> TokenCosts {
-        TokenCosts(
-            csv.lines()
-                .skip(1)
-                .filter_map(|line| {
-                    let mut cells = line.split(',');
-                    let (spec, method, path, cost) = (cells.next()?, cells.next()?, cells.next()?, cells.next()?);
-                    Some(Price {
-                        v2: spec == "v2",
-                        method: method.to_string(),
-                        segments: path.trim_matches('/').split('/').map(str::to_string).collect(),
-                        cost: cost.trim().parse().ok()?,
-                    })
-                })
-                .collect(),
-        )
+    /// Reads the price table (`spec,method,path,x_token_cost`). The table is built into the
+    /// binary, so a row that does not read is a bug of the build: it panics, naming the row,
+    /// and a unit test reads the table on every `cargo test`.
+    fn parse(text: &str) -> TokenCosts {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            spec: String,
+            method: String,
+            path: String,
+            x_token_cost: u64,
+        }
+        let rows = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+        let prices: Vec<Price> = csv::Reader::from_reader(text.as_bytes())
+            .deserialize::<Row>()
+            .enumerate()
+            .map(|(i, row)| {
+                let row = row.unwrap_or_else(|e| panic!("token price row {} does not read: {e}", i + 2));
+                Price {
+                    v2: row.spec == "v2",
+                    method: row.method,
+                    segments: row.path.trim_matches('/').split('/').map(str::to_string).collect(),
+                    cost: row.x_token_cost,
+                }
+            })
+            .collect();
+        assert_eq!(prices.len(), rows, "every token price row is read");
+        TokenCosts(prices)
     }
 
     /// The cost of `method path` (`/api/v2/deals`, `/api/v1/deals/7/changelog`, `/v1/users/me`),
@@ -67,6 +78,18 @@ impl TokenCosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_row_of_the_price_table_is_read() {
+        let table = include_str!("../../data/pipedrive-token-costs.csv");
+        assert_eq!(TokenCosts::pipedrive().0.len(), table.lines().count() - 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "token price row 3 does not read")]
+    fn a_malformed_price_row_is_refused() {
+        TokenCosts::parse("spec,method,path,x_token_cost\nv2,GET,/deals,10\nv2,GET,/persons,ten\n");
+    }
 
     #[test]
     fn prices_come_from_the_spec_table() {

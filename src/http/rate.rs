@@ -13,9 +13,6 @@ pub enum RateLimit {
 }
 
 impl RateLimit {
-    /// What crmdump allows itself on HubSpot's CRM search (HubSpot allows 5 per second).
-    pub const HUBSPOT_SEARCH: RateLimit = RateLimit::PerPeriod { requests: 4, period: Duration::from_secs(1) };
-
     /// HubSpot's default for private apps: 100 requests per 10 seconds.
     pub const HUBSPOT_DEFAULT: RateLimit = RateLimit::PerPeriod { requests: 100, period: Duration::from_secs(10) };
 

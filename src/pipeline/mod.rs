@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -63,8 +63,7 @@ pub struct ExportSettings {
     pub max_file_size: u64,
     pub format: OutputFormat,
     pub layout: Layout,
-    pub started_at: DateTime<Utc>,
-    /// Canonical text of `started_at` (INGESTEDAT).
+    /// The run's start, canonical text: INGESTEDAT and the manifest's `started_at`.
     pub ingested_at: Arc<str>,
     /// Requests and retries the source's client had made before this run's share (the
     /// manifest counts the rest): zero for one export, the previous days' for a backfill.

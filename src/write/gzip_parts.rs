@@ -244,32 +244,9 @@ impl<S: PartSink + Send> super::TableEncoder for CsvGzipWriter<S> {
 mod tests {
     use super::*;
     use crate::schema::{BatchBuilder, Column, ColumnType, TableSchema};
+    use crate::write::tests_support::MemoryParts;
     use std::io::Read;
     use std::sync::Arc;
-
-    /// Keeps parts in memory.
-    #[derive(Default)]
-    struct MemoryParts {
-        parts: Vec<Vec<u8>>,
-    }
-
-    impl PartSink for MemoryParts {
-        fn begin_part(&mut self, index: usize) -> Result<String> {
-            self.parts.push(Vec::new());
-            Ok(format!("T/part-{index:05}.csv.gz"))
-        }
-        fn write(&mut self, bytes: &[u8]) -> Result<()> {
-            self.parts.last_mut().unwrap().extend_from_slice(bytes);
-            Ok(())
-        }
-        fn finish_part(&mut self) -> Result<()> {
-            Ok(())
-        }
-        fn abort_part(&mut self) -> Result<()> {
-            self.parts.pop();
-            Ok(())
-        }
-    }
 
     fn schema() -> Arc<TableSchema> {
         Arc::new(TableSchema::new(
@@ -314,7 +291,7 @@ mod tests {
         let (receipts, sink) = w.finish().unwrap();
         assert!(receipts.len() >= 3, "expected several parts, got {}", receipts.len());
         let mut total_rows = 0;
-        for (i, (r, bytes)) in receipts.iter().zip(&sink.parts).enumerate() {
+        for (i, (r, bytes)) in receipts.iter().zip(sink.parts.lock().unwrap().iter()).enumerate() {
             assert_eq!(r.bytes, bytes.len() as u64);
             assert!(r.bytes <= limit, "part {i} is {} bytes", r.bytes);
             if i + 1 < receipts.len() {
@@ -336,7 +313,7 @@ mod tests {
         let (receipts, sink) = w.finish().unwrap();
         assert!(receipts.len() > 1);
         let mut ids = Vec::new();
-        for bytes in &sink.parts {
+        for bytes in sink.parts.lock().unwrap().iter() {
             let text = gunzip(bytes);
             let mut rest = text.strip_prefix("ID,TEXT\n").unwrap();
             // Every part ends at a row boundary: the last byte is the LF after a full row.
@@ -372,7 +349,7 @@ mod tests {
         let (receipts, sink) = w.finish().unwrap();
         assert_eq!(receipts.len(), 1);
         assert_eq!(receipts[0].rows, 0);
-        assert_eq!(gunzip(&sink.parts[0]), "ID,TEXT\n");
+        assert_eq!(gunzip(&sink.parts.lock().unwrap()[0]), "ID,TEXT\n");
     }
 
     #[test]

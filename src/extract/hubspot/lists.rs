@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::{Sender, api};
 use crate::error::Result;
-use crate::extract::Catalog;
 use crate::http::HttpClient;
 use crate::schema::{BatchBuilder, fixed_table};
 
@@ -25,7 +24,7 @@ pub(super) async fn probe(client: &HttpClient) -> Result<()> {
     search(client, 0, 1).await.map(|_| ())
 }
 
-pub(super) async fn extract(client: &HttpClient, _catalog: &Catalog, ingested: &Arc<str>, out: &Sender) -> Result<()> {
+pub(super) async fn extract(client: &HttpClient, ingested: &Arc<str>, out: &Sender) -> Result<()> {
     let mut all = Vec::new();
     let mut offset = 0;
     loop {

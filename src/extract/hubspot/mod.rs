@@ -351,7 +351,7 @@ impl HubSpot {
             reference::teams(teams, &ingested, &sender).await?;
         }
         if discovery.lists.is_some() {
-            lists::extract(&self.client, catalog, &ingested, &sender).await?;
+            lists::extract(&self.client, &ingested, &sender).await?;
         }
         for e in &discovery.events {
             events::extract(&self.client, e, extent.window(&e.stream.table.name), &ingested, &sender).await?;
