@@ -123,7 +123,7 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
     config.missing_scopes = args.missing_scopes.clone();
     config.redirect_to = args.redirect_to.clone();
     let (seed, scale) = (config.seed, config.scale);
-    let server = SandboxServer::start(config, args.port).await?;
+    let server = SandboxServer::start(config, args.port).await.map_err(sandbox_failed)?;
     let (flavor, token) = match args.data.flavor {
         Flavor::Hubspot => ("hubspot", "HUBSPOT_ACCESS_TOKEN"),
         Flavor::Pipedrive => ("pipedrive", "PIPEDRIVE_API_TOKEN"),
@@ -134,7 +134,12 @@ pub async fn run(args: SandboxArgs) -> Result<()> {
         server.base_url()
     );
     tokio::select! {
-        r = server.wait() => r,
+        r = server.wait() => r.map_err(sandbox_failed),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The sandbox's own I/O errors, as the CLI reports them.
+pub(crate) fn sandbox_failed(e: std::io::Error) -> crate::error::Error {
+    crate::error::Error::Sandbox(e.to_string())
 }

@@ -169,7 +169,7 @@ impl SourceArgs {
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();
-                let server = SandboxServer::start(config, 0).await?;
+                let server = SandboxServer::start(config, 0).await.map_err(super::sandbox::sandbox_failed)?;
                 tracing::info!(url = %server.base_url(), flavor = ?self.sandbox.flavor, scale = self.sandbox.scale, seed = self.sandbox.seed, "Sandbox started.");
                 let url = server.base_url();
                 sandbox = Some(server);

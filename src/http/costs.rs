@@ -1,6 +1,6 @@
 //! Pipedrive's daily token budget is spent per request, at each operation's `x-token-cost`
 //! (`data/pipedrive-token-costs.csv`, taken from Pipedrive's OpenAPI specs). The client adds
-//! up what an export spends; the sandbox charges the same prices against its daily budget.
+//! up what an export spends.
 
 use std::sync::LazyLock;
 

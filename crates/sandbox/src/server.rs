@@ -20,7 +20,6 @@ use super::changes::ChangeKind;
 use super::faults::Fault;
 use super::generator::{Defect, Flavor, Generator, SandboxConfig};
 use super::search::{self as search_api, SearchBody};
-use crate::error::{Error, Result};
 
 /// Stands for bytes that are not UTF-8 until the body is serialized (JSON cannot hold them).
 pub(super) const INVALID_UTF8_MARK: &str = "\u{E000}\u{E001}";
@@ -106,11 +105,11 @@ pub struct SandboxServer {
 
 impl SandboxServer {
     /// Binds 127.0.0.1:`port` (0 for an ephemeral port) and serves in the background.
-    pub async fn start(config: SandboxConfig, port: u16) -> Result<SandboxServer> {
+    pub async fn start(config: SandboxConfig, port: u16) -> std::io::Result<SandboxServer> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .map_err(|e| Error::Sandbox(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::Sandbox(e.to_string()))?;
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        let addr = listener.local_addr()?;
         let pipedrive = (config.flavor == Flavor::Pipedrive).then(|| super::pipedrive::World::new(&config));
         let state = Arc::new(AppState {
             pipedrive,
@@ -137,9 +136,9 @@ impl SandboxServer {
     }
 
     /// Serves until the process is stopped.
-    pub async fn wait(mut self) -> Result<()> {
+    pub async fn wait(mut self) -> std::io::Result<()> {
         match self.task.take() {
-            Some(task) => task.await.map_err(|e| Error::Sandbox(e.to_string())),
+            Some(task) => task.await.map_err(std::io::Error::other),
             None => Ok(()),
         }
     }
@@ -296,7 +295,8 @@ async fn chaos(State(state): State<Shared>, request: Request, next: Next) -> Res
     let cost = match flavor {
         Flavor::Hubspot => 1,
         Flavor::Pipedrive => {
-            crate::http::TokenCosts::pipedrive().cost(request.method().as_str(), request.uri().path()).unwrap_or(10)
+            let route = request.extensions().get::<MatchedPath>().map_or(request.uri().path(), MatchedPath::as_str);
+            super::pipedrive::prices::tokens(request.method().as_str(), route)
         }
     };
     let spent = state.tokens.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
@@ -1087,7 +1087,7 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let bound = |key: &str| -> std::result::Result<Option<i64>, Rejection> {
         q.get(key)
             .map(|v| {
-                crate::schema::parse_instant(v).map(|t| t.timestamp_millis()).ok_or_else(|| {
+                crate::time::instant(v).map(|t| t.timestamp_millis()).ok_or_else(|| {
                     reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{key} is not a timestamp: {v}"))
                 })
             })
@@ -1095,7 +1095,7 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     };
     let (after_ms, before_ms) = (bound("occurredAfter")?, bound("occurredBefore")?);
     let in_range = |ev: &super::generator::Event| {
-        let at = crate::schema::parse_instant(&ev.occurred_at).map(|t| t.timestamp_millis()).unwrap_or(0);
+        let at = crate::time::instant(&ev.occurred_at).map(|t| t.timestamp_millis()).unwrap_or(0);
         after_ms.is_none_or(|a| at >= a) && before_ms.is_none_or(|b| at < b)
     };
     let mut j: u64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -1222,7 +1222,7 @@ impl HookBody {
     fn at(&self) -> std::result::Result<chrono::DateTime<chrono::Utc>, Rejection> {
         match &self.at {
             None => Ok(chrono::Utc::now()),
-            Some(a) => crate::schema::parse_instant(a).ok_or_else(|| {
+            Some(a) => crate::time::instant(a).ok_or_else(|| {
                 reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("at is not a timestamp: {a}"))
             }),
         }

@@ -3,7 +3,7 @@
 //! type with extra data fields), leads inheriting the deals' custom fields.
 
 use super::{ACTIVITY, DEAL, FieldDef, Kind, LEAD, ORGANIZATION, PERSON, PRODUCT};
-use crate::sandbox::generator::{hash, mix};
+use crate::generator::{hash, mix};
 
 fn builtin(key: &str, name: &str, field_type: &'static str, kind: Kind) -> FieldDef {
     FieldDef {

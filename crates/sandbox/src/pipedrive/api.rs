@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{ACTIVITY, DEAL, ENTITIES, LEAD, NOTE, ORGANIZATION, PERSON, PRODUCT, World, instant_text, number};
-use crate::sandbox::generator::Defect;
-use crate::sandbox::server::{HUGE_VALUE, INVALID_UTF8_MARK, Query, Shared, json_answer};
+use crate::generator::Defect;
+use crate::server::{HUGE_VALUE, INVALID_UTF8_MARK, Query, Shared, json_answer};
 
 /// Most items a page may ask for (v1 and v2 alike).
 const MAX_LIMIT: usize = 500;
@@ -40,7 +40,7 @@ impl IntoResponse for Refusal {
 type Answer = std::result::Result<Response, Refusal>;
 
 /// Pipedrive's error envelope.
-pub(in crate::sandbox) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
+pub(crate) fn pd_error(status: StatusCode, error: &str, info: &str) -> Response {
     let body = json!({"success": false, "error": error, "error_info": info, "data": null, "additional_data": null});
     (status, Json(body)).into_response()
 }
@@ -90,7 +90,7 @@ async fn scopes(State(state): State<Shared>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-pub(in crate::sandbox) fn routes(state: Shared) -> Router<Shared> {
+pub(crate) fn routes(state: Shared) -> Router<Shared> {
     routes_unscoped().route_layer(axum::middleware::from_fn_with_state(state, scopes))
 }
 

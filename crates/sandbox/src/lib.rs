@@ -10,6 +10,7 @@ mod generator;
 pub mod pipedrive;
 mod search;
 mod server;
+mod time;
 
 pub use faults::{Fault, Faults};
 pub use generator::{

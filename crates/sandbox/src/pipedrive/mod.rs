@@ -11,13 +11,12 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-pub(in crate::sandbox) mod api;
+pub(crate) mod api;
 mod fields;
+pub(crate) mod prices;
 
-use crate::sandbox::changes::{Changes, Touch};
-use crate::sandbox::generator::{
-    Defect, FIRST_NAMES, LAST_NAMES, SandboxConfig, TRICKY_TEXT, UPDATE_SPAN_DAYS, hash, mix,
-};
+use crate::changes::{Changes, Touch};
+use crate::generator::{Defect, FIRST_NAMES, LAST_NAMES, SandboxConfig, TRICKY_TEXT, UPDATE_SPAN_DAYS, hash, mix};
 
 /// One Pipedrive entity as the sandbox serves it.
 #[derive(Debug)]
@@ -665,7 +664,7 @@ impl World {
         if (picked.len() as u64) < count {
             return Err(format!("{} has only {} live records; cannot touch {count}", ENTITIES[e].plural, picked.len()));
         }
-        let value = format!("touched at {}", crate::schema::iso(at));
+        let value = format!("touched at {}", crate::time::iso(at));
         let cursor = picked.last().map(|&i| (i + 1) % n).unwrap_or(start);
         let touches: Vec<Touch> = (0..picked.len() as i64)
             .map(|k| Touch {
@@ -680,14 +679,14 @@ impl World {
     /// Modifies the records of `e` at `indexes` (their text field and `update_time`, = `at`),
     /// leaving the next `touch`'s starting point alone. Returns their ids.
     pub fn touch_records(&self, e: usize, indexes: &[u64], at: DateTime<Utc>) -> Vec<String> {
-        let value = format!("touched at {}", crate::schema::iso(at));
+        let value = format!("touched at {}", crate::time::iso(at));
         let touches: Vec<Touch> = indexes.iter().map(|_| Touch { at: seconds(at), value: value.clone() }).collect();
         self.changes.record_touches(e, indexes, &touches, self.changes.touch_cursor(e));
         indexes.iter().map(|&i| self.id(e, i)).collect()
     }
 
     /// The change log of `e` (touches and archivings, by record index).
-    pub fn changes_of(&self, e: usize) -> Vec<crate::sandbox::changes::Change> {
+    pub fn changes_of(&self, e: usize) -> Vec<crate::changes::Change> {
         self.changes.of_type(e)
     }
 

@@ -910,7 +910,7 @@ impl Generator {
     }
 }
 
-pub use crate::schema::iso;
+pub use super::time::iso;
 
 fn generic_value(prop: &PropertyDef, v: u64, anchor: DateTime<Utc>) -> String {
     match prop.ty {
@@ -1115,28 +1115,24 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
         .collect();
     // Every other standard type, smaller; products carry 1,200 properties.
     let others: Vec<_> =
-        crate::model::STANDARD_TYPES.iter().filter(|s| !types.iter().any(|t| t.api_name == s.api_name)).collect();
-    for std in others {
+        HUBSPOT_STANDARD_TYPES.iter().filter(|s| !types.iter().any(|t| t.api_name == s.0)).copied().collect();
+    for (api_name, type_id, singular, plural) in others {
         let ordinal = types.len() as u64;
         let mut properties = common("hs_lastmodifieddate");
         properties.push(prop("hs_name", "Name", "string", "text", Role::Generic));
-        let extra = if std.api_name == "products" { 1_200 - properties.len() } else { 6 };
-        properties.extend(custom_properties(&format!("{}_attribute", std.api_name), extra));
-        let title = |id: &str| {
-            let lower = id.to_lowercase().replace('_', " ");
-            lower[..1].to_uppercase() + &lower[1..]
-        };
+        let extra = if api_name == "products" { 1_200 - properties.len() } else { 6 };
+        properties.extend(custom_properties(&format!("{api_name}_attribute"), extra));
         types.push(SandboxType {
-            api_name: std.api_name,
-            type_id: std.type_id.to_string(),
-            singular_label: title(std.singular),
-            plural_label: title(std.plural),
+            api_name,
+            type_id: type_id.to_string(),
+            singular_label: singular.to_string(),
+            plural_label: plural.to_string(),
             fully_qualified_name: None,
             primary_display_property: "hs_name",
             properties,
             id_base: (ordinal as i64 + 1) * 100_000_000_000 + 1_001,
             count: (scale / 10).max(1),
-            scope: format!("crm.objects.{}.read", std.api_name),
+            scope: format!("crm.objects.{api_name}.read"),
             ordinal,
         });
     }
@@ -1252,6 +1248,44 @@ fn build_event_types(config: &SandboxConfig, portal_id: i64) -> Vec<EventTypeDef
     }));
     types
 }
+
+/// HubSpot's standard object types as its schemas API names them: API name, fixed type id,
+/// singular and plural label. The sandbox's own copy of these facts (the exporter keeps its
+/// own), in the order their generated ids follow.
+const HUBSPOT_STANDARD_TYPES: &[(&str, &str, &str, &str)] = &[
+    ("contacts", "0-1", "Contact", "Contacts"),
+    ("companies", "0-2", "Company", "Companies"),
+    ("deals", "0-3", "Deal", "Deals"),
+    ("tickets", "0-5", "Ticket", "Tickets"),
+    ("products", "0-7", "Product", "Products"),
+    ("line_items", "0-8", "Line item", "Line items"),
+    ("quotes", "0-14", "Quote", "Quotes"),
+    ("communications", "0-18", "Communication", "Communications"),
+    ("tasks", "0-27", "Task", "Tasks"),
+    ("notes", "0-46", "Note", "Notes"),
+    ("meetings", "0-47", "Meeting", "Meetings"),
+    ("calls", "0-48", "Call", "Calls"),
+    ("emails", "0-49", "Email", "Emails"),
+    ("postal_mail", "0-116", "Postal mail", "Postal mail"),
+    ("feedback_submissions", "0-19", "Feedback submission", "Feedback submissions"),
+    ("invoices", "0-53", "Invoice", "Invoices"),
+    ("marketing_events", "0-54", "Marketing event", "Marketing events"),
+    ("subscriptions", "0-69", "Subscription", "Subscriptions"),
+    ("goal_targets", "0-74", "Goal target", "Goal targets"),
+    ("discounts", "0-84", "Discount", "Discounts"),
+    ("fees", "0-85", "Fee", "Fees"),
+    ("taxes", "0-86", "Tax", "Taxes"),
+    ("commerce_payments", "0-101", "Payment", "Payments"),
+    ("users", "0-115", "User", "Users"),
+    ("orders", "0-123", "Order", "Orders"),
+    ("leads", "0-136", "Lead", "Leads"),
+    ("carts", "0-142", "Cart", "Carts"),
+    ("services", "0-162", "Service", "Services"),
+    ("courses", "0-410", "Course", "Courses"),
+    ("listings", "0-420", "Listing", "Listings"),
+    ("appointments", "0-421", "Appointment", "Appointments"),
+    ("projects", "0-970", "Project", "Projects"),
+];
 
 #[cfg(test)]
 mod tests {

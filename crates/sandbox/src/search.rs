@@ -185,7 +185,7 @@ fn scalar(v: &Value, field: Field) -> Option<i64> {
         return Some(n);
     }
     match field {
-        Field::Modified => crate::schema::parse_instant(&text).map(|t| t.timestamp_millis()),
+        Field::Modified => crate::time::instant(&text).map(|t| t.timestamp_millis()),
         Field::Id => None,
     }
 }
