@@ -5,7 +5,8 @@ use clap::Args;
 use crate::ddl::{Dialect, ddl};
 use crate::error::{Error, Result};
 use crate::sink::Sink;
-use crate::sink::manifest::{MANIFEST_FILE, Manifest};
+use crate::sink::layout::Layout;
+use crate::sink::manifest::Manifest;
 
 #[derive(Debug, Args)]
 pub struct DdlArgs {
@@ -23,11 +24,17 @@ pub async fn run(args: DdlArgs) -> Result<()> {
     let sink = Sink::open_existing(&args.path)?;
     let root = args.path.trim_end_matches('/');
     let (body, location) = match args.date.map(|d| d.format("%Y-%m-%d").to_string()) {
-        None => (sink.get(MANIFEST_FILE).await?, root.to_string()),
-        Some(d) => match sink.get(&format!("{d}/{MANIFEST_FILE}")).await? {
-            Some(b) => (Some(b), format!("{root}/{d}")),
-            None => (sink.get(&format!("_manifests/{d}.json")).await?, root.to_string()),
-        },
+        None => (sink.get(Layout::day_folder_manifest_key()).await?, root.to_string()),
+        Some(d) => {
+            let mut found = (None, root.to_string());
+            for layout in [Layout::Daily, Layout::Hive] {
+                if let Some(body) = sink.get(&layout.manifest_key(&d)).await? {
+                    found = (Some(body), layout.location(root, &d));
+                    break;
+                }
+            }
+            found
+        }
     };
     let body = body.ok_or_else(|| Error::Destination {
         dest: args.path.clone(),

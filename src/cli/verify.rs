@@ -6,7 +6,6 @@ use clap::Args;
 use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::sink::layout::Layout;
-use crate::sink::manifest::MANIFEST_FILE;
 use crate::sink::verify::{Target, verify};
 
 #[derive(Debug, Args)]
@@ -20,20 +19,17 @@ pub struct VerifyArgs {
 
 /// The committed days under `sink`, in both layouts.
 async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Target)>> {
-    if date.is_none() && sink.get(MANIFEST_FILE).await?.is_some() {
+    let own = Layout::day_folder_manifest_key();
+    if date.is_none() && sink.get(own).await?.is_some() {
         // PATH is a day folder of the daily layout.
-        let present = sink.files_under("").await?.into_iter().filter(|k| k != MANIFEST_FILE).collect();
-        let target = Target { manifest_key: MANIFEST_FILE.into(), base: String::new(), present };
+        let present = sink.files_under("").await?.into_iter().filter(|k| k != own).collect();
+        let target = Target { manifest_key: own.into(), base: String::new(), present };
         return Ok(vec![("(this folder)".into(), target)]);
     }
     let mut days: Vec<(String, Layout)> = Vec::new();
     for (key, _) in sink.list("").await? {
-        let daily = key.strip_suffix(&format!("/{MANIFEST_FILE}")).filter(|d| !d.contains('/'));
-        let hive = key.strip_prefix("_manifests/").and_then(|k| k.strip_suffix(".json"));
-        if let Some(d) = daily {
-            days.push((d.to_string(), Layout::Daily));
-        } else if let Some(d) = hive {
-            days.push((d.to_string(), Layout::Hive));
+        if let Some((layout, day)) = Layout::of_manifest_key(&key) {
+            days.push((day, layout));
         }
     }
     if let Some(d) = &date {

@@ -14,15 +14,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::extract::{Catalog, Emit, Extent, Extractor, Notice};
 use crate::progress::Progress;
 use crate::schema::iso;
 use crate::sink::Sink;
+use crate::sink::commit::DayCommit;
 use crate::sink::layout::Layout;
 use crate::sink::manifest::{ColumnEntry, Manifest, TableEntry, Warning};
 use crate::split;
@@ -98,21 +98,11 @@ pub async fn export(
 ) -> Result<ExportReport> {
     let clock = Instant::now();
 
-    let day = settings.date.format("%Y-%m-%d").to_string();
+    let date = settings.date.format("%Y-%m-%d").to_string();
     let layout = settings.layout;
-    let manifest_key = layout.manifest_key(&day);
-    // A re-run first withdraws the old commit marker: from here on the folder is incomplete.
-    sink.delete(&manifest_key).await?;
-    // Uploads a killed run of this date left open (billed until aborted).
-    let aborted = crate::sink::upload::abort_leftovers(sink, &day).await?;
-    if aborted > 0 {
-        tracing::info!(uploads = aborted, "Aborted the open uploads of an earlier, killed run of this date.");
-    }
-
+    let day = DayCommit::begin(sink, layout, &date).await?;
     let spec = WriterSpec {
-        sink: sink.clone(),
         day: day.clone(),
-        layout,
         format: settings.format,
         max_file_size: settings.max_file_size,
         source: extractor.source().to_string(),
@@ -128,9 +118,14 @@ pub async fn export(
     let (unparseable, notes) = match routed {
         Ok(((), routed)) => routed,
         // Only a consequence of another failure: report that one.
-        Err(e) if e.is_cancelled() => return Err(writers.failure().await),
+        Err(e) if e.is_cancelled() => {
+            let e = writers.failure().await;
+            day.abandon(&e);
+            return Err(e);
+        }
         Err(e) => {
             writers.abort().await;
+            day.abandon(&e);
             return Err(e);
         }
     };
@@ -138,9 +133,13 @@ pub async fn export(
     warnings.extend(notes);
 
     // Every table's last part closes now.
-    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = writers.finish().await?.into_iter().collect();
-
-    remove_stale_parts(sink, layout, &day, &receipts).await?;
+    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = match writers.finish().await {
+        Ok(finished) => finished.into_iter().collect(),
+        Err(e) => {
+            day.clone().abandon(&e);
+            return Err(e);
+        }
+    };
 
     for (table, count) in unparseable {
         warnings.push(Warning { kind: "unparseable_value".into(), table, count: Some(count), detail: None });
@@ -153,7 +152,7 @@ pub async fn export(
         account: catalog.account.clone(),
         objects: catalog.objects.iter().map(|o| o.object_type.type_id.clone()).collect(),
         streams: catalog.streams(),
-        export_date: day.clone(),
+        export_date: date,
         mode: settings.mode.name().into(),
         window: settings.extent.span().map(|w| crate::sink::manifest::Window { from: iso(w.from), to: iso(w.to) }),
         started_at: settings.ingested_at.to_string(),
@@ -185,9 +184,7 @@ pub async fn export(
         retries: stats.retries.load(Ordering::Relaxed).saturating_sub(settings.counted_before.1),
         warnings,
     };
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    sink.put(&manifest_key, Bytes::from(body)).await?;
-    tracing::info!(key = %manifest_key, "Manifest written; the export is committed.");
+    let manifest_key = day.commit(&manifest).await?;
     let tokens = stats.tokens.load(Ordering::Relaxed);
     Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens })
 }
@@ -247,25 +244,4 @@ async fn route_all(
         }
     }
     Ok((unparseable, notes))
-}
-
-/// Removes files of this date that this run did not write (parts of an earlier run that had
-/// more of them, staging files and parts of a killed run), so that the destination holds
-/// exactly what the manifest lists.
-async fn remove_stale_parts(
-    sink: &Sink,
-    layout: Layout,
-    day: &str,
-    receipts: &BTreeMap<String, Vec<PartReceipt>>,
-) -> Result<()> {
-    let base = layout.base(day);
-    let keep: std::collections::HashSet<String> =
-        receipts.values().flatten().map(|r| Layout::join(&base, &r.path)).collect();
-    for key in sink.parts_of(layout, day).await? {
-        if !keep.contains(&key) {
-            tracing::info!(key = %key, "Removing a file of an earlier or killed run.");
-            sink.remove(&key).await?;
-        }
-    }
-    Ok(())
 }

@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::schema::TableSchema;
-use crate::sink::Sink;
-use crate::sink::layout::Layout;
+use crate::sink::commit::DayCommit;
 use crate::write::{OutputFormat, PartReceipt, TableEncoder};
 
 /// Batches queued per table writer before the router waits.
@@ -50,9 +49,7 @@ pub(crate) fn encode_slots() -> usize {
 
 /// What every table's writer needs to know.
 pub(crate) struct WriterSpec {
-    pub sink: Sink,
-    pub day: String,
-    pub layout: Layout,
+    pub day: DayCommit,
     pub format: OutputFormat,
     pub max_file_size: u64,
     pub source: String,
@@ -294,13 +291,7 @@ impl TableJob {
 
     fn open_encoder(&self) -> Box<dyn TableEncoder> {
         let s = &self.spec;
-        let parts = s.sink.part_sink(
-            &s.day,
-            &s.layout.base(&s.day),
-            &s.layout.table_dir(&s.day, &self.table.name),
-            s.format.extension(),
-            self.written.clone(),
-        );
+        let parts = s.day.part_sink(&self.table.name, s.format.extension(), self.written.clone());
         s.format.encoder(&self.table, parts, s.max_file_size, &s.source)
     }
 

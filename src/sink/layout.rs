@@ -5,6 +5,9 @@
 
 use super::manifest::MANIFEST_FILE;
 
+/// The folder of the hive layout's manifests, one per date.
+const HIVE_MANIFESTS: &str = "_manifests";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Layout {
     #[default]
@@ -40,8 +43,30 @@ impl Layout {
     pub fn manifest_key(self, date: &str) -> String {
         match self {
             Layout::Daily => format!("{date}/{MANIFEST_FILE}"),
-            Layout::Hive => format!("_manifests/{date}.json"),
+            Layout::Hive => format!("{HIVE_MANIFESTS}/{date}.json"),
         }
+    }
+
+    /// The manifest key of a day folder opened on its own (a daily day folder as the root).
+    pub fn day_folder_manifest_key() -> &'static str {
+        MANIFEST_FILE
+    }
+
+    /// The layout and date whose manifest `key` (relative to an export root) is, if it is one.
+    pub fn of_manifest_key(key: &str) -> Option<(Layout, String)> {
+        let daily = key.strip_suffix(&format!("/{MANIFEST_FILE}")).filter(|d| !d.contains('/'));
+        let hive = key.strip_prefix(&format!("{HIVE_MANIFESTS}/")).and_then(|k| k.strip_suffix(".json"));
+        match (daily, hive) {
+            (Some(d), _) => Some((Layout::Daily, d.to_string())),
+            (None, Some(d)) if !d.contains('/') => Some((Layout::Hive, d.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Where this layout keeps the files of `date` for a reader pointed at the export root
+    /// `root`: the day folder (daily) or the root itself (hive).
+    pub fn location(self, root: &str, date: &str) -> String {
+        Layout::join(root, &self.base(date))
     }
 
     /// Whether `key` (relative to the destination) is a part of `date` in this layout.
@@ -78,5 +103,12 @@ mod tests {
         assert!(!Layout::Hive.holds_part_of("_manifests/2026-11-23.json", d));
         assert!(Layout::Daily.holds_part_of("2026-11-23/OWNERS/part-00000.csv.gz", d));
         assert!(!Layout::Daily.holds_part_of("2026-11-23/_manifest.json", d));
+        for layout in [Layout::Daily, Layout::Hive] {
+            assert_eq!(Layout::of_manifest_key(&layout.manifest_key(d)), Some((layout, d.to_string())));
+        }
+        assert_eq!(Layout::of_manifest_key("2026-11-23/OWNERS/_manifest.json"), None);
+        assert_eq!(Layout::of_manifest_key("_manifests/x/2026-11-23.json"), None);
+        assert_eq!(Layout::Daily.location("s3://b/x", d), "s3://b/x/2026-11-23");
+        assert_eq!(Layout::Hive.location("s3://b/x", d), "s3://b/x");
     }
 }

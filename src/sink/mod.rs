@@ -1,8 +1,9 @@
 //! The one place that writes: an object_store-backed destination (local folder, S3, memory)
-//! with the commit protocol of SPEC section 3 (old manifest removed first, parts written,
-//! stale parts removed, manifest written last).
+//! and the commit protocol of a day folder ([`commit::DayCommit`]: old manifest withdrawn
+//! first, parts written, stale parts removed, manifest written last).
 
 pub mod claim;
+pub mod commit;
 pub mod layout;
 pub mod manifest;
 pub mod upload;
