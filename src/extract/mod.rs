@@ -212,6 +212,96 @@ impl Notice {
     pub(crate) fn missing_scope(table: &str, detail: String) -> Notice {
         Notice { kind: "missing_scope".into(), table: table.into(), detail, count: None }
     }
+
+    /// Records of `table` left out because they could not be read (no id, not an object).
+    pub(crate) fn bad_records(table: &str, count: u64, detail: String) -> Notice {
+        Notice { kind: "bad_record".into(), table: table.into(), detail, count: Some(count) }
+    }
+
+    /// Responses for `table` whose invalid UTF-8 was replaced by U+FFFD so the rest could be read.
+    pub(crate) fn invalid_utf8(table: &str, count: u64, from: &str) -> Notice {
+        Notice {
+            kind: "invalid_utf8".into(),
+            table: table.into(),
+            detail: format!("responses with invalid UTF-8{from}, read with U+FFFD in place of the bad bytes"),
+            count: Some(count),
+        }
+    }
+}
+
+/// The fixed tables both sources write (each adds its own: HubSpot's teams and lists).
+pub(crate) fn common_tables(history: bool) -> Vec<&'static str> {
+    let mut tables = vec![
+        "OBJECTS",
+        "OBJECT_WITH_OBJECT_PROPERTIES",
+        "OBJECT_PROPERTIES",
+        "ASSOCIATIONS",
+        "ASSOCIATION_DEFINITIONS",
+        "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
+        "PROPERTY_DEFINITIONS",
+        "OWNERS",
+        "PIPELINES",
+        "PIPELINE_STAGES",
+    ];
+    if history {
+        tables.push("OBJECT_PROPERTIES_HISTORY");
+    }
+    tables
+}
+
+impl Catalog {
+    /// A catalog whose tables are `fixed` and those of every object type, pair and event
+    /// type, in name order.
+    pub(crate) fn assemble(
+        account: String,
+        objects: Vec<Arc<ObjectStream>>,
+        pairs: Vec<Arc<AssociationPair>>,
+        events: Vec<Arc<EventStream>>,
+        notices: Vec<Notice>,
+        fixed: Vec<Arc<TableSchema>>,
+    ) -> Catalog {
+        let mut tables = fixed;
+        tables.extend(objects.iter().map(|o| o.table.clone()));
+        tables.extend(pairs.iter().map(|p| p.table.clone()));
+        tables.extend(events.iter().map(|e| e.table.clone()));
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        Catalog { account, objects, pairs, events, notices, tables }
+    }
+}
+
+/// The error when discovery finds nothing the token may read: a 403 of the whole account,
+/// not a table to skip.
+pub(crate) fn nothing_readable(path: &str, what: &str, hint: &str) -> Error {
+    Error::Api {
+        method: "GET",
+        path: path.into(),
+        status: 403,
+        message: format!("the token cannot read any {what}"),
+        correlation: None,
+        hint: hint.into(),
+    }
+}
+
+/// Runs one job per stream, each on a task of its own so that parsing pages and building
+/// rows use every core, at most `concurrency` at a time. The first error ends the others
+/// (dropping the set aborts its tasks).
+pub(crate) async fn run_streams<F>(jobs: impl IntoIterator<Item = F>, concurrency: usize) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let mut jobs = jobs.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < concurrency.max(1) {
+            let Some(job) = jobs.next() else { break };
+            running.spawn(job);
+        }
+        match running.join_next().await {
+            None => return Ok(()),
+            Some(Ok(done)) => done?,
+            Some(Err(e)) => return Err(Error::Internal(format!("a stream's extraction panicked: {e}"))),
+        }
+    }
 }
 
 /// The API's message and crmdump's hint when `e` is (or wraps) a 403: something the token

@@ -25,7 +25,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
-use crate::schema::{self, TableSchema, fixed_table};
+use crate::schema::{self, fixed_table};
 
 pub use objects::{RECORDS_PER_PAGE, page_batches};
 
@@ -165,14 +165,11 @@ impl HubSpot {
             }
         }
         if discovered.is_empty() {
-            return Err(Error::Api {
-                method: "GET",
-                path: "/crm/v3/properties".into(),
-                status: 403,
-                message: "the token cannot read any object type".into(),
-                correlation: None,
-                hint: "Give the private app the crm.objects.<type>.read scopes of the types to export".into(),
-            });
+            return Err(super::nothing_readable(
+                "/crm/v3/properties",
+                "object type",
+                "Give the private app the crm.objects.<type>.read scopes of the types to export",
+            ));
         }
 
         // Association types exist in both directions or in neither: probe each unordered
@@ -236,35 +233,16 @@ impl HubSpot {
 
         let objects: Vec<Arc<ObjectStream>> = discovered.iter().map(object_stream).collect();
         let event_streams: Vec<Arc<EventStream>> = events.iter().map(|e| e.stream.clone()).collect();
-        let mut fixed = vec![
-            "OBJECTS",
-            "OBJECT_WITH_OBJECT_PROPERTIES",
-            "OBJECT_PROPERTIES",
-            "ASSOCIATIONS",
-            "ASSOCIATION_DEFINITIONS",
-            "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
-            "PROPERTY_DEFINITIONS",
-            "OWNERS",
-            "OWNER_TEAM",
-            "PIPELINES",
-            "PIPELINE_STAGES",
-        ];
-        if self.options.history.is_some() {
-            fixed.push("OBJECT_PROPERTIES_HISTORY");
-        }
+        let mut fixed = super::common_tables(self.options.history.is_some());
+        fixed.push("OWNER_TEAM");
         if lists.is_some() {
             fixed.extend(["LISTS", "LIST_MEMBERSHIPS"]);
         }
         if teams.is_some() {
             fixed.push("TEAMS");
         }
-        let mut tables: Vec<Arc<TableSchema>> = fixed.iter().map(|n| fixed_table(n)).collect();
-        tables.extend(objects.iter().map(|o| o.table.clone()));
-        tables.extend(pairs.iter().map(|p| p.table.clone()));
-        tables.extend(event_streams.iter().map(|e| e.table.clone()));
-        tables.sort_by(|a, b| a.name.cmp(&b.name));
-
-        let catalog = Catalog { account, objects, pairs, events: event_streams, notices, tables };
+        let fixed = fixed.iter().map(|n| fixed_table(n)).collect();
+        let catalog = Catalog::assemble(account, objects, pairs, event_streams, notices, fixed);
         Ok((catalog, Discovery { types: discovered, labels, lists, events, teams }))
     }
 
@@ -359,7 +337,7 @@ impl HubSpot {
         let history = self.options.history;
         // Each type on its own task, so that parsing pages and building rows use every core;
         // the set aborts the others when one fails.
-        let mut jobs = catalog.objects.iter().cloned().map(|stream| {
+        let jobs = catalog.objects.iter().cloned().map(|stream| {
             let pairs: Vec<Arc<AssociationPair>> =
                 catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
             let sender = sender.clone();
@@ -369,19 +347,7 @@ impl HubSpot {
             let window = extent.window(&stream.table.name);
             async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
         });
-        let mut running = tokio::task::JoinSet::new();
-        loop {
-            while running.len() < self.options.concurrency.max(1) {
-                let Some(job) = jobs.next() else { break };
-                running.spawn(job);
-            }
-            match running.join_next().await {
-                None => break,
-                Some(Ok(done)) => done?,
-                Some(Err(e)) => return Err(Error::Internal(format!("an object type's extraction panicked: {e}"))),
-            }
-        }
-        Ok(())
+        super::run_streams(jobs, self.options.concurrency).await
     }
 }
 

@@ -273,22 +273,11 @@ impl Problems {
 
     async fn report(&self, table: &str, out: &Sender) -> Result<()> {
         if self.bad_records > 0 {
-            out.send(Emit::Warning(Notice {
-                kind: "bad_record".into(),
-                table: table.into(),
-                detail: format!("records left out because they could not be read: {}", self.examples.join("; ")),
-                count: Some(self.bad_records),
-            }))
-            .await?;
+            let detail = format!("records left out because they could not be read: {}", self.examples.join("; "));
+            out.send(Emit::Warning(Notice::bad_records(table, self.bad_records, detail))).await?;
         }
         if self.repaired_pages > 0 {
-            out.send(Emit::Warning(Notice {
-                kind: "invalid_utf8".into(),
-                table: table.into(),
-                detail: "responses with invalid UTF-8, read with U+FFFD in place of the bad bytes".into(),
-                count: Some(self.repaired_pages),
-            }))
-            .await?;
+            out.send(Emit::Warning(Notice::invalid_utf8(table, self.repaired_pages, ""))).await?;
         }
         Ok(())
     }

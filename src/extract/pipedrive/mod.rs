@@ -63,15 +63,17 @@ struct Discovered {
 }
 
 struct Discovery {
-    entities: Vec<Discovered>,
+    entities: Vec<Arc<Discovered>>,
 }
 
+/// Cheap to clone: each entity's stream runs on a task of its own with a clone.
+#[derive(Clone)]
 pub struct Pipedrive {
     client: Arc<HttpClient>,
-    options: PipedriveOptions,
-    discovery: std::sync::OnceLock<Discovery>,
+    options: Arc<PipedriveOptions>,
+    discovery: Arc<std::sync::OnceLock<Discovery>>,
     /// Set once a changelog answered 403 (no `recents:read`): history is skipped from then on.
-    history_forbidden: std::sync::atomic::AtomicBool,
+    history_forbidden: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A fixed table with text record ids (Pipedrive's lead ids are UUIDs).
@@ -95,9 +97,9 @@ impl Pipedrive {
     pub fn new(client: Arc<HttpClient>, options: PipedriveOptions) -> Pipedrive {
         Pipedrive {
             client,
-            options,
-            discovery: std::sync::OnceLock::new(),
-            history_forbidden: std::sync::atomic::AtomicBool::new(false),
+            options: Arc::new(options),
+            discovery: Arc::new(std::sync::OnceLock::new()),
+            history_forbidden: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -152,7 +154,7 @@ impl Pipedrive {
             }
             .await;
             match read {
-                Ok(()) => entities.push(discovered(entity, fields)),
+                Ok(()) => entities.push(Arc::new(discovered(entity, fields))),
                 Err(e) if forbidden(&e).is_some() => notices.push(missing_scope(
                     &object_type(entity).table_name(),
                     format!(
@@ -165,16 +167,13 @@ impl Pipedrive {
             }
         }
         if entities.is_empty() {
-            return Err(Error::Api {
-                method: "GET",
-                path: "/api/v2/dealFields".into(),
-                status: 403,
-                message: "the token cannot read any entity".into(),
-                correlation: None,
-                hint: "Use the API token of a user who can see deals, persons and organizations".into(),
-            });
+            return Err(super::nothing_readable(
+                "/api/v2/dealFields",
+                "entity",
+                "Use the API token of a user who can see deals, persons and organizations",
+            ));
         }
-        let has = |name: &str| entities.iter().any(|d: &Discovered| d.entity.name == name);
+        let has = |name: &str| entities.iter().any(|d| d.entity.name == name);
         let pairs: Vec<Arc<AssociationPair>> = RELATIONS
             .iter()
             .filter(|r| has(r.from) && has(r.to))
@@ -185,27 +184,9 @@ impl Pipedrive {
                 Arc::new(AssociationPair { table: with_text_ids(&table), from, to })
             })
             .collect();
-        let mut fixed = vec![
-            "OBJECTS",
-            "OBJECT_WITH_OBJECT_PROPERTIES",
-            "OBJECT_PROPERTIES",
-            "ASSOCIATIONS",
-            "ASSOCIATION_DEFINITIONS",
-            "OBJECT_AND_EVENT_TYPE_DEFINITIONS",
-            "PROPERTY_DEFINITIONS",
-            "OWNERS",
-            "PIPELINES",
-            "PIPELINE_STAGES",
-        ];
-        if self.options.history.is_some() {
-            fixed.push("OBJECT_PROPERTIES_HISTORY");
-        }
         let objects: Vec<Arc<ObjectStream>> = entities.iter().map(|d| d.stream.clone()).collect();
-        let mut tables: Vec<Arc<TableSchema>> = fixed.iter().map(|n| table(n)).collect();
-        tables.extend(objects.iter().map(|o| o.table.clone()));
-        tables.extend(pairs.iter().map(|p| p.table.clone()));
-        tables.sort_by(|a, b| a.name.cmp(&b.name));
-        let catalog = Catalog { account, objects, pairs, events: Vec::new(), notices, tables };
+        let fixed = super::common_tables(self.options.history.is_some()).iter().map(|n| table(n)).collect();
+        let catalog = Catalog::assemble(account, objects, pairs, Vec::new(), notices, fixed);
         Ok((catalog, Discovery { entities }))
     }
 
@@ -220,17 +201,19 @@ impl Pipedrive {
             }
             other => other?,
         }
-        let runs: Vec<_> = discovery
+        // Each entity on its own task, as HubSpot's types.
+        let jobs: Vec<_> = discovery
             .entities
             .iter()
             .map(|d| {
                 let pairs: Vec<Arc<AssociationPair>> =
                     catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
-                self.entity(d, extent.window(&d.stream.table.name), pairs, &out)
+                let window = extent.window(&d.stream.table.name);
+                let (me, d, out) = (self.clone(), d.clone(), out.clone());
+                async move { me.entity(&d, window, pairs, &out).await }
             })
             .collect();
-        futures::stream::iter(runs).buffer_unordered(self.options.concurrency.max(1)).try_collect::<Vec<()>>().await?;
-        Ok(())
+        super::run_streams(jobs, self.options.concurrency).await
     }
 
     /// Every list of one entity (live, then archived).
@@ -329,13 +312,8 @@ impl Pipedrive {
             }
         }
         if bad > 0 {
-            out.send(Emit::Warning(Notice {
-                kind: "bad_record".into(),
-                table: table.clone(),
-                detail: format!("{bad} records without an id were left out ({path})"),
-                count: Some(bad),
-            }))
-            .await?;
+            let detail = format!("{bad} records without an id were left out ({path})");
+            out.send(Emit::Warning(Notice::bad_records(table, bad, detail))).await?;
         }
         if pager.stepped_back > 0 {
             out.send(Emit::Warning(Notice {
@@ -347,13 +325,7 @@ impl Pipedrive {
             .await?;
         }
         if pager.repaired > 0 {
-            out.send(Emit::Warning(Notice {
-                kind: "invalid_utf8".into(),
-                table: table.clone(),
-                detail: format!("responses with invalid UTF-8 from {path}, read with U+FFFD in place of the bad bytes"),
-                count: Some(pager.repaired),
-            }))
-            .await?;
+            out.send(Emit::Warning(Notice::invalid_utf8(table, pager.repaired, &format!(" from {path}")))).await?;
         }
         Ok(())
     }
