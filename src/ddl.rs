@@ -1,5 +1,5 @@
 //! Warehouse DDL from a manifest: a CREATE TABLE per table with the manifest's column types
-//! mapped to each dialect, and the statement that loads the day's files (SPEC section 7).
+//! mapped to each dialect, and the statement that loads the day's files.
 //! Pure text generation: no network, no files.
 
 use crate::sink::layout::Layout;

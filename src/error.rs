@@ -23,7 +23,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// Process exit code for an export that ended with an error of this class (SPEC section 7).
+    /// Process exit code for an export that ended with an error of this class (docs/FORMAT.md, "Exit codes").
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorClass::Config => 2,

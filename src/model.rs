@@ -1,5 +1,9 @@
-//! Small value types shared by every layer: object types and the names derived from them.
-//! Imports nothing else of ours.
+//! Small value types shared by every layer: object types and the names derived from them,
+//! and the time windows a run reads. Imports nothing else of ours.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 
 /// One CRM object type as the exporter sees it: the API name used in paths, the type id
 /// (`0-1`, `2-123`) that goes into `OBJECTTYPEID`, and the singular/plural words used in
@@ -37,7 +41,7 @@ pub struct StandardType {
     pub has_pipelines: bool,
 }
 
-/// The standard object types, with HubSpot's fixed type ids (reference/hubspot-api.md §12).
+/// The standard object types, with HubSpot's fixed type ids.
 pub const STANDARD_TYPES: &[StandardType] = &[
     std_type("contacts", "0-1", "CONTACT", "CONTACTS", false),
     std_type("companies", "0-2", "COMPANY", "COMPANIES", false),
@@ -110,6 +114,60 @@ pub fn upper_identifier(name: &str) -> String {
 /// `PROPERTY_<UPPER(name)>`.
 pub fn property_column(property_name: &str) -> String {
     format!("PROPERTY_{}", upper_identifier(property_name))
+}
+
+/// A half-open time window `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && t < self.to
+    }
+}
+
+/// Which part of each stream a run reads. A stream (named by its table, `OBJECTS_CONTACTS`,
+/// `EVENTS_E_VISITED_PAGE`) with a window reads the records created, changed or archived in
+/// it (events: that occurred in it); any other stream is read whole. Reference tables are
+/// always whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extent {
+    windows: BTreeMap<String, Window>,
+}
+
+impl Extent {
+    /// Every stream whole: a full export.
+    pub fn whole() -> Extent {
+        Extent::default()
+    }
+
+    pub fn set(&mut self, table: &str, window: Window) {
+        self.windows.insert(table.to_string(), window);
+    }
+
+    /// Reads `table` whole.
+    pub fn clear(&mut self, table: &str) {
+        self.windows.remove(table);
+    }
+
+    pub fn window(&self, table: &str) -> Option<Window> {
+        self.windows.get(table).copied()
+    }
+
+    /// True when no stream has a window.
+    pub fn is_whole(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// The earliest start and latest end over every window, for the manifest.
+    pub fn span(&self) -> Option<Window> {
+        let from = self.windows.values().map(|w| w.from).min()?;
+        let to = self.windows.values().map(|w| w.to).max()?;
+        Some(Window { from, to })
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `<dest>/_state/<source>-<account>.json`: how far each stream's committed exports reach,
-//! so that a nightly run reads only what changed (SPEC section 6).
+//! so that a nightly run reads only what changed (docs/FORMAT.md, "Modes").
 //!
 //! Per stream (named by its table) a watermark: every change before it is in a committed
 //! day folder. An incremental run reads `[start - lookback, run start - settle lag)`, where
@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::extract::{Extent, Window};
+use crate::model::{Extent, Window};
 use crate::schema::{iso, parse_instant};
 use crate::sink::Sink;
 

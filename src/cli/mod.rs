@@ -1,4 +1,4 @@
-//! Command-line surface (SPEC section 7): one file per command. Parses flags, builds the
+//! Command-line surface: one file per command. Parses flags, builds the
 //! validated settings, and hands over to the library.
 
 /// Prints a line on stdout like `println!`, but a closed stdout (`crmdump tables | head -1`)

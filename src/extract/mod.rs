@@ -5,14 +5,13 @@
 pub mod hubspot;
 pub mod pipedrive;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::model::ObjectType;
+pub use crate::model::{Extent, Window};
 use crate::schema::{ColumnType, TableSchema};
 
 /// A property definition as the exporter keeps it.
@@ -117,63 +116,9 @@ pub struct Catalog {
     pub tables: Vec<Arc<TableSchema>>,
 }
 
-/// A half-open time window `[from, to)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-}
-
-impl Window {
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
-        self.from <= t && t < self.to
-    }
-
-    /// Whether the canonical or API timestamp `text` falls in the window (false if unparseable).
-    pub fn contains_text(&self, text: Option<&str>) -> bool {
-        text.and_then(crate::schema::parse_instant).is_some_and(|t| self.contains(t))
-    }
-}
-
-/// Which part of each stream a run reads. A stream (named by its table, `OBJECTS_CONTACTS`,
-/// `EVENTS_E_VISITED_PAGE`) with a window reads the records created, changed or archived in
-/// it (events: that occurred in it); any other stream is read whole. Reference tables are
-/// always whole.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Extent {
-    windows: BTreeMap<String, Window>,
-}
-
-impl Extent {
-    /// Every stream whole: a full export.
-    pub fn whole() -> Extent {
-        Extent::default()
-    }
-
-    pub fn set(&mut self, table: &str, window: Window) {
-        self.windows.insert(table.to_string(), window);
-    }
-
-    /// Reads `table` whole.
-    pub fn clear(&mut self, table: &str) {
-        self.windows.remove(table);
-    }
-
-    pub fn window(&self, table: &str) -> Option<Window> {
-        self.windows.get(table).copied()
-    }
-
-    /// True when no stream has a window.
-    pub fn is_whole(&self) -> bool {
-        self.windows.is_empty()
-    }
-
-    /// The earliest start and latest end over every window, for the manifest.
-    pub fn span(&self) -> Option<Window> {
-        let from = self.windows.values().map(|w| w.from).min()?;
-        let to = self.windows.values().map(|w| w.to).max()?;
-        Some(Window { from, to })
-    }
+/// Whether the canonical or API timestamp `text` falls in `window` (false if unparseable).
+pub(crate) fn in_window(window: &Window, text: Option<&str>) -> bool {
+    text.and_then(crate::schema::parse_instant).is_some_and(|t| window.contains(t))
 }
 
 impl Catalog {

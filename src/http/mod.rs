@@ -1,5 +1,5 @@
 //! One HTTP client per source: authentication, a proactive rate limiter, retries with
-//! exponential backoff and jitter, and error classing (SPEC section 8).
+//! exponential backoff and jitter, and error classing.
 //!
 //! Never logs or returns the token: errors carry the method, path and API message only.
 
@@ -21,7 +21,7 @@ pub use rate::RateLimit;
 
 use crate::error::{Error, Result};
 
-/// Longest URL we build; SPEC section 8 says never over 8 KiB.
+/// Longest URL we build: never over 8 KiB.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 
 /// How the token travels.
@@ -455,7 +455,7 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// The fields of an API error body we use; every one optional (reference/hubspot-api.md §2.2).
+/// The fields of an API error body we use; every one optional (HubSpot sends some or none).
 #[derive(Debug, Default)]
 struct ApiError {
     message: Option<String>,

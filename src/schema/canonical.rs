@@ -1,4 +1,4 @@
-//! Canonical text of a value of each logical type (SPEC section 3, "CSV dialect").
+//! Canonical text of a value of each logical type (docs/FORMAT.md, "CSV dialect").
 //! Pure functions; the only place values are parsed.
 
 use std::borrow::Cow;

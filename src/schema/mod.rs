@@ -1,6 +1,6 @@
 //! Output table definitions and the batches that carry their rows.
 //!
-//! A table has a *logical* schema (the types of SPEC section 4, reported in the manifest and
+//! A table has a *logical* schema (the types of docs/FORMAT.md, reported in the manifest and
 //! used by the Parquet writer) while its record batches carry every column as Utf8 holding the
 //! value's canonical text. That is deliberate: the CSV must keep a number exactly as the API
 //! sent its digits (a Float64 round trip would turn `1234.50` into `1234.5`), and canonical
@@ -21,7 +21,7 @@ pub use canonical::{canonicalize, is_canonical_instant, iso, parse_instant};
 
 use crate::error::{Error, Result};
 
-/// The logical type of a column (SPEC section 4, "Types").
+/// The logical type of a column (docs/FORMAT.md, "Types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
     Utf8,

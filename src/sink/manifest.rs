@@ -1,4 +1,4 @@
-//! `_manifest.json`: the commit marker of a day folder (SPEC section 3). A reader trusts a
+//! `_manifest.json`: the commit marker of a day folder (docs/FORMAT.md, "Manifest"). A reader trusts a
 //! day folder only when its manifest is there; every part it lists exists with that size,
 //! checksum and row count.
 

@@ -1,4 +1,4 @@
-//! The CSV dialect of SPEC section 3: RFC 4180, comma, LF, UTF-8 without BOM, quotes only
+//! The CSV dialect (docs/FORMAT.md): RFC 4180, comma, LF, UTF-8 without BOM, quotes only
 //! where needed, NULL as an empty unquoted field and the empty string as `""`.
 //!
 //! Written by hand because neither `arrow_csv` nor the `csv` crate can tell NULL from the

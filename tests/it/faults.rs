@@ -1,4 +1,4 @@
-//! Faults, limits and kills (issue 6): an export through a misbehaving API, against an
+//! Faults, limits and kills: an export through a misbehaving API, against an
 //! enforced rate limit, or killed at random moments ends as the clean export, or fails
 //! with the right exit code and what to do.
 

@@ -1,4 +1,4 @@
-//! Nightly incremental runs and backfills (SPEC section 6) against a sandbox in its own
+//! Nightly incremental runs and backfills against a sandbox in its own
 //! process: changes made through the sandbox's test hooks must all arrive, past HubSpot's
 //! 10,000-results search cap, and watermarks move only after a commit.
 

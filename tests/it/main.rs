@@ -18,5 +18,6 @@ mod ownership;
 mod parquet;
 mod pipedrive;
 mod postgres;
+mod repository;
 mod s3;
 mod verify;

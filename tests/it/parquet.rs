@@ -1,6 +1,6 @@
 //! Typed Parquet: the same account exported as CSV and as Parquet holds the same values
 //! (the CSV is checked against the ground truth elsewhere), read back by pyarrow with the
-//! types of SPEC section 4; parts respect the size limit.
+//! types of docs/FORMAT.md; parts respect the size limit.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Pipedrive (SPEC section 5): `crmdump export --source pipedrive` against `crmdump sandbox
+//! Pipedrive: `crmdump export --source pipedrive` against `crmdump sandbox
 //! --flavor pipedrive` in its own process, every table read back with the independent reader
 //! and compared with the sandbox's ground truth; incremental runs after touching records;
 //! faults, the burst limit and the daily token budget.
@@ -34,7 +34,7 @@ fn table_of(e: usize) -> String {
     format!("OBJECTS_{}", ENTITIES[e].plural.to_uppercase())
 }
 
-/// Foreign-key associations SPEC section 5 lists: (from entity, to entity, key).
+/// Foreign-key associations docs/FORMAT.md lists: (from entity, to entity, key).
 const FOREIGN_KEYS: &[(usize, usize, &str)] = &[
     (DEAL, PERSON, "person_id"),
     (DEAL, ORGANIZATION, "org_id"),
@@ -154,7 +154,7 @@ fn pipedrive_export_matches_the_ground_truth() {
     assert_eq!(m["source"], "pipedrive");
     assert_eq!(m["account"], w.company_id.to_string());
 
-    // The tables of SPEC section 5, no more.
+    // The Pipedrive tables of docs/FORMAT.md, no more.
     let found: BTreeSet<String> =
         m["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
     let mut expected: BTreeSet<String> = [

@@ -1,4 +1,4 @@
-//! The built-in fake CRM (SPEC section 9): a loopback HTTP server that answers the HubSpot
+//! The built-in fake CRM: a loopback HTTP server that answers the HubSpot
 //! API paths with HubSpot's JSON shapes, from data generated lazily by [`Generator`], or
 //! with `--flavor pipedrive` Pipedrive's v1 and v2 paths from [`pipedrive::World`].
 //! It exists so that anyone can run a real export without an account, and so that every

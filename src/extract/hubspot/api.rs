@@ -1,4 +1,4 @@
-//! HubSpot response shapes (reference/hubspot-api.md). Only the fields we export; every
+//! HubSpot response shapes (as HubSpot documents them). Only the fields we export; every
 //! field that HubSpot may leave out is optional, and property values accept any JSON scalar.
 
 use std::collections::HashMap;

@@ -135,7 +135,8 @@ pub(super) async fn extract(
         let page = page(client, &stream.event_type, window, after.as_deref()).await?;
         let mut rows = BatchBuilder::new(stream.table.clone(), ingested.clone(), page.results.len());
         // The API's bounds are checked again here: the window is half-open.
-        let in_window = |ev: &&api::Event| window.is_none_or(|w| w.contains_text(ev.occurred_at.as_deref()));
+        let in_window =
+            |ev: &&api::Event| window.is_none_or(|w| crate::extract::in_window(&w, ev.occurred_at.as_deref()));
         for ev in page.results.iter().filter(in_window) {
             let type_id = ev.object_type.as_deref().map(object_type_id);
             rows.push(Some(ev.id.as_str()));

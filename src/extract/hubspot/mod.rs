@@ -37,7 +37,7 @@ pub struct HistoryLimits {
 }
 
 impl HistoryLimits {
-    /// SPEC section 4: 45 for contacts, 20 for other types.
+    /// 45 for contacts, 20 for other types (docs/FORMAT.md, "OBJECT_PROPERTIES_HISTORY").
     pub const DEFAULT: HistoryLimits = HistoryLimits { contacts: 45, others: 20 };
 
     pub fn for_type(&self, object_type: &ObjectType) -> usize {

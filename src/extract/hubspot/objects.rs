@@ -145,7 +145,7 @@ async fn listing(
         let (mut listed, bad) = api::records(page.results);
         emitter.problems.page(repaired, bad);
         if let Some(w) = archived_in {
-            listed.retain(|r| w.contains_text(r.archived_at.as_deref()));
+            listed.retain(|r| crate::extract::in_window(&w, r.archived_at.as_deref()));
         }
         let page_name = format!("page {} (archived={})", pages + 1, plan.archived);
         let work = async {
@@ -506,7 +506,7 @@ mod tests {
         ObjectStream::from_names(model::standard_type("contacts").unwrap().to_object_type(), props)
     }
 
-    /// Our own fixture in the shape of reference/recorded/hubspot/contacts.test.json.
+    /// Our own fixture in the shape of a recorded HubSpot contacts page.
     #[test]
     fn a_recorded_shape_page_parses_into_the_right_rows() {
         let fixture: serde_json::Value =

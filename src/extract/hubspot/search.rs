@@ -1,5 +1,5 @@
 //! Records changed in a time window, through CRM search, without losing any to HubSpot's
-//! 10,000-results-per-query cap (SPEC section 6; peers lose records exactly here).
+//! 10,000-results-per-query cap (other exporters lose records exactly here).
 //!
 //! No query is paged, by offset or otherwise, and no answer is trusted to be in order.
 //! An offset counts positions in a result set that moves while it is read: a record returned
@@ -120,7 +120,9 @@ impl<'a> ChangedRecords<'a> {
         let fresh = page
             .results
             .into_iter()
-            .filter(|r| self.window.contains_text(r.properties.get(self.property).and_then(|v| v.as_deref())))
+            .filter(|r| {
+                crate::extract::in_window(&self.window, r.properties.get(self.property).and_then(|v| v.as_deref()))
+            })
             .filter(|r| r.id.parse::<i64>().map(|id| self.seen.insert(id)).unwrap_or(true))
             .collect();
         Ok(Some(fresh))

@@ -1,4 +1,4 @@
-//! The Pipedrive extractor (SPEC section 5, reference/pipedrive-api.md section 11): the same
+//! The Pipedrive extractor (tables in docs/FORMAT.md): the same
 //! table families as HubSpot so one warehouse model serves both CRMs.
 //!
 //! Discovery reads the account (`/v1/users/me`) and each entity's field definitions; custom
