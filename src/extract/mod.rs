@@ -303,6 +303,56 @@ impl Sender {
     }
 }
 
+/// What to export and how, for any source; `H` says how much property history to keep.
+#[derive(Debug, Clone)]
+pub struct SourceOptions<H> {
+    /// The object types to read (names as the source's `--objects` takes them); `None` for all.
+    pub objects: Option<Vec<String>>,
+    /// Streams extracted at the same time.
+    pub concurrency: usize,
+    /// The export run's start time, canonical text, for INGESTEDAT.
+    pub ingested_at: Arc<str>,
+    /// How much property history to keep; `None` skips history.
+    pub history: Option<H>,
+}
+
+/// How each source is built: discovery learns what its runs need (`Discovery`), kept once
+/// found; a run reads with it. Every `Source` is an [`Extractor`].
+#[async_trait::async_trait]
+pub(crate) trait Source: Send + Sync {
+    /// `hubspot`, `pipedrive`.
+    const NAME: &'static str;
+    /// What discovery learnt beyond the catalog.
+    type Discovery: Send + Sync;
+    /// The source's HTTP client, and where its discovery is kept.
+    fn parts(&self) -> (&crate::http::HttpClient, &std::sync::OnceLock<Self::Discovery>);
+    async fn discover_all(&self) -> Result<(Catalog, Self::Discovery)>;
+    async fn run_all(&self, catalog: &Catalog, discovery: &Self::Discovery, extent: &Extent, out: Sender)
+    -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl<S: Source> Extractor for S {
+    fn source(&self) -> &'static str {
+        S::NAME
+    }
+
+    async fn discover(&self) -> Result<Catalog> {
+        let (catalog, discovery) = self.discover_all().await?;
+        let _ = self.parts().1.set(discovery);
+        Ok(catalog)
+    }
+
+    async fn run(&self, catalog: &Catalog, extent: &Extent, out: tokio::sync::mpsc::Sender<Emit>) -> Result<()> {
+        let discovery = self.parts().1.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
+        self.run_all(catalog, discovery, extent, Sender(out)).await
+    }
+
+    fn http_stats(&self) -> Arc<crate::http::HttpStats> {
+        self.parts().0.stats.clone()
+    }
+}
+
 /// A CRM source: discovery first, then a run that sends every batch downstream.
 #[async_trait::async_trait]
 pub trait Extractor: Send + Sync {

@@ -17,11 +17,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
 
-use super::{
-    AssociationPair, Catalog, Emit, EventStream, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender,
-};
+use super::{AssociationPair, Catalog, EventStream, Extent, Notice, ObjectStream, PropertyDefinition, Sender};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
@@ -45,18 +42,9 @@ impl HistoryLimits {
     }
 }
 
-/// What to export and how.
-#[derive(Debug, Clone)]
-pub struct HubSpotOptions {
-    /// Object types by API name, type id or custom-object name; `None` for every type.
-    pub objects: Option<Vec<String>>,
-    /// Object types extracted at the same time.
-    pub concurrency: usize,
-    /// The export run's start time, canonical text, for INGESTEDAT.
-    pub ingested_at: Arc<str>,
-    /// Property history kept per (record, property); `None` skips history.
-    pub history: Option<HistoryLimits>,
-}
+/// What to export and how: object types by API name, type id or custom-object name;
+/// property history kept per (record, property) by type.
+pub type HubSpotOptions = super::SourceOptions<HistoryLimits>;
 
 pub struct HubSpot {
     client: Arc<HttpClient>,
@@ -108,6 +96,83 @@ impl HubSpot {
 
     pub fn client(&self) -> &Arc<HttpClient> {
         &self.client
+    }
+
+    /// `GET .../labels` for each (from, to), `parallel` at a time, answers in order.
+    async fn association_labels(
+        &self,
+        pairs: Vec<(ObjectType, ObjectType)>,
+        parallel: usize,
+    ) -> Vec<(ObjectType, ObjectType, Result<api::BatchResults<api::AssociationLabel>>)> {
+        futures::stream::iter(pairs)
+            .map(|(f, t)| async move {
+                let path = format!("/crm/v4/associations/{}/{}/labels", f.api_name, t.api_name);
+                let found = self
+                    .client
+                    .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
+                    .await
+                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
+                (f, t, found)
+            })
+            .buffered(parallel)
+            .collect()
+            .await
+    }
+
+    /// The standard types asked for (or all of them) plus the custom objects.
+    fn select_types(&self, schemas: &[api::ObjectSchema]) -> Result<Vec<(ObjectType, Option<api::ObjectSchema>)>> {
+        let custom: Vec<(ObjectType, api::ObjectSchema)> =
+            schemas.iter().filter_map(|s| Some((custom_type(s)?, s.clone()))).collect();
+        let wanted: Vec<String> = match &self.options.objects {
+            Some(list) => list.clone(),
+            None => model::STANDARD_TYPES
+                .iter()
+                .map(|s| s.api_name.to_string())
+                .chain(custom.iter().map(|(t, _)| t.type_id.clone()))
+                .collect(),
+        };
+        let mut out: Vec<(ObjectType, Option<api::ObjectSchema>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for name in &wanted {
+            let found = if let Some(std) = model::standard_type(name) {
+                Some((std.to_object_type(), None))
+            } else {
+                custom
+                    .iter()
+                    .find(|(t, s)| {
+                        t.type_id == *name
+                            || s.name.eq_ignore_ascii_case(name)
+                            || s.fully_qualified_name.as_deref() == Some(name.as_str())
+                            || t.plural.eq_ignore_ascii_case(name)
+                    })
+                    .map(|(t, s)| (t.clone(), Some(s.clone())))
+            };
+            let Some((t, s)) = found else {
+                let known: Vec<String> = model::STANDARD_TYPES
+                    .iter()
+                    .map(|t| t.api_name.to_string())
+                    .chain(custom.iter().map(|(_, s)| s.name.clone()))
+                    .collect();
+                return Err(Error::Config(format!(
+                    "--objects names '{name}', which is not an object type of this account; known types: {}",
+                    known.join(", ")
+                )));
+            };
+            if seen.insert(t.type_id.clone()) {
+                out.push((t, s));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Source for HubSpot {
+    const NAME: &'static str = "hubspot";
+    type Discovery = Discovery;
+
+    fn parts(&self) -> (&HttpClient, &std::sync::OnceLock<Discovery>) {
+        (&self.client, &self.discovery)
     }
 
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
@@ -246,82 +311,8 @@ impl HubSpot {
         Ok((catalog, Discovery { types: discovered, labels, lists, events, teams }))
     }
 
-    /// `GET .../labels` for each (from, to), `parallel` at a time, answers in order.
-    async fn association_labels(
-        &self,
-        pairs: Vec<(ObjectType, ObjectType)>,
-        parallel: usize,
-    ) -> Vec<(ObjectType, ObjectType, Result<api::BatchResults<api::AssociationLabel>>)> {
-        futures::stream::iter(pairs)
-            .map(|(f, t)| async move {
-                let path = format!("/crm/v4/associations/{}/{}/labels", f.api_name, t.api_name);
-                let found = self
-                    .client
-                    .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
-                    .await
-                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
-                (f, t, found)
-            })
-            .buffered(parallel)
-            .collect()
-            .await
-    }
-
-    /// The standard types asked for (or all of them) plus the custom objects.
-    fn select_types(&self, schemas: &[api::ObjectSchema]) -> Result<Vec<(ObjectType, Option<api::ObjectSchema>)>> {
-        let custom: Vec<(ObjectType, api::ObjectSchema)> =
-            schemas.iter().filter_map(|s| Some((custom_type(s)?, s.clone()))).collect();
-        let wanted: Vec<String> = match &self.options.objects {
-            Some(list) => list.clone(),
-            None => model::STANDARD_TYPES
-                .iter()
-                .map(|s| s.api_name.to_string())
-                .chain(custom.iter().map(|(t, _)| t.type_id.clone()))
-                .collect(),
-        };
-        let mut out: Vec<(ObjectType, Option<api::ObjectSchema>)> = Vec::new();
-        let mut seen = HashSet::new();
-        for name in &wanted {
-            let found = if let Some(std) = model::standard_type(name) {
-                Some((std.to_object_type(), None))
-            } else {
-                custom
-                    .iter()
-                    .find(|(t, s)| {
-                        t.type_id == *name
-                            || s.name.eq_ignore_ascii_case(name)
-                            || s.fully_qualified_name.as_deref() == Some(name.as_str())
-                            || t.plural.eq_ignore_ascii_case(name)
-                    })
-                    .map(|(t, s)| (t.clone(), Some(s.clone())))
-            };
-            let Some((t, s)) = found else {
-                let known: Vec<String> = model::STANDARD_TYPES
-                    .iter()
-                    .map(|t| t.api_name.to_string())
-                    .chain(custom.iter().map(|(_, s)| s.name.clone()))
-                    .collect();
-                return Err(Error::Config(format!(
-                    "--objects names '{name}', which is not an object type of this account; known types: {}",
-                    known.join(", ")
-                )));
-            };
-            if seen.insert(t.type_id.clone()) {
-                out.push((t, s));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn run_all(
-        &self,
-        catalog: &Catalog,
-        discovery: &Discovery,
-        extent: &Extent,
-        out: mpsc::Sender<Emit>,
-    ) -> Result<()> {
+    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, sender: Sender) -> Result<()> {
         let ingested = self.options.ingested_at.clone();
-        let sender = Sender(out);
         reference::emit_definitions(catalog, discovery, &ingested, &sender).await?;
         reference::owners(&self.client, &ingested, &sender).await?;
         reference::pipelines(&self.client, catalog, &ingested, &sender).await?;
@@ -348,28 +339,6 @@ impl HubSpot {
             async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
         });
         super::run_streams(jobs, self.options.concurrency).await
-    }
-}
-
-#[async_trait::async_trait]
-impl Extractor for HubSpot {
-    fn source(&self) -> &'static str {
-        "hubspot"
-    }
-
-    async fn discover(&self) -> Result<Catalog> {
-        let (catalog, discovery) = self.discover_all().await?;
-        let _ = self.discovery.set(discovery);
-        Ok(catalog)
-    }
-
-    async fn run(&self, catalog: &Catalog, extent: &Extent, out: mpsc::Sender<Emit>) -> Result<()> {
-        let discovery = self.discovery.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
-        self.run_all(catalog, discovery, extent, out).await
-    }
-
-    fn http_stats(&self) -> Arc<crate::http::HttpStats> {
-        self.client.stats.clone()
     }
 }
 

@@ -20,11 +20,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-use super::{
-    AssociationPair, Catalog, Emit, Extent, Extractor, Notice, ObjectStream, PropertyDefinition, Sender, Window,
-};
+use super::{AssociationPair, Catalog, Emit, Extent, Notice, ObjectStream, PropertyDefinition, Sender, Window};
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::schema::{self, BatchBuilder, ColumnType, TableSchema, fixed_table, with_text_ids};
@@ -34,18 +31,10 @@ use entities::{CATEGORY, DEAL_PRODUCTS, ENTITIES, Entity, RELATIONS, Relation, T
 /// Deal ids per `/api/v2/deals/products` request (Pipedrive's maximum).
 const DEAL_IDS_PER_REQUEST: usize = 100;
 
-/// What to export and how.
-#[derive(Debug, Clone)]
-pub struct PipedriveOptions {
-    /// Entities by name or plural (`deals`, `person`); `None` for all seven.
-    pub objects: Option<Vec<String>>,
-    /// Entities extracted at the same time (changelogs are read `2 * concurrency` at a time).
-    pub concurrency: usize,
-    /// The export run's start time, canonical text, for INGESTEDAT.
-    pub ingested_at: Arc<str>,
-    /// Historical values kept per (record, field), newest first; `None` skips history.
-    pub history: Option<usize>,
-}
+/// What to export and how: entities by name or plural (`deals`, `person`); the historical
+/// values kept per (record, field), newest first. Changelogs are read `2 * concurrency` at a
+/// time.
+pub type PipedriveOptions = super::SourceOptions<usize>;
 
 /// One column of an entity's table: the field and, for extra data fields, the subfield's
 /// key and part (`<key>_currency`, `currency`).
@@ -62,7 +51,7 @@ struct Discovered {
     stream: Arc<ObjectStream>,
 }
 
-struct Discovery {
+pub(crate) struct Discovery {
     entities: Vec<Arc<Discovered>>,
 }
 
@@ -123,97 +112,6 @@ impl Pipedrive {
             }
         }
         Ok(out)
-    }
-
-    async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
-        let me: Value = self
-            .client
-            .get_json("/api/v1/users/me", &[])
-            .await
-            .map_err(|e| e.in_stream("account", "GET /api/v1/users/me"))?;
-        let account = me
-            .pointer("/data/company_id")
-            .and_then(api::text)
-            .or_else(|| me.pointer("/data/company_domain").and_then(api::text))
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| Error::Malformed {
-                method: "GET",
-                path: "/api/v1/users/me".into(),
-                detail: "the answer names no company_id or company_domain, and crmdump keys the day folders' owner and the watermarks by it; check --base-url".into(),
-            })?;
-        let mut notices = Vec::new();
-        let mut entities = Vec::new();
-        for entity in self.selected()? {
-            let mut pager = Pager::new(&self.client, entity.fields, Vec::new(), entity.fields_paging);
-            let mut fields = Vec::new();
-            let read: Result<()> = async {
-                while let Some(items) = pager.next().await? {
-                    fields.extend(items.iter().filter_map(Field::parse));
-                }
-                Ok(())
-            }
-            .await;
-            match read {
-                Ok(()) => entities.push(Arc::new(discovered(entity, fields))),
-                Err(e) if forbidden(&e).is_some() => notices.push(missing_scope(
-                    &object_type(entity).table_name(),
-                    format!(
-                        "{} skipped: the token may not read them ({})",
-                        entity.plural,
-                        forbidden(&e).unwrap_or_default()
-                    ),
-                )),
-                Err(e) => return Err(e.in_stream(format!("fields of {}", entity.plural), pager.describe())),
-            }
-        }
-        if entities.is_empty() {
-            return Err(super::nothing_readable(
-                "/api/v2/dealFields",
-                "entity",
-                "Use the API token of a user who can see deals, persons and organizations",
-            ));
-        }
-        let has = |name: &str| entities.iter().any(|d| d.entity.name == name);
-        let pairs: Vec<Arc<AssociationPair>> = RELATIONS
-            .iter()
-            .filter(|r| has(r.from) && has(r.to))
-            .map(|r| {
-                let (from, to) = (entity(r.from), entity(r.to));
-                let (from, to) = (object_type(from), object_type(to));
-                let table = schema::association_schema(&from.plural, &to.plural, &from.singular, &to.singular);
-                Arc::new(AssociationPair { table: with_text_ids(&table), from, to })
-            })
-            .collect();
-        let objects: Vec<Arc<ObjectStream>> = entities.iter().map(|d| d.stream.clone()).collect();
-        let fixed = super::common_tables(self.options.history.is_some()).iter().map(|n| table(n)).collect();
-        let catalog = Catalog::assemble(account, objects, pairs, Vec::new(), notices, fixed);
-        Ok((catalog, Discovery { entities }))
-    }
-
-    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, out: Sender) -> Result<()> {
-        self.definitions(catalog, discovery, &out).await?;
-        self.owners(&out).await?;
-        match self.pipelines(&out).await {
-            Err(e) if forbidden(&e).is_some() => {
-                let why = forbidden(&e).unwrap_or_default();
-                out.send(Emit::Warning(missing_scope("PIPELINES", format!("pipelines and stages skipped: {why}"))))
-                    .await?;
-            }
-            other => other?,
-        }
-        // Each entity on its own task, as HubSpot's types.
-        let jobs: Vec<_> = discovery
-            .entities
-            .iter()
-            .map(|d| {
-                let pairs: Vec<Arc<AssociationPair>> =
-                    catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
-                let window = extent.window(&d.stream.table.name);
-                let (me, d, out) = (self.clone(), d.clone(), out.clone());
-                async move { me.entity(&d, window, pairs, &out).await }
-            })
-            .collect();
-        super::run_streams(jobs, self.options.concurrency).await
     }
 
     /// Every list of one entity (live, then archived).
@@ -569,24 +467,103 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
 }
 
 #[async_trait::async_trait]
-impl Extractor for Pipedrive {
-    fn source(&self) -> &'static str {
-        "pipedrive"
+impl super::Source for Pipedrive {
+    const NAME: &'static str = "pipedrive";
+    type Discovery = Discovery;
+
+    fn parts(&self) -> (&HttpClient, &std::sync::OnceLock<Discovery>) {
+        (&self.client, &self.discovery)
     }
 
-    async fn discover(&self) -> Result<Catalog> {
-        let (catalog, discovery) = self.discover_all().await?;
-        let _ = self.discovery.set(discovery);
-        Ok(catalog)
+    async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
+        let me: Value = self
+            .client
+            .get_json("/api/v1/users/me", &[])
+            .await
+            .map_err(|e| e.in_stream("account", "GET /api/v1/users/me"))?;
+        let account = me
+            .pointer("/data/company_id")
+            .and_then(api::text)
+            .or_else(|| me.pointer("/data/company_domain").and_then(api::text))
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::Malformed {
+                method: "GET",
+                path: "/api/v1/users/me".into(),
+                detail: "the answer names no company_id or company_domain, and crmdump keys the day folders' owner and the watermarks by it; check --base-url".into(),
+            })?;
+        let mut notices = Vec::new();
+        let mut entities = Vec::new();
+        for entity in self.selected()? {
+            let mut pager = Pager::new(&self.client, entity.fields, Vec::new(), entity.fields_paging);
+            let mut fields = Vec::new();
+            let read: Result<()> = async {
+                while let Some(items) = pager.next().await? {
+                    fields.extend(items.iter().filter_map(Field::parse));
+                }
+                Ok(())
+            }
+            .await;
+            match read {
+                Ok(()) => entities.push(Arc::new(discovered(entity, fields))),
+                Err(e) if forbidden(&e).is_some() => notices.push(missing_scope(
+                    &object_type(entity).table_name(),
+                    format!(
+                        "{} skipped: the token may not read them ({})",
+                        entity.plural,
+                        forbidden(&e).unwrap_or_default()
+                    ),
+                )),
+                Err(e) => return Err(e.in_stream(format!("fields of {}", entity.plural), pager.describe())),
+            }
+        }
+        if entities.is_empty() {
+            return Err(super::nothing_readable(
+                "/api/v2/dealFields",
+                "entity",
+                "Use the API token of a user who can see deals, persons and organizations",
+            ));
+        }
+        let has = |name: &str| entities.iter().any(|d| d.entity.name == name);
+        let pairs: Vec<Arc<AssociationPair>> = RELATIONS
+            .iter()
+            .filter(|r| has(r.from) && has(r.to))
+            .map(|r| {
+                let (from, to) = (entity(r.from), entity(r.to));
+                let (from, to) = (object_type(from), object_type(to));
+                let table = schema::association_schema(&from.plural, &to.plural, &from.singular, &to.singular);
+                Arc::new(AssociationPair { table: with_text_ids(&table), from, to })
+            })
+            .collect();
+        let objects: Vec<Arc<ObjectStream>> = entities.iter().map(|d| d.stream.clone()).collect();
+        let fixed = super::common_tables(self.options.history.is_some()).iter().map(|n| table(n)).collect();
+        let catalog = Catalog::assemble(account, objects, pairs, Vec::new(), notices, fixed);
+        Ok((catalog, Discovery { entities }))
     }
 
-    async fn run(&self, catalog: &Catalog, extent: &Extent, out: mpsc::Sender<Emit>) -> Result<()> {
-        let discovery = self.discovery.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
-        self.run_all(catalog, discovery, extent, Sender(out)).await
-    }
-
-    fn http_stats(&self) -> Arc<crate::http::HttpStats> {
-        self.client.stats.clone()
+    async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, out: Sender) -> Result<()> {
+        self.definitions(catalog, discovery, &out).await?;
+        self.owners(&out).await?;
+        match self.pipelines(&out).await {
+            Err(e) if forbidden(&e).is_some() => {
+                let why = forbidden(&e).unwrap_or_default();
+                out.send(Emit::Warning(missing_scope("PIPELINES", format!("pipelines and stages skipped: {why}"))))
+                    .await?;
+            }
+            other => other?,
+        }
+        // Each entity on its own task, as HubSpot's types.
+        let jobs: Vec<_> = discovery
+            .entities
+            .iter()
+            .map(|d| {
+                let pairs: Vec<Arc<AssociationPair>> =
+                    catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
+                let window = extent.window(&d.stream.table.name);
+                let (me, d, out) = (self.clone(), d.clone(), out.clone());
+                async move { me.entity(&d, window, pairs, &out).await }
+            })
+            .collect();
+        super::run_streams(jobs, self.options.concurrency).await
     }
 }
 
