@@ -66,7 +66,10 @@ impl Layout {
     /// Where this layout keeps the files of `date` for a reader pointed at the export root
     /// `root`: the day folder (daily) or the root itself (hive).
     pub fn location(self, root: &str, date: &str) -> String {
-        Layout::join(root, &self.base(date))
+        match self.base(date) {
+            base if base.is_empty() => root.to_string(),
+            base => Layout::join(root, &base),
+        }
     }
 
     /// Whether `key` (relative to the destination) is a part of `date` in this layout.

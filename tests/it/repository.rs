@@ -120,9 +120,10 @@ fn tracked_files() -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
 }
 
-/// What in `line` points outside the repository: the folder it was built from (`../shared`,
-/// its `reference/` documents and `SPEC`) or an issue number (`issue 16`, `#16`); a GitHub
-/// address (`owner/repo#123`, another project's issue) is not ours.
+/// What in `line` points outside the repository: the shared folder it was built from, its
+/// reference documents and specification, or an issue number (the word issue or a hash sign
+/// before a number); a GitHub address (`owner/repo` with a number, another project's issue)
+/// is not ours.
 fn points_outside(line: &str) -> Option<&'static str> {
     // Spelled in pieces so that this file does not match itself.
     let shared = ["..", "/shared"].concat();
@@ -167,8 +168,8 @@ fn points_outside(line: &str) -> Option<&'static str> {
 fn the_outside_check_tells_references_from_ordinary_text() {
     assert!(points_outside(&["see ..", "/shared/x.md"].concat()).is_some());
     assert!(points_outside(&["as ", "SP", "EC section 4 says"].concat()).is_some());
-    assert!(points_outside("fixed in issue 16").is_some());
-    assert!(points_outside("(#12)").is_some());
+    assert!(points_outside(&["fixed in iss", "ue 16"].concat()).is_some());
+    assert!(points_outside(&["(", "#12)"].concat()).is_some());
     assert!(points_outside("estuary/connectors#5180 saw disorder").is_none());
     assert!(points_outside("WriterSpec and SPECIAL_VALUE, tissue 3").is_none());
 }
@@ -180,7 +181,8 @@ fn no_tracked_file_points_outside_the_repository() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut wrong = Vec::new();
     let files = tracked_files();
-    for file in &files {
+    // The vendors' specs under fixtures/specs are copies, not our words.
+    for file in files.iter().filter(|f| !f.starts_with("fixtures/specs/")) {
         let Ok(text) = std::fs::read_to_string(root.join(file)) else { continue };
         for (n, line) in text.lines().enumerate() {
             if let Some(what) = points_outside(line) {
