@@ -6,6 +6,7 @@ mod support;
 
 mod chunking;
 mod commands;
+mod conformance;
 mod ddl;
 mod errors;
 mod export;

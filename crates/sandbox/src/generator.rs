@@ -276,7 +276,10 @@ pub struct HistoryEntry {
     pub value: String,
     pub timestamp: String,
     pub source_type: &'static str,
+    /// Left out when there is none, as HubSpot does.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_by_user_id: Option<i64>,
 }
 
@@ -347,10 +350,13 @@ impl Generator {
 
     /// A type by API name, type id or fully qualified name.
     pub fn type_index(&self, name: &str) -> Option<usize> {
+        // HubSpot also takes the singular (`contact`, `line_item`) for the standard types.
+        let singular = |t: &SandboxType| t.singular_label.to_lowercase().replace(' ', "_");
         self.types.iter().position(|t| {
             t.api_name.eq_ignore_ascii_case(name)
                 || t.type_id == name
                 || t.fully_qualified_name.as_deref() == Some(name)
+                || (t.fully_qualified_name.is_none() && singular(t).eq_ignore_ascii_case(name))
         })
     }
 

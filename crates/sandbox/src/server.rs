@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -180,8 +181,13 @@ fn hubspot_routes() -> Router<Shared> {
         .route("/crm/v3/objects/{object_type}", get(list_objects))
         .route("/crm/v3/objects/{object_type}/batch/read", post(batch_read))
         .route("/crm/v3/objects/{object_type}/search", post(search))
+        .route("/crm/v3/objects/{object_type}/{object_id}", get(get_object))
+        .route("/properties/v1/{object_type}/properties", get(legacy_properties))
+        .route("/properties/v2/{object_type}/properties", get(legacy_properties))
         .route("/crm/v4/associations/{from}/{to}/batch/read", post(association_batch_read))
         .route("/crm/v4/associations/{from}/{to}/labels", get(association_labels))
+        // Where the v4 schema spec puts the same operation.
+        .route("/crm/associations/v4/{from}/{to}/labels", get(association_labels))
         .route("/crm/v3/owners", get(owners))
         .route("/crm/v3/pipelines/{object_type}", get(pipelines))
         .route("/account-info/v3/details", get(account_details))
@@ -207,7 +213,7 @@ impl IntoResponse for Rejection {
         let mut body = json!({
             "status": "error",
             "message": self.message,
-            "correlationId": format!("{:08x}-sand-box0-0000-{:012x}", self.status.as_u16(), rand_id()),
+            "correlationId": correlation_id(),
             "category": self.category,
         });
         if let Some(context) = self.context {
@@ -244,6 +250,24 @@ type Answer = std::result::Result<Response, Rejection>;
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+/// A fresh UUID (version 4 in form) for an error's `correlationId`, as HubSpot sends.
+fn correlation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = super::generator::mix(rand_id() ^ n.rotate_left(32));
+    let b = super::generator::mix(a ^ n);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFF,
+        8 | (b >> 62),
+        (b >> 48) & 0xFFF,
+        b & 0xFFFF_FFFF_FFFF
+    )
 }
 
 /// `--redirect-to URL`: every API request is answered `307 Temporary Redirect` to the same
@@ -402,7 +426,7 @@ fn throttled_response(flavor: Flavor, policy: &str, retry_after: Option<std::tim
             "status": "error",
             "message": format!("You have reached your {} limit.", policy.to_lowercase()),
             "errorType": "RATE_LIMIT",
-            "correlationId": format!("00000429-sand-box0-0000-{:012x}", rand_id()), "policyName": policy,
+            "correlationId": correlation_id(), "policyName": policy,
             "groupName": "publicapi:private-app:sandbox",
         }),
         Flavor::Pipedrive => json!({
@@ -637,6 +661,9 @@ struct ObjectJson<'a> {
     archived_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     properties_with_history: Option<Entries<'a, Vec<super::generator::HistoryEntry>>>,
+    /// With `associations=` on a list or a single read: `{<type>: {results: [{id, type}]}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    associations: Option<Map<String, Value>>,
 }
 
 /// A JSON object from (name, value) pairs, in their order.
@@ -712,7 +739,42 @@ fn object_json<'g>(
         archived: r.archived,
         archived_at: r.archived_at,
         properties_with_history: with_history,
+        associations: None,
     }
+}
+
+/// The `associations` of a v3 object read (`associations=companies,deals`): each associated
+/// record once per association type, typed `contact_to_company` (HubSpot's primary type),
+/// `contact_to_company_unlabeled`, or the label's name.
+fn associations_json(g: &Generator, t: usize, index: u64, to: &[usize]) -> Map<String, Value> {
+    let singular = |u: usize| g.types[u].singular_label.to_lowercase().replace(' ', "_");
+    to.iter()
+        .filter_map(|&u| {
+            let pair = format!("{}_to_{}", singular(t), singular(u));
+            let results: Vec<Value> = g
+                .associations(t, index, u)
+                .into_iter()
+                .flat_map(|(j, types)| {
+                    let id = g.types[u].id_of(j).to_string();
+                    let pair = pair.clone();
+                    types.into_iter().map(move |a| {
+                        let kind = match a.label {
+                            Some("Primary") => pair.clone(),
+                            Some(label) => label.to_lowercase().replace(' ', "_"),
+                            None => format!("{pair}_unlabeled"),
+                        };
+                        json!({"id": id, "type": kind})
+                    })
+                })
+                .collect();
+            (!results.is_empty()).then(|| (g.types[u].api_name.to_string(), json!({ "results": results })))
+        })
+        .collect()
+}
+
+/// The types named by `associations=` (unknown names ignored, as HubSpot does).
+fn association_targets(g: &Generator, q: &Query) -> Vec<usize> {
+    q.list("associations").unwrap_or_default().iter().filter_map(|name| g.type_index(name)).collect()
 }
 
 /// Indexes of the requested properties; HubSpot ignores unknown names and always includes
@@ -746,11 +808,16 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
     let history = history_names.map(|h| named_properties(g, t, &h)).unwrap_or_default();
+    let targets = association_targets(g, &q);
     let mut results = Vec::with_capacity(limit);
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
         if g.is_archived(t, index) == archived {
-            results.push(object_json(g, t, index, &wanted, &history, true));
+            let mut object = object_json(g, t, index, &wanted, &history, true);
+            if !targets.is_empty() {
+                object.associations = Some(associations_json(g, t, index, &targets));
+            }
+            results.push(object);
         }
         index += 1;
     }
@@ -759,6 +826,51 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     }
     let paging = (index < g.count(t)).then(|| next_paging(index));
     Ok(json_answer(g, StatusCode::OK, &ObjectPage { total: None, results, paging }))
+}
+
+/// `GET /crm/v3/objects/{type}/{id}`: one record (`idProperty` is not supported: ids only).
+async fn get_object(
+    State(state): State<Shared>,
+    Path((object_type, object_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let g = &state.generator;
+    let q = Query::parse(q);
+    let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
+    let found = object_id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
+    let Some(index) = found.filter(|&i| g.is_archived(t, i) == q.flag("archived")) else {
+        return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found"));
+    };
+    let wanted = wanted_properties(g, t, q.list("properties"));
+    let history = q.list("propertiesWithHistory").map(|h| named_properties(g, t, &h)).unwrap_or_default();
+    let mut object = object_json(g, t, index, &wanted, &history, true);
+    let targets = association_targets(g, &q);
+    if !targets.is_empty() {
+        object.associations = Some(associations_json(g, t, index, &targets));
+    }
+    Ok(json_answer(g, StatusCode::OK, &object))
+}
+
+/// The legacy `GET /properties/v1/{type}/properties` and `/properties/v2/{type}/properties`
+/// that older clients still call: a bare array of definitions.
+async fn legacy_properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
+    let g = &state.generator;
+    let t = resolve_type(g, &object_type)?;
+    require(g, &g.types[t].scope)?;
+    let results: Vec<Value> = (0..g.types[t].properties.len())
+        .map(|p| {
+            let mut v = property_json(g, t, p);
+            let def = &g.types[t].properties[p];
+            v["readOnlyValue"] = json!(false);
+            v["readOnlyDefinition"] = json!(def.hubspot_defined);
+            v["mutableDefinitionNotDeletable"] = json!(def.hubspot_defined);
+            v["deleted"] = json!(false);
+            v["favorited"] = json!(false);
+            v
+        })
+        .collect();
+    Ok(Json(results).into_response())
 }
 
 /// Indexes of the named properties of type `t` (unknown names ignored).
@@ -787,13 +899,13 @@ async fn batch_read(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
     RawQuery(q): RawQuery,
-    body: Option<Json<BatchReadBody>>,
+    body: Result<Json<BatchReadBody>, JsonRejection>,
 ) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
     let archived = Query::parse(q).flag("archived");
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     let max = if body.properties_with_history.is_empty() { 100 } else { 50 };
     if body.inputs.len() > max {
         return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Batch size must be at most {max}")));
@@ -833,8 +945,9 @@ async fn batch_read(
     Ok(json_answer(g, status, &out))
 }
 
-fn invalid_json() -> Rejection {
-    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON")
+/// A body that is no JSON of the expected shape: HubSpot's JSON 400, never axum's plain text.
+fn invalid_json(why: JsonRejection) -> Rejection {
+    reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Invalid input JSON: {}", why.body_text()))
 }
 
 #[derive(Deserialize)]
@@ -845,13 +958,13 @@ struct AssociationBody {
 async fn association_batch_read(
     State(state): State<Shared>,
     Path((from, to)): Path<(String, String)>,
-    body: Option<Json<AssociationBody>>,
+    body: Result<Json<AssociationBody>, JsonRejection>,
 ) -> Answer {
     let g = &state.generator;
     let (f, t) = (resolve_type(g, &from)?, resolve_type(g, &to)?);
     require(g, &g.types[f].scope)?;
     require(g, &g.types[t].scope)?;
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     if body.inputs.len() > 1000 {
         return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "The maximum number of inputs is 1000"));
     }
@@ -870,7 +983,7 @@ async fn association_batch_read(
             .iter()
             .map(|(j, types)| {
                 json!({
-                    "toObjectId": g.types[t].id_of(*j),
+                    "toObjectId": g.types[t].id_of(*j).to_string(),
                     "associationTypes": types.iter().map(|a| json!({"category": a.category, "typeId": a.type_id, "label": a.label})).collect::<Vec<_>>()
                 })
             })
@@ -916,8 +1029,9 @@ async fn owners(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
                 "createdAt": o.created_at, "updatedAt": o.updated_at, "archived": o.archived,
                 "teams": o.teams.iter().map(|(id, name, primary)| json!({"id": id, "name": name, "primary": primary})).collect::<Vec<_>>(),
             });
+            // A deactivated user's owner has no `userId` (HubSpot leaves it out).
             if o.archived {
-                v["userId"] = Value::Null;
+                v.as_object_mut().map(|m| m.remove("userId"));
             }
             v
         })
@@ -964,6 +1078,9 @@ async fn account_details(State(state): State<Shared>) -> Answer {
         "accountType": "SANDBOX",
         "timeZone": "UTC",
         "companyCurrency": "USD",
+        "additionalCurrencies": [],
+        "utcOffset": "+00:00",
+        "utcOffsetMilliseconds": 0,
         "uiDomain": "app.hubspot.com",
         "dataHostingLocation": "na1"
     }))
@@ -981,10 +1098,10 @@ struct ListSearchBody {
     count: Option<usize>,
 }
 
-async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchBody>>) -> Answer {
+async fn lists_search(State(state): State<Shared>, body: Result<Json<ListSearchBody>, JsonRejection>) -> Answer {
     let g = &state.generator;
     require(g, LISTS_SCOPE)?;
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     let count = body.count.unwrap_or(20);
     if count == 0 || count > 500 {
         return Err(reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "count must be between 1 and 500"));
@@ -1000,7 +1117,7 @@ async fn lists_search(State(state): State<Shared>, body: Option<Json<ListSearchB
                 "listId": l.list_id, "listVersion": 3, "name": l.name,
                 "objectTypeId": g.types[l.object_type].type_id,
                 "processingStatus": "COMPLETE", "processingType": l.processing_type,
-                "additionalProperties": {"hs_list_size": size.to_string(), "hs_folder_name": null},
+                "additionalProperties": {"hs_list_size": size.to_string()},
                 "createdAt": l.created_at, "createdById": "9000001",
                 "updatedAt": l.updated_at, "updatedById": "9000002",
                 "filtersUpdatedAt": l.updated_at,
@@ -1060,14 +1177,27 @@ async fn event_definitions(State(state): State<Shared>) -> Answer {
         .map(|e| {
             json!({
                 "id": e.name, "name": e.name, "fullyQualifiedName": e.name,
-                "labels": {"singular": e.label, "plural": null},
+                "labels": {"singular": e.label},
                 "objectTypeId": g.types[e.object_type].type_id, "archived": false, "associations": [],
-                "properties": e.properties.iter().map(|(n, l, t)| json!({"name": n, "label": l, "type": t})).collect::<Vec<_>>(),
+                "properties": e.properties.iter().map(|(n, l, t)| event_property(n, l, t)).collect::<Vec<_>>(),
                 "createdAt": super::iso(g.config.anchor - chrono::Duration::days(120)),
             })
         })
         .collect();
     Ok(Json(json!({"results": results, "total": results.len()})).into_response())
+}
+
+/// A property of a custom event definition, with the fields HubSpot's `Property` requires.
+fn event_property(name: &str, label: &str, ty: &str) -> Value {
+    let field_type = match ty {
+        "number" => "number",
+        "bool" => "booleancheckbox",
+        "enumeration" => "select",
+        "datetime" | "date" => "date",
+        _ => "text",
+    };
+    json!({"name": name, "label": label, "type": ty, "fieldType": field_type, "description": "",
+           "groupName": "event_properties", "options": []})
 }
 
 async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
@@ -1111,8 +1241,9 @@ async fn events(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let results: Vec<Value> = page
         .into_iter()
         .map(|ev| {
+            // A property without a value is left out, as HubSpot does.
             let props: Map<String, Value> =
-                ev.properties.into_iter().map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null))).collect();
+                ev.properties.into_iter().filter_map(|(k, v)| Some((k, Value::String(v?)))).collect();
             json!({"id": ev.id, "eventType": def.name, "objectType": object,
                    "objectId": g.types[def.object_type].id_of(ev.object_index).to_string(),
                    "occurredAt": ev.occurred_at, "properties": props})
@@ -1165,7 +1296,7 @@ fn count_throttled(state: &AppState, now: std::time::Instant) {
 async fn search(
     State(state): State<Shared>,
     Path(object_type): Path<String>,
-    body: Option<Json<SearchBody>>,
+    body: Result<Json<SearchBody>, JsonRejection>,
 ) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
@@ -1173,7 +1304,7 @@ async fn search(
     if let Some(throttled) = search_throttled(&state) {
         return Ok(throttled);
     }
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     let ty = &g.types[t];
     let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
     let index = g.modified_index(t);
@@ -1230,9 +1361,9 @@ impl HookBody {
 }
 
 /// `POST /_sandbox/touch`: modifies records (a property value and `updatedAt`).
-async fn touch(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
+async fn touch(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
     let g = &state.generator;
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     if let Some(w) = &state.pipedrive {
         let e = pipedrive_entity(w, &body.object_type)?;
         let at = body.at()?;
@@ -1259,9 +1390,9 @@ async fn touch(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Ans
 
 /// `POST /_sandbox/archive`: archives records (`archivedAt` = `at`; `updatedAt` unchanged,
 /// as in HubSpot).
-async fn archive(State(state): State<Shared>, body: Option<Json<HookBody>>) -> Answer {
+async fn archive(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
     let g = &state.generator;
-    let Json(body) = body.ok_or_else(invalid_json)?;
+    let Json(body) = body.map_err(invalid_json)?;
     if let Some(w) = &state.pipedrive {
         let e = pipedrive_entity(w, &body.object_type)?;
         let at = body.at()?;
