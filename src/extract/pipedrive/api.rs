@@ -93,7 +93,8 @@ impl<'a> Pager<'a> {
             self.done = self.cursor.is_none();
             return Ok(Some(items));
         }
-        let mut ask = if self.seen.is_empty() { 0 } else { self.start.saturating_sub(OVERLAP) };
+        // The first page starts at 0; every later one OVERLAP records before the last ended.
+        let mut ask = self.start.saturating_sub(OVERLAP);
         loop {
             let (items, additional) = self.fetch(Some(ask)).await?;
             let p = additional.get("pagination").unwrap_or(&additional);
