@@ -60,3 +60,44 @@ fn the_legacy_properties_endpoints_answer_like_the_v3_one() {
     let id = one["results"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(get(&format!("/crm/v3/objects/deals/{id}"))["id"], id);
 }
+
+/// The Pipedrive sandbox honours what its v2 spec offers other clients: `status` and
+/// `pipeline_id` filters, `sort_by=update_time` in both directions, the `api_token` query
+/// parameter, and the `x-daily-requests-left` header.
+#[test]
+fn the_pipedrive_sandbox_filters_and_sorts_as_its_spec_says() {
+    let sandbox = SandboxProcess::start(&["--flavor", "pipedrive", "--scale", "120"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let get = |path: &str| -> (reqwest::header::HeaderMap, serde_json::Value) {
+        let url = format!("{}{path}", sandbox.base_url);
+        rt.block_on(async {
+            let r = reqwest::Client::new().get(&url).header("x-api-token", "any").send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            (r.headers().clone(), r.json().await.unwrap())
+        })
+    };
+    let data = |v: &serde_json::Value| v["data"].as_array().cloned().unwrap_or_default();
+    let (headers, all) = get("/api/v2/deals?limit=500&status=open,won,lost");
+    assert!(headers.contains_key("x-daily-requests-left"));
+    let all = data(&all);
+    let won = data(&get("/api/v2/deals?limit=500&status=won").1);
+    assert!(!won.is_empty() && won.len() < all.len(), "{} won of {}", won.len(), all.len());
+    assert!(won.iter().all(|d| d["status"] == "won"));
+    assert_eq!(won.len(), all.iter().filter(|d| d["status"] == "won").count());
+    let pipeline = all[0]["pipeline_id"].clone();
+    let in_pipeline = data(&get(&format!("/api/v2/deals?limit=500&pipeline_id={pipeline}")).1);
+    assert!(!in_pipeline.is_empty() && in_pipeline.iter().all(|d| d["pipeline_id"] == pipeline));
+    let times = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter().map(|d| d["update_time"].as_str().unwrap().to_string()).collect()
+    };
+    let ascending = times(&data(&get("/api/v2/persons?limit=500&sort_by=update_time").1));
+    let mut sorted = ascending.clone();
+    sorted.sort();
+    assert_eq!(ascending, sorted, "sort_by=update_time answers in update_time order");
+    let descending = times(&data(&get("/api/v2/persons?limit=500&sort_by=update_time&sort_direction=desc").1));
+    assert_eq!(descending, sorted.iter().rev().cloned().collect::<Vec<_>>());
+    let with_query_token = rt.block_on(async {
+        reqwest::get(format!("{}/api/v1/users/me?api_token=any", sandbox.base_url)).await.unwrap().status()
+    });
+    assert!(with_query_token.is_success(), "api_token in the query authenticates: {with_query_token}");
+}

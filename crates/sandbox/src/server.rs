@@ -468,6 +468,8 @@ fn rate_headers(
         if !r.headers().contains_key("x-ratelimit-reset") {
             headers.push(("x-ratelimit-reset", interval.as_secs().max(1).to_string()));
         }
+        // Requests left today for POST and PUT (the sandbox serves reads only).
+        headers.push(("x-daily-requests-left", "10000".to_string()));
         if let Some((limit, left)) = budget {
             headers.push(("x-daily-ratelimit-token-limit", limit.to_string()));
             headers.push(("x-daily-ratelimit-token-remaining", left.to_string()));
@@ -484,9 +486,12 @@ async fn authenticate(State(state): State<Shared>, headers: HeaderMap, request: 
     let flavor = state.generator.config.flavor;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+    let api_token: Option<String> =
+        Query::parse(request.uri().query().map(str::to_string)).get("api_token").map(str::to_string);
     let token = match flavor {
         Flavor::Hubspot => bearer,
-        Flavor::Pipedrive => header("x-api-token").or(bearer),
+        // Pipedrive also takes the token as the `api_token` query parameter.
+        Flavor::Pipedrive => header("x-api-token").or(bearer).or(api_token.as_deref()),
     }
     .filter(|t| !t.is_empty());
     let ok = match (&state.generator.config.token, token) {

@@ -179,11 +179,33 @@ fn v2_page<T>(
     Ok((out, (position < total).then(|| encode_cursor(position))))
 }
 
+/// The text of field `key` of record `i` (a status, a pipeline id), if it has one.
+fn field_text(w: &World, e: usize, i: u64, key: &str) -> Option<String> {
+    let f = w.fields[e].iter().position(|f| f.key == key)?;
+    match w.value(e, i, f)? {
+        super::Val::Text(t) => Some(t),
+        super::Val::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, archived: bool) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    if let Some(sort) = q.get("sort_by").filter(|s| *s != "id") {
-        return Err(bad_request(format!("the sandbox sorts by id only, not {sort}")));
+    let sort_by = q.get("sort_by").unwrap_or("id");
+    if !matches!(sort_by, "id" | "update_time" | "add_time") {
+        return Err(bad_request(format!(
+            "Parameter 'sort_by' must be one of id, update_time, add_time, not {sort_by}"
+        )));
+    }
+    let descending = match q.get("sort_direction").unwrap_or("asc") {
+        "asc" => false,
+        "desc" => true,
+        other => return Err(bad_request(format!("Parameter 'sort_direction' must be asc or desc, not {other}"))),
+    };
+    let pipeline = q.get("pipeline_id").map(str::to_string);
+    if pipeline.is_some() && e != DEAL {
+        return Err(bad_request("Parameter 'pipeline_id' is only for deals".into()));
     }
     let since = time_param(&q, "updated_since")?;
     let until = if e == PRODUCT && q.get("updated_until").is_some() {
@@ -196,16 +218,42 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         return Err(bad_request("Parameter 'status' is only for deals".into()));
     }
     let with_deleted = statuses.iter().any(|s| s == "deleted");
-    let (data, next) = v2_page(&q, w.count(e), |i| {
+    // Deals of every status unless asked otherwise; `deleted` ones only when asked for.
+    let every_status = ["open", "won", "lost"].iter().all(|s| statuses.iter().any(|t| t == s));
+    let wanted = |i: u64| {
         if w.is_archived(e, i) != archived || (w.is_deleted(e, i) && !with_deleted) {
-            return None;
+            return false;
         }
         let rec = w.record(e, i);
         if since.is_some_and(|s| rec.update_time < s) || until.is_some_and(|u| rec.update_time >= u) {
-            return None;
+            return false;
         }
-        Some((i, served(w, e, i)))
-    })?;
+        if !statuses.is_empty() && !every_status && !w.is_deleted(e, i) {
+            let status = field_text(w, e, i, "status").unwrap_or_default();
+            if !statuses.contains(&status) {
+                return false;
+            }
+        }
+        pipeline.as_ref().is_none_or(|p| field_text(w, e, i, "pipeline_id").as_ref() == Some(p))
+    };
+    let (data, next) = if sort_by == "id" && !descending {
+        v2_page(&q, w.count(e), |i| wanted(i).then(|| (i, served(w, e, i))))?
+    } else {
+        // Another order: the matching records sorted, the cursor a place in that order.
+        let mut order: Vec<u64> = (0..w.count(e)).filter(|&i| wanted(i)).collect();
+        match sort_by {
+            "update_time" => order.sort_by_cached_key(|&i| (w.record(e, i).update_time, i)),
+            "add_time" => order.sort_by_cached_key(|&i| (w.record(e, i).add_time, i)),
+            _ => {}
+        }
+        if descending {
+            order.reverse();
+        }
+        v2_page(&q, order.len() as u64, |k| {
+            let i = order[k as usize];
+            Some((i, served(w, e, i)))
+        })?
+    };
     let (indexes, data): (Vec<u64>, Vec<Value>) = data.into_iter().unzip();
     let response = answer(&state, json!(data), json!({"next_cursor": next}));
     // --search-churn: records this page of a changed-records list returned are modified
