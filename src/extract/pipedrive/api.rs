@@ -215,10 +215,12 @@ pub fn column_type(key: &str, field_type: &str) -> ColumnType {
 
 /// The text kept for a value: strings as sent, numbers as JSON prints them, booleans
 /// `true`/`false`, arrays of scalars (option sets, label ids) as comma lists, other arrays
-/// and objects as compact JSON; `None` for null.
+/// and objects as compact JSON; `None` for null and for an empty array.
 pub fn text(v: &Value) -> Option<String> {
     match v {
+        // An empty list (no labels, no emails) is no value, as null is.
         Value::Null => None,
+        Value::Array(items) if items.is_empty() => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
@@ -296,6 +298,8 @@ mod tests {
         assert_eq!(field_value(&v1, &money, false, Some(("abc_currency", "currency"))), Some(&json!("EUR")));
         assert_eq!(text(&json!([3, 4])).as_deref(), Some("3,4"));
         assert_eq!(text(&json!([{"a": 1}])).as_deref(), Some("[{\"a\":1}]"));
+        assert_eq!(text(&json!([])), None, "an empty list is no value");
+        assert_eq!(text(&Value::Null), None);
         assert_eq!(column_type("add_time", "date"), ColumnType::Timestamp);
         assert_eq!(column_type("due_date", "date"), ColumnType::Date32);
     }

@@ -501,7 +501,7 @@ impl World {
         for (f, field) in self.fields[e].iter().enumerate() {
             let value = self.value_of(e, index, f, &rec);
             if v2 {
-                let encoded = value.map(|v| encode_v2(&v)).unwrap_or(Value::Null);
+                let encoded = value.map(|v| encode_v2(&v)).unwrap_or_else(|| empty(field));
                 if field.custom {
                     custom.insert(field.key.clone(), encoded);
                 } else {
@@ -510,14 +510,14 @@ impl World {
             } else {
                 match value {
                     Some(v) => {
-                        for (key, val) in encode_v1(&field.key, &v) {
+                        for (key, val) in encode_v1(&field.key, &v, old_style_times(e)) {
                             out.insert(key, val);
                         }
                     }
                     // v1 leaves unset custom fields out.
                     None if field.custom => {}
                     None => {
-                        out.insert(field.key.clone(), Value::Null);
+                        out.insert(field.key.clone(), empty(field));
                     }
                 }
             }
@@ -537,7 +537,7 @@ impl World {
     /// left out: numbers as JSON prints them, times as sent, sets as comma lists, other
     /// arrays and objects as compact JSON.
     pub fn truth(&self, e: usize, index: u64) -> Vec<(String, String)> {
-        let v1 = !ENTITIES[e].v2;
+        let v1 = old_style_times(e);
         let mut out = Vec::new();
         for (f, v) in self.values(e, index) {
             let key = &self.fields[e][f].key;
@@ -777,8 +777,24 @@ fn encode_v2(v: &Val) -> Value {
     }
 }
 
-/// v1's flat keys: monetary, daterange and address values spread over `<key>_<suffix>`.
-fn encode_v1(key: &str, v: &Val) -> Vec<(String, Value)> {
+/// What a built-in field without a value is sent as: `[]` for the list-valued ones (labels,
+/// emails, prices), as Pipedrive's specs require, `null` otherwise.
+fn empty(field: &FieldDef) -> Value {
+    match field.kind {
+        Kind::Set | Kind::Emails | Kind::Prices if !field.custom => json!([]),
+        _ => Value::Null,
+    }
+}
+
+/// Whether `e`'s instants are sent as v1's `YYYY-MM-DD HH:MM:SS`: notes do; leads, though
+/// served by v1, use RFC 3339 as their spec and its examples show; v2 entities use RFC 3339.
+fn old_style_times(e: usize) -> bool {
+    !ENTITIES[e].v2 && e != LEAD
+}
+
+/// v1's flat keys: monetary, daterange and address values spread over `<key>_<suffix>`;
+/// instants in v1's old style when `old_times`.
+fn encode_v1(key: &str, v: &Val, old_times: bool) -> Vec<(String, Value)> {
     match v {
         Val::Money(n, c) => vec![(key.into(), json!(n)), (format!("{key}_currency"), json!(c))],
         Val::Range(a, b) => vec![(key.into(), json!(a.to_string())), (format!("{key}_until"), json!(b.to_string()))],
@@ -789,7 +805,7 @@ fn encode_v1(key: &str, v: &Val) -> Vec<(String, Value)> {
             (format!("{key}_postal_code"), json!(postal_code)),
         ],
         Val::Set(ids) => vec![(key.into(), json!(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")))],
-        Val::Instant(t) => vec![(key.into(), json!(instant_text(*t, true)))],
+        Val::Instant(t) => vec![(key.into(), json!(instant_text(*t, old_times)))],
         other => vec![(key.into(), encode_v2(other))],
     }
 }
