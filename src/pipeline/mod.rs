@@ -136,7 +136,7 @@ pub async fn export(
     let mut receipts: BTreeMap<String, Vec<PartReceipt>> = match writers.finish().await {
         Ok(finished) => finished.into_iter().collect(),
         Err(e) => {
-            day.clone().abandon(&e);
+            day.abandon(&e);
             return Err(e);
         }
     };

@@ -777,6 +777,22 @@ fn associations_json(g: &Generator, t: usize, index: u64, to: &[usize]) -> Map<S
         .collect()
 }
 
+/// A record as a v3 object read answers it, with the associations `associations=` asked for.
+fn object_with_associations<'g>(
+    g: &'g Generator,
+    t: usize,
+    index: u64,
+    wanted: &[usize],
+    history: &[usize],
+    targets: &[usize],
+) -> ObjectJson<'g> {
+    let mut object = object_json(g, t, index, wanted, history, true);
+    if !targets.is_empty() {
+        object.associations = Some(associations_json(g, t, index, targets));
+    }
+    object
+}
+
 /// The types named by `associations=` (unknown names ignored, as HubSpot does).
 fn association_targets(g: &Generator, q: &Query) -> Vec<usize> {
     q.list("associations").unwrap_or_default().iter().filter_map(|name| g.type_index(name)).collect()
@@ -818,11 +834,7 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
         if g.is_archived(t, index) == archived {
-            let mut object = object_json(g, t, index, &wanted, &history, true);
-            if !targets.is_empty() {
-                object.associations = Some(associations_json(g, t, index, &targets));
-            }
-            results.push(object);
+            results.push(object_with_associations(g, t, index, &wanted, &history, &targets));
         }
         index += 1;
     }
@@ -849,11 +861,7 @@ async fn get_object(
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
     let history = q.list("propertiesWithHistory").map(|h| named_properties(g, t, &h)).unwrap_or_default();
-    let mut object = object_json(g, t, index, &wanted, &history, true);
-    let targets = association_targets(g, &q);
-    if !targets.is_empty() {
-        object.associations = Some(associations_json(g, t, index, &targets));
-    }
+    let object = object_with_associations(g, t, index, &wanted, &history, &association_targets(g, &q));
     Ok(json_answer(g, StatusCode::OK, &object))
 }
 

@@ -179,10 +179,9 @@ fn v2_page<T>(
     Ok((out, (position < total).then(|| encode_cursor(position))))
 }
 
-/// The text of field `key` of record `i` (a status, a pipeline id), if it has one.
-fn field_text(w: &World, e: usize, i: u64, key: &str) -> Option<String> {
-    let f = w.fields[e].iter().position(|f| f.key == key)?;
-    match w.value(e, i, f)? {
+/// The text of field `f` of record `i` (a status, a pipeline id), if it has one.
+fn field_text(w: &World, e: usize, i: u64, f: Option<usize>) -> Option<String> {
+    match w.value(e, i, f?)? {
         super::Val::Text(t) => Some(t),
         super::Val::Int(n) => Some(n.to_string()),
         _ => None,
@@ -220,6 +219,8 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     let with_deleted = statuses.iter().any(|s| s == "deleted");
     // Deals of every status unless asked otherwise; `deleted` ones only when asked for.
     let every_status = ["open", "won", "lost"].iter().all(|s| statuses.iter().any(|t| t == s));
+    let field = |key: &str| w.fields[e].iter().position(|f| f.key == key);
+    let (status_field, pipeline_field) = (field("status"), field("pipeline_id"));
     let wanted = |i: u64| {
         if w.is_archived(e, i) != archived || (w.is_deleted(e, i) && !with_deleted) {
             return false;
@@ -229,12 +230,12 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
             return false;
         }
         if !statuses.is_empty() && !every_status && !w.is_deleted(e, i) {
-            let status = field_text(w, e, i, "status").unwrap_or_default();
+            let status = field_text(w, e, i, status_field).unwrap_or_default();
             if !statuses.contains(&status) {
                 return false;
             }
         }
-        pipeline.as_ref().is_none_or(|p| field_text(w, e, i, "pipeline_id").as_ref() == Some(p))
+        pipeline.as_ref().is_none_or(|p| field_text(w, e, i, pipeline_field).as_ref() == Some(p))
     };
     let (data, next) = if sort_by == "id" && !descending {
         v2_page(&q, w.count(e), |i| wanted(i).then(|| (i, served(w, e, i))))?
