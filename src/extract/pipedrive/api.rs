@@ -160,34 +160,64 @@ pub struct Field {
     /// The option set as sent (`[{id, label}]`), or null.
     pub options: Value,
     pub description: Option<String>,
-    /// Extra data fields (monetary currency, address parts, date range end): (key, name, type).
-    pub subfields: Vec<(String, String, String)>,
+    /// Extra data fields beside the main value (monetary currency, address parts, date range end).
+    pub subfields: Vec<Subfield>,
+}
+
+/// One extra data field of a field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subfield {
+    /// The property it is kept as: `<field key>_<part>` (`<hash>_currency`, `address_country`).
+    pub key: String,
+    /// Its name inside a v2 value object (`currency`, `country`).
+    pub part: String,
+    pub name: String,
+    pub field_type: String,
+}
+
+impl Subfield {
+    /// Reads a subfield of `field`. v1 codes a part as a whole key (`<hash>_currency`,
+    /// `address_country`), v2 by the part's own name (`currency`, `country`) and lists the
+    /// main value itself as the part `value`, which is no extra field (`None`). A built-in
+    /// monetary field's currency is the record's own `currency` (v2 deals send `value` and
+    /// `currency` side by side).
+    fn parse(field_key: &str, field_type: &str, custom: bool, sub: &Value) -> Option<Subfield> {
+        let s = |k: &str| sub.get(k).and_then(Value::as_str).map(str::to_string);
+        let code = s("field_code").or_else(|| s("key"))?;
+        let whole = code.strip_prefix(field_key).and_then(|rest| rest.strip_prefix('_'));
+        let part = whole.unwrap_or(&code).to_string();
+        if whole.is_none() && part == "value" {
+            return None;
+        }
+        let key = match whole {
+            Some(_) => code.clone(),
+            None if !custom && field_type == "monetary" && part == "currency" => part.clone(),
+            None => format!("{field_key}_{part}"),
+        };
+        Some(Subfield {
+            key,
+            part,
+            name: s("field_name").or_else(|| s("name")).unwrap_or_default(),
+            field_type: s("field_type").unwrap_or_else(|| "varchar".into()),
+        })
+    }
 }
 
 impl Field {
     pub fn parse(v: &Value) -> Option<Field> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let key = s("field_code").or_else(|| s("key"))?;
+        let field_type = s("field_type").unwrap_or_else(|| "varchar".into());
+        let custom = v.get("is_custom_field").or_else(|| v.get("edit_flag")).and_then(Value::as_bool).unwrap_or(false);
         let subfields = v
             .get("subfields")
             .and_then(Value::as_array)
-            .map(|subs| {
-                subs.iter()
-                    .filter_map(|sub| {
-                        let s = |k: &str| sub.get(k).and_then(Value::as_str).map(str::to_string);
-                        Some((
-                            s("field_code").or_else(|| s("key"))?,
-                            s("field_name").or_else(|| s("name")).unwrap_or_default(),
-                            s("field_type").unwrap_or_else(|| "varchar".into()),
-                        ))
-                    })
-                    .collect()
-            })
+            .map(|subs| subs.iter().filter_map(|sub| Subfield::parse(&key, &field_type, custom, sub)).collect())
             .unwrap_or_default();
         Some(Field {
             name: s("field_name").or_else(|| s("name")).unwrap_or_else(|| key.clone()),
-            field_type: s("field_type").unwrap_or_else(|| "varchar".into()),
-            custom: v.get("is_custom_field").or_else(|| v.get("edit_flag")).and_then(Value::as_bool).unwrap_or(false),
+            field_type,
+            custom,
             options: v.get("options").cloned().unwrap_or(Value::Null),
             description: s("description"),
             subfields,
@@ -231,22 +261,24 @@ pub fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// The value of a field (or of one of its extra data fields, `sub` = (key, part), e.g.
-/// (`<key>_currency`, `currency`)) on a record: v1 keeps every key flat; v2 nests custom
-/// fields in `custom_fields`, and an object value with extra data fields (monetary, address,
-/// date range) holds the main value in `value` and each part under its name.
-pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<(&str, &str)>) -> Option<&'r Value> {
+/// The value of a field (or of one of its extra data fields) on a record: v1 keeps every
+/// key flat; v2 nests custom fields in `custom_fields`, and an object value with extra data
+/// fields (monetary, address, date range) holds the main value in `value` and each part under
+/// its name. v2 names a person's `emails` and `phones` in the singular in its field list
+/// (`email`, `phone`): a built-in field missing under its own key is read from its plural.
+pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<&Subfield>) -> Option<&'r Value> {
     if !v2 {
-        return record.get(sub.map_or(field.key.as_str(), |(key, _)| key));
+        return record.get(sub.map_or(field.key.as_str(), |s| s.key.as_str()));
     }
     let holder = if field.custom { record.get("custom_fields")? } else { record };
-    let value = holder.get(&field.key)?;
+    let value =
+        holder.get(&field.key).or_else(|| (!field.custom).then(|| holder.get(format!("{}s", field.key))).flatten());
     match (value, sub) {
-        (Value::Object(o), Some((_, part))) => o.get(part),
-        (Value::Object(o), None) if !field.subfields.is_empty() => o.get("value"),
-        (v, None) => Some(v),
+        (Some(Value::Object(o)), Some(sub)) => o.get(&sub.part),
+        (Some(Value::Object(o)), None) if !field.subfields.is_empty() => o.get("value"),
+        (value, None) => value,
         // A subfield of a field sent as a plain value (or a subfield v2 sends flat).
-        (_, Some((key, _))) => holder.get(key),
+        (_, Some(sub)) => holder.get(&sub.key),
     }
 }
 
@@ -286,16 +318,42 @@ mod tests {
 
     #[test]
     fn values_come_from_v2_custom_fields_and_v1_flat_keys() {
-        let money = Field::parse(&json!({
-            "field_code": "abc", "field_name": "Contract", "field_type": "monetary", "is_custom_field": true,
-            "subfields": [{"field_code": "abc_currency", "field_name": "Currency", "field_type": "varchar"}]
+        // v1 codes a part as a whole key, v2 by the part's name with the main value first.
+        let v1_money = Field::parse(&json!({
+            "key": "abc", "name": "Contract", "field_type": "monetary", "edit_flag": true,
+            "subfields": [{"key": "abc_currency", "name": "Currency", "field_type": "varchar"}]
         }))
         .unwrap();
+        let money = Field::parse(&json!({
+            "field_code": "abc", "field_name": "Contract", "field_type": "monetary", "is_custom_field": true,
+            "subfields": [{"field_code": "value", "field_name": "Amount", "field_type": "double"},
+                          {"field_code": "currency", "field_name": "Currency", "field_type": "varchar"}]
+        }))
+        .unwrap();
+        assert_eq!(money.subfields, v1_money.subfields, "one extra field, keyed abc_currency");
+        let currency = &money.subfields[0];
+        assert_eq!((currency.key.as_str(), currency.part.as_str()), ("abc_currency", "currency"));
         let v2 = json!({"id": 1, "custom_fields": {"abc": {"value": 12.5, "currency": "EUR"}}});
         assert_eq!(field_value(&v2, &money, true, None), Some(&json!(12.5)));
-        assert_eq!(field_value(&v2, &money, true, Some(("abc_currency", "currency"))), Some(&json!("EUR")));
+        assert_eq!(field_value(&v2, &money, true, Some(currency)), Some(&json!("EUR")));
         let v1 = json!({"id": "x", "abc": 12.5, "abc_currency": "EUR"});
-        assert_eq!(field_value(&v1, &money, false, Some(("abc_currency", "currency"))), Some(&json!("EUR")));
+        assert_eq!(field_value(&v1, &money, false, Some(currency)), Some(&json!("EUR")));
+        // A deal's built-in monetary value: its currency is the record's own `currency`.
+        let value = Field::parse(&json!({
+            "field_code": "value", "field_name": "Value", "field_type": "monetary", "is_custom_field": false,
+            "subfields": [{"field_code": "value", "field_name": "Amount of Value", "field_type": "double"},
+                          {"field_code": "currency", "field_name": "Currency of Value", "field_type": "varchar"}]
+        }))
+        .unwrap();
+        assert_eq!(value.subfields.len(), 1);
+        let deal = json!({"id": 1, "value": 200, "currency": "USD"});
+        assert_eq!(field_value(&deal, &value, true, None), Some(&json!(200)));
+        assert_eq!(field_value(&deal, &value, true, Some(&value.subfields[0])), Some(&json!("USD")));
+        // v2 lists a person's phones as `phone`; records carry `phones`.
+        let phone =
+            Field::parse(&json!({"field_code": "phone", "field_name": "Phone", "field_type": "phone"})).unwrap();
+        let person = json!({"id": 1, "phones": [{"value": "12345", "primary": true}]});
+        assert_eq!(field_value(&person, &phone, true, None), Some(&person["phones"]));
         assert_eq!(text(&json!([3, 4])).as_deref(), Some("3,4"));
         assert_eq!(text(&json!([{"a": 1}])).as_deref(), Some("[{\"a\":1}]"));
         assert_eq!(text(&json!([])), None, "an empty list is no value");

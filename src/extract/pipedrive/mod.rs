@@ -36,11 +36,17 @@ const DEAL_IDS_PER_REQUEST: usize = 100;
 /// time.
 pub type PipedriveOptions = super::SourceOptions<usize>;
 
-/// One column of an entity's table: the field and, for extra data fields, the subfield's
-/// key and part (`<key>_currency`, `currency`).
+/// One column of an entity's table: the field and, for an extra data field, which of its
+/// subfields.
 struct Column {
     field: usize,
-    sub: Option<(String, String)>,
+    sub: Option<usize>,
+}
+
+impl Column {
+    fn subfield<'f>(&self, fields: &'f [Field]) -> Option<&'f api::Subfield> {
+        self.sub.map(|s| &fields[self.field].subfields[s])
+    }
 }
 
 /// What discovery learnt of one entity.
@@ -261,8 +267,7 @@ impl Pipedrive {
             b.push(Some(if archived { "true" } else { "false" }));
             b.push(archived_at.as_deref());
             for c in &d.columns {
-                let sub = c.sub.as_ref().map(|(key, part)| (key.as_str(), part.as_str()));
-                let value = api::field_value(r, &d.fields[c.field], d.entity.v2, sub);
+                let value = api::field_value(r, &d.fields[c.field], d.entity.v2, c.subfield(&d.fields));
                 b.push(value.and_then(api::text).as_deref());
             }
             b.end_row();
@@ -440,15 +445,14 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
         let base = if f.custom { api::slug_column(&f.name) } else { crate::model::property_column(&f.key) };
         columns.push(Column { field: i, sub: None });
         wanted.push((f.key.clone(), base.clone(), api::column_type(&f.key, &f.field_type)));
-        for (sub, _, ty) in &f.subfields {
-            let part = sub.strip_prefix(&format!("{}_", f.key)).unwrap_or(sub);
+        for (s, sub) in f.subfields.iter().enumerate() {
             let column = if f.custom {
-                format!("{base}_{}", crate::model::upper_identifier(part))
+                format!("{base}_{}", crate::model::upper_identifier(&sub.part))
             } else {
-                crate::model::property_column(sub)
+                crate::model::property_column(&sub.key)
             };
-            columns.push(Column { field: i, sub: Some((sub.clone(), part.to_string())) });
-            wanted.push((sub.clone(), column, api::column_type(sub, ty)));
+            columns.push(Column { field: i, sub: Some(s) });
+            wanted.push((sub.key.clone(), column, api::column_type(&sub.key, &sub.field_type)));
         }
     }
     let unique = super::unique_names(wanted.iter().map(|(_, column, _)| column.clone()));

@@ -33,12 +33,9 @@ impl Pipedrive {
             ]);
             for (c, column) in d.columns.iter().zip(&d.stream.table.columns[fixed_table("OBJECTS").columns.len()..]) {
                 let f = &d.fields[c.field];
-                let (key, label, field_type) = match &c.sub {
+                let (key, label, field_type) = match c.subfield(&d.fields) {
                     None => (f.key.as_str(), f.name.clone(), f.field_type.as_str()),
-                    Some((sub, _)) => {
-                        let (_, name, ty) = f.subfields.iter().find(|(k, _, _)| k == sub).expect("from the field");
-                        (sub.as_str(), format!("{} ({name})", f.name), ty.as_str())
-                    }
+                    Some(sub) => (sub.key.as_str(), format!("{} ({})", f.name, sub.name), sub.field_type.as_str()),
                 };
                 let options = (!f.options.is_null() && c.sub.is_none()).then(|| f.options.to_string());
                 props.push_row([

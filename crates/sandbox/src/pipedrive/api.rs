@@ -368,28 +368,69 @@ fn v1_sort(q: &Query) -> std::result::Result<Option<(&'static str, bool)>, Refus
     Ok(Some((key, descending)))
 }
 
-fn v2_field_json(f: &super::FieldDef) -> Value {
+/// A v2 field definition. As in Pipedrive's v2 examples, a field with extra data lists its
+/// parts by their own names, the main value first as `value` (`value`, `currency`;
+/// `value`, `country`, `locality`, ...).
+fn v2_field_json(e: usize, f: &super::FieldDef) -> Value {
+    v2_field_with(e, f, f.field_type, &f.subfields)
+}
+
+fn v2_field_with(e: usize, f: &super::FieldDef, field_type: &str, parts: &[(&str, String, &str)]) -> Value {
     let options = (!f.options.is_empty())
         .then(|| f.options.iter().map(|(id, label)| json!({"id": id, "label": label})).collect::<Vec<_>>());
-    let subfields = (!f.subfields.is_empty()).then(|| {
-        f.subfields
-            .iter()
-            .map(|(suffix, name, ty)| {
-                json!({"field_code": format!("{}_{suffix}", f.key), "field_name": format!("{} ({name})", f.name), "field_type": ty})
-            })
+    let subfields = (!parts.is_empty()).then(|| {
+        let main = json!({"field_code": "value", "field_name": format!("Value of {}", f.name), "field_type": main_type(field_type)});
+        std::iter::once(main)
+            .chain(parts.iter().map(|(part, name, ty)| {
+                json!({"field_code": part, "field_name": format!("{name} of {}", f.name), "field_type": ty})
+            }))
             .collect::<Vec<_>>()
     });
+    let description = if f.custom {
+        format!("{} (a custom field)", f.name)
+    } else {
+        format!("The {} of the {}", f.name.to_lowercase(), super::ENTITIES[e].name)
+    };
     json!({
-        "field_name": f.name, "field_code": f.key, "field_type": f.field_type, "description": null,
+        "field_name": f.name, "field_code": f.key, "field_type": field_type, "description": description,
         "options": options, "subfields": subfields, "is_custom_field": f.custom, "is_optional_response_field": false,
     })
+}
+
+/// The type of a field's main value: a monetary field's amount is a number, an address's a
+/// text, a date range's its start.
+fn main_type(field_type: &str) -> &'static str {
+    match field_type {
+        "monetary" => "double",
+        "daterange" => "date",
+        _ => "varchar",
+    }
+}
+
+/// The v2 definitions of `e`'s fields. A deal's built-in `value` and `currency` are one
+/// monetary field there, as v2's deal fields example shows, while deal records keep the two
+/// side by side.
+fn v2_field_defs(e: usize, fields: &[super::FieldDef]) -> Vec<Value> {
+    let builtin = |key: &str| fields.iter().any(|f| !f.custom && f.key == key);
+    let monetary_value = builtin("value") && builtin("currency");
+    fields
+        .iter()
+        .filter(|f| !(monetary_value && !f.custom && f.key == "currency"))
+        .map(|f| {
+            if monetary_value && !f.custom && f.key == "value" {
+                v2_field_with(e, f, "monetary", &[("currency", "Currency".into(), "varchar")])
+            } else {
+                v2_field_json(e, f)
+            }
+        })
+        .collect()
 }
 
 async fn v2_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    let fields = &w.fields[e];
-    let (data, next) = v2_page(&q, fields.len() as u64, |i| Some(v2_field_json(&fields[i as usize])))?;
+    let defs = v2_field_defs(e, &w.fields[e]);
+    let (data, next) = v2_page(&q, defs.len() as u64, |i| defs.get(i as usize).cloned())?;
     Ok(answer(&state, json!(data), json!({"next_cursor": next})))
 }
 
@@ -406,7 +447,7 @@ async fn v1_fields(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize)
         .skip(start)
         .take(limit)
         .map(|(k, f)| {
-            let v2 = v2_field_json(f);
+            let v2 = v2_field_json(e, f);
             json!({
                 "id": k + 1, "key": f.key, "name": f.name, "field_type": f.field_type, "edit_flag": f.custom,
                 "active_flag": true, "order_nr": k, "options": v2["options"],

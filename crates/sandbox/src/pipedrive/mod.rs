@@ -88,6 +88,7 @@ pub enum Kind {
     Phone,
     Address,
     Emails,
+    Phones,
     Prices,
     LeadValue,
     Status,
@@ -113,7 +114,8 @@ pub struct FieldDef {
     pub kind: Kind,
     /// Option sets of `enum` and `set` fields: (id, label).
     pub options: Vec<(i64, String)>,
-    /// Extra data fields of monetary, daterange and address fields: (key suffix, name, type).
+    /// Extra data fields of monetary, daterange and address fields beside the main value:
+    /// (part, name, type). v2 names a part by itself (`currency`), v1 as `<key>_<part>`.
     pub subfields: Vec<(&'static str, String, &'static str)>,
 }
 
@@ -416,8 +418,10 @@ impl World {
             }
             _ => {}
         }
-        // About 15% of the other values are null.
-        if h % 100 < 15 {
+        // About 15% of the other values are null; never the built-in ones Pipedrive requires
+        // or defaults (a deal's title and value, a lead's title, a note's content, an
+        // activity's subject).
+        if h % 100 < 15 && !always_set(e, field) {
             return None;
         }
         Some(match field.kind {
@@ -477,6 +481,9 @@ impl World {
                 {"value": format!("p{}@example.com", index + 1), "primary": true, "label": "work"},
                 {"value": format!("p{}.home@example.org", index + 1), "primary": false, "label": "home"}
             ])),
+            Kind::Phones => Val::Json(json!([
+                {"value": format!("+372 5{:03} {:04}", v % 1000, mix(v) % 10_000), "primary": true, "label": "work"}
+            ])),
             Kind::Prices => Val::Json(json!([
                 {"product_id": index + 1, "price": (v % 100_000) as f64 / 100.0, "currency": "EUR", "cost": 0, "direct_cost": null, "notes": ""}
             ])),
@@ -505,7 +512,7 @@ impl World {
                 if field.custom {
                     custom.insert(field.key.clone(), encoded);
                 } else {
-                    out.insert(field.key.clone(), encoded);
+                    out.insert(v2_record_key(field).to_string(), encoded);
                 }
             } else {
                 match value {
@@ -551,6 +558,7 @@ impl World {
                     out.push((format!("{key}_until"), b.to_string()));
                 }
                 Val::Address { value, country, locality, postal_code } => {
+                    out.push((format!("{key}_formatted_address"), value.clone()));
                     out.push((key.clone(), value));
                     out.push((format!("{key}_country"), country.to_string()));
                     out.push((format!("{key}_locality"), locality.to_string()));
@@ -742,6 +750,12 @@ impl World {
     }
 }
 
+/// Whether field `f` of `e` always has a value: the texts Pipedrive requires when a record is
+/// made and a deal's `value`, which defaults to 0.
+fn always_set(e: usize, f: &FieldDef) -> bool {
+    !f.custom && (matches!(f.key.as_str(), "title" | "content" | "subject") || (e == DEAL && f.key == "value"))
+}
+
 /// `t` without its milliseconds: Pipedrive's timestamps have second resolution.
 pub fn seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
@@ -781,8 +795,18 @@ fn encode_v2(v: &Val) -> Value {
 /// emails, prices), as Pipedrive's specs require, `null` otherwise.
 fn empty(field: &FieldDef) -> Value {
     match field.kind {
-        Kind::Set | Kind::Emails | Kind::Prices if !field.custom => json!([]),
+        Kind::Set | Kind::Emails | Kind::Phones | Kind::Prices if !field.custom => json!([]),
         _ => Value::Null,
+    }
+}
+
+/// The key a v2 record carries a built-in field's value under: the field code, except for a
+/// person's emails and phones, whose v2 field codes are the singular `email` and `phone`.
+fn v2_record_key(field: &FieldDef) -> &str {
+    match field.kind {
+        Kind::Emails => "emails",
+        Kind::Phones => "phones",
+        _ => &field.key,
     }
 }
 
@@ -799,6 +823,7 @@ fn encode_v1(key: &str, v: &Val, old_times: bool) -> Vec<(String, Value)> {
         Val::Money(n, c) => vec![(key.into(), json!(n)), (format!("{key}_currency"), json!(c))],
         Val::Range(a, b) => vec![(key.into(), json!(a.to_string())), (format!("{key}_until"), json!(b.to_string()))],
         Val::Address { value, country, locality, postal_code } => vec![
+            (format!("{key}_formatted_address"), json!(value)),
             (key.into(), json!(value)),
             (format!("{key}_country"), json!(country)),
             (format!("{key}_locality"), json!(locality)),
