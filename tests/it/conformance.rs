@@ -1,5 +1,5 @@
-//! The sandbox answers like HubSpot: every answer to the requests an exporter (or any other
-//! client) makes is validated against HubSpot's own OpenAPI specs, vendored under
+//! The sandbox answers like HubSpot and Pipedrive: every answer to the requests an exporter
+//! (or any other client) makes is validated against the vendors' own OpenAPI specs, vendored under
 //! `fixtures/specs/`, by an independent checker (`tests/reader/conformance.py`, openapi-core).
 //! Where the live API departs from its spec, the checker follows the live API and says why.
 
@@ -7,16 +7,17 @@ use std::process::Command;
 
 use crate::support::*;
 
-#[test]
-fn the_hubspot_sandbox_answers_to_hubspots_openapi_specs() {
-    let sandbox = SandboxProcess::start(&["--scale", "60"]);
+/// Runs the checker against a sandbox started with `args`; returns its report (one line per
+/// answer) after asserting that every answer conformed and that most were checked.
+fn conformance(flavor: &str, args: &[&str], at_least: usize) -> String {
+    let sandbox = SandboxProcess::start(args);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(python())
         .arg(format!("{root}/tests/reader/conformance.py"))
-        .args([&sandbox.base_url, "hubspot", &format!("{root}/fixtures/specs")])
+        .args([&sandbox.base_url, flavor, &format!("{root}/fixtures/specs")])
         .output()
         .expect("the conformance checker runs");
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
     let summary = report.lines().find(|l| l.contains("answers checked")).unwrap_or("no summary");
     assert!(
         out.status.success(),
@@ -24,11 +25,27 @@ fn the_hubspot_sandbox_answers_to_hubspots_openapi_specs() {
         report.lines().filter(|l| l.starts_with("FAIL")).collect::<Vec<_>>().join("\n"),
         String::from_utf8_lossy(&out.stderr)
     );
-    // The checker really checked: most requests have an operation in the specs.
+    // The checker really checked: the requests have an operation in the specs.
     let checked: usize = summary.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(checked >= 50, "{summary}");
+    assert!(checked >= at_least, "{summary}");
+    report
+}
+
+#[test]
+fn the_hubspot_sandbox_answers_to_hubspots_openapi_specs() {
+    let report = conformance("hubspot", &["--scale", "60"], 50);
     // The compatibility routes older clients use are among them and answered.
     for route in ["/crm/v3/objects/contact?", "/crm/v3/properties/contact", "associations=companies"] {
+        assert!(report.lines().any(|l| l.starts_with("ok") && l.contains(route)), "{route} not answered:\n{report}");
+    }
+}
+
+/// Every Pipedrive endpoint the sandbox serves, v1 and v2, pages of 100 records of every
+/// entity, against Pipedrive's v1 and v2 specs.
+#[test]
+fn the_pipedrive_sandbox_answers_to_pipedrives_openapi_specs() {
+    let report = conformance("pipedrive", &["--flavor", "pipedrive", "--scale", "400"], 30);
+    for route in ["/api/v2/dealFields", "/api/v1/leads?", "/api/v1/notes?", "/changelog", "/api/v2/deals/products"] {
         assert!(report.lines().any(|l| l.starts_with("ok") && l.contains(route)), "{route} not answered:\n{report}");
     }
 }

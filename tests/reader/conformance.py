@@ -25,16 +25,66 @@ HOSTS = {"hubspot": "https://api.hubapi.com", "pipedrive": "https://api.pipedriv
 
 
 # Where the live APIs depart from their own specs, the checker follows the live APIs (as
-# recorded from real accounts) and relaxes the spec, each departure with its evidence:
-# (spec file prefix, schema name prefix, property, what changes, why).
-# What may be null: a property's own value ("value") or the values of a map ("each").
+# recorded from real accounts, or as the vendor documents them) and relaxes the spec, each
+# departure with its evidence: (spec file prefix, schema name prefix or None for a property
+# of that name in any schema, property, what changes, why). What may be null: a property's
+# own value ("value") or the values of a map ("each"); "any-field-type": a field type from
+# the full list the same spec gives for field definitions elsewhere.
 DEPARTURES = [
     ("CRM-Objects", "SimplePublicObject", "properties", "each",
      "HubSpot answers null for a requested property without a value (recorded contacts, companies, "
      "deals and tickets pages)"),
     ("CRM-Associations", "AssociationSpecWithLabel", "label", "value",
      "HubSpot's documented v4 batch-read example answers \"label\": null for an unlabelled type"),
+    ("pipedrive", None, "next_cursor", "value",
+     "Pipedrive documents next_cursor as null when the end of the data is reached"),
+    ("pipedrive-openapi-v1", None, "data", "value",
+     "Pipedrive's v1 answers \"data\": null for an empty list page, the envelope its own error "
+     "examples show"),
+    ("pipedrive", None, "options", "value",
+     "fields without options answer \"options\": null in every fields example of both specs"),
+    ("pipedrive", None, "subfields", "value",
+     "fields without parts answer \"subfields\": null in every v2 fields example"),
+    *[("pipedrive", None, prop, "value",
+       "an unset optional value is null, as the specs' own examples answer for properties they do not "
+       "mark nullable (address, archive_time, origin_id, marked_as_done_time, priority, billing_frequency_cycles)")
+      for prop in ["org_id", "person_id", "organization_id", "won_time", "lost_time", "close_time", "note",
+                   "source_name", "expected_close_date", "value", "probability", "due_date", "code", "tax",
+                   "deal_id", "lead_id", "website", "employee_count", "first_name", "last_name",
+                   "street_number", "route", "subpremise", "sublocality", "locality", "admin_area_level_1",
+                   "admin_area_level_2", "country", "postal_code", "formatted_address", "address"]],
+    ("pipedrive-openapi-v1", None, "field_type", "any-field-type",
+     "the /leadFields and /noteFields schemas list only the types a custom field can be made with, "
+     "while the built-in fields they return (ids, flags, links) have the types of the full list the "
+     "/dealFields schema of the same spec gives"),
 ]
+
+
+def widest_enum(node, prop, best=None):
+    """The longest enum of a property named `prop` anywhere in `node`."""
+    if isinstance(node, dict):
+        target = node.get("properties", {}).get(prop) if isinstance(node.get("properties"), dict) else None
+        for candidate in [target] + ((target or {}).get("allOf") or []):
+            if isinstance(candidate, dict) and len(candidate.get("enum") or []) > len(best or []):
+                best = candidate["enum"]
+        for v in node.values():
+            best = widest_enum(v, prop, best)
+    elif isinstance(node, list):
+        for v in node:
+            best = widest_enum(v, prop, best)
+    return best
+
+
+def depart(target, where, full_enum):
+    if where == "each" and isinstance(target.get("additionalProperties"), dict):
+        target["additionalProperties"] = dict(target["additionalProperties"], nullable=True)
+    elif where == "value":
+        target["nullable"] = True
+        for branch in target.get("allOf") or []:
+            branch["nullable"] = True
+    elif where == "any-field-type":
+        target.pop("allOf", None)
+        target.update(type="string", enum=full_enum)
 
 
 def relax(name, spec):
@@ -42,12 +92,26 @@ def relax(name, spec):
     for prefix, schema_prefix, prop, where, _why in DEPARTURES:
         if not name.startswith(prefix):
             continue
-        for schema_name, schema in schemas.items():
-            target = schema.get("properties", {}).get(prop) if schema_name.startswith(schema_prefix) else None
-            if target and where == "each" and isinstance(target.get("additionalProperties"), dict):
-                target["additionalProperties"] = dict(target["additionalProperties"], nullable=True)
-            elif target and where == "value":
-                target["nullable"] = True
+        full_enum = widest_enum(spec, prop) if where == "any-field-type" else None
+        if schema_prefix is not None:
+            for schema_name, schema in schemas.items():
+                target = schema.get("properties", {}).get(prop) if schema_name.startswith(schema_prefix) else None
+                if target:
+                    depart(target, where, full_enum)
+            continue
+
+        def anywhere(node):
+            if isinstance(node, dict):
+                props = node.get("properties")
+                if isinstance(props, dict) and isinstance(props.get(prop), dict):
+                    depart(props[prop], where, full_enum)
+                for v in node.values():
+                    anywhere(v)
+            elif isinstance(node, list):
+                for v in node:
+                    anywhere(v)
+        anywhere(spec)
+
     # A `*/*` media type holds JSON in every operation the sandbox serves.
     def walk(node):
         if isinstance(node, dict):
@@ -226,22 +290,22 @@ def pipedrive(c):
         singular = {"persons": "person", "organizations": "organization", "deals": "deal",
                     "activities": "activity", "products": "product"}[entity]
         c.check("GET", f"/api/v2/{singular}Fields", {"limit": "50"}, expect=200)
-        page = c.check("GET", f"/api/v2/{entity}", {"limit": "5"}, expect=200) or {}
-        c.check("GET", f"/api/v2/{entity}", {"limit": "5", "updated_since": "2020-01-01T00:00:00Z"}, expect=200)
+        page = c.check("GET", f"/api/v2/{entity}", {"limit": "100"}, expect=200) or {}
+        c.check("GET", f"/api/v2/{entity}", {"limit": "100", "updated_since": "2020-01-01T00:00:00Z"}, expect=200)
         ids = [r["id"] for r in page.get("data") or []]
         if ids and entity in ("persons", "organizations", "deals"):
             c.check("GET", f"/api/v1/{entity}/{ids[0]}/changelog", {"limit": "10"}, expect=200)
-    c.check("GET", "/api/v2/deals", {"limit": "5", "status": "won"}, expect=200)
-    c.check("GET", "/api/v2/deals", {"limit": "5", "sort_by": "update_time"}, expect=200)
-    c.check("GET", "/api/v2/deals/archived", {"limit": "5"}, expect=200)
-    deals = c.check("GET", "/api/v2/deals", {"limit": "5"}) or {}
+    c.check("GET", "/api/v2/deals", {"limit": "100", "status": "won"}, expect=200)
+    c.check("GET", "/api/v2/deals", {"limit": "100", "sort_by": "update_time"}, expect=200)
+    c.check("GET", "/api/v2/deals/archived", {"limit": "100"}, expect=200)
+    deals = c.check("GET", "/api/v2/deals", {"limit": "100"}) or {}
     ids = ",".join(str(d["id"]) for d in deals.get("data") or [])
     c.check("GET", "/api/v2/deals/products", {"deal_ids": ids, "limit": "50"}, expect=200)
     c.check("GET", "/api/v2/pipelines", expect=200)
     c.check("GET", "/api/v2/stages", expect=200)
-    c.check("GET", "/api/v1/leads", {"limit": "5"}, expect=200)
-    c.check("GET", "/api/v1/leads/archived", {"limit": "5"}, expect=200)
-    c.check("GET", "/api/v1/notes", {"limit": "5"}, expect=200)
+    c.check("GET", "/api/v1/leads", {"limit": "100"}, expect=200)
+    c.check("GET", "/api/v1/leads/archived", {"limit": "100"}, expect=200)
+    c.check("GET", "/api/v1/notes", {"limit": "100"}, expect=200)
     c.check("GET", "/api/v1/leadFields", expect=200)
     c.check("GET", "/api/v1/noteFields", expect=200)
 

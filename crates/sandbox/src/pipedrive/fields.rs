@@ -112,7 +112,8 @@ pub(super) fn build(seed: u64, e: usize) -> Vec<FieldDef> {
             b("owner_id", "Owner", "user", Owner),
             b("person_id", "Contact person", "people", Ref(PERSON)),
             b("org_id", "Organization", "org", Ref(ORGANIZATION)),
-            b("pipeline_id", "Pipeline", "pipeline", Pipeline),
+            // v2 has no `pipeline` field type: a pipeline is referred to by its id.
+            b("pipeline_id", "Pipeline", "int", Pipeline),
             b("stage_id", "Stage", "stage", Stage),
             b("status", "Status", "status", Status),
             b("probability", "Probability", "double", Double),

@@ -751,9 +751,13 @@ impl World {
 }
 
 /// Whether field `f` of `e` always has a value: the texts Pipedrive requires when a record is
-/// made and a deal's `value`, which defaults to 0.
+/// made (an activity's type too), built-in flags, and a deal's `value` and `currency`, which default to 0 and the
+/// company's currency.
 fn always_set(e: usize, f: &FieldDef) -> bool {
-    !f.custom && (matches!(f.key.as_str(), "title" | "content" | "subject") || (e == DEAL && f.key == "value"))
+    !f.custom
+        && (matches!(f.key.as_str(), "title" | "content" | "subject" | "type")
+            || f.kind == Kind::Bool
+            || (e == DEAL && matches!(f.key.as_str(), "value" | "currency")))
 }
 
 /// `t` without its milliseconds: Pipedrive's timestamps have second resolution.
