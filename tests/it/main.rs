@@ -21,4 +21,5 @@ mod pipedrive;
 mod postgres;
 mod repository;
 mod s3;
+mod spec_examples;
 mod verify;

@@ -255,11 +255,11 @@ impl Pipedrive {
             let deleted = flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted");
             let archived = flag("is_archived") || deleted;
             // Deleted records and archived leads carry no archive time: the update that
-            // deleted or archived them is their last.
-            let archived_at = r
-                .get("archive_time")
-                .and_then(api::text)
-                .or_else(|| archived.then(|| r.get("update_time").and_then(api::text)).flatten());
+            // deleted or archived them is their last. A live record has none, whatever an
+            // `archive_time` left from an earlier archiving says.
+            let archived_at = archived
+                .then(|| r.get("archive_time").and_then(api::text).or_else(|| r.get("update_time").and_then(api::text)))
+                .flatten();
             b.push(Some(d.entity.name));
             b.push(Some(&id));
             b.push(r.get("add_time").and_then(api::text).as_deref());

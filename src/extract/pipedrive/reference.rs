@@ -45,7 +45,7 @@ impl Pipedrive {
                     Some(field_type),
                     Some(field_type),
                     None,
-                    f.description.as_deref(),
+                    f.description.as_deref().filter(|_| c.sub.is_none()),
                     options.as_deref(),
                     Some("false"),
                     Some(if f.custom { "false" } else { "true" }),
