@@ -35,6 +35,11 @@ pub struct SandboxData {
     /// value (to see how crmdump reports bad data).
     #[arg(long = "bad-records", default_value_t = 0.0)]
     pub bad_records: f64,
+    /// Number fields hold numbers only. Without it, about one in ten values of a few of them
+    /// (annual revenue, employees, amount) is "N/A", as in real HubSpot accounts; some
+    /// clients stop on that.
+    #[arg(long = "clean-numbers")]
+    pub clean_numbers: bool,
     /// Requests the account may make in all (Pipedrive: tokens, each request costing its
     /// operation's token cost): past it, 429 with the daily-limit body (to see how crmdump
     /// stops when the daily budget is spent).
@@ -83,6 +88,7 @@ impl SandboxData {
             return Err(Error::Config(format!("--bad-records {} is not a share between 0 and 1", self.bad_records)));
         }
         config.bad_records = self.bad_records;
+        config.clean_numbers = self.clean_numbers;
         config.extra_event_types = self.extra_event_types;
         config.search_churn = self.search_churn;
         config.search_disorder_ms = self.search_disorder.num_milliseconds().max(0);

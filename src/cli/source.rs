@@ -162,6 +162,7 @@ impl SourceArgs {
                     slow_delay: self.sandbox.slow_delay,
                     daily_limit: None,
                     bad_records: self.sandbox.bad_records,
+                    clean_numbers: false,
                     extra_event_types: self.sandbox.extra_event_types,
                     search_churn: 0,
                     search_disorder: chrono::Duration::zero(),

@@ -37,6 +37,8 @@ pub struct SandboxConfig {
     pub daily_limit: Option<u64>,
     /// Share of live records served with a defect (see [`Defect`]) by list and batch read.
     pub bad_records: f64,
+    /// Number fields without their occasional "N/A".
+    pub clean_numbers: bool,
     /// Custom behavioral event types added to the standard three.
     pub extra_event_types: u32,
     /// Records modified while a search is being paged: after answering a page of a search
@@ -97,6 +99,7 @@ impl SandboxConfig {
             faults: Default::default(),
             daily_limit: None,
             bad_records: 0.0,
+            clean_numbers: false,
             extra_event_types: 0,
             search_churn: 0,
             search_disorder_ms: 0,
@@ -566,7 +569,7 @@ impl Generator {
                     pipeline.stages[(v % pipeline.stages.len() as u64) as usize].0.clone()
                 }
             }
-            Role::SloppyNumber if v.is_multiple_of(10) => "N/A".to_string(),
+            Role::SloppyNumber if v.is_multiple_of(10) && !self.config.clean_numbers => "N/A".to_string(),
             _ => generic_value(prop, v, self.config.anchor),
         })
     }

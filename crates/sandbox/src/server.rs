@@ -17,6 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+mod legacy;
+
 use super::changes::ChangeKind;
 use super::faults::Fault;
 use super::generator::{Defect, Flavor, Generator, SandboxConfig};
@@ -174,7 +176,7 @@ fn router(state: Shared) -> Router {
 }
 
 fn hubspot_routes() -> Router<Shared> {
-    Router::new()
+    legacy::routes()
         .route("/crm/v3/schemas", get(schemas))
         .route("/crm-object-schemas/v3/schemas", get(schemas))
         .route("/crm/v3/properties/{object_type}", get(properties))
@@ -189,6 +191,7 @@ fn hubspot_routes() -> Router<Shared> {
         // Where the v4 schema spec puts the same operation.
         .route("/crm/associations/v4/{from}/{to}/labels", get(association_labels))
         .route("/crm/v3/owners", get(owners))
+        .route("/crm/v3/owners/", get(owners))
         .route("/crm/v3/pipelines/{object_type}", get(pipelines))
         .route("/account-info/v3/details", get(account_details))
         .route("/crm/v3/lists/search", post(lists_search))
@@ -200,7 +203,7 @@ fn hubspot_routes() -> Router<Shared> {
 }
 
 /// A request the sandbox refuses, answered with HubSpot's error body.
-struct Rejection {
+pub(super) struct Rejection {
     status: StatusCode,
     category: &'static str,
     message: String,
@@ -223,12 +226,12 @@ impl IntoResponse for Rejection {
     }
 }
 
-fn reject(status: StatusCode, category: &'static str, message: impl Into<String>) -> Rejection {
+pub(super) fn reject(status: StatusCode, category: &'static str, message: impl Into<String>) -> Rejection {
     Rejection { status, category, message: message.into(), context: None }
 }
 
 /// 403 with HubSpot's missing-scope body when the token lacks `scope`.
-fn require(g: &Generator, scope: &str) -> std::result::Result<(), Rejection> {
+pub(super) fn require(g: &Generator, scope: &str) -> std::result::Result<(), Rejection> {
     if !g.scope_missing(scope) {
         return Ok(());
     }
@@ -245,7 +248,7 @@ fn error(status: StatusCode, category: &'static str, message: impl Into<String>)
     reject(status, category, message).into_response()
 }
 
-type Answer = std::result::Result<Response, Rejection>;
+pub(super) type Answer = std::result::Result<Response, Rejection>;
 
 fn rand_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
@@ -570,7 +573,7 @@ impl Query {
     }
 }
 
-fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Rejection> {
+pub(super) fn resolve_type(g: &Generator, name: &str) -> std::result::Result<usize, Rejection> {
     g.type_index(name).ok_or_else(|| {
         reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Unable to infer object type from: {name}"))
     })
@@ -867,7 +870,7 @@ async fn get_object(
 
 /// The legacy `GET /properties/v1/{type}/properties` and `/properties/v2/{type}/properties`
 /// that older clients still call: a bare array of definitions.
-async fn legacy_properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
+pub(super) async fn legacy_properties(State(state): State<Shared>, Path(object_type): Path<String>) -> Answer {
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
