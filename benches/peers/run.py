@@ -302,13 +302,29 @@ def score(truth, got):
     return records, (agreeing / served if served else 0.0)
 
 
+def high_water_mb(pid):
+    """The process's peak resident set so far (VmHWM), in MB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_measured(args, env, stdout_path, timeout, cwd=None):
-    """Runs a command; returns (exit code, wall s, CPU s, peak RSS MB)."""
+    """Runs a command; returns (exit code, wall s, CPU s, peak RSS MB). The peak is the
+    process's own VmHWM, read every 20 ms while it runs: wait4's ru_maxrss would report this
+    script's size, which a forked child inherits as its high-water mark."""
     start = time.time()
+    peak = 0.0
     with open(stdout_path, "wb") as out, open(str(stdout_path) + ".err", "wb") as err:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=err, cwd=cwd)
         deadline = start + timeout
         while True:
+            peak = max(peak, high_water_mb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -316,10 +332,10 @@ def run_measured(args, env, stdout_path, timeout, cwd=None):
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
     wall = time.time() - start
     code = os.waitstatus_to_exitcode(status)
-    return code, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return code, wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def select_all(catalog):

@@ -118,3 +118,133 @@ fn the_pipedrive_sandbox_filters_and_sorts_as_its_spec_says() {
     });
     assert!(with_query_token.is_success(), "api_token in the query authenticates: {with_query_token}");
 }
+
+/// HubSpot's legacy company and deal endpoints (singer's tap-hubspot reads through them)
+/// answer the records the v3 API answers, in the legacy shape: every live record once across
+/// the offset pages, each property that has a value as `{value, timestamp, versions}` with
+/// instants in epoch milliseconds, and the deal's associated companies as the v4 API gives them.
+#[test]
+fn the_legacy_company_and_deal_endpoints_answer_the_v3_records() {
+    let sandbox = SandboxProcess::start(&["--scale", "120"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| -> serde_json::Value {
+        let url = format!("{}{path}", sandbox.base_url);
+        rt.block_on(async {
+            let mut r = client.request(method, &url).bearer_auth("any");
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json().await.unwrap()
+        })
+    };
+    let get = |path: &str| call(reqwest::Method::GET, path, None);
+    let millis = |iso: &str| {
+        chrono::DateTime::parse_from_rfc3339(iso)
+            .unwrap_or_else(|e| panic!("{iso}: {e}"))
+            .timestamp_millis()
+            .to_string()
+    };
+
+    for (kind, paged, id_key, more_key, list_key) in [
+        ("companies", "/companies/v2/companies/paged?limit=50&properties=name", "companyId", "has-more", "companies"),
+        (
+            "deals",
+            "/deals/v1/deal/paged?limit=50&includeAllProperties=True&includeAssociations=True",
+            "dealId",
+            "hasMore",
+            "deals",
+        ),
+    ] {
+        let definitions = get(&format!("/crm/v3/properties/{kind}"));
+        let types: std::collections::HashMap<String, String> = definitions["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["type"].as_str().unwrap().to_string()))
+            .collect();
+        let names: Vec<&str> = types.keys().map(String::as_str).collect();
+        // Every live record once, through the offsets.
+        let mut legacy = std::collections::BTreeMap::new();
+        let mut offset = 0;
+        loop {
+            let page = get(&format!("{paged}&offset={offset}"));
+            for r in page[list_key].as_array().unwrap() {
+                assert!(legacy.insert(r[id_key].as_i64().unwrap().to_string(), r.clone()).is_none());
+            }
+            if page[more_key] != true {
+                break;
+            }
+            offset = page["offset"].as_u64().unwrap();
+        }
+        let mut v3 = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+            let page = get(&format!("/crm/v3/objects/{kind}?limit=100&properties={}{cursor}", names.join(",")));
+            for r in page["results"].as_array().unwrap() {
+                v3.insert(r["id"].as_str().unwrap().to_string(), r["properties"].clone());
+            }
+            after = page["paging"]["next"]["after"].as_str().map(str::to_string);
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(legacy.keys().collect::<Vec<_>>(), v3.keys().collect::<Vec<_>>(), "{kind}: the same live records");
+        // Values: the paged companies carry only what was asked; a company's own read and the
+        // deals' pages carry every property with a value.
+        for (id, properties) in v3.iter().take(15) {
+            let full =
+                if kind == "companies" { get(&format!("/companies/v2/companies/{id}")) } else { legacy[id].clone() };
+            if kind == "companies" {
+                let asked: Vec<&String> = legacy[id]["properties"].as_object().unwrap().keys().collect();
+                assert!(asked.iter().all(|k| *k == "name"), "{id}: only the asked properties, got {asked:?}");
+            }
+            let got = full["properties"].as_object().unwrap();
+            for (name, value) in properties.as_object().unwrap() {
+                let Some(value) = value.as_str() else {
+                    assert!(!got.contains_key(name), "{kind} {id}: {name} has no value, so no entry");
+                    continue;
+                };
+                let want = match types[name].as_str() {
+                    "datetime" if value.contains('T') => millis(value),
+                    "date" if !value.is_empty() => millis(&format!("{value}T00:00:00Z")),
+                    _ => value.to_string(),
+                };
+                let entry = &got[name];
+                assert_eq!(entry["value"].as_str(), Some(want.as_str()), "{kind} {id} {name}");
+                assert!(entry["timestamp"].is_i64() && !entry["versions"].as_array().unwrap().is_empty());
+            }
+        }
+        if kind == "deals" {
+            let ids: Vec<&String> = v3.keys().take(20).collect();
+            let body =
+                serde_json::json!({"inputs": ids.iter().map(|i| serde_json::json!({"id": i})).collect::<Vec<_>>()});
+            let links = call(reqwest::Method::POST, "/crm/v4/associations/deals/companies/batch/read", Some(body));
+            for result in links["results"].as_array().unwrap() {
+                let from = result["from"]["id"].as_str().unwrap();
+                let mut want: Vec<i64> = result["to"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| {
+                        t["toObjectId"]
+                            .as_str()
+                            .map_or_else(|| t["toObjectId"].as_i64().unwrap(), |s| s.parse().unwrap())
+                    })
+                    .collect();
+                let mut got: Vec<i64> = legacy[from]["associations"]["associatedCompanyIds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect();
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "deal {from}: its companies");
+            }
+        }
+    }
+}

@@ -86,6 +86,17 @@ fn with(base: Vec<(String, String)>, properties: &[(&str, &str)]) -> BTreeMap<St
     row(&all)
 }
 
+/// Three columns of every row of `table`, in the table's order (NULL as "").
+fn triples(export: &serde_json::Value, table: &str, names: [&str; 3]) -> Vec<(String, String, String)> {
+    let (columns, found) = rows(export, table);
+    let g = |r: &Vec<Option<String>>, c: &str| r[col(&columns, c)].clone().unwrap_or_default();
+    found.iter().map(|r| (g(r, names[0]), g(r, names[1]), g(r, names[2]))).collect()
+}
+
+fn owned_set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    items.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
+}
+
 const T2021: &str = "2021-01-01T00:00:00.000Z";
 const ADDRESS: &[(&str, &str)] = &[
     ("", "123 Main St"),
@@ -201,14 +212,8 @@ fn the_pipedrive_extractor_reads_every_value_of_pipedrives_own_examples() {
 
     // Every property defined once per entity: no `value` part, no bare `currency` of a
     // custom field, no `_2` column.
-    let (columns, defs) = rows(&export, "PROPERTY_DEFINITIONS");
-    let defined: BTreeSet<(String, String, String)> = defs
-        .iter()
-        .map(|r| {
-            let g = |c: &str| r[col(&columns, c)].clone().unwrap_or_default();
-            (g("OBJECTTYPEID"), g("NAME"), g("COLUMNNAME"))
-        })
-        .collect();
+    let defs = triples(&export, "PROPERTY_DEFINITIONS", ["OBJECTTYPEID", "NAME", "COLUMNNAME"]);
+    let defined: BTreeSet<(String, String, String)> = defs.iter().cloned().collect();
     assert_eq!(defined.len(), defs.len(), "a property defined twice");
     let hash = "40characterhashforcustomfieldidentifier";
     let mut want: BTreeSet<(String, String, String)> = BTreeSet::new();
@@ -255,14 +260,7 @@ fn the_pipedrive_extractor_reads_every_value_of_pipedrives_own_examples() {
     assert_eq!(defined, want);
 
     // OBJECT_PROPERTIES: each value sent, once per record read.
-    let (columns, long) = rows(&export, "OBJECT_PROPERTIES");
-    let mut got: Vec<(String, String, String)> = long
-        .iter()
-        .map(|r| {
-            let g = |c: &str| r[col(&columns, c)].clone().unwrap_or_default();
-            (g("OBJECTTYPEID"), g("NAME"), g("VALUE"))
-        })
-        .collect();
+    let mut got = triples(&export, "OBJECT_PROPERTIES", ["OBJECTTYPEID", "NAME", "VALUE"]);
     got.sort();
     let mut want: Vec<(String, String, String)> = Vec::new();
     let mut value = |kind: &str, name: &str, v: &str| want.push((kind.into(), name.into(), v.into()));
@@ -324,36 +322,21 @@ fn the_pipedrive_extractor_reads_every_value_of_pipedrives_own_examples() {
     for (c, v) in [("PIPELINEID", "1"), ("STAGEID", "1"), ("LABEL", "Stage Name"), ("PROBABILITY", "100")] {
         assert_eq!(stages[0][col(&columns, c)].as_deref(), Some(v), "{c}");
     }
-    let (columns, history) = rows(&export, "OBJECT_PROPERTIES_HISTORY");
-    let history: BTreeSet<(String, String, String)> = history
-        .iter()
-        .map(|r| {
-            let g = |c: &str| r[col(&columns, c)].clone().unwrap_or_default();
-            (g("OBJECTTYPEID"), g("NAME"), g("VALUE"))
-        })
-        .collect();
+    let history: BTreeSet<(String, String, String)> =
+        triples(&export, "OBJECT_PROPERTIES_HISTORY", ["OBJECTTYPEID", "NAME", "VALUE"]).into_iter().collect();
     let changed = "51c27e4a19c3bedd91162a9d446707c1f95174ea";
-    let want: BTreeSet<(String, String, String)> = [
+    let want = owned_set(&[
         ("deal", "title", "My Deal"),
         ("deal", "value", "100"),
         ("organization", "name", "Org 11"),
         ("organization", changed, "20"),
         ("person", changed, "200"),
         ("person", "email", "jane.doe@pipedrive.com"),
-    ]
-    .iter()
-    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-    .collect();
+    ]);
     assert_eq!(history, want);
-    let (columns, links) = rows(&export, "ASSOCIATIONS");
-    let links: BTreeSet<(String, String, String)> = links
-        .iter()
-        .map(|r| {
-            let g = |c: &str| r[col(&columns, c)].clone().unwrap_or_default();
-            (g("FROMOBJECTTYPEID"), g("TOOBJECTTYPEID"), g("TOOBJECTID"))
-        })
-        .collect();
-    let want: BTreeSet<(String, String, String)> = [
+    let links: BTreeSet<(String, String, String)> =
+        triples(&export, "ASSOCIATIONS", ["FROMOBJECTTYPEID", "TOOBJECTTYPEID", "TOOBJECTID"]).into_iter().collect();
+    let want = owned_set(&[
         ("deal", "person", "1"),
         ("deal", "organization", "1"),
         ("deal", "product", "1"),
@@ -362,9 +345,6 @@ fn the_pipedrive_extractor_reads_every_value_of_pipedrives_own_examples() {
         ("activity", "organization", "7"),
         ("lead", "person", "1092"),
         ("person", "organization", "1"),
-    ]
-    .iter()
-    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-    .collect();
+    ]);
     assert_eq!(links, want);
 }

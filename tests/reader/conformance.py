@@ -60,18 +60,28 @@ DEPARTURES = [
 ]
 
 
-def widest_enum(node, prop, best=None):
-    """The longest enum of a property named `prop` anywhere in `node`."""
+def dicts(node):
+    """Every object in a parsed spec, depth first."""
     if isinstance(node, dict):
-        target = node.get("properties", {}).get(prop) if isinstance(node.get("properties"), dict) else None
-        for candidate in [target] + ((target or {}).get("allOf") or []):
-            if isinstance(candidate, dict) and len(candidate.get("enum") or []) > len(best or []):
-                best = candidate["enum"]
+        yield node
         for v in node.values():
-            best = widest_enum(v, prop, best)
+            yield from dicts(v)
     elif isinstance(node, list):
         for v in node:
-            best = widest_enum(v, prop, best)
+            yield from dicts(v)
+
+
+def widest_enum(spec, prop):
+    """The longest enum of a property named `prop` anywhere in the spec."""
+    best = []
+    for node in dicts(spec):
+        props = node.get("properties")
+        target = props.get(prop) if isinstance(props, dict) else None
+        if not isinstance(target, dict):
+            continue
+        for candidate in [target, *(target.get("allOf") or [])]:
+            if isinstance(candidate, dict) and len(candidate.get("enum") or []) > len(best):
+                best = candidate["enum"]
     return best
 
 
@@ -99,31 +109,16 @@ def relax(name, spec):
                 if target:
                     depart(target, where, full_enum)
             continue
-
-        def anywhere(node):
-            if isinstance(node, dict):
-                props = node.get("properties")
-                if isinstance(props, dict) and isinstance(props.get(prop), dict):
-                    depart(props[prop], where, full_enum)
-                for v in node.values():
-                    anywhere(v)
-            elif isinstance(node, list):
-                for v in node:
-                    anywhere(v)
-        anywhere(spec)
+        for node in list(dicts(spec)):
+            props = node.get("properties")
+            if isinstance(props, dict) and isinstance(props.get(prop), dict):
+                depart(props[prop], where, full_enum)
 
     # A `*/*` media type holds JSON in every operation the sandbox serves.
-    def walk(node):
-        if isinstance(node, dict):
-            content = node.get("content")
-            if isinstance(content, dict) and "*/*" in content and "application/json" not in content:
-                content["application/json"] = content.pop("*/*")
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(spec)
+    for node in list(dicts(spec)):
+        content = node.get("content")
+        if isinstance(content, dict) and "*/*" in content and "application/json" not in content:
+            content["application/json"] = content.pop("*/*")
     return spec
 
 

@@ -68,7 +68,9 @@ fn legacy_properties_of(g: &Generator, t: usize, index: u64, names: Option<&[Str
             })
             .collect();
         let versions = if versions.is_empty() {
-            vec![json!({"name": def.name, "value": value, "timestamp": timestamp, "source": source, "sourceId": null, "sourceVid": []})]
+            vec![
+                json!({"name": def.name, "value": value, "timestamp": timestamp, "source": source, "sourceId": null, "sourceVid": []}),
+            ]
         } else {
             versions
         };
@@ -91,6 +93,19 @@ fn live_page(g: &Generator, t: usize, offset: u64, limit: usize) -> (Vec<u64>, u
         index += 1;
     }
     (page, index)
+}
+
+/// A legacy page request for `type_name`: the type, the query, and its offset and limit.
+fn page_request(
+    g: &Generator,
+    type_name: &str,
+    q: Option<String>,
+) -> std::result::Result<(usize, Query, u64, usize), super::Rejection> {
+    let t = resolve_type(g, type_name)?;
+    require(g, &g.types[t].scope)?;
+    let q = Query::parse(q);
+    let (offset, limit) = offset_and_limit(&q, 100, 250)?;
+    Ok((t, q, offset, limit))
 }
 
 fn offset_and_limit(q: &Query, default: usize, max: usize) -> std::result::Result<(u64, usize), super::Rejection> {
@@ -123,10 +138,7 @@ fn company_json(g: &Generator, t: usize, index: u64, names: Option<&[String]>) -
 /// `GET /companies/v2/companies/paged`: only the `properties=` asked for (none by default).
 async fn companies_paged(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let g = &state.generator;
-    let q = Query::parse(q);
-    let t = resolve_type(g, "companies")?;
-    require(g, &g.types[t].scope)?;
-    let (offset, limit) = offset_and_limit(&q, 100, 250)?;
+    let (t, q, offset, limit) = page_request(g, "companies", q)?;
     let names = q.list("properties").unwrap_or_default();
     let (page, next) = live_page(g, t, offset, limit);
     let companies: Vec<Value> = page.iter().map(|&i| company_json(g, t, i, Some(&names))).collect();
@@ -150,10 +162,7 @@ async fn company(State(state): State<Shared>, Path(id): Path<String>) -> Answer 
 /// the associated contacts, companies and deals with `includeAssociations=true`.
 async fn deals_paged(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let g = &state.generator;
-    let q = Query::parse(q);
-    let t = resolve_type(g, "deals")?;
-    require(g, &g.types[t].scope)?;
-    let (offset, limit) = offset_and_limit(&q, 100, 250)?;
+    let (t, q, offset, limit) = page_request(g, "deals", q)?;
     // Python clients send `True`: HubSpot reads flags case-insensitively.
     let flag = |key: &str| q.get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let all = flag("includeAllProperties");
