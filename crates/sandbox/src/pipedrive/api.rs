@@ -370,7 +370,9 @@ fn v1_sort(q: &Query) -> std::result::Result<Option<(&'static str, bool)>, Refus
 
 /// A v2 field definition. As in Pipedrive's v2 examples, a field with extra data lists its
 /// parts by their own names, the main value first as `value` (`value`, `currency`;
-/// `value`, `country`, `locality`, ...).
+/// `value`, `country`, `locality`, ...), and a field without options or parts answers
+/// `options: null` and `subfields: null` (the schema says arrays; the examples and the live
+/// API send null).
 fn v2_field_json(e: usize, f: &super::FieldDef) -> Value {
     v2_field_with(e, f, f.field_type, &f.subfields)
 }

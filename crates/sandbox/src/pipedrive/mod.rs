@@ -796,7 +796,9 @@ fn encode_v2(v: &Val) -> Value {
 }
 
 /// What a built-in field without a value is sent as: `[]` for the list-valued ones (labels,
-/// emails, prices), as Pipedrive's specs require, `null` otherwise.
+/// emails, prices), as Pipedrive's specs require, `null` otherwise. The specs mark few
+/// properties nullable, but the live API and the specs' own examples answer null for an
+/// unset value (`archive_time`, `origin_id`, `address`), so the sandbox does too.
 fn empty(field: &FieldDef) -> Value {
     match field.kind {
         Kind::Set | Kind::Emails | Kind::Phones | Kind::Prices if !field.custom => json!([]),
