@@ -20,6 +20,7 @@ pub mod schema;
 pub mod sink;
 pub mod split;
 pub mod state;
+pub mod webhook;
 pub mod write;
 
 /// The built-in fake CRM, a crate of its own (it shares no code with the exporter it checks).

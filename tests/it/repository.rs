@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["split"],
     &["write"],
     &["sink"],
-    &["ddl", "state", "progress"],
+    &["ddl", "state", "progress", "webhook"],
     &["pipeline"],
     &["cli"],
 ];

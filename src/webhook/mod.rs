@@ -1,0 +1,5 @@
+//! Change notifications pushed by the CRMs (webhooks): who sent them. HubSpot signs each
+//! request with the app's client secret; Pipedrive sends the basic-auth credentials set on the
+//! webhook. A request that fails these checks is refused before anything of it is kept.
+
+pub mod auth;
