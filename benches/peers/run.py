@@ -377,7 +377,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scales", default="2000,20000")
     parser.add_argument("--rates", default="none,100/10s")
-    parser.add_argument("--only", default="crmdump," + ",".join(PEERS))
+    parser.add_argument("--only", default="crmdump,crmdump-no-history," + ",".join(PEERS),
+                        help="crmdump-no-history: crmdump without property history, closer to what the peers read")
     parser.add_argument("--work", default=str(pathlib.Path(tempfile.gettempdir()) / "crmdump-peers"))
     parser.add_argument("--crmdump", default=str(ROOT / "target" / "release" / "crmdump"))
     parser.add_argument("--timeout", type=float, default=3600)
@@ -410,18 +411,19 @@ def main():
                     run_dir = run_root / tool
                     run_dir.mkdir()
                     before = sandbox.stats()
-                    if tool == "crmdump":
+                    if tool.startswith("crmdump"):
                         env = dict(os.environ, HUBSPOT_ACCESS_TOKEN=TOKEN)
-                        args = [a.crmdump, "export", "--source", "hubspot", "--base-url", sandbox.url, "--dest", str(run_dir / "out"),
-                                "--date", "2026-11-01", "--objects", ",".join(OBJECTS), "--rate-limit",
-                                rate if rate != "none" else "none"]
+                        args = [a.crmdump, "export", "--source", "hubspot", "--base-url", sandbox.url,
+                                "--dest", str(run_dir / "out"), "--date", "2026-11-01", "--objects", ",".join(OBJECTS),
+                                "--rate-limit", rate] + (["--no-history"] if tool == "crmdump-no-history" else [])
                     else:
                         env = proxy.env()
                         args = peer_command(tool, venvs[tool], run_dir, env)
                     log(f"scale {scale}, rate {rate}: {tool}")
                     code, wall, cpu, rss = run_measured(args, env, run_dir / "stdout", a.timeout, cwd=run_dir)
                     after = sandbox.stats()
-                    got = read_crmdump(run_dir / "out" / "2026-11-01") if tool == "crmdump" else read_singer(run_dir / "stdout")
+                    got = (read_crmdump(run_dir / "out" / "2026-11-01") if tool.startswith("crmdump")
+                           else read_singer(run_dir / "stdout"))
                     records, share = score(truth, got)
                     row = (scale, rate, a.numbers, tool, code, records, f"{wall:.1f}", f"{cpu:.1f}", f"{rss:.0f}",
                            after["requests"] - before["requests"], after["throttled"] - before["throttled"],
