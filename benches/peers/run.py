@@ -390,7 +390,6 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     tools = a.only.split(",")
     venvs = install(work)
-    rows = []
     print("| scale | rate limit | numbers | tool | exit | records | wall s | CPU s | peak RSS MB | requests | 429s | values agreeing |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for scale in [int(s) for s in a.scales.split(",")]:
@@ -428,7 +427,6 @@ def main():
                     row = (scale, rate, a.numbers, tool, code, records, f"{wall:.1f}", f"{cpu:.1f}", f"{rss:.0f}",
                            after["requests"] - before["requests"], after["throttled"] - before["throttled"],
                            f"{100 * share:.1f} %")
-                    rows.append(row)
                     print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
             finally:
                 proxy.stop()

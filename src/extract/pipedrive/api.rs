@@ -162,6 +162,9 @@ pub struct Field {
     pub description: Option<String>,
     /// Extra data fields beside the main value (monetary currency, address parts, date range end).
     pub subfields: Vec<Subfield>,
+    /// Where a v2 record may carry a built-in field missing under its own key: its plural
+    /// (v2 lists a person's `phones` as the field `phone`).
+    plural_key: String,
 }
 
 /// One extra data field of a field.
@@ -221,6 +224,7 @@ impl Field {
             options: v.get("options").cloned().unwrap_or(Value::Null),
             description: s("description"),
             subfields,
+            plural_key: format!("{key}s"),
             key,
         })
     }
@@ -271,8 +275,7 @@ pub fn field_value<'r>(record: &'r Value, field: &Field, v2: bool, sub: Option<&
         return record.get(sub.map_or(field.key.as_str(), |s| s.key.as_str()));
     }
     let holder = if field.custom { record.get("custom_fields")? } else { record };
-    let value =
-        holder.get(&field.key).or_else(|| (!field.custom).then(|| holder.get(format!("{}s", field.key))).flatten());
+    let value = holder.get(&field.key).or_else(|| (!field.custom).then(|| holder.get(&field.plural_key)).flatten());
     match (value, sub) {
         (Some(Value::Object(o)), Some(sub)) => o.get(&sub.part),
         (Some(Value::Object(o)), None) if !field.subfields.is_empty() => o.get("value"),

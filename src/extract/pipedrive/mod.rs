@@ -589,14 +589,9 @@ mod tests {
 
     #[test]
     fn clashing_names_get_suffixes() {
-        let field = |key: &str, name: &str, custom: bool| Field {
-            key: key.into(),
-            name: name.into(),
-            field_type: "varchar".into(),
-            custom,
-            options: Value::Null,
-            description: None,
-            subfields: Vec::new(),
+        let field = |key: &str, name: &str, custom: bool| {
+            Field::parse(&serde_json::json!({"field_code": key, "field_name": name, "is_custom_field": custom}))
+                .expect("a field definition")
         };
         let d = discovered(
             entity("deal"),

@@ -29,7 +29,7 @@ pub(super) fn routes() -> Router<Shared> {
 /// values as they are.
 fn legacy_value(ty: &str, value: String) -> String {
     let millis = match ty {
-        "datetime" => chrono::DateTime::parse_from_rfc3339(&value).ok().map(|t| t.timestamp_millis()),
+        "datetime" => crate::time::instant(&value).map(|t| t.timestamp_millis()),
         "date" => chrono::NaiveDate::parse_from_str(&value, "%Y-%m-%d")
             .ok()
             .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -40,7 +40,7 @@ fn legacy_value(ty: &str, value: String) -> String {
 }
 
 fn millis(iso: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(iso).map(|t| t.timestamp_millis()).unwrap_or(0)
+    crate::time::instant(iso).map_or(0, |t| t.timestamp_millis())
 }
 
 /// `properties` of a legacy record: the named ones (all when `names` is None) that have a
@@ -54,8 +54,8 @@ fn legacy_properties_of(g: &Generator, t: usize, index: u64, names: Option<&[Str
         }
         let Some(value) = g.property_value(t, index, p) else { continue };
         let value = legacy_value(def.ty, value);
-        let mut history = g.history(t, index, p);
-        history.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        // Newest first, as legacy `versions` are.
+        let history = g.history(t, index, p);
         let timestamp = history.first().map(|h| millis(&h.timestamp)).unwrap_or(updated);
         let source = history.first().map(|h| h.source_type).unwrap_or("API");
         let versions: Vec<Value> = history
