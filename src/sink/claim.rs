@@ -64,11 +64,15 @@ pub fn narrower_refusal(place: &str, date: &str, streams: &[String]) -> Error {
     ))
 }
 
+/// An account id as one segment of a key: letters, digits, `-` and `_` kept, anything else
+/// (a `/`, a `..`) made `_`.
+pub fn safe_segment(account: &str) -> String {
+    account.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
 /// `dest` with `{source}` and `{account}` replaced; any other `{...}` is an error.
 pub fn resolve_dest(dest: &str, source: &str, account: &str) -> Result<String> {
-    let safe: String =
-        account.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    let resolved = dest.replace("{source}", source).replace("{account}", &safe);
+    let resolved = dest.replace("{source}", source).replace("{account}", &safe_segment(account));
     if let Some(start) = resolved.find('{') {
         let end = resolved[start..].find('}').map_or(resolved.len(), |e| start + e + 1);
         return Err(Error::Config(format!(

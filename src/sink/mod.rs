@@ -62,6 +62,15 @@ fn stores<S: ObjectStore + object_store::multipart::MultipartStore>(store: S) ->
     (store.clone(), store)
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// Relative to the destination.
+    pub key: String,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// An export destination.
 #[derive(Clone)]
 pub struct Sink {
@@ -234,19 +243,25 @@ impl Sink {
 
     /// Keys (relative to the destination) and sizes of every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self.list_after(prefix, None).await?.into_iter().map(|o| (o.key, o.size)).collect())
+    }
+
+    /// Every object under `prefix` whose key (relative to the destination) sorts after
+    /// `offset`, when given: a reader that knows where it stopped lists only what follows.
+    pub async fn list_after(&self, prefix: &str, offset: Option<&str>) -> Result<Vec<Listed>> {
         let base = self.path(prefix);
         let root_parts = self.root.parts().count();
-        let metas: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&base))
-            .try_collect()
-            .await
-            .map_err(|source| Error::Sink { key: prefix.to_string(), source })?;
+        let listing = match offset {
+            Some(offset) => self.store.list_with_offset(Some(&base), &self.path(offset)),
+            None => self.store.list(Some(&base)),
+        };
+        let metas: Vec<object_store::ObjectMeta> =
+            listing.try_collect().await.map_err(|source| Error::Sink { key: prefix.to_string(), source })?;
         Ok(metas
             .into_iter()
             .map(|m| {
                 let key: Vec<String> = m.location.parts().skip(root_parts).map(|p| p.as_ref().to_string()).collect();
-                (key.join("/"), m.size)
+                Listed { key: key.join("/"), size: m.size, modified: m.last_modified }
             })
             .collect())
     }

@@ -94,8 +94,8 @@ pub async fn verify(sink: &Sink, target: &Target) -> Result<Report> {
     Ok(report)
 }
 
-/// Rows in a part: CSV records after the header (gzip, quoted newlines respected), or the
-/// row count of a Parquet footer.
+/// Rows in a part: CSV records after the header (gzip, quoted newlines respected), JSON lines
+/// of gzip NDJSON (the webhook journal), or the row count of a Parquet footer.
 fn count_rows(path: &str, bytes: Bytes) -> Result<u64> {
     if path.ends_with(".parquet") {
         use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -104,6 +104,16 @@ fn count_rows(path: &str, bytes: Bytes) -> Result<u64> {
     }
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut text).map_err(|e| Error::io("gunzip", e))?;
+    if path.ends_with(".ndjson.gz") {
+        let lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        let mut n = 0;
+        for line in lines {
+            serde_json::from_slice::<serde::de::IgnoredAny>(line)
+                .map_err(|e| Error::Internal(format!("line {}: not JSON ({e})", n + 1)))?;
+            n += 1;
+        }
+        return Ok(n);
+    }
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(&text[..]);
     let mut n = 0;
     for record in reader.records() {

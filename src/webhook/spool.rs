@@ -59,7 +59,9 @@ impl Spool {
     pub fn open(dir: &Path, limit_bytes: u64) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mut used_bytes = 0;
-        let mut next_seq = 0;
+        // Sequence numbers name journal parts too, which must sort in the order they were
+        // written across restarts, also after the spool emptied: never below the clock.
+        let mut next_seq = chrono::Utc::now().timestamp_micros().max(0) as u64;
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
             let name = entry.file_name().to_string_lossy().to_string();
