@@ -53,10 +53,8 @@ pub struct PartId {
 
 impl PartId {
     pub fn new(source: &str, account: &str, received_at_ms: i64, seq: u64) -> PartId {
-        let day = chrono::DateTime::from_timestamp_millis(received_at_ms)
-            .unwrap_or_default()
-            .format("%Y-%m-%d")
-            .to_string();
+        let day =
+            chrono::DateTime::from_timestamp_millis(received_at_ms).unwrap_or_default().format("%Y-%m-%d").to_string();
         PartId { source: source.to_string(), account: safe_segment(account), day, seq }
     }
 
@@ -156,7 +154,8 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<V
         .filter(|l| !l.is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_slice(l).map_err(|e| Error::Internal(format!("{key}, line {}: not a journal line ({e})", i + 1)))
+            serde_json::from_slice(l)
+                .map_err(|e| Error::Internal(format!("{key}, line {}: not a journal line ({e})", i + 1)))
         })
         .collect()
 }
@@ -226,11 +225,15 @@ pub async fn read_since(
     let mut parts = Vec::with_capacity(ids.len());
     for id in ids {
         let damaged = |detail: String| {
-            Error::Internal(format!("the webhook journal part {} is damaged ({detail}); run crmdump verify", id.part_key()))
+            Error::Internal(format!(
+                "the webhook journal part {} is damaged ({detail}); run crmdump verify",
+                id.part_key()
+            ))
         };
         let marker = sink.get(&id.marker_key()).await?.ok_or_else(|| damaged("its marker vanished".into()))?;
         let marker: Manifest = serde_json::from_slice(&marker).map_err(|e| damaged(format!("marker: {e}")))?;
-        let receipt = marker.tables.first().and_then(|t| t.files.first()).ok_or_else(|| damaged("empty marker".into()))?;
+        let receipt =
+            marker.tables.first().and_then(|t| t.files.first()).ok_or_else(|| damaged("empty marker".into()))?;
         let bytes = sink.get(&id.part_key()).await?.ok_or_else(|| damaged("missing".into()))?;
         if hex::encode(Sha256::digest(&bytes)) != receipt.sha256 {
             return Err(damaged("its sha256 differs from its marker's".into()));

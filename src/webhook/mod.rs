@@ -4,6 +4,8 @@
 //! before anything of it is kept.
 
 pub mod auth;
+pub mod drain;
 pub mod event;
 pub mod journal;
 pub mod spool;
+pub mod stats;

@@ -32,6 +32,8 @@ struct State {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub path: PathBuf,
+    /// Its place in the order requests were accepted.
+    pub seq: u64,
     /// `hubspot` or `pipedrive`.
     pub source: String,
     pub received_at_ms: i64,
@@ -92,16 +94,7 @@ impl Spool {
         let name = format!("{seq:020}-{source}{SUFFIX}");
         let path = self.dir.join(&name);
         let temporary = self.dir.join(format!("{name}{TEMPORARY}"));
-        let written = (|| {
-            let mut file = File::create(&temporary)?;
-            file.write_all(header.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.write_all(body)?;
-            file.sync_all()?;
-            fs::rename(&temporary, &path)?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if let Err(e) = written {
+        if let Err(e) = write_durably(&path, &[header.as_bytes(), b"\n", body]) {
             // Not acknowledged: nothing of it may stay (the sender sends it again).
             let _ = fs::remove_file(&temporary);
             let _ = fs::remove_file(&path);
@@ -130,6 +123,7 @@ impl Spool {
         let header: serde_json::Value = serde_json::from_slice(&bytes[..newline]).map_err(|_| bad())?;
         Ok(Entry {
             path: path.to_path_buf(),
+            seq: path.file_name().and_then(|n| sequence(&n.to_string_lossy())).ok_or_else(bad)?,
             source: header["source"].as_str().ok_or_else(bad)?.to_string(),
             received_at_ms: header["received_at_ms"].as_i64().ok_or_else(bad)?,
             body: bytes[newline + 1..].to_vec(),
@@ -149,6 +143,23 @@ impl Spool {
     pub fn used_bytes(&self) -> u64 {
         self.state.lock().expect("spool lock").used_bytes
     }
+}
+
+/// Writes `path` so that a crash leaves either all of `chunks` there or nothing: under a
+/// temporary name, fsync'd, renamed, and the folder fsync'd. A failed write leaves its
+/// temporary file, which [`Spool::open`] removes.
+pub fn write_durably(path: &Path, chunks: &[&[u8]]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("no folder"))?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(TEMPORARY);
+    let temporary = PathBuf::from(temporary);
+    let mut file = File::create(&temporary)?;
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    File::open(dir)?.sync_all()
 }
 
 /// The sequence number of a spool file's name, if it is one.
