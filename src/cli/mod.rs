@@ -13,6 +13,7 @@ mod check;
 pub mod config;
 mod ddl;
 mod export;
+mod listen;
 mod output;
 mod sandbox;
 mod source;
@@ -53,6 +54,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// CREATE TABLE and load statements for a committed export, per SQL dialect.
     Ddl(ddl::DdlArgs),
+    /// Receive HubSpot's and Pipedrive's webhooks and keep every acknowledged event in
+    /// <dest>/_webhooks/<source>/<account>/<day>/ (secrets from the environment).
+    Listen(listen::ListenArgs),
     /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
     Sandbox(sandbox::SandboxArgs),
 }
@@ -141,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tables(args) => tables::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Ddl(args) => ddl::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

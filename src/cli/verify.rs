@@ -1,5 +1,6 @@
 //! `crmdump verify PATH|URL`: a day folder (holding `_manifest.json`), or an export root
-//! whose committed days are all checked, daily or hive layout (`--date` picks one day).
+//! whose committed days are all checked, daily or hive layout (`--date` picks one day), and
+//! its webhook journal, part by part.
 
 use clap::Args;
 
@@ -7,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::sink::layout::Layout;
 use crate::sink::verify::{Target, verify};
+use crate::webhook::journal::verify_journal;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -51,7 +53,13 @@ async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Targe
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let sink = Sink::open_existing(&args.path)?;
     let targets = targets(&sink, args.date.map(|d| d.format("%Y-%m-%d").to_string())).await?;
-    if targets.is_empty() {
+    // The webhook journal, when this is an export root (not one day folder or one date).
+    let journal = match (args.date, targets.first()) {
+        (None, Some((_, t))) if t.manifest_key == Layout::day_folder_manifest_key() => Vec::new(),
+        (None, _) => verify_journal(&sink).await?,
+        (Some(_), _) => Vec::new(),
+    };
+    if targets.is_empty() && journal.is_empty() {
         return Err(Error::Destination {
             dest: args.path.clone(),
             detail: "no manifest here (no _manifest.json, no <date>/_manifest.json, no _manifests/<date>.json): nothing committed to verify".into(),
@@ -64,6 +72,13 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             say!("MISMATCH {p}");
         }
         say!("{name}: {} files checked, {} problems", report.files_checked, report.problems.len());
+        problems += report.problems.len();
+    }
+    for (folder, report) in &journal {
+        for p in &report.problems {
+            say!("MISMATCH {p}");
+        }
+        say!("{folder} (journal): {} parts checked, {} problems", report.files_checked, report.problems.len());
         problems += report.problems.len();
     }
     if problems > 0 {

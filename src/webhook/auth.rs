@@ -34,6 +34,20 @@ pub enum Refusal {
     BadCredentials,
 }
 
+impl Refusal {
+    /// A short name, for counting refusals by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingSignature => "missing_signature",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::BadTimestamp => "bad_timestamp",
+            Refusal::Stale { .. } => "stale",
+            Refusal::V1NotAllowed => "v1_not_allowed",
+            Refusal::BadCredentials => "bad_credentials",
+        }
+    }
+}
+
 /// The headers of a HubSpot request that bear on its authenticity.
 #[derive(Debug, Default, Clone)]
 pub struct HubSpotSignature<'a> {

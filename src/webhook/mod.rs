@@ -7,5 +7,6 @@ pub mod auth;
 pub mod drain;
 pub mod event;
 pub mod journal;
+pub mod listen;
 pub mod spool;
 pub mod stats;

@@ -139,6 +139,11 @@ impl Spool {
         Ok(())
     }
 
+    /// The size limit.
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes
+    }
+
     /// Bytes the pending requests take.
     pub fn used_bytes(&self) -> u64 {
         self.state.lock().expect("spool lock").used_bytes
