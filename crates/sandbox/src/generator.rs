@@ -55,6 +55,8 @@ pub struct SandboxConfig {
     pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
     pub flavor: Flavor,
+    /// Where to send the webhooks of the changes test hooks make, if anywhere.
+    pub webhooks: Option<crate::webhooks::WebhookConfig>,
 }
 
 /// The CRM API a sandbox imitates.
@@ -106,6 +108,7 @@ impl SandboxConfig {
             index_delay_ms: 0,
             redirect_to: None,
             flavor: Flavor::Hubspot,
+            webhooks: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod pipedrive;
 mod search;
 mod server;
 mod time;
+pub mod webhooks;
 
 pub use faults::{Fault, Faults};
 pub use generator::{
@@ -18,3 +19,4 @@ pub use generator::{
     UPDATE_SPAN_DAYS, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};
+pub use webhooks::{WebhookConfig, WebhookStats};

@@ -68,6 +68,9 @@ pub struct Stats {
     /// Ids of the records `--search-churn` modified while searches (and Pipedrive's lists of
     /// changed records) were paged.
     pub churned: Vec<String>,
+    /// What the webhook sender did, when it sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<super::webhooks::WebhookStats>,
 }
 
 impl AppState {
@@ -93,6 +96,8 @@ pub(super) struct AppState {
     fault_draws: std::sync::atomic::AtomicU64,
     /// API requests answered so far (for the daily limit).
     api_requests: std::sync::atomic::AtomicU64,
+    /// Sends the webhooks of the changes test hooks make.
+    webhooks: Option<Arc<super::webhooks::Sender>>,
 }
 
 /// Searches HubSpot allows per second per account.
@@ -114,7 +119,9 @@ impl SandboxServer {
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
         let addr = listener.local_addr()?;
         let pipedrive = (config.flavor == Flavor::Pipedrive).then(|| super::pipedrive::World::new(&config));
+        let webhooks = config.webhooks.clone().map(super::webhooks::Sender::new);
         let state = Arc::new(AppState {
+            webhooks,
             pipedrive,
             tokens: Default::default(),
             generator: Generator::new(config),
@@ -169,6 +176,8 @@ fn router(state: Shared) -> Router {
         .route("/_sandbox/touch", post(touch))
         .route("/_sandbox/archive", post(archive))
         .route("/_sandbox/changes", get(changes))
+        .route("/_sandbox/webhooks", get(webhooks_sent))
+        .route("/_sandbox/webhooks/resend", post(webhooks_resend))
         .merge(api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count))
@@ -531,8 +540,41 @@ async fn not_found(State(state): State<Shared>) -> Response {
 }
 
 async fn stats(State(state): State<Shared>) -> Response {
-    let s = state.stats.lock().expect("stats lock").clone();
+    let mut s = state.stats.lock().expect("stats lock").clone();
+    s.webhooks = state.webhooks.as_ref().map(|w| w.stats());
     Json(s).into_response()
+}
+
+/// The webhook sender, or the answer that there is none.
+fn sender(state: &AppState) -> std::result::Result<&Arc<super::webhooks::Sender>, Rejection> {
+    state.webhooks.as_ref().ok_or_else(|| {
+        reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "this sandbox sends no webhooks: start it with --webhook-url")
+    })
+}
+
+/// `GET /_sandbox/webhooks`: every event the sandbox built, as first sent, and whether a
+/// delivery of it was acknowledged.
+async fn webhooks_sent(State(state): State<Shared>) -> Answer {
+    Ok(Json(sender(&state)?.ground_truth()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ResendBody {
+    /// The last this many acknowledged batches (default: all).
+    count: Option<usize>,
+}
+
+/// `POST /_sandbox/webhooks/resend`: delivers acknowledged batches again, as a sender that
+/// missed the acknowledgement would.
+async fn webhooks_resend(State(state): State<Shared>, body: Option<Json<ResendBody>>) -> Answer {
+    let Json(body) = body.unwrap_or_default();
+    let n = sender(&state)?.resend(body.count, state.pipedrive.is_some());
+    Ok(Json(json!({"resent": n})).into_response())
+}
+
+/// When each of `n` records of a touch changed: spread over `spread_ms` from `at`.
+fn touch_times(at: chrono::DateTime<chrono::Utc>, n: usize, spread_ms: i64) -> Vec<chrono::DateTime<chrono::Utc>> {
+    (0..n as i64).map(|k| at + chrono::Duration::milliseconds(spread_ms * k / n.max(1) as i64)).collect()
 }
 
 /// Query pairs, with repeated keys and comma lists both accepted (as HubSpot does).
@@ -1386,6 +1428,20 @@ async fn touch(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRej
         let (field, value, ids) = w
             .touch(e, body.count, at, body.spread_ms.max(0))
             .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+        if let Some(sender) = &state.webhooks {
+            let times = touch_times(at, ids.len(), body.spread_ms.max(0));
+            let changes = ids
+                .iter()
+                .zip(times)
+                .map(|(id, t)| {
+                    let t = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
+                    let data = json!({"id": id.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(id)),
+                                      field.clone(): value, "update_time": super::iso(t), "custom_fields": {}});
+                    (id.clone(), t, data, json!({}))
+                })
+                .collect();
+            sender.send_pipedrive(sender.pipedrive_events(w.company_id, super::pipedrive::ENTITIES[e].name, changes));
+        }
         return Ok(Json(json!({
             "objectType": super::pipedrive::ENTITIES[e].plural, "property": field, "value": value,
             "at": super::iso(at), "spreadMs": body.spread_ms.max(0), "ids": ids,
@@ -1397,6 +1453,19 @@ async fn touch(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRej
     let (property, value, ids) = g
         .touch(t, body.count, at, body.spread_ms.max(0))
         .map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    if let Some(sender) = &state.webhooks {
+        let times = touch_times(at, ids.len(), body.spread_ms.max(0));
+        let changes: Vec<(String, i64)> =
+            ids.iter().zip(times).map(|(id, t)| (id.to_string(), t.timestamp_millis())).collect();
+        let events = sender.hubspot_events(
+            g.portal_id,
+            &g.types[t].type_id,
+            "propertyChange",
+            Some((&property, &value)),
+            &changes,
+        );
+        sender.send_hubspot(events);
+    }
     Ok(Json(json!({
         "objectType": g.types[t].api_name, "property": property, "value": value, "at": super::iso(at),
         "spreadMs": body.spread_ms.max(0), "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
@@ -1413,12 +1482,30 @@ async fn archive(State(state): State<Shared>, body: Result<Json<HookBody>, JsonR
         let e = pipedrive_entity(w, &body.object_type)?;
         let at = body.at()?;
         let ids = w.archive(e, body.count, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+        if let Some(sender) = &state.webhooks {
+            // Archiving a deal or lead is a change in Pipedrive, not a deletion.
+            let t = chrono::DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+            let changes = ids
+                .iter()
+                .map(|id| {
+                    let data = json!({"id": id.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(id)),
+                                      "is_archived": true, "archive_time": super::iso(t), "custom_fields": {}});
+                    (id.clone(), t, data, json!({"is_archived": false}))
+                })
+                .collect();
+            sender.send_pipedrive(sender.pipedrive_events(w.company_id, super::pipedrive::ENTITIES[e].name, changes));
+        }
         return Ok(Json(json!({"objectType": super::pipedrive::ENTITIES[e].plural, "at": super::iso(at), "ids": ids}))
             .into_response());
     }
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
     let ids = g.archive(t, body.count, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    if let Some(sender) = &state.webhooks {
+        // HubSpot reports an archived record (in the recycle bin) as a deletion.
+        let changes: Vec<(String, i64)> = ids.iter().map(|id| (id.to_string(), at.timestamp_millis())).collect();
+        sender.send_hubspot(sender.hubspot_events(g.portal_id, &g.types[t].type_id, "deletion", None, &changes));
+    }
     Ok(Json(json!({
         "objectType": g.types[t].api_name, "at": super::iso(at),
         "ids": ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
