@@ -171,9 +171,11 @@ impl WebhookArgs {
         };
         let missing = |what: &str| Error::Config(format!("--webhook-url needs {what}"));
         let (secret, user, password) = match flavor {
-            Flavor::Hubspot => {
-                (self.secret.clone().ok_or_else(|| missing("--webhook-secret (the HubSpot app's client secret)"))?, String::new(), String::new())
-            }
+            Flavor::Hubspot => (
+                self.secret.clone().ok_or_else(|| missing("--webhook-secret (the HubSpot app's client secret)"))?,
+                String::new(),
+                String::new(),
+            ),
             Flavor::Pipedrive => (
                 String::new(),
                 self.user.clone().ok_or_else(|| missing("--webhook-user (the webhook's basic-auth user)"))?,

@@ -23,3 +23,4 @@ mod repository;
 mod s3;
 mod spec_examples;
 mod verify;
+mod webhooks;

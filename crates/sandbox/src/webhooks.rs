@@ -57,8 +57,9 @@ pub struct WebhookStats {
     pub failed: u64,
     /// Batches given up after the last retry.
     pub gave_up: u64,
-    /// Batches sent again on demand.
+    /// Batches sent again on demand, and the events they hold.
     pub resent: u64,
+    pub resent_events: u64,
     /// Batches still being delivered.
     pub in_flight: u64,
 }
@@ -148,7 +149,10 @@ impl Sender {
             delivered[skip..].to_vec()
         };
         let flavor = if pipedrive { Flavor::Pipedrive } else { Flavor::Hubspot };
-        self.stats.lock().expect("webhook stats").resent += batches.len() as u64;
+        let mut stats = self.stats.lock().expect("webhook stats");
+        stats.resent += batches.len() as u64;
+        stats.resent_events += batches.iter().map(|b| b.len() as u64).sum::<u64>();
+        drop(stats);
         let n = batches.len();
         for places in batches {
             self.deliver(places, flavor, 1);
@@ -389,9 +393,17 @@ mod tests {
     fn signatures_match_hubspots_published_examples() {
         let secret = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
         let body = r#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
-        assert_eq!(v1_signature(secret, body.as_bytes()), "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de");
         assert_eq!(
-            v3_signature(secret, "https://www.example.com/webhook_uri", b"{'example_field':'example_value'}", "15000000"),
+            v1_signature(secret, body.as_bytes()),
+            "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
+        );
+        assert_eq!(
+            v3_signature(
+                secret,
+                "https://www.example.com/webhook_uri",
+                b"{'example_field':'example_value'}",
+                "15000000"
+            ),
             "HPW73RUtKmcYoEDADG0s6MmGFWUzWJKAW07r8RDgcQw="
         );
     }

@@ -1,0 +1,406 @@
+//! `crmdump listen` end to end: the sandbox sends HubSpot's and Pipedrive's webhooks over
+//! loopback HTTP, the listener keeps them in a real local folder, and an independent reader
+//! (DuckDB, `tests/reader/read_journal.py`) reads the journal back to compare it with the
+//! sandbox's ground truth of what it sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::support::{SandboxProcess, crmdump, python, run};
+
+const SECRET: &str = "test-client-secret-5c1e";
+const USER: &str = "pd-hook";
+const PASSWORD: &str = "pd-hook-password-91";
+const PUBLIC: &str = "https://hooks.example.test";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `crmdump listen` process, killed on drop.
+struct Listener {
+    child: Option<Child>,
+    port: u16,
+    dest: PathBuf,
+    spool: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Listener {
+    fn start(dir: &Path, extra: &[&str]) -> Listener {
+        let mut l = Listener {
+            child: None,
+            port: free_port(),
+            dest: dir.join("dest"),
+            spool: dir.join("spool"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        l.spawn();
+        l
+    }
+
+    fn spawn(&mut self) {
+        let mut child = crmdump()
+            .args(["listen", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--dest", self.dest.to_str().unwrap(), "--spool", self.spool.to_str().unwrap()])
+            .args(["--flush-interval", "100ms"])
+            .args(&self.extra)
+            .env("CRMDUMP_HUBSPOT_CLIENT_SECRET", SECRET)
+            .env("CRMDUMP_PIPEDRIVE_WEBHOOK_USER", USER)
+            .env("CRMDUMP_PIPEDRIVE_WEBHOOK_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crmdump listen starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("Listening on"), "unexpected first line: {line}");
+        self.child = Some(child);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn health(&self) -> Value {
+        get(&self.url("/healthz"))
+    }
+
+    /// SIGKILL, then the same listener again (same port, spool and destination).
+    fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn get(url: &str) -> Value {
+    block_on(async { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() })
+}
+
+fn post(url: &str, body: Value) -> Value {
+    block_on(async {
+        reqwest::Client::new().post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+    })
+}
+
+/// Waits for `done`, panicking with `what` after a minute.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(90), "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the sandbox has delivered everything (nothing in flight) and the listener
+/// has drained its spool.
+fn settle(sandboxes: &[&SandboxProcess], listener: &Listener) {
+    wait_until("the sandboxes delivered every batch", || {
+        sandboxes.iter().all(|s| s.stats()["webhooks"]["in_flight"] == 0)
+    });
+    wait_until("the listener drained its spool", || listener.health()["spool"]["pending"] == 0);
+}
+
+/// The journal as DuckDB reads it.
+fn read_journal(dest: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_journal.py");
+    let out = Command::new(python()).arg(script).arg(dest).output().expect("python runs");
+    assert!(out.status.success(), "read_journal.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(journal["damaged"], json!([]), "parts that do not match their markers");
+    journal
+}
+
+/// An event without its delivery attempt's number (which changes between deliveries).
+fn without_attempt(mut event: Value) -> Value {
+    if let Some(o) = event.as_object_mut() {
+        o.remove("attemptNumber");
+    }
+    if let Some(meta) = event.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("attempt");
+    }
+    event
+}
+
+/// The journal's events of `account`, by key, each once (a second copy fails).
+fn journal_events(journal: &Value, source: &str, account: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for e in journal["events"].as_array().unwrap() {
+        if e["source"] == source && e["account"] == account {
+            let key = e["key"].as_str().unwrap().to_string();
+            let previous = out.insert(key.clone(), without_attempt(e["event"].clone()));
+            assert!(previous.is_none(), "{key} is twice in the journal");
+        }
+    }
+    out
+}
+
+/// The sandbox's ground truth, by the same keys.
+fn sent_events(sandbox: &SandboxProcess, key: impl Fn(&Value) -> String) -> BTreeMap<String, Value> {
+    let truth = get(&format!("{}/_sandbox/webhooks", sandbox.base_url));
+    let events = truth["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e["acknowledged"] == true), "an event was never acknowledged");
+    events.iter().map(|e| (key(&e["event"]), without_attempt(e["event"].clone()))).collect()
+}
+
+/// Panics naming the first differences between the journal and the ground truth.
+fn assert_same(what: &str, kept: &BTreeMap<String, Value>, sent: &BTreeMap<String, Value>) {
+    let missing: Vec<&String> = sent.keys().filter(|k| !kept.contains_key(*k)).take(3).collect();
+    let extra: Vec<&String> = kept.keys().filter(|k| !sent.contains_key(*k)).take(3).collect();
+    let differ: Vec<&String> = sent.keys().filter(|k| kept.get(*k).is_some_and(|v| v != &sent[*k])).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "{what}: {} sent, {} in the journal; missing {missing:?}, not sent {extra:?}, different {:?}",
+        sent.len(),
+        kept.len(),
+        differ.iter().map(|k| (&sent[*k], &kept[*k])).collect::<Vec<_>>()
+    );
+}
+
+/// The portal of a sandbox's events.
+fn portal_of(sent: &BTreeMap<String, Value>) -> String {
+    sent.values().next().expect("events were sent")["portalId"].to_string()
+}
+
+fn hubspot_key(e: &Value) -> String {
+    format!("{}/{}/{}", e["portalId"], e["subscriptionId"], e["eventId"])
+}
+
+fn hubspot_sandbox(seed: u64, scale: u64, listener: &Listener, extra: &[&str]) -> SandboxProcess {
+    let url = listener.url("/hubspot");
+    let signed = format!("{PUBLIC}/hubspot");
+    let (seed, scale) = (seed.to_string(), scale.to_string());
+    let mut args = vec!["--seed", &seed, "--scale", &scale, "--webhook-url", &url, "--webhook-signed-url", &signed];
+    args.extend_from_slice(&["--webhook-secret", SECRET, "--webhook-collide-ids"]);
+    args.extend_from_slice(if extra.is_empty() { &["--webhook-retries", "200ms,200ms,500ms,1s"] } else { extra });
+    SandboxProcess::start(&args)
+}
+
+#[test]
+fn every_hubspot_event_lands_once_by_portal_behind_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let first = hubspot_sandbox(1, 2500, &listener, &[]);
+    let second = hubspot_sandbox(2, 2500, &listener, &[]);
+    first.hook("touch", json!({"objectType": "contacts", "count": 2000, "spreadMs": 60000}));
+    first.hook("archive", json!({"objectType": "companies", "count": 50}));
+    second.hook("touch", json!({"objectType": "contacts", "count": 300}));
+    settle(&[&first, &second], &listener);
+    // Deliveries again, as HubSpot makes when it missed an acknowledgement.
+    assert_eq!(post(&format!("{}/_sandbox/webhooks/resend", first.base_url), json!({"count": 8}))["resent"], 8);
+    settle(&[&first, &second], &listener);
+
+    let journal = read_journal(&listener.dest);
+    let mut portals = BTreeSet::new();
+    for sandbox in [&first, &second] {
+        let sent = sent_events(sandbox, hubspot_key);
+        let portal = portal_of(&sent);
+        assert_same(&format!("portal {portal}"), &journal_events(&journal, "hubspot", &portal), &sent);
+        portals.insert(portal);
+    }
+    assert_eq!(portals.len(), 2);
+    let first_sent = sent_events(&first, hubspot_key);
+    assert_eq!(first_sent.len(), 2050, "2,000 property changes and 50 deletions");
+    let kinds: BTreeSet<&str> = first_sent.values().map(|e| e["subscriptionType"].as_str().unwrap()).collect();
+    assert_eq!(kinds, BTreeSet::from(["company.deletion", "contact.propertyChange"]));
+    // The ids did collide: across subscriptions, and across portals.
+    let ids_by_subscription: BTreeMap<String, BTreeSet<String>> =
+        first_sent.values().fold(BTreeMap::new(), |mut m, e| {
+            m.entry(e["eventId"].to_string()).or_default().insert(e["subscriptionId"].to_string());
+            m
+        });
+    assert!(ids_by_subscription.values().any(|s| s.len() > 1), "no event id in two subscriptions");
+    let health = listener.health();
+    let stats = first.stats()["webhooks"].clone();
+    assert!(stats["resent_events"].as_u64().unwrap() >= 8 * 50, "{stats}");
+    assert_eq!(health["duplicates"], stats["resent_events"], "every resent event dropped once: {health}");
+    assert_eq!(health["refused"], json!({}), "{health}");
+    assert_eq!(stats["acknowledged"], stats["batches"].as_u64().unwrap() + 8, "{stats}");
+    let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn every_pipedrive_event_lands_once_and_verify_finds_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &[]);
+    let url = listener.url("/pipedrive");
+    let sandbox = SandboxProcess::start(&[
+        "--flavor",
+        "pipedrive",
+        "--scale",
+        "2000",
+        "--webhook-url",
+        &url,
+        "--webhook-user",
+        USER,
+        "--webhook-password",
+        PASSWORD,
+        "--webhook-retries",
+        "200ms,500ms,1s",
+    ]);
+    sandbox.hook("touch", json!({"objectType": "persons", "count": 2000}));
+    sandbox.hook("archive", json!({"objectType": "deals", "count": 50}));
+    settle(&[&sandbox], &listener);
+    assert_eq!(post(&format!("{}/_sandbox/webhooks/resend", sandbox.base_url), json!({"count": 30}))["resent"], 30);
+    settle(&[&sandbox], &listener);
+
+    let journal = read_journal(&listener.dest);
+    let sent = sent_events(&sandbox, |e| e["meta"]["id"].as_str().unwrap().to_string());
+    assert_eq!(sent.len(), 2050);
+    let company = sent.values().next().unwrap()["meta"]["company_id"].as_str().unwrap().to_string();
+    assert_same("pipedrive", &journal_events(&journal, "pipedrive", &company), &sent);
+    assert_eq!(listener.health()["duplicates"], 30);
+
+    // verify finds a flipped byte and a missing part.
+    let folder = std::fs::read_dir(listener.dest.join("_webhooks/pipedrive").join(&company))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.gz"))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 2, "{parts:?}");
+    let mut bytes = std::fs::read(&parts[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&parts[0], bytes).unwrap();
+    std::fs::remove_file(&parts[1]).unwrap();
+    let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(text.lines().any(|l| l.contains(&name(&parts[0])) && l.contains("sha256")), "{text}");
+    assert!(text.lines().any(|l| l.contains(&name(&parts[1])) && l.contains("missing")), "{text}");
+}
+
+fn v3(body: &[u8], url: &str, timestamp: i64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("POST{url}").as_bytes());
+    mac.update(body);
+    mac.update(timestamp.to_string().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn forged_stale_and_unauthenticated_requests_are_refused_and_nothing_of_them_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC, "--max-body", "64KiB"]);
+    let hubspot = listener.url("/hubspot");
+    let signed_url = format!("{PUBLIC}/hubspot");
+    let body = json!([{"eventId": 1, "subscriptionId": 2, "portalId": 77, "occurredAt": 1, "subscriptionType": "contact.creation", "objectId": 9}]).to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let send = |url: &str, body: Vec<u8>, headers: Vec<(&str, String)>| -> u16 {
+        block_on(async {
+            let mut request = reqwest::Client::new().post(url).body(body);
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            request.send().await.unwrap().status().as_u16()
+        })
+    };
+    let signed =
+        |sig: String, ts: i64| vec![("X-HubSpot-Signature-v3", sig), ("X-HubSpot-Request-Timestamp", ts.to_string())];
+    let b = body.as_bytes().to_vec();
+    let forged = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    assert_eq!(send(&hubspot, b.clone(), signed(forged, now)), 401, "a forged signature");
+    let other = v3(b"[]", &signed_url, now);
+    assert_eq!(send(&hubspot, b.clone(), signed(other, now)), 401, "a signature over another body");
+    let old = now - 6 * 60 * 1000;
+    assert_eq!(send(&hubspot, b.clone(), signed(v3(&b, &signed_url, old), old)), 401, "six minutes old");
+    let direct = v3(&b, &hubspot, now);
+    assert_eq!(
+        send(&hubspot, b.clone(), signed(direct, now)),
+        401,
+        "signed for the inside address, not the public one"
+    );
+    let basic = |user: &str, password: &str| {
+        vec![(
+            "Authorization",
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))),
+        )]
+    };
+    let pipedrive = listener.url("/pipedrive");
+    let pd_body = json!({"meta": {"action": "change", "entity": "deal", "entity_id": "1", "id": "3f1c", "company_id": "5"}, "data": {"id": 1}, "previous": {}}).to_string().into_bytes();
+    assert_eq!(send(&pipedrive, pd_body.clone(), basic(USER, "wrong")), 401, "wrong basic auth");
+    assert_eq!(send(&pipedrive, pd_body.clone(), vec![]), 401, "no basic auth");
+    // Oversized: 413.
+    let big = vec![b'['; 100 * 1024];
+    assert_eq!(send(&hubspot, big.clone(), signed(v3(&big, &signed_url, now), now)), 413);
+    // Garbage from an authentic sender: acknowledged, kept as a dead letter.
+    let garbage = b"{\"not\": \"a batch\"".to_vec();
+    assert_eq!(send(&hubspot, garbage.clone(), signed(v3(&garbage, &signed_url, now), now)), 200);
+    // And the genuine requests pass.
+    assert_eq!(send(&hubspot, b.clone(), signed(v3(&b, &signed_url, now), now)), 200);
+    assert_eq!(send(&pipedrive, pd_body, basic(USER, PASSWORD)), 200);
+    wait_until("the listener drained its spool", || listener.health()["spool"]["pending"] == 0);
+    let health = listener.health();
+    assert_eq!(health["refused"], json!({"bad_signature": 3, "stale": 1, "bad_credentials": 2}), "{health}");
+    assert_eq!(health["too_large"], 1);
+    assert_eq!(health["dead_letters"], 1);
+    let journal = read_journal(&listener.dest);
+    let keys: BTreeSet<&str> =
+        journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, BTreeSet::from(["77/2/1", "3f1c"]), "only the authentic events");
+    let dead = journal["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["body"], String::from_utf8(garbage).unwrap());
+    assert_eq!(dead[0]["source"], "hubspot");
+}
+
+#[test]
+fn a_listener_killed_while_the_sandbox_sends_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let sandbox = hubspot_sandbox(3, 12000, &listener, &["--webhook-retries", &["200ms"; 40].join(",")]);
+    for _ in 0..3 {
+        // 100 batches in flight, 10 at a time: killed as soon as the first is acknowledged.
+        sandbox.hook("touch", json!({"objectType": "contacts", "count": 10000}));
+        let start = Instant::now();
+        while listener.health()["accepted"].as_u64().unwrap() < 1 {
+            assert!(start.elapsed() < Duration::from_secs(60), "nothing acknowledged");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        listener.kill_and_restart();
+    }
+    sandbox.hook("archive", json!({"objectType": "contacts", "count": 50}));
+    settle(&[&sandbox], &listener);
+    let stats = sandbox.stats()["webhooks"].clone();
+    assert_eq!(stats["gave_up"], 0, "{stats}");
+    assert!(stats["failed"].as_u64().unwrap() > 0, "no delivery failed: the kills came too late ({stats})");
+    let journal = read_journal(&listener.dest);
+    assert_eq!(journal["uncommitted"], json!([]), "parts left without a marker after the restart");
+    let sent = sent_events(&sandbox, hubspot_key);
+    assert_eq!(sent.len(), 30050);
+    assert_same("after kills", &journal_events(&journal, "hubspot", &portal_of(&sent)), &sent);
+    let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
