@@ -404,3 +404,170 @@ fn a_listener_killed_while_the_sandbox_sends_loses_no_acknowledged_event() {
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Calls the sandbox's HubSpot API as the exporter does.
+fn api(sandbox: &SandboxProcess, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", sandbox.base_url);
+    block_on(async {
+        let client = reqwest::Client::new();
+        let request = match method {
+            "GET" => client.get(&url),
+            _ => client.post(&url).json(&body.unwrap_or(Value::Null)),
+        };
+        let response = request.bearer_auth("sandbox-token").send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Every id a list of the type serves (`archived` for the recycle bin).
+fn listed(sandbox: &SandboxProcess, object_type: &str, archived: bool) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let cursor = if after.is_empty() { String::new() } else { format!("&after={after}") };
+        let path = format!("/crm/v3/objects/{object_type}?limit=100&archived={archived}{cursor}");
+        let (status, page) = api(sandbox, "GET", &path, None);
+        assert_eq!(status, 200, "{page}");
+        ids.extend(page["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match page["paging"]["next"]["after"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => return ids,
+        }
+    }
+}
+
+/// A record's properties by batch read (`None` when the read answers it is not there).
+fn batch_read(sandbox: &SandboxProcess, object_type: &str, id: &str, properties: &[&str]) -> Option<Value> {
+    let body = json!({"inputs": [{"id": id}], "properties": properties});
+    let (_, answer) = api(sandbox, "POST", &format!("/crm/v3/objects/{object_type}/batch/read"), Some(body));
+    answer["results"].as_array().and_then(|r| r.first()).cloned()
+}
+
+/// The ids of `to` associated with `id` (v4 batch read, as the exporter reads them).
+fn associated(sandbox: &SandboxProcess, from: &str, id: &str, to: &str) -> BTreeSet<String> {
+    let body = json!({"inputs": [{"id": id}]});
+    let (_, answer) = api(sandbox, "POST", &format!("/crm/v4/associations/{from}/{to}/batch/read"), Some(body));
+    answer["results"]
+        .as_array()
+        .and_then(|r| r.first())
+        .map(|r| {
+            r["to"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["toObjectId"].to_string().trim_matches('"').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn every_hubspot_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let sandbox = hubspot_sandbox(5, 400, &listener, &[]);
+    let contacts_before = listed(&sandbox, "contacts", false);
+    let archived_deals = listed(&sandbox, "deals", true);
+
+    let deleted = strings(&sandbox.hook("delete", json!({"objectType": "contacts", "count": 10}))["ids"]);
+    let private = strings(&sandbox.hook("privacy-delete", json!({"objectType": "contacts", "count": 5}))["ids"]);
+    let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 5}))["merges"].clone();
+    let restored = strings(&sandbox.hook("restore", json!({"objectType": "deals", "count": 3}))["ids"]);
+    // Associations changed: what the records looked like before, to see that they do not move.
+    let linked =
+        sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+    let unlinked =
+        sandbox.hook("dissociate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+
+    // Deleted and privacy-deleted contacts: in no list, no read, no recycle bin.
+    let contacts = listed(&sandbox, "contacts", false);
+    let bin = listed(&sandbox, "contacts", true);
+    for id in deleted.iter().chain(&private) {
+        assert!(contacts_before.contains(id) && !contacts.contains(id) && !bin.contains(id), "{id}");
+        assert_eq!(batch_read(&sandbox, "contacts", id, &[]), None, "{id} still reads");
+    }
+    assert_eq!(contacts.len(), contacts_before.len() - 15);
+    // Merges: the merged-away id reads as the survivor, which lists it in hs_merged_object_ids.
+    let companies = listed(&sandbox, "companies", false);
+    for m in merges.as_array().unwrap() {
+        let (survivor, merged) = (m["survivor"].as_str().unwrap(), m["merged"].as_str().unwrap());
+        assert!(companies.contains(survivor) && !companies.contains(merged));
+        let read = batch_read(&sandbox, "companies", merged, &["hs_merged_object_ids"]).expect("the survivor");
+        assert_eq!(read["id"], survivor);
+        assert_eq!(read["properties"]["hs_merged_object_ids"], merged);
+        let (status, one) = api(&sandbox, "GET", &format!("/crm/v3/objects/companies/{merged}"), None);
+        assert_eq!((status, one["id"].as_str()), (200, Some(survivor)));
+    }
+    // Restored deals: live again, out of the recycle bin.
+    let deals = listed(&sandbox, "deals", false);
+    for id in &restored {
+        assert!(archived_deals.contains(id) && deals.contains(id) && !listed(&sandbox, "deals", true).contains(id));
+    }
+    // Associations: added and removed, neither end's last-modified date moved.
+    for (answer, removed) in [(&linked, false), (&unlinked, true)] {
+        for pair in answer["pairs"].as_array().unwrap() {
+            let (contact, company) = (pair["from"].as_str().unwrap(), pair["to"].as_str().unwrap());
+            assert_eq!(associated(&sandbox, "contacts", contact, "companies").contains(company), !removed, "{pair}");
+            assert_eq!(associated(&sandbox, "companies", company, "contacts").contains(contact), !removed, "{pair}");
+        }
+    }
+    let truth = |object_type: &str| get(&format!("{}/_sandbox/changes?objectType={object_type}", sandbox.base_url));
+    let kinds = |object_type: &str| -> BTreeMap<String, String> {
+        truth(object_type)["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap().to_string(), c["kind"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let contact_kinds = kinds("contacts");
+    assert_eq!(contact_kinds.len(), 15, "association changes move no record: {contact_kinds:?}");
+    assert!(
+        deleted.iter().all(|id| contact_kinds[id] == "deleted")
+            && private.iter().all(|id| contact_kinds[id] == "privacy_deleted")
+    );
+    let company_truth = truth("companies");
+    let merged_truth: BTreeSet<(String, String)> = company_truth["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "merged")
+        .map(|c| (c["mergedInto"].as_str().unwrap().to_string(), c["id"].as_str().unwrap().to_string()))
+        .collect();
+    let merged_hooks: BTreeSet<(String, String)> = merges
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["survivor"].as_str().unwrap().to_string(), m["merged"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(merged_truth, merged_hooks);
+    assert!(restored.iter().all(|id| kinds("deals")[id] == "restored"));
+    let link_truth = get(&format!("{}/_sandbox/association-changes", sandbox.base_url));
+    assert_eq!(link_truth["changes"].as_array().unwrap().len(), 20);
+
+    // The journal holds the events HubSpot would have sent for each.
+    settle(&[&sandbox], &listener);
+    let journal = read_journal(&listener.dest);
+    let sent = sent_events(&sandbox, hubspot_key);
+    let kept = journal_events(&journal, "hubspot", &portal_of(&sent));
+    assert_same("hooks", &kept, &sent);
+    let count = |kind: &str| kept.values().filter(|e| e["subscriptionType"] == kind).count();
+    assert_eq!(count("contact.deletion"), 15, "a privacy deletion also fires a plain deletion");
+    assert_eq!(count("contact.privacyDeletion"), 5);
+    assert_eq!(count("company.merge"), 5);
+    assert_eq!(count("deal.restore"), 3);
+    assert_eq!(count("contact.associationChange") + count("company.associationChange"), 40, "both ends of 20 changes");
+    let merge_ids: BTreeSet<(String, String)> = kept
+        .values()
+        .filter(|e| e["subscriptionType"] == "company.merge")
+        .map(|e| (e["primaryObjectId"].to_string(), e["mergedObjectIds"][0].to_string()))
+        .collect();
+    assert_eq!(merge_ids, merged_hooks);
+    let removals = kept.values().filter(|e| e["associationRemoved"] == true).count();
+    assert_eq!(removals, 20);
+}

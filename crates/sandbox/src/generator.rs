@@ -164,6 +164,9 @@ enum Role {
     Stage,
     /// A number field where HubSpot sometimes sends "N/A".
     SloppyNumber,
+    /// `hs_merged_object_ids`: the ids merged into the record, `;`-separated; null until a
+    /// merge.
+    MergedIds,
     Generic,
 }
 
@@ -341,7 +344,28 @@ impl Generator {
     /// About one record in 40 is archived (in the recycle bin): listed only with
     /// `archived=true`, without associations.
     pub fn is_archived(&self, t: usize, index: u64) -> bool {
-        self.generated_archived(t, index) || self.changes.archived_at(t, index).is_some()
+        self.changes.gone(t, index).is_none()
+            && ((self.generated_archived(t, index) && self.changes.restored_at(t, index).is_none())
+                || self.changes.archived_at(t, index).is_some())
+    }
+
+    /// Deleted for good, privacy-deleted or merged away: in no list, read or recycle bin.
+    pub fn is_gone(&self, t: usize, index: u64) -> bool {
+        self.changes.gone(t, index).is_some()
+    }
+
+    /// Neither archived nor gone.
+    pub fn is_live(&self, t: usize, index: u64) -> bool {
+        !self.is_archived(t, index) && !self.is_gone(t, index)
+    }
+
+    /// The record a read of record `index` answers: itself, or the survivor it was merged into.
+    pub fn survivor(&self, t: usize, index: u64) -> Option<u64> {
+        match self.changes.gone(t, index) {
+            None => Some(index),
+            Some((super::changes::Gone::Merged(into), _)) => self.survivor(t, into),
+            Some(_) => None,
+        }
     }
 
     fn generated_archived(&self, t: usize, index: u64) -> bool {
@@ -387,13 +411,7 @@ impl Generator {
 
     /// The record as the API shows it now (test hooks included).
     pub fn record(&self, t: usize, index: u64) -> Record {
-        let (created, mut updated, mut archived_at) = self.generated_times(t, index);
-        if let Some(touch) = self.changes.touched(t, index) {
-            updated = touch.at;
-        }
-        if archived_at.is_none() {
-            archived_at = self.changes.archived_at(t, index);
-        }
+        let (created, updated, archived_at) = self.record_times(t, index);
         Record {
             id: self.types[t].id_of(index),
             created_at: iso(created),
@@ -403,12 +421,26 @@ impl Generator {
         }
     }
 
+    /// Created, last modified and archived times as the API shows them now.
+    fn record_times(&self, t: usize, index: u64) -> (DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>) {
+        let (created, mut updated, mut archived_at) = self.generated_times(t, index);
+        if let Some(touch) = self.changes.touched(t, index) {
+            updated = touch.at;
+        }
+        if let Some(bumped) = self.changes.bumped_at(t, index) {
+            updated = updated.max(bumped);
+        }
+        if !self.is_archived(t, index) {
+            archived_at = None;
+        } else if archived_at.is_none() || self.changes.restored_at(t, index).is_some() {
+            archived_at = self.changes.archived_at(t, index);
+        }
+        (created, updated, archived_at)
+    }
+
     /// Last-modified millisecond of a record as the API shows it now.
     fn modified_ms(&self, t: usize, index: u64) -> i64 {
-        match self.changes.touched(t, index) {
-            Some(touch) => touch.at.timestamp_millis(),
-            None => self.generated_times(t, index).1.timestamp_millis(),
-        }
+        self.record_times(t, index).1.timestamp_millis()
     }
 
     /// The change log of type `t` (touches and archivings, by record index).
@@ -421,7 +453,7 @@ impl Generator {
     pub fn modified_index(&self, t: usize) -> ModifiedIndex {
         self.changes.index(t, || {
             let mut index: Vec<(i64, i64)> = (0..self.count(t))
-                .filter(|&i| !self.is_archived(t, i))
+                .filter(|&i| self.is_live(t, i))
                 .map(|i| (self.modified_ms(t, i), self.types[t].id_of(i)))
                 .collect();
             index.sort_unstable();
@@ -433,7 +465,7 @@ impl Generator {
     /// the association hub, nor an archived one).
     pub fn defect(&self, t: usize, index: u64) -> Option<Defect> {
         let p = self.config.bad_records;
-        if p <= 0.0 || index + 1 >= self.count(t) || self.is_archived(t, index) {
+        if p <= 0.0 || index + 1 >= self.count(t) || !self.is_live(t, index) {
             return None;
         }
         let h = hash(&[self.config.seed, self.types[t].ordinal, index, 0xBAD]);
@@ -472,7 +504,7 @@ impl Generator {
         let n = self.count(t);
         let start = self.changes.touch_cursor(t);
         let picked: Vec<u64> =
-            (0..n).map(|k| (start + k) % n).filter(|&i| !self.is_archived(t, i)).take(count as usize).collect();
+            (0..n).map(|k| (start + k) % n).filter(|&i| self.is_live(t, i)).take(count as usize).collect();
         if (picked.len() as u64) < count {
             return Err(format!(
                 "{} has only {} live records; cannot touch {count}",
@@ -503,7 +535,7 @@ impl Generator {
         // From the second-to-last record down.
         while (picked.len() as u64) < count && from_end + 2 <= n {
             let i = n - 2 - from_end;
-            if !self.is_archived(t, i) {
+            if self.is_live(t, i) {
                 picked.push(i);
             }
             from_end += 1;
@@ -519,8 +551,119 @@ impl Generator {
         Ok(picked.iter().map(|&i| self.types[t].id_of(i)).collect())
     }
 
+    /// `count` records of type `t` matching `wanted`, from the second-to-last down (never the
+    /// last record, the association hub).
+    fn pick_from_end(&self, t: usize, count: u64, wanted: impl Fn(u64) -> bool) -> Result<Vec<u64>, String> {
+        let n = self.count(t);
+        let picked: Vec<u64> = (0..n.saturating_sub(1)).rev().filter(|&i| wanted(i)).take(count as usize).collect();
+        if (picked.len() as u64) < count {
+            return Err(format!(
+                "{} has only {} such records; cannot take {count}",
+                self.types[t].api_name,
+                picked.len()
+            ));
+        }
+        Ok(picked)
+    }
+
+    /// `POST /_sandbox/delete` (and `privacy-delete`, contacts only): deletes `count` live
+    /// records for good at `at`, from the highest ids down. Returns the ids.
+    pub fn delete(&self, t: usize, count: u64, at: DateTime<Utc>, privacy: bool) -> Result<Vec<i64>, String> {
+        if privacy && self.types[t].type_id != "0-1" {
+            return Err("a privacy deletion is for contacts only".into());
+        }
+        let picked = self.pick_from_end(t, count, |i| self.is_live(t, i))?;
+        let why = if privacy { super::changes::Gone::PrivacyDeleted } else { super::changes::Gone::Deleted };
+        let gone: Vec<(u64, super::changes::Gone)> = picked.iter().map(|&i| (i, why)).collect();
+        self.changes.record_gone(t, &gone, at);
+        Ok(picked.iter().map(|&i| self.types[t].id_of(i)).collect())
+    }
+
+    /// `POST /_sandbox/merge`: `count` merges of two live records at `at`, the higher id merged
+    /// into the lower (the survivor gets `hs_merged_object_ids` and `updatedAt` = `at`).
+    /// Returns `(survivor id, merged id)` pairs.
+    pub fn merge(&self, t: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<(i64, i64)>, String> {
+        let picked = self.pick_from_end(t, 2 * count, |i| self.is_live(t, i))?;
+        let pairs: Vec<(u64, u64)> = picked.chunks_exact(2).map(|p| (p[1], p[0])).collect();
+        let gone: Vec<(u64, super::changes::Gone)> =
+            pairs.iter().map(|&(survivor, merged)| (merged, super::changes::Gone::Merged(survivor))).collect();
+        self.changes.record_gone(t, &gone, at);
+        let id = |i: u64| self.types[t].id_of(i);
+        Ok(pairs.iter().map(|&(s, m)| (id(s), id(m))).collect())
+    }
+
+    /// `POST /_sandbox/restore`: takes `count` archived records out of the recycle bin at `at`
+    /// (their `updatedAt` = `at`), from the highest ids down. Returns the ids.
+    pub fn restore(&self, t: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<i64>, String> {
+        let picked = self.pick_from_end(t, count, |i| self.is_archived(t, i))?;
+        self.changes.record_restores(t, &picked, at);
+        Ok(picked.iter().map(|&i| self.types[t].id_of(i)).collect())
+    }
+
+    /// `POST /_sandbox/associate` (`remove` false) and `dissociate`: `count` associations
+    /// between live records of `from` and `to` added (with the pair's default type) or
+    /// removed, neither record's `updatedAt` moved. Returns `(from id, to id)` pairs.
+    pub fn link(
+        &self,
+        from: usize,
+        to: usize,
+        count: u64,
+        remove: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i64)>, String> {
+        if self.association_labels(from, to).is_empty() {
+            return Err(format!(
+                "{} and {} have no association type",
+                self.types[from].api_name, self.types[to].api_name
+            ));
+        }
+        let mut pairs = Vec::new();
+        let n = self.count(to);
+        for i in (0..self.count(from).saturating_sub(1)).filter(|&i| self.is_live(from, i)) {
+            if pairs.len() as u64 == count {
+                break;
+            }
+            let current: Vec<u64> = self.associations(from, i, to).into_iter().map(|(j, _)| j).collect();
+            let target = if remove {
+                current.first().copied()
+            } else {
+                (0..n)
+                    .map(|k| (i * 7 + 3 + k) % n)
+                    .find(|&j| self.is_live(to, j) && !current.contains(&j) && !(from == to && j == i) && j + 1 < n)
+            };
+            if let Some(j) = target {
+                self.changes.record_link((from, i), (to, j), remove, at);
+                pairs.push((self.types[from].id_of(i), self.types[to].id_of(j)));
+            }
+        }
+        if (pairs.len() as u64) < count {
+            return Err(format!(
+                "only {} pairs could be {}",
+                pairs.len(),
+                if remove { "dissociated" } else { "associated" }
+            ));
+        }
+        Ok(pairs)
+    }
+
+    /// Every association a hook added or removed, in order.
+    pub fn link_changes(&self) -> Vec<super::changes::LinkChange> {
+        self.changes.link_log()
+    }
+
     /// The value of property `p` of record `index` as the API sends it (`None` is JSON null).
     pub fn property_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
+        match self.types[t].properties[p].role {
+            Role::MergedIds => {
+                let merged = self.changes.merged_into(t, index);
+                return (!merged.is_empty())
+                    .then(|| merged.iter().map(|&i| self.types[t].id_of(i).to_string()).collect::<Vec<_>>().join(";"));
+            }
+            Role::UpdatedAt if self.changes.bumped_at(t, index).is_some() => {
+                return Some(iso(self.record_times(t, index).1));
+            }
+            _ => {}
+        }
         if let Some(touch) = self.changes.touched(t, index) {
             if p == self.touch_property(t) {
                 return Some(touch.value);
@@ -541,6 +684,7 @@ impl Generator {
             Role::ObjectId => return Some(ty.id_of(index).to_string()),
             Role::CreatedAt => return Some(iso(self.generated_times(t, index).0)),
             Role::UpdatedAt => return Some(iso(self.generated_times(t, index).1)),
+            Role::MergedIds => return None,
             Role::FirstName => return Some(FIRST_NAMES[(h % 10) as usize].to_string()),
             Role::LastName => return Some(LAST_NAMES[(mix(h) % 10) as usize].to_string()),
             Role::Email => {
@@ -663,7 +807,7 @@ impl Generator {
     /// Records of type `to` associated with record `index` of type `from`, ordered by
     /// target index, each with its association types.
     pub fn associations(&self, from: usize, index: u64, to: usize) -> Vec<(u64, Vec<AssociationType>)> {
-        if self.is_archived(from, index) {
+        if !self.is_live(from, index) {
             return Vec::new();
         }
         // Rules link the core types, which all have `scale` records.
@@ -706,7 +850,8 @@ impl Generator {
                 }
             }
         }
-        found.retain(|(target, _)| !self.is_archived(to, *target));
+        let (added, removed) = self.changes.links_of((from, index));
+        found.retain(|(target, _)| self.is_live(to, *target) && !removed.contains(&(to, *target)));
         // Stable: a target's types stay in rule order.
         found.sort_by_key(|(t, _)| *t);
         let mut out: Vec<(u64, Vec<AssociationType>)> = Vec::with_capacity(found.len());
@@ -720,6 +865,17 @@ impl Generator {
                     }
                 }
                 _ => out.push((target, types.to_vec())),
+            }
+        }
+        // Associations a hook added: with the pair's default (first) association type.
+        let added: Vec<u64> =
+            added.into_iter().filter(|&(t, i)| t == to && self.is_live(to, i)).map(|(_, i)| i).collect();
+        if !added.is_empty() {
+            let default: Vec<AssociationType> = self.association_labels(from, to).into_iter().take(1).collect();
+            for target in added {
+                if let Err(at) = out.binary_search_by_key(&target, |(t, _)| *t) {
+                    out.insert(at, (target, default.clone()));
+                }
             }
         }
         out
@@ -857,8 +1013,7 @@ impl Generator {
 
     /// Whether record `i` (of the list's type) is a member of list `k`.
     pub fn is_list_member(&self, list: &ListDef, k: usize, i: u64) -> bool {
-        !self.is_archived(list.object_type, i)
-            && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
+        self.is_live(list.object_type, i) && hash(&[self.config.seed, 0x1157, k as u64, i]).is_multiple_of(list.every)
     }
 
     /// When record `i` was added to list `k`.
@@ -1021,8 +1176,10 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
             prop("hubspot_owner_id", "Owner", "enumeration", "select", Role::Owner),
         ]
     };
+    let merged = || prop("hs_merged_object_ids", "Merged record IDs", "enumeration", "checkbox", Role::MergedIds);
     let mut contacts = common("lastmodifieddate");
     contacts.extend([
+        merged(),
         prop("firstname", "First Name", "string", "text", Role::FirstName),
         prop("lastname", "Last Name", "string", "text", Role::LastName),
         prop("email", "Email", "string", "text", Role::Email),
@@ -1045,6 +1202,7 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
 
     let mut companies = common("hs_lastmodifieddate");
     companies.extend([
+        merged(),
         prop("name", "Company name", "string", "text", Role::Generic),
         prop("domain", "Company Domain Name", "string", "text", Role::Generic),
         prop("numberofemployees", "Number of Employees", "number", "number", Role::SloppyNumber),
@@ -1055,6 +1213,7 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
 
     let mut deals = common("hs_lastmodifieddate");
     deals.extend([
+        merged(),
         prop("dealname", "Deal Name", "string", "text", Role::Generic),
         prop("amount", "Amount", "number", "number", Role::SloppyNumber),
         prop("closedate", "Close Date", "datetime", "date", Role::Generic),
@@ -1065,6 +1224,7 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
 
     let mut tickets = common("hs_lastmodifieddate");
     tickets.extend([
+        merged(),
         prop("subject", "Ticket name", "string", "text", Role::Generic),
         prop("content", "Ticket description", "string", "textarea", Role::Generic),
         prop("hs_pipeline", "Pipeline", "enumeration", "select", Role::Pipeline),

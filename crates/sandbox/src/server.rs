@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+mod hooks;
 mod legacy;
 
 use super::changes::ChangeKind;
@@ -176,6 +177,7 @@ fn router(state: Shared) -> Router {
         .route("/_sandbox/touch", post(touch))
         .route("/_sandbox/archive", post(archive))
         .route("/_sandbox/changes", get(changes))
+        .merge(hooks::routes())
         .route("/_sandbox/webhooks", get(webhooks_sent))
         .route("/_sandbox/webhooks/resend", post(webhooks_resend))
         .merge(api)
@@ -878,12 +880,12 @@ async fn list_objects(State(state): State<Shared>, Path(object_type): Path<Strin
     let mut results = Vec::with_capacity(limit);
     while index < g.count(t) && results.len() < limit {
         // `archived=true` lists only archived records; the default only live ones.
-        if g.is_archived(t, index) == archived {
+        if !g.is_gone(t, index) && g.is_archived(t, index) == archived {
             results.push(object_with_associations(g, t, index, &wanted, &history, &targets));
         }
         index += 1;
     }
-    while index < g.count(t) && g.is_archived(t, index) != archived {
+    while index < g.count(t) && (g.is_gone(t, index) || g.is_archived(t, index) != archived) {
         index += 1;
     }
     let paging = (index < g.count(t)).then(|| next_paging(index));
@@ -901,7 +903,9 @@ async fn get_object(
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
     let found = object_id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
-    let Some(index) = found.filter(|&i| g.is_archived(t, i) == q.flag("archived")) else {
+    // A merged-away id answers the survivor, as HubSpot does.
+    let Some(index) = found.and_then(|i| g.survivor(t, i)).filter(|&i| g.is_archived(t, i) == q.flag("archived"))
+    else {
         return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "resource not found"));
     };
     let wanted = wanted_properties(g, t, q.list("properties"));
@@ -974,7 +978,7 @@ async fn batch_read(
     let mut errors = Vec::new();
     for input in &body.inputs {
         let found = input.id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id));
-        match found.filter(|&i| g.is_archived(t, i) == archived) {
+        match found.and_then(|i| g.survivor(t, i)).filter(|&i| g.is_archived(t, i) == archived) {
             Some(i) => results.push(object_json(g, t, i, &wanted, &history, true)),
             None => errors.push(json!({
                 "status": "error", "category": "OBJECT_NOT_FOUND", "message": format!("Could not get some {} objects, they may be deleted or not exist.", object_type),
@@ -1545,11 +1549,21 @@ async fn changes(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let changes: Vec<Value> = log
         .iter()
         .map(|c| {
+            let lagged = c.at + chrono::Duration::milliseconds(lag);
             let (kind, readable) = match c.kind {
-                ChangeKind::Modified => ("modified", c.at + chrono::Duration::milliseconds(lag)),
+                ChangeKind::Modified => ("modified", lagged),
+                ChangeKind::Restored => ("restored", lagged),
                 ChangeKind::Archived => ("archived", c.at),
+                ChangeKind::Deleted => ("deleted", c.at),
+                ChangeKind::PrivacyDeleted => ("privacy_deleted", c.at),
+                ChangeKind::Merged => ("merged", c.at),
             };
-            json!({"id": id(c.index), "kind": kind, "at": super::iso(c.at), "readableAt": super::iso(readable)})
+            let mut change =
+                json!({"id": id(c.index), "kind": kind, "at": super::iso(c.at), "readableAt": super::iso(readable)});
+            if let Some(into) = c.into {
+                change["mergedInto"] = json!(id(into));
+            }
+            change
         })
         .collect();
     Ok(Json(json!({"objectType": plural, "changes": changes})).into_response())

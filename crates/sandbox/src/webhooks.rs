@@ -277,6 +277,48 @@ fn subscription_id(subscription: &str, property: Option<&str>) -> u64 {
 const APP_ID: u64 = 4_250_321;
 
 impl Sender {
+    /// One HubSpot event of `kind` (`propertyChange`, `deletion`, `merge`, ...) about a
+    /// record of type `type_id`, with the kind's own fields in `extra`.
+    pub fn hubspot_event(
+        &self,
+        portal: i64,
+        type_id: &str,
+        kind: &str,
+        object_id: &str,
+        at_ms: i64,
+        extra: Value,
+    ) -> Value {
+        let mut object = hubspot_object(type_id);
+        if kind == "associationChange" && object == "product" {
+            object = "object";
+        }
+        let subscription = format!("{object}.{kind}");
+        let property = extra.get("propertyName").and_then(Value::as_str);
+        let subscription_id = subscription_id(&format!("{type_id}/{subscription}"), property);
+        let mut e = json!({
+            "eventId": self.event_id(subscription_id),
+            "subscriptionId": subscription_id,
+            "portalId": portal,
+            "appId": APP_ID,
+            "occurredAt": at_ms,
+            "subscriptionType": subscription,
+            "attemptNumber": 0,
+            "changeSource": "CRM",
+        });
+        if kind != "associationChange" {
+            e["objectId"] = object_id.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(object_id));
+        }
+        if object == "object" {
+            e["objectTypeId"] = json!(type_id);
+        }
+        if let Value::Object(fields) = extra {
+            for (k, v) in fields {
+                e[k] = v;
+            }
+        }
+        e
+    }
+
     /// HubSpot's events for changes of records of one type: `kind` is `propertyChange` (with
     /// the property and its new value) or `deletion`; `changes` are record ids with the
     /// epoch milliseconds they changed at.
@@ -288,36 +330,12 @@ impl Sender {
         property: Option<(&str, &str)>,
         changes: &[(String, i64)],
     ) -> Vec<Value> {
-        let object = hubspot_object(type_id);
-        let subscription = format!("{object}.{kind}");
-        let subscription_id = subscription_id(&format!("{type_id}/{subscription}"), property.map(|p| p.0));
-        changes
-            .iter()
-            .map(|(id, at)| {
-                let mut e = json!({
-                    "eventId": self.event_id(subscription_id),
-                    "subscriptionId": subscription_id,
-                    "portalId": portal,
-                    "appId": APP_ID,
-                    "occurredAt": at,
-                    "subscriptionType": subscription,
-                    "attemptNumber": 0,
-                    "objectId": id.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(id)),
-                    "changeSource": "CRM",
-                });
-                if object == "object" {
-                    e["objectTypeId"] = json!(type_id);
-                }
-                match property {
-                    Some((name, value)) => {
-                        e["propertyName"] = json!(name);
-                        e["propertyValue"] = json!(value);
-                    }
-                    None => e["changeFlag"] = json!("DELETED"),
-                }
-                e
-            })
-            .collect()
+        let extra = match property {
+            Some((name, value)) => json!({"propertyName": name, "propertyValue": value}),
+            None if kind == "deletion" => json!({"changeFlag": "DELETED"}),
+            None => json!({}),
+        };
+        changes.iter().map(|(id, at)| self.hubspot_event(portal, type_id, kind, id, *at, extra.clone())).collect()
     }
 
     /// Pipedrive's v2 `change` events: `changes` are record ids with the instant they

@@ -87,7 +87,7 @@ fn live_page(g: &Generator, t: usize, offset: u64, limit: usize) -> (Vec<u64>, u
     let mut index = offset;
     let mut page = Vec::with_capacity(limit);
     while index < g.count(t) && page.len() < limit {
-        if !g.is_archived(t, index) {
+        if g.is_live(t, index) {
             page.push(index);
         }
         index += 1;
@@ -151,7 +151,7 @@ async fn company(State(state): State<Shared>, Path(id): Path<String>) -> Answer 
     let g = &state.generator;
     let t = resolve_type(g, "companies")?;
     require(g, &g.types[t].scope)?;
-    let index = id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id)).filter(|&i| !g.is_archived(t, i));
+    let index = id.parse::<i64>().ok().and_then(|id| g.types[t].index_of(id)).filter(|&i| g.is_live(t, i));
     let Some(index) = index else {
         return Err(reject(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", format!("company {id} does not exist")));
     };
