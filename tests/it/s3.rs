@@ -42,7 +42,7 @@ pub fn with_aws_at(mut cmd: Command, endpoint: &str) -> Command {
 }
 
 /// Downloads s3://bucket/prefix with boto3; returns the keys relative to the prefix.
-fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
+pub fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reader/s3_download.py");
     let python = python();
     let out = Command::new(python).arg(script).args([&endpoint(), bucket, prefix]).arg(dest).output().unwrap();

@@ -30,8 +30,12 @@ struct Listener {
     child: Option<Child>,
     port: u16,
     dest: PathBuf,
+    /// `--dest` when it is not the local `dest` (an S3 URL).
+    dest_url: Option<String>,
     spool: PathBuf,
     extra: Vec<String>,
+    /// S3 credentials and endpoint, for an S3 destination.
+    aws_endpoint: Option<String>,
 }
 
 impl Listener {
@@ -40,17 +44,39 @@ impl Listener {
             child: None,
             port: free_port(),
             dest: dir.join("dest"),
+            dest_url: None,
             spool: dir.join("spool"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            aws_endpoint: None,
+        };
+        l.spawn();
+        l
+    }
+
+    /// A listener writing to `dest_url` on the S3 server at `endpoint`.
+    fn start_s3(dir: &Path, dest_url: &str, endpoint: &str, extra: &[&str]) -> Listener {
+        let mut l = Listener {
+            child: None,
+            port: free_port(),
+            dest: dir.join("dest"),
+            dest_url: Some(dest_url.to_string()),
+            spool: dir.join("spool"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            aws_endpoint: Some(endpoint.to_string()),
         };
         l.spawn();
         l
     }
 
     fn spawn(&mut self) {
-        let mut child = crmdump()
+        let dest = self.dest_url.clone().unwrap_or_else(|| self.dest.to_str().unwrap().to_string());
+        let mut command = match &self.aws_endpoint {
+            Some(endpoint) => crate::s3::with_aws_at(crmdump(), endpoint),
+            None => crmdump(),
+        };
+        let mut child = command
             .args(["listen", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--dest", self.dest.to_str().unwrap(), "--spool", self.spool.to_str().unwrap()])
+            .args(["--dest", &dest, "--spool", self.spool.to_str().unwrap()])
             .args(["--flush-interval", "100ms"])
             .args(&self.extra)
             .env("CRMDUMP_HUBSPOT_CLIENT_SECRET", SECRET)
@@ -570,4 +596,116 @@ fn every_hubspot_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_web
     assert_eq!(merge_ids, merged_hooks);
     let removals = kept.values().filter(|e| e["associationRemoved"] == true).count();
     assert_eq!(removals, 20);
+}
+
+/// A TCP proxy in front of the S3 server that can be taken down (the port refuses
+/// connections, open ones are cut) and brought back, as an S3 outage.
+struct Outage {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Outage {
+    fn new(target: &str) -> Outage {
+        let port = free_port();
+        let target = target.trim_start_matches("http://").to_string();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(proxy(port, target, watch));
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        Outage { port, up, _thread: thread }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send(up).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if !*up.borrow() {
+            if up.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { continue };
+                    let target = target.clone();
+                    connections.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+                changed = up.changed() => {
+                    if changed.is_err() || !*up.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        connections.abort_all();
+        drop(listener);
+    }
+}
+
+#[test]
+fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = "crmdump-listen-outage";
+    crate::s3::create_bucket(bucket);
+    let outage = Outage::new(&crate::s3::endpoint());
+    let dest = format!("s3://{bucket}/journal");
+    let listener =
+        Listener::start_s3(dir.path(), &dest, &outage.endpoint(), &["--public-url", PUBLIC, "--spool-limit", "200KiB"]);
+    let retries = ["250ms"; 400].join(",");
+    let sandbox = hubspot_sandbox(7, 6000, &listener, &["--webhook-retries", &retries]);
+    let touch = |n: u64| {
+        sandbox.hook("touch", json!({"objectType": "contacts", "count": n}));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for _ in 0..10 {
+        touch(20);
+    }
+    outage.set_up(false);
+    // A steady stream while S3 is down: the spool fills, then the listener answers 503.
+    let start = Instant::now();
+    while listener.health()["unavailable"].as_u64().unwrap() < 5 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the spool never filled: {}", listener.health());
+        touch(50);
+    }
+    let health = listener.health();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["spool"]["pending"].as_u64().unwrap() > 0, "{health}");
+    for _ in 0..10 {
+        touch(20);
+    }
+    outage.set_up(true);
+    for _ in 0..10 {
+        touch(20);
+    }
+    settle(&[&sandbox], &listener);
+    let stats = sandbox.stats()["webhooks"].clone();
+    assert_eq!(stats["gave_up"], 0, "{stats}");
+    assert!(stats["failed"].as_u64().unwrap() >= 5, "{stats}");
+    let local = dir.path().join("downloaded");
+    crate::s3::download(bucket, "journal", &local);
+    let journal = read_journal(&local);
+    let sent = sent_events(&sandbox, hubspot_key);
+    assert_same("after the outage", &journal_events(&journal, "hubspot", &portal_of(&sent)), &sent);
+    let out = run(crate::s3::with_aws(crmdump()).args(["verify", &dest]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
