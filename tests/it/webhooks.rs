@@ -709,3 +709,128 @@ fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     let out = run(crate::s3::with_aws(crmdump()).args(["verify", &dest]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Every id a Pipedrive v2 list serves (`path` with its query).
+fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{path}{sep}limit=500{}",
+            sandbox.base_url,
+            cursor.map(|c| format!("&cursor={c}")).unwrap_or_default()
+        );
+        let page = block_on(async {
+            reqwest::Client::new()
+                .get(&url)
+                .header("x-api-token", "t")
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        });
+        assert_eq!(page["success"], true, "{url}: {page}");
+        ids.extend(
+            page["data"].as_array().into_iter().flatten().map(|r| r["id"].to_string().trim_matches('"').to_string()),
+        );
+        match page["additional_data"]["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn every_pipedrive_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &[]);
+    let url = listener.url("/pipedrive");
+    let sandbox = SandboxProcess::start(&[
+        "--flavor",
+        "pipedrive",
+        "--scale",
+        "300",
+        "--webhook-url",
+        &url,
+        "--webhook-user",
+        USER,
+        "--webhook-password",
+        PASSWORD,
+        "--webhook-retries",
+        "200ms,500ms,1s",
+    ]);
+    let persons_before = pipedrive_listed(&sandbox, "/api/v2/persons");
+    let archived_before = pipedrive_listed(&sandbox, "/api/v2/deals/archived");
+    let deleted_persons = strings(&sandbox.hook("delete", json!({"objectType": "persons", "count": 10}))["ids"]);
+    let deleted_deals = strings(&sandbox.hook("delete", json!({"objectType": "deals", "count": 5}))["ids"]);
+    let merges = sandbox.hook("merge", json!({"objectType": "organizations", "count": 5}))["merges"].clone();
+    let restored = strings(&sandbox.hook("restore", json!({"objectType": "deals", "count": 3}))["ids"]);
+
+    let persons = pipedrive_listed(&sandbox, "/api/v2/persons");
+    assert_eq!(persons.len(), persons_before.len() - 10);
+    assert!(deleted_persons.iter().all(|id| persons_before.contains(id) && !persons.contains(id)));
+    let deals = pipedrive_listed(&sandbox, "/api/v2/deals");
+    let deleted_listed = pipedrive_listed(&sandbox, "/api/v2/deals?status=deleted");
+    assert!(
+        deleted_deals.iter().all(|id| !deals.contains(id) && deleted_listed.contains(id)),
+        "deleted deals listed as deleted"
+    );
+    let organizations = pipedrive_listed(&sandbox, "/api/v2/organizations");
+    for m in merges.as_array().unwrap() {
+        assert!(
+            organizations.contains(m["survivor"].as_str().unwrap())
+                && !organizations.contains(m["merged"].as_str().unwrap())
+        );
+    }
+    let archived = pipedrive_listed(&sandbox, "/api/v2/deals/archived");
+    assert!(restored.iter().all(|id| archived_before.contains(id) && !archived.contains(id) && deals.contains(id)));
+    let truth = |object_type: &str| -> BTreeMap<String, Value> {
+        get(&format!("{}/_sandbox/changes?objectType={object_type}", sandbox.base_url))["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+            .collect()
+    };
+    let person_truth = truth("persons");
+    assert!(deleted_persons.iter().all(|id| person_truth[id]["kind"] == "deleted"));
+    let org_truth = truth("organizations");
+    for m in merges.as_array().unwrap() {
+        let merged = &org_truth[m["merged"].as_str().unwrap()];
+        assert_eq!((&merged["kind"], &merged["mergedInto"]), (&json!("merged"), &m["survivor"]));
+        assert_eq!(org_truth[m["survivor"].as_str().unwrap()]["kind"], "modified", "the survivor's update_time moved");
+    }
+    let deal_truth = truth("deals");
+    assert!(restored.iter().all(|id| deal_truth[id]["kind"] == "restored"));
+
+    settle(&[&sandbox], &listener);
+    let journal = read_journal(&listener.dest);
+    let sent = sent_events(&sandbox, |e| e["meta"]["id"].as_str().unwrap().to_string());
+    let company = sent.values().next().unwrap()["meta"]["company_id"].as_str().unwrap().to_string();
+    let kept = journal_events(&journal, "pipedrive", &company);
+    assert_same("pipedrive hooks", &kept, &sent);
+    let count = |entity: &str, action: &str| {
+        kept.values().filter(|e| e["meta"]["entity"] == entity && e["meta"]["action"] == action).count()
+    };
+    assert_eq!((count("person", "delete"), count("deal", "delete")), (10, 5));
+    assert_eq!((count("organization", "delete"), count("organization", "change")), (5, 5));
+    assert_eq!(count("deal", "change"), 3);
+    let merged_to: BTreeSet<(String, String)> = kept
+        .values()
+        .filter_map(|e| {
+            e["meta"]["merged_to_id"]
+                .as_str()
+                .map(|to| (to.to_string(), e["meta"]["entity_id"].as_str().unwrap().to_string()))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = merges
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["survivor"].as_str().unwrap().to_string(), m["merged"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(merged_to, expected);
+}

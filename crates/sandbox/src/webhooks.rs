@@ -338,6 +338,42 @@ impl Sender {
         changes.iter().map(|(id, at)| self.hubspot_event(portal, type_id, kind, id, *at, extra.clone())).collect()
     }
 
+    /// One Pipedrive v2 event: `action` (`create`, `change`, `delete`) on record `id` of
+    /// `entity` at `at`, the record now (`data`, null on delete) and before (`previous`), and
+    /// extra `meta` fields (a merge's `merged_to_id`, `merged_from_id`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pipedrive_event(
+        &self,
+        company_id: i64,
+        entity: &str,
+        action: &str,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        data: Value,
+        previous: Value,
+        meta: Value,
+    ) -> Value {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut event = json!({
+            "meta": {
+                "action": action, "entity": entity, "entity_id": id,
+                "id": uuid(company_id as u64 ^ (n << 20)), "correlation_id": uuid(n),
+                "company_id": company_id.to_string(), "user_id": "1", "webhook_id": "1",
+                "webhook_owner_id": "1", "is_bulk_edit": false, "type": "general", "version": "2.0",
+                "change_source": "app", "attempt": 1, "host": "sandbox.pipedrive.com",
+                "timestamp": crate::time::iso(at), "permitted_user_ids": ["1"],
+            },
+            "data": data,
+            "previous": previous,
+        });
+        if let Value::Object(fields) = meta {
+            for (k, v) in fields {
+                event["meta"][k] = v;
+            }
+        }
+        event
+    }
+
     /// Pipedrive's v2 `change` events: `changes` are record ids with the instant they
     /// changed at, the record's changed fields now and before.
     pub fn pipedrive_events(
@@ -349,19 +385,7 @@ impl Sender {
         changes
             .into_iter()
             .map(|(id, at, data, previous)| {
-                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                json!({
-                    "meta": {
-                        "action": "change", "entity": entity, "entity_id": id,
-                        "id": uuid(company_id as u64 ^ (n << 20)), "correlation_id": uuid(n),
-                        "company_id": company_id.to_string(), "user_id": "1", "webhook_id": "1",
-                        "webhook_owner_id": "1", "is_bulk_edit": false, "type": "general", "version": "2.0",
-                        "change_source": "app", "attempt": 1, "host": "sandbox.pipedrive.com",
-                        "timestamp": crate::time::iso(at), "permitted_user_ids": ["1"],
-                    },
-                    "data": data,
-                    "previous": previous,
-                })
+                self.pipedrive_event(company_id, entity, "change", &id, at, data, previous, json!({}))
             })
             .collect()
     }

@@ -303,7 +303,7 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     let since = time_param(&q, "updated_since")?;
     let order = v1_sort(&q)?;
     let mut matching: Vec<u64> = (0..w.count(e))
-        .filter(|&i| w.is_archived(e, i) == archived)
+        .filter(|&i| w.is_archived(e, i) == archived && !w.is_deleted(e, i))
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
     match order {

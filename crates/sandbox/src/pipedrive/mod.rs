@@ -312,15 +312,24 @@ impl World {
         ENTITIES[e].archivable && index + 1 < self.count(e) && self.h(e, index, 0xA4C).is_multiple_of(40)
     }
 
+    /// Deleted: generated so (one deal in 50), or by a hook (deleted or merged away). A
+    /// deleted deal is still listed with `status=deleted`; other deleted records nowhere.
     pub fn is_deleted(&self, e: usize, index: u64) -> bool {
-        e == DEAL
-            && index + 1 < self.count(e)
-            && !self.is_archived(e, index)
-            && self.h(e, index, 0xDE1).is_multiple_of(50)
+        self.changes.gone(e, index).is_some()
+            || (e == DEAL
+                && index + 1 < self.count(e)
+                && !self.is_archived(e, index)
+                && self.h(e, index, 0xDE1).is_multiple_of(50))
     }
 
     pub fn is_archived(&self, e: usize, index: u64) -> bool {
-        self.generated_archived(e, index) || self.changes.archived_at(e, index).is_some()
+        self.changes.gone(e, index).is_none()
+            && ((self.generated_archived(e, index) && self.changes.restored_at(e, index).is_none())
+                || self.changes.archived_at(e, index).is_some())
+    }
+
+    fn is_live(&self, e: usize, index: u64) -> bool {
+        !self.is_archived(e, index) && !self.is_deleted(e, index)
     }
 
     fn generated_times(&self, e: usize, index: u64) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -338,10 +347,13 @@ impl World {
         if let Some(t) = self.changes.touched(e, index) {
             update_time = t.at;
         }
+        for moved in [self.changes.bumped_at(e, index), self.changes.gone(e, index).map(|(_, at)| at)] {
+            update_time = update_time.max(moved.unwrap_or(update_time));
+        }
         let mut archived_at = self.changes.archived_at(e, index);
         if archived_at.is_some() {
             update_time = update_time.max(archived_at.unwrap_or(update_time));
-        } else if self.generated_archived(e, index) {
+        } else if self.is_archived(e, index) {
             let left = (self.anchor - update_time).num_seconds().max(1);
             archived_at = Some(update_time + Duration::seconds((self.h(e, index, 0xA5) % left as u64) as i64));
             update_time = archived_at.unwrap_or(update_time);
@@ -724,6 +736,51 @@ impl World {
             return Err(format!("{} has only {} live records to archive", ENTITIES[e].plural, picked.len()));
         }
         self.changes.record_archives(e, &picked, seconds(at), from_end);
+        Ok(picked.iter().map(|&i| self.id(e, i)).collect())
+    }
+
+    /// `count` records of `e` matching `wanted`, from the second-to-last down (never the hub).
+    fn pick_from_end(&self, e: usize, count: u64, wanted: impl Fn(u64) -> bool) -> Result<Vec<u64>, String> {
+        let picked: Vec<u64> =
+            (0..self.count(e).saturating_sub(1)).rev().filter(|&i| wanted(i)).take(count as usize).collect();
+        if (picked.len() as u64) < count {
+            return Err(format!("{} has only {} such records; cannot take {count}", ENTITIES[e].plural, picked.len()));
+        }
+        Ok(picked)
+    }
+
+    /// `POST /_sandbox/delete`: deletes `count` live records of `e` at `at`, from the highest
+    /// ids down. Returns their ids.
+    pub fn delete(&self, e: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<String>, String> {
+        let picked = self.pick_from_end(e, count, |i| self.is_live(e, i))?;
+        let gone: Vec<(u64, crate::changes::Gone)> =
+            picked.iter().map(|&i| (i, crate::changes::Gone::Deleted)).collect();
+        self.changes.record_gone(e, &gone, seconds(at));
+        Ok(picked.iter().map(|&i| self.id(e, i)).collect())
+    }
+
+    /// `POST /_sandbox/merge` (persons, organizations, deals): `count` merges of two live
+    /// records at `at`, the higher id into the lower, which survives (its `update_time` = `at`).
+    /// Returns `(survivor id, merged id)` pairs.
+    pub fn merge(&self, e: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<(String, String)>, String> {
+        if ![PERSON, ORGANIZATION, DEAL].contains(&e) {
+            return Err(format!("Pipedrive merges persons, organizations and deals, not {}", ENTITIES[e].plural));
+        }
+        let picked = self.pick_from_end(e, 2 * count, |i| self.is_live(e, i))?;
+        let pairs: Vec<(u64, u64)> = picked.chunks_exact(2).map(|p| (p[1], p[0])).collect();
+        let gone: Vec<(u64, crate::changes::Gone)> =
+            pairs.iter().map(|&(survivor, merged)| (merged, crate::changes::Gone::Merged(survivor))).collect();
+        self.changes.record_gone(e, &gone, seconds(at));
+        Ok(pairs.iter().map(|&(s, m)| (self.id(e, s), self.id(e, m))).collect())
+    }
+
+    /// `POST /_sandbox/restore` (deals and leads): `count` archived records unarchived at `at`.
+    pub fn restore(&self, e: usize, count: u64, at: DateTime<Utc>) -> Result<Vec<String>, String> {
+        if !ENTITIES[e].archivable {
+            return Err(format!("only deals and leads are archived in Pipedrive, not {}", ENTITIES[e].plural));
+        }
+        let picked = self.pick_from_end(e, count, |i| self.is_archived(e, i))?;
+        self.changes.record_restores(e, &picked, seconds(at));
         Ok(picked.iter().map(|&i| self.id(e, i)).collect())
     }
 

@@ -1,6 +1,7 @@
-//! The test hooks that change the HubSpot account the way users and HubSpot itself do between
-//! two nightly runs, beyond touch and archive: delete for good, privacy deletion, merge,
-//! restore, associate and dissociate. Each changes the data every endpoint serves and the
+//! The test hooks that change the account the way users and the CRM itself do between two
+//! nightly runs, beyond touch and archive: delete for good, privacy deletion, merge, restore,
+//! associate and dissociate (privacy deletion and associations for HubSpot only: in Pipedrive
+//! an association is a foreign key, and changing one is an ordinary change, a touch). Each changes the data every endpoint serves and the
 //! ground truth (`GET /_sandbox/changes`, `GET /_sandbox/association-changes`), and sends the
 //! webhooks HubSpot sends for it when the sandbox has a webhook URL.
 
@@ -37,6 +38,11 @@ fn bad(message: String) -> super::Rejection {
     reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
 }
 
+/// A Pipedrive id as its JSON: a number, or a string (leads' UUIDs).
+fn number(id: &str) -> Value {
+    id.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(id))
+}
+
 fn ids(ids: &[i64]) -> Vec<String> {
     ids.iter().map(|id| id.to_string()).collect()
 }
@@ -44,8 +50,34 @@ fn ids(ids: &[i64]) -> Vec<String> {
 /// `POST /_sandbox/delete`: deletes records for good (gone from lists, reads, search,
 /// associations and the recycle bin). Webhook: `<type>.deletion`.
 async fn delete(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
-    hubspot_only(&state)?;
     let Json(body) = body.map_err(invalid_json)?;
+    if let Some(w) = &state.pipedrive {
+        let e = super::pipedrive_entity(w, &body.object_type)?;
+        let at = super::super::pipedrive::seconds(body.at()?);
+        let deleted = w.delete(e, body.count, at).map_err(bad)?;
+        if let Some(sender) = &state.webhooks {
+            let entity = super::super::pipedrive::ENTITIES[e].name;
+            let events = deleted
+                .iter()
+                .map(|id| {
+                    sender.pipedrive_event(
+                        w.company_id,
+                        entity,
+                        "delete",
+                        id,
+                        at,
+                        Value::Null,
+                        json!({"id": number(id)}),
+                        json!({}),
+                    )
+                })
+                .collect();
+            sender.send_pipedrive(events);
+        }
+        return Ok(
+            Json(json!({"objectType": body.object_type, "at": super::super::iso(at), "ids": deleted})).into_response()
+        );
+    }
     let g = &state.generator;
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
@@ -88,8 +120,44 @@ async fn privacy_delete(State(state): State<Shared>, body: Result<Json<HookBody>
 /// `POST /_sandbox/merge`: `count` merges, each of two live records, the higher id into the
 /// lower. Webhook: `<type>.merge` with `primaryObjectId`, `mergedObjectIds`, `newObjectId`.
 async fn merge(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
-    hubspot_only(&state)?;
     let Json(body) = body.map_err(invalid_json)?;
+    if let Some(w) = &state.pipedrive {
+        let e = super::pipedrive_entity(w, &body.object_type)?;
+        let at = super::super::pipedrive::seconds(body.at()?);
+        let pairs = w.merge(e, body.count, at).map_err(bad)?;
+        if let Some(sender) = &state.webhooks {
+            // Pipedrive's v2 merge: the merged-away record's delete with `merged_to_id`, the
+            // survivor's change with `merged_from_id`.
+            let entity = super::super::pipedrive::ENTITIES[e].name;
+            let mut events = Vec::new();
+            for (survivor, merged) in &pairs {
+                events.push(sender.pipedrive_event(
+                    w.company_id,
+                    entity,
+                    "delete",
+                    merged,
+                    at,
+                    Value::Null,
+                    json!({"id": number(merged)}),
+                    json!({"merged_to_id": survivor}),
+                ));
+                events.push(sender.pipedrive_event(
+                    w.company_id,
+                    entity,
+                    "change",
+                    survivor,
+                    at,
+                    json!({"id": number(survivor), "update_time": super::super::iso(at)}),
+                    json!({}),
+                    json!({"merged_from_id": merged}),
+                ));
+            }
+            sender.send_pipedrive(events);
+        }
+        let merges: Vec<Value> = pairs.iter().map(|(s, m)| json!({"survivor": s, "merged": m})).collect();
+        return Ok(Json(json!({"objectType": body.object_type, "at": super::super::iso(at), "merges": merges}))
+            .into_response());
+    }
     let g = &state.generator;
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
@@ -120,8 +188,33 @@ async fn merge(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRej
 /// `POST /_sandbox/restore`: takes archived records out of the recycle bin. Webhook:
 /// `<type>.restore`.
 async fn restore(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
-    hubspot_only(&state)?;
     let Json(body) = body.map_err(invalid_json)?;
+    if let Some(w) = &state.pipedrive {
+        let e = super::pipedrive_entity(w, &body.object_type)?;
+        let at = super::super::pipedrive::seconds(body.at()?);
+        let restored = w.restore(e, body.count, at).map_err(bad)?;
+        if let Some(sender) = &state.webhooks {
+            let changes = restored
+                .iter()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        at,
+                        json!({"id": number(id), "is_archived": false, "archive_time": null}),
+                        json!({"is_archived": true}),
+                    )
+                })
+                .collect();
+            sender.send_pipedrive(sender.pipedrive_events(
+                w.company_id,
+                super::super::pipedrive::ENTITIES[e].name,
+                changes,
+            ));
+        }
+        return Ok(
+            Json(json!({"objectType": body.object_type, "at": super::super::iso(at), "ids": restored})).into_response()
+        );
+    }
     let g = &state.generator;
     let t = resolve_type(g, &body.object_type)?;
     let at = body.at()?;
