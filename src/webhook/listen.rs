@@ -297,7 +297,9 @@ fn authenticate(
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let mut body = shared.stats.snapshot();
     let pending = shared.spool.pending().map(|p| p.len()).unwrap_or(0);
-    let degraded = body["last_drain_error"].is_string();
+    // Degraded: the destination fails, or the spool is (nearly) full and requests get 503.
+    let (used, limit) = (shared.spool.used_bytes(), shared.spool.limit_bytes());
+    let degraded = body["last_drain_error"].is_string() || used.saturating_mul(10) >= limit.saturating_mul(9);
     body["status"] = json!(if degraded { "degraded" } else { "ok" });
     body["spool"] =
         json!({"bytes": shared.spool.used_bytes(), "limit": shared.spool.limit_bytes(), "pending": pending});

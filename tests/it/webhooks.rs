@@ -668,7 +668,9 @@ fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     let bucket = "crmdump-listen-outage";
     crate::s3::create_bucket(bucket);
     let outage = Outage::new(&crate::s3::endpoint());
-    let dest = format!("s3://{bucket}/journal");
+    // A prefix of its own: the S3 server may hold the journal of an earlier run of this test.
+    let prefix = format!("journal-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    let dest = format!("s3://{bucket}/{prefix}");
     let listener =
         Listener::start_s3(dir.path(), &dest, &outage.endpoint(), &["--public-url", PUBLIC, "--spool-limit", "200KiB"]);
     let retries = ["250ms"; 400].join(",");
@@ -702,7 +704,7 @@ fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     assert_eq!(stats["gave_up"], 0, "{stats}");
     assert!(stats["failed"].as_u64().unwrap() >= 5, "{stats}");
     let local = dir.path().join("downloaded");
-    crate::s3::download(bucket, "journal", &local);
+    crate::s3::download(bucket, &prefix, &local);
     let journal = read_journal(&local);
     let sent = sent_events(&sandbox, hubspot_key);
     assert_same("after the outage", &journal_events(&journal, "hubspot", &portal_of(&sent)), &sent);
