@@ -41,6 +41,10 @@ use crate::sink::claim;
 const INTENT: &str = "drain.intent";
 /// The de-duplication log's file, in the spool folder.
 const SEEN_LOG: &str = "seen.log";
+/// Spooled bytes drained per batch, at most: parsed events take several times their raw
+/// size, and a batch's work is one burst of CPU on the listener's cores, so batches stay small
+/// (memory bounded, acknowledgements not held up).
+const BATCH_BYTES: u64 = 2 << 20;
 /// Bytes of one fingerprint in the log.
 const FINGERPRINT: u64 = 16;
 
@@ -277,7 +281,7 @@ impl Drainer {
     /// `dir` is the spool's folder, where the intent and the de-duplication log are kept.
     pub fn open(spool: Arc<Spool>, dir: &Path, dest: Destination, window: usize, stats: Arc<Stats>) -> Result<Drainer> {
         let seen = Seen::open(dir, window.max(1)).map_err(io("reading the de-duplication log"))?;
-        Ok(Drainer { spool, dir: dir.to_path_buf(), dest, seen, stats, batch_bytes: 16 << 20 })
+        Ok(Drainer { spool, dir: dir.to_path_buf(), dest, seen, stats, batch_bytes: BATCH_BYTES })
     }
 
     fn read_intent(&self) -> Result<Option<Intent>> {
