@@ -47,6 +47,13 @@ pub struct State {
     /// Export date -> the watermarks its first committed run started from (a stream that
     /// run read whole is absent).
     pub days: BTreeMap<String, BTreeMap<String, String>>,
+    /// The webhook journal: the last part a committed export consumed (`<day>/<seq>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
+    /// Export date -> the journal position its first committed run started after (`""`:
+    /// the journal's start), so that a re-run of the date consumes the same events again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub journal_days: BTreeMap<String, String>,
     pub updated_at: String,
 }
 
@@ -125,6 +132,28 @@ impl State {
             starts.insert(stream.clone(), start);
         }
         Plan { extent, starts, until }
+    }
+
+    /// Where a run of `date` starts reading the webhook journal: after the position that
+    /// date's first run started from, else after the last consumed part (`None`: from the
+    /// journal's start).
+    pub fn journal_start(&self, date: NaiveDate) -> Option<String> {
+        match self.journal_days.get(&day_key(date)) {
+            Some(start) => Some(start.clone()).filter(|s| !s.is_empty()),
+            None => self.journal.clone(),
+        }
+    }
+
+    /// Records that a committed run of `date` consumed the journal from after `start` to
+    /// `end` (both `None` when it holds nothing yet).
+    pub fn commit_journal(&mut self, date: NaiveDate, start: Option<String>, end: Option<String>) {
+        self.journal_days.entry(day_key(date)).or_insert_with(|| start.unwrap_or_default());
+        if end.is_some() && end > self.journal {
+            self.journal = end;
+        }
+        while self.journal_days.len() > DAYS_KEPT {
+            self.journal_days.pop_first();
+        }
     }
 
     /// For an incremental run of `date`: the newest export date after it, when `date`'s

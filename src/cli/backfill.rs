@@ -79,7 +79,16 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         for s in &streams {
             extent.set(s, window);
         }
+        // The journal's events that occurred that day (without moving the nightly position).
+        let journal = super::output::read_journal(sink, extractor.source(), &catalog.account, None).await?;
+        let journal = journal.map(|(lines, _)| {
+            let in_day = |ms: Option<i64>| {
+                ms.and_then(chrono::DateTime::from_timestamp_millis).is_some_and(|t| window.contains(t))
+            };
+            std::sync::Arc::new(lines.into_iter().filter(|l| in_day(l.occurred_at_ms)).collect::<Vec<_>>())
+        });
         let settings = ExportSettings {
+            journal,
             mode: Mode::Backfill,
             extent,
             date: day,

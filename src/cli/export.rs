@@ -79,16 +79,23 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     if incremental && !whole.is_empty() {
         tracing::info!(streams = whole.len(), first = %whole[0], "No watermark for these streams yet: reading them whole.");
     }
+    let journal_start = state.journal_start(date);
+    let journal =
+        super::output::read_journal(sink, extractor.source(), &catalog.account, journal_start.as_deref()).await?;
     let settings = ExportSettings {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),
         date,
         ingested_at: run.ingested_at.clone(),
+        journal: journal.as_ref().map(|(lines, _)| std::sync::Arc::new(lines.clone())),
         ..args.output.settings()
     };
     let report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
-    // Only now, with the day committed, may the watermarks move.
+    // Only now, with the day committed, may the watermarks and the journal position move.
     state.commit(date, &plan);
+    if let Some((_, end)) = journal {
+        state.commit_journal(date, journal_start, end);
+    }
     let key = state.save(sink).await?;
     tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
     super::output::print_summary(&run.dest, &report);

@@ -82,6 +82,7 @@ impl OutputArgs {
             layout: self.layout(),
             ingested_at: crate::schema::iso(now).into(),
             counted_before: (0, 0),
+            journal: None,
         }
     }
 }
@@ -203,6 +204,27 @@ impl Run {
     pub fn extractor(&self) -> &dyn crate::extract::Extractor {
         self.source.extractor.as_ref()
     }
+}
+
+/// The webhook journal's events of the account after `start` (a position, `None` for the
+/// journal's start): `None` when the account has no journal; else its events and the last
+/// part read (or `start` when nothing is new).
+pub async fn read_journal(
+    sink: &Sink,
+    source: &str,
+    account: &str,
+    start: Option<&str>,
+) -> Result<Option<(Vec<crate::webhook::journal::Line>, Option<String>)>> {
+    use crate::webhook::journal::{Position, read_since};
+    let after: Option<Position> = start.map(str::parse).transpose()?;
+    let parts = read_since(sink, source, account, after.as_ref()).await?;
+    if parts.is_empty() && start.is_none() {
+        return Ok(None);
+    }
+    let end = parts.last().map(|(id, _)| id.position().to_string()).or_else(|| start.map(String::from));
+    let lines: Vec<_> = parts.into_iter().flat_map(|(_, lines)| lines).collect();
+    tracing::info!(events = lines.len(), after = start.unwrap_or("the start"), "Read the webhook journal.");
+    Ok(Some((lines, end)))
 }
 
 pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {

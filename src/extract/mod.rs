@@ -187,6 +187,7 @@ pub(crate) fn common_tables(history: bool) -> Vec<&'static str> {
         "OWNERS",
         "PIPELINES",
         "PIPELINE_STAGES",
+        "DELETED_OBJECTS",
     ];
     if history {
         tables.push("OBJECT_PROPERTIES_HISTORY");

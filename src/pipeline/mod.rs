@@ -68,6 +68,37 @@ pub struct ExportSettings {
     /// Requests and retries the source's client had made before this run's share (the
     /// manifest counts the rest): zero for one export, the previous days' for a backfill.
     pub counted_before: (u64, u64),
+    /// The webhook journal's events this run consumes, when the account has a journal: they
+    /// become `CHANGE_EVENTS` and `DELETED_OBJECTS` rows.
+    pub journal: Option<Arc<Vec<crate::webhook::journal::Line>>>,
+}
+
+/// The rows the journal's events make, for the tables `tables` lists (`CHANGE_EVENTS` in the
+/// id types of the source's `DELETED_OBJECTS`).
+fn journal_rows(
+    lines: &[crate::webhook::journal::Line],
+    tables: &[Arc<crate::schema::TableSchema>],
+    ingested_at: &Arc<str>,
+) -> Result<Vec<Emit>> {
+    let deleted = tables
+        .iter()
+        .find(|t| t.name == "DELETED_OBJECTS")
+        .cloned()
+        .unwrap_or_else(|| crate::schema::fixed_table("DELETED_OBJECTS"));
+    let events = change_events_table(&deleted);
+    let (gone, gone_bad, changes, changes_bad) =
+        crate::webhook::consume::tables(lines, &deleted, &events, ingested_at)?;
+    Ok(vec![
+        Emit::Rows { table: "DELETED_OBJECTS".into(), batch: gone, unparseable: gone_bad },
+        Emit::Rows { table: "CHANGE_EVENTS".into(), batch: changes, unparseable: changes_bad },
+    ])
+}
+
+/// `CHANGE_EVENTS` with the record-id type of the source's `DELETED_OBJECTS`.
+fn change_events_table(deleted: &crate::schema::TableSchema) -> Arc<crate::schema::TableSchema> {
+    let events = crate::schema::fixed_table("CHANGE_EVENTS");
+    let text_ids = deleted.columns.iter().any(|c| c.name == "OBJECTID" && c.ty == crate::schema::ColumnType::Utf8);
+    if text_ids { crate::schema::with_text_ids(&events) } else { events }
 }
 
 /// What a finished export reports.
@@ -107,10 +138,27 @@ pub async fn export(
         max_file_size: settings.max_file_size,
         source: extractor.source().to_string(),
     };
-    let mut writers = Writers::new(spec, &catalog.tables, progress.clone());
+    // The catalog's tables, and CHANGE_EVENTS when the account has a webhook journal.
+    let mut tables = catalog.tables.clone();
+    let journal = match &settings.journal {
+        Some(lines) => {
+            let emits = journal_rows(lines, &tables, &settings.ingested_at)?;
+            let deleted = tables.iter().find(|t| t.name == "DELETED_OBJECTS").cloned();
+            tables.push(change_events_table(&deleted.unwrap_or_else(|| crate::schema::fixed_table("DELETED_OBJECTS"))));
+            tables.sort_by(|a, b| a.name.cmp(&b.name));
+            emits
+        }
+        None => Vec::new(),
+    };
+    let mut writers = Writers::new(spec, &tables, progress.clone());
 
     let (tx, rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
-    let extraction = extractor.run(catalog, &settings.extent, tx);
+    let extraction = async {
+        for emit in journal {
+            tx.send(emit).await.map_err(|_| crate::error::Error::Cancelled)?;
+        }
+        extractor.run(catalog, &settings.extent, tx).await
+    };
     let routing = route_all(rx, &mut writers, &settings.ingested_at, progress);
     // The first error of either ends both: the extraction future is dropped (its requests
     // and tasks with it) or the router's receiver is, so the extractor's next send fails.
@@ -159,8 +207,7 @@ pub async fn export(
         finished_at: iso(Utc::now()),
         format: settings.format.manifest_name().into(),
         layout: layout.name().into(),
-        tables: catalog
-            .tables
+        tables: tables
             .iter()
             .map(|t| {
                 let files = receipts.remove(&t.name).unwrap_or_default();

@@ -103,7 +103,43 @@ pub fn split_objects(stream: &ObjectStream, raw: &RecordBatch, ingested: &Arc<st
     }
     out.push(TableRows { table: "OBJECT_WITH_OBJECT_PROPERTIES".into(), batch: with_props.finish()?, unparseable: 0 });
     out.push(TableRows { table: "OBJECT_PROPERTIES".into(), batch: long.finish()?, unparseable: 0 });
+    let deleted = deleted_objects(stream, raw, &props, ingested)?;
+    if deleted.batch.num_rows() > 0 {
+        out.push(deleted);
+    }
     Ok(out)
+}
+
+/// `DELETED_OBJECTS` rows a page of records yields without webhooks: archived records (HubSpot's
+/// recycle bin, Pipedrive's archived and deleted deals and leads; `KIND` `deleted` where the
+/// record says `is_deleted`), and the ids a HubSpot survivor lists in `hs_merged_object_ids`
+/// (merged into it; `DELETEDAT` is the survivor's last modification, the closest the API tells).
+fn deleted_objects(
+    stream: &ObjectStream,
+    raw: &RecordBatch,
+    props: &[&StringArray],
+    ingested: &Arc<str>,
+) -> Result<TableRows> {
+    let column = |name: &str| stream.properties.iter().position(|p| p.name == name).map(|p| props[p]);
+    let (merged, is_deleted) = (column("hs_merged_object_ids"), column("is_deleted"));
+    let text = |i: usize| raw.column(i).as_string::<i32>();
+    let (type_ids, ids, updated, archived, archived_at) = (text(0), text(1), text(3), text(4), text(5));
+    fn value(a: &StringArray, r: usize) -> Option<&str> {
+        (!a.is_null(r)).then(|| a.value(r))
+    }
+    let mut rows = BatchBuilder::new(fixed_table("DELETED_OBJECTS"), ingested.clone(), 0);
+    for r in 0..raw.num_rows() {
+        if value(archived, r) == Some("true") {
+            let kind = if is_deleted.and_then(|d| value(d, r)) == Some("true") { "deleted" } else { "archived" };
+            let at = value(archived_at, r).or_else(|| value(updated, r));
+            rows.push_row([value(type_ids, r), value(ids, r), at, Some(kind), None, Some("recycle_bin")]);
+        }
+        for id in merged.and_then(|m| value(m, r)).into_iter().flat_map(|v| v.split(';')).filter(|v| !v.is_empty()) {
+            let row = [value(type_ids, r), Some(id.trim()), value(updated, r), Some("merged"), value(ids, r)];
+            rows.push_row(row.into_iter().chain([Some("merge_property")]));
+        }
+    }
+    Ok(TableRows { table: "DELETED_OBJECTS".into(), unparseable: rows.unparseable(), batch: rows.finish()? })
 }
 
 /// Association rows for the combined table and the pair's own table.

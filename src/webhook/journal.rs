@@ -107,6 +107,22 @@ pub struct Position {
     pub seq: u64,
 }
 
+impl std::fmt::Display for Position {
+    /// `<day>/<seq>`, as the state file keeps it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{:020}", self.day, self.seq)
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Position> {
+        let bad = || Error::Internal(format!("'{s}' is not a journal position (<day>/<seq>)"));
+        let (day, seq) = s.split_once('/').ok_or_else(bad)?;
+        Ok(Position { day: day.to_string(), seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
 /// One event as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Line {

@@ -4,6 +4,7 @@
 //! before anything of it is kept.
 
 pub mod auth;
+pub mod consume;
 pub mod drain;
 pub mod event;
 pub mod journal;

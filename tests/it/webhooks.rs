@@ -836,3 +836,90 @@ fn every_pipedrive_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_w
         .collect();
     assert_eq!(merged_to, expected);
 }
+
+/// `(KIND, SOURCE, MERGEDINTO)` of every `DELETED_OBJECTS` row of a day folder, by record id.
+fn deleted_rows(day: &Path) -> BTreeMap<String, Vec<(String, String, Option<String>)>> {
+    let export = crate::support::read_export(day, &["DELETED_OBJECTS"]);
+    let (columns, rows) = crate::support::rows(&export, "DELETED_OBJECTS");
+    let c = |n: &str| crate::support::col(&columns, n);
+    let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r[c("OBJECTID")].clone().unwrap()).or_default().push((
+            r[c("KIND")].clone().unwrap(),
+            r[c("SOURCE")].clone().unwrap(),
+            r[c("MERGEDINTO")].clone(),
+        ));
+    }
+    out
+}
+
+fn event_ids(day: &Path) -> BTreeSet<String> {
+    let export = crate::support::read_export(day, &["CHANGE_EVENTS"]);
+    let (columns, rows) = crate::support::rows(&export, "CHANGE_EVENTS");
+    let id = crate::support::col(&columns, "EVENTID");
+    rows.into_iter().map(|r| r[id].clone().unwrap()).collect()
+}
+
+#[test]
+fn deletions_merges_and_every_event_reach_the_next_day_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let sandbox = hubspot_sandbox(11, 400, &listener, &[]);
+    let objects = ["--objects", "contacts,companies,deals"];
+    crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-20", &objects));
+    let first = listener.dest.join("2026-11-20");
+    let archived = listed(&sandbox, "contacts", true);
+    let recycled = deleted_rows(&first);
+    assert!(!archived.is_empty());
+    assert!(archived.iter().all(|id| recycled.get(id).is_some_and(|r| r.contains(&(
+        "archived".into(),
+        "recycle_bin".into(),
+        None
+    )))));
+    assert!(!first.join("CHANGE_EVENTS").exists(), "no journal yet, no CHANGE_EVENTS");
+
+    let deleted = strings(&sandbox.hook("delete", json!({"objectType": "contacts", "count": 20}))["ids"]);
+    let private = strings(&sandbox.hook("privacy-delete", json!({"objectType": "contacts", "count": 5}))["ids"]);
+    // Before the settle lag, so that the next run's window holds the survivors and touches.
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 10, "at": at}))["merges"].clone();
+    sandbox.hook("touch", json!({"objectType": "contacts", "count": 100, "at": at}));
+    sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+    settle(&[&sandbox], &listener);
+
+    crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));
+    let second = listener.dest.join("2026-11-21");
+    let gone = deleted_rows(&second);
+    for id in &deleted {
+        assert_eq!(gone[id], vec![("deleted".to_string(), "webhook".to_string(), None)], "{id}");
+    }
+    for id in &private {
+        assert_eq!(gone[id], vec![("privacy_deleted".to_string(), "webhook".to_string(), None)], "one row for {id}");
+    }
+    for m in merges.as_array().unwrap() {
+        let (survivor, merged) = (m["survivor"].as_str().unwrap().to_string(), m["merged"].as_str().unwrap());
+        let mut rows = gone[merged].clone();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                ("merged".to_string(), "merge_property".to_string(), Some(survivor.clone())),
+                ("merged".to_string(), "webhook".to_string(), Some(survivor.clone())),
+            ],
+            "{merged}: from the event and from the survivor's hs_merged_object_ids"
+        );
+    }
+    let journal = read_journal(&listener.dest);
+    let journal_keys: BTreeSet<String> =
+        journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
+    assert_eq!(journal_keys.len(), 20 + 10 + 10 + 100 + 20);
+    assert_eq!(event_ids(&second), journal_keys, "CHANGE_EVENTS holds every event of the journal once");
+    // A re-run of the date consumes the same events again.
+    crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));
+    assert_eq!(event_ids(&second), journal_keys);
+    // The next night: nothing new.
+    crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-22", &objects));
+    assert!(event_ids(&listener.dest.join("2026-11-22")).is_empty());
+    let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
