@@ -307,6 +307,7 @@ mod tests {
                     sha256: String::new(),
                 }],
             }],
+            associations: None,
             requests: 0,
             retries: 0,
             warnings: vec![],

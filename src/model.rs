@@ -136,6 +136,9 @@ impl Window {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extent {
     windows: BTreeMap<String, Window>,
+    /// Per stream, records to read by id besides its window: those webhook events named
+    /// (created, changed, restored, merged into, re-associated) that search may not show.
+    ids: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Extent {
@@ -155,6 +158,16 @@ impl Extent {
 
     pub fn window(&self, table: &str) -> Option<Window> {
         self.windows.get(table).copied()
+    }
+
+    /// Also reads these records of `table` (by id) when it is read by window.
+    pub fn add_ids(&mut self, table: &str, ids: impl IntoIterator<Item = String>) {
+        self.ids.entry(table.to_string()).or_default().extend(ids);
+    }
+
+    /// The records of `table` to read by id besides its window.
+    pub fn ids(&self, table: &str) -> Vec<String> {
+        self.ids.get(table).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// True when no stream has a window.

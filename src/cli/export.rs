@@ -82,6 +82,14 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let journal_start = state.journal_start(date);
     let journal =
         super::output::read_journal(sink, extractor.source(), &catalog.account, journal_start.as_deref()).await?;
+    // Records the events name are read by id when search does not show them.
+    if let Some((lines, _)) = &journal {
+        for (type_id, ids) in crate::webhook::consume::named_records(lines) {
+            if let Some(o) = catalog.objects.iter().find(|o| o.object_type.type_id == type_id) {
+                plan.extent.add_ids(&o.table.name, ids);
+            }
+        }
+    }
     let settings = ExportSettings {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),

@@ -227,6 +227,7 @@ pub async fn export(
                 }
             })
             .collect(),
+        associations: Some(if settings.extent.is_whole() { "all" } else { "of_records" }.into()),
         requests: stats.requests.load(Ordering::Relaxed).saturating_sub(settings.counted_before.0),
         retries: stats.retries.load(Ordering::Relaxed).saturating_sub(settings.counted_before.1),
         warnings,

@@ -34,6 +34,10 @@ pub struct Manifest {
     #[serde(default = "daily")]
     pub layout: String,
     pub tables: Vec<TableEntry>,
+    /// `all` when the day folder holds every association of the account (a full export),
+    /// `of_records` when it holds every current association of the records it holds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub associations: Option<String>,
     pub requests: u64,
     pub retries: u64,
     pub warnings: Vec<Warning>,

@@ -127,7 +127,11 @@ fn deleted_objects(
     fn value(a: &StringArray, r: usize) -> Option<&str> {
         (!a.is_null(r)).then(|| a.value(r))
     }
-    let mut rows = BatchBuilder::new(fixed_table("DELETED_OBJECTS"), ingested.clone(), 0);
+    // In the id types of the source's tables (Pipedrive's ids are text).
+    let text_ids = stream.table.columns.get(1).is_some_and(|c| c.ty == ColumnType::Utf8);
+    let table = fixed_table("DELETED_OBJECTS");
+    let table = if text_ids { crate::schema::with_text_ids(&table) } else { table };
+    let mut rows = BatchBuilder::new(table, ingested.clone(), 0);
     for r in 0..raw.num_rows() {
         if value(archived, r) == Some("true") {
             let kind = if is_deleted.and_then(|d| value(d, r)) == Some("true") { "deleted" } else { "archived" };

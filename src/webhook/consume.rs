@@ -89,6 +89,34 @@ pub fn tables(
     Ok((out.finish()?, deleted_unparseable, event_batch, event_batch_unparseable))
 }
 
+/// The records HubSpot events name as live and changed (created, changed, restored, merged
+/// into, either end of an association change), by type id: an export reads them by id when
+/// search did not show them, so that its day folder holds them, and their associations, current.
+pub fn named_records(lines: &[Line]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut named: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.source == "hubspot") {
+        let e = &line.event;
+        let field = |k: &str| text(e.get(k));
+        let (object, action) = line.kind.split_once('.').unwrap_or((line.kind.as_str(), ""));
+        let object_type = field("objectTypeId").or_else(|| hubspot_type_id(object).map(String::from));
+        let mut add = |t: Option<String>, id: Option<String>| {
+            if let (Some(t), Some(id)) = (t, id) {
+                named.entry(t).or_default().insert(id);
+            }
+        };
+        match action {
+            "creation" | "propertyChange" | "restore" => add(object_type, field("objectId")),
+            "merge" => add(object_type, field("newObjectId").or_else(|| field("primaryObjectId"))),
+            "associationChange" => {
+                add(field("fromObjectTypeId").or(object_type), field("fromObjectId"));
+                add(field("toObjectTypeId"), field("toObjectId"));
+            }
+            _ => {}
+        }
+    }
+    named
+}
+
 /// Records `id` of `object_type` as gone (a privacy deletion wins over a plain one, whatever
 /// their order).
 fn mark_gone(gone: &mut BTreeMap<(String, String), Gone>, g: Gone) {
@@ -296,6 +324,10 @@ mod tests {
         assert_eq!(column(&changes, &events, "ASSOCIATIONREMOVED")[5], s("true"));
         assert_eq!(column(&changes, &events, "FROMOBJECTTYPEID")[5], s("0-1"));
         assert_eq!(column(&changes, &events, "MERGEDOBJECTIDS")[2], s("[9,10]"));
+        let named = named_records(&lines);
+        let ids = |t: &str| named.get(t).map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert_eq!(ids("0-1"), ["1", "6"], "the restored contact and an association's end");
+        assert_eq!(ids("0-2"), ["2", "8"], "the other end and the merge's survivor");
     }
 
     #[test]

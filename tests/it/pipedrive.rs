@@ -169,6 +169,7 @@ fn pipedrive_export_matches_the_ground_truth() {
         "OWNERS",
         "PIPELINES",
         "PIPELINE_STAGES",
+        "DELETED_OBJECTS",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -177,6 +178,25 @@ fn pipedrive_export_matches_the_ground_truth() {
     expected.extend(FOREIGN_KEYS.iter().map(|(f, t, _)| pair_table(*f, *t)));
     expected.insert(pair_table(DEAL, PRODUCT));
     assert_eq!(found, expected);
+
+    // DELETED_OBJECTS: every archived record (archived deals and leads; deleted deals as
+    // `deleted`), by the ground truth.
+    let (columns, deleted) = rows(&export, "DELETED_OBJECTS");
+    let (id, kind) = (col(&columns, "OBJECTID"), col(&columns, "KIND"));
+    let found: BTreeSet<(String, String)> =
+        deleted.iter().map(|r| (r[id].clone().unwrap(), r[kind].clone().unwrap())).collect();
+    let mut truth = BTreeSet::new();
+    for e in 0..ENTITIES.len() {
+        for i in 0..w.count(e) {
+            if w.is_deleted(e, i) {
+                truth.insert((w.id(e, i), "deleted".to_string()));
+            } else if w.is_archived(e, i) {
+                truth.insert((w.id(e, i), "archived".to_string()));
+            }
+        }
+    }
+    assert!(!truth.is_empty());
+    assert_eq!(found, truth);
 
     // Every record of every entity, archived and deleted deals and archived leads included.
     for e in 0..ENTITIES.len() {

@@ -884,7 +884,10 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 10, "at": at}))["merges"].clone();
     sandbox.hook("touch", json!({"objectType": "contacts", "count": 100, "at": at}));
-    sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+    let linked =
+        sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+    let unlinked =
+        sandbox.hook("dissociate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
     settle(&[&sandbox], &listener);
 
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));
@@ -909,10 +912,38 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
             "{merged}: from the event and from the survivor's hs_merged_object_ids"
         );
     }
+    // Association changes between otherwise unchanged records: both ends read by id, with
+    // their current associations.
+    let export = crate::support::read_export(&second, &["OBJECTS", "ASSOCIATIONS"]);
+    let (columns, rows) = crate::support::rows(&export, "OBJECTS");
+    let id = crate::support::col(&columns, "OBJECTID");
+    let held: BTreeSet<String> = rows.iter().map(|r| r[id].clone().unwrap()).collect();
+    let (columns, rows) = crate::support::rows(&export, "ASSOCIATIONS");
+    let (from, to) = (crate::support::col(&columns, "FROMOBJECTID"), crate::support::col(&columns, "TOOBJECTID"));
+    let links: BTreeSet<(String, String)> =
+        rows.iter().map(|r| (r[from].clone().unwrap(), r[to].clone().unwrap())).collect();
+    for (answer, removed) in [(&linked, false), (&unlinked, true)] {
+        for pair in answer["pairs"].as_array().unwrap() {
+            let (contact, company) =
+                (pair["from"].as_str().unwrap().to_string(), pair["to"].as_str().unwrap().to_string());
+            assert!(held.contains(&contact) && held.contains(&company), "{pair}: both ends in the day folder");
+            assert_eq!(links.contains(&(contact.clone(), company.clone())), !removed, "{pair}");
+            assert_eq!(links.contains(&(company, contact)), !removed, "{pair}, the other direction");
+            let truth = associated(&sandbox, "contacts", pair["from"].as_str().unwrap(), "companies");
+            let folder: BTreeSet<String> =
+                links.iter().filter(|(f, _)| f == pair["from"].as_str().unwrap()).map(|(_, t)| t.clone()).collect();
+            assert!(truth.is_subset(&folder), "{pair}: every current association of the contact is in the folder");
+        }
+    }
+    let manifest: Value = serde_json::from_slice(&std::fs::read(second.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["associations"], "of_records");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(first.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["associations"], "all");
+
     let journal = read_journal(&listener.dest);
     let journal_keys: BTreeSet<String> =
         journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
-    assert_eq!(journal_keys.len(), 20 + 10 + 10 + 100 + 20);
+    assert_eq!(journal_keys.len(), 20 + 10 + 10 + 100 + 20 + 20);
     assert_eq!(event_ids(&second), journal_keys, "CHANGE_EVENTS holds every event of the journal once");
     // A re-run of the date consumes the same events again.
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));

@@ -54,6 +54,21 @@ pub struct SimpleObject {
     pub properties_with_history: PropertyMap<Vec<HistoryEntry>>,
 }
 
+impl SimpleObject {
+    /// A record known only by its id (to be read in full).
+    pub fn with_id(id: String) -> SimpleObject {
+        SimpleObject {
+            id,
+            properties: Default::default(),
+            created_at: None,
+            updated_at: None,
+            archived: false,
+            archived_at: None,
+            properties_with_history: Default::default(),
+        }
+    }
+}
+
 /// Records of a page read one by one: a record that is not a `SimpleObject` with a numeric
 /// id is left out and described (a data problem of that record, not of the page).
 ///

@@ -336,7 +336,8 @@ impl super::Source for HubSpot {
             let ingested = ingested.clone();
             let keep = history.map(|h| h.for_type(&stream.object_type));
             let window = extent.window(&stream.table.name);
-            async move { objects::extract(&client, stream, pairs, keep, window, &ingested, &sender).await }
+            let named = extent.ids(&stream.table.name);
+            async move { objects::extract(&client, stream, pairs, keep, window, named, &ingested, &sender).await }
         });
         super::run_streams(jobs, self.options.concurrency).await
     }

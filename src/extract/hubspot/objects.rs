@@ -7,7 +7,7 @@
 //! body. Record ids are buffered by the thousand and their associations read for every pair
 //! that starts at this type through v4 batch reads, following each input's own `after`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -87,12 +87,16 @@ impl Plan {
     }
 }
 
+/// Reads the records of one type: all of them (no window), or those changed in the window,
+/// those archived in it, and the `named` ones (by id) that search did not return.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn extract(
     client: &HttpClient,
     stream: Arc<ObjectStream>,
     pairs: Vec<Arc<AssociationPair>>,
     history: Option<usize>,
     window: Option<Window>,
+    named: Vec<String>,
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
@@ -105,6 +109,7 @@ pub(super) async fn extract(
         out,
         pending: Vec::new(),
         problems: Problems::default(),
+        read: HashSet::new(),
     };
     match window {
         None => {
@@ -120,6 +125,19 @@ pub(super) async fn extract(
             let mut plan = Plan::new(client, &stream, true, history)?;
             plan.ids_only();
             listing(client, &stream, &plan, Some(window), &mut emitter).await?;
+            // Records webhook events named that the window did not hold (an association
+            // changed, a record restored or merged into, an event older than the window).
+            let missing: Vec<api::SimpleObject> =
+                named.into_iter().filter(|id| !emitter.read.contains(id)).map(api::SimpleObject::with_id).collect();
+            if !missing.is_empty() {
+                let table = stream.table.name.clone();
+                let count = missing.len();
+                let rows = batch_read(client, &stream, "false", history, missing, &mut emitter.problems)
+                    .await
+                    .map_err(|e| e.in_stream(&table, "records named by webhook events"))?;
+                tracing::info!(table = %table, named = count, read = rows.len(), "Records named by webhook events read by id.");
+                emitter.emit(rows, false).await?;
+            }
         }
     }
     emitter.finish().await
@@ -248,6 +266,8 @@ struct Emitter<'a> {
     out: &'a Sender,
     pending: Vec<String>,
     problems: Problems,
+    /// Ids of the records emitted so far.
+    read: HashSet<String>,
 }
 
 /// Data problems met reading one type's records, reported per table once it is read.
@@ -288,6 +308,7 @@ impl Emitter<'_> {
         if rows.is_empty() {
             return Ok(());
         }
+        self.read.extend(rows.iter().map(|r| r.id.clone()));
         if let Some(keep) = self.history {
             let mut h = history_rows(&self.stream, &rows, keep, self.ingested);
             self.out.rows("OBJECT_PROPERTIES_HISTORY", &mut h).await?;
