@@ -54,6 +54,10 @@ pub struct State {
     /// the journal's start), so that a re-run of the date consumes the same events again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub journal_days: BTreeMap<String, String>,
+    /// Records merged away that a survivor's merge property reported (`<type id>/<id>`), and
+    /// the export date that first did: reported once, again only by a re-run of that date.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub merges_reported: BTreeMap<String, String>,
     pub updated_at: String,
 }
 
@@ -153,6 +157,19 @@ impl State {
         }
         while self.journal_days.len() > DAYS_KEPT {
             self.journal_days.pop_first();
+        }
+    }
+
+    /// The merged records reported before `date` (not to be reported again by a run of it).
+    pub fn merges_known_before(&self, date: NaiveDate) -> std::collections::HashSet<String> {
+        let day = day_key(date);
+        self.merges_reported.iter().filter(|(_, first)| **first < day).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Records the merged records a committed run of `date` reported.
+    pub fn commit_merges(&mut self, date: NaiveDate, reported: &std::collections::BTreeSet<String>) {
+        for id in reported {
+            self.merges_reported.entry(id.clone()).or_insert_with(|| day_key(date));
         }
     }
 

@@ -96,11 +96,13 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         date,
         ingested_at: run.ingested_at.clone(),
         journal: journal.as_ref().map(|(lines, _)| std::sync::Arc::new(lines.clone())),
+        merges_reported: std::sync::Arc::new(state.merges_known_before(date)),
         ..args.output.settings()
     };
     let report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
     // Only now, with the day committed, may the watermarks and the journal position move.
     state.commit(date, &plan);
+    state.commit_merges(date, &report.merges_reported);
     if let Some((_, end)) = journal {
         state.commit_journal(date, journal_start, end);
     }

@@ -83,6 +83,7 @@ impl OutputArgs {
             ingested_at: crate::schema::iso(now).into(),
             counted_before: (0, 0),
             journal: None,
+            merges_reported: Default::default(),
         }
     }
 }

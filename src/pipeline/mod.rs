@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use tokio::sync::mpsc;
 
@@ -71,6 +72,35 @@ pub struct ExportSettings {
     /// The webhook journal's events this run consumes, when the account has a journal: they
     /// become `CHANGE_EVENTS` and `DELETED_OBJECTS` rows.
     pub journal: Option<Arc<Vec<crate::webhook::journal::Line>>>,
+    /// Records merged away that earlier export dates already reported through a survivor's
+    /// merge property, as `<type id>/<id>`: not reported again.
+    pub merges_reported: Arc<std::collections::HashSet<String>>,
+}
+
+/// `DELETED_OBJECTS` rows without the merge-property rows of records already reported; the
+/// others' `<type id>/<id>` added to `reported`.
+fn new_merges(
+    batch: RecordBatch,
+    known: &std::collections::HashSet<String>,
+    reported: &mut std::collections::BTreeSet<String>,
+) -> Result<RecordBatch> {
+    use arrow::array::{Array, AsArray, BooleanArray};
+    let (types, ids, sources) =
+        (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>(), batch.column(5).as_string::<i32>());
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|r| {
+            if sources.is_null(r) || sources.value(r) != "merge_property" {
+                return Some(true);
+            }
+            let key = format!("{}/{}", types.value(r), ids.value(r));
+            let new = !known.contains(&key);
+            if new {
+                reported.insert(key);
+            }
+            Some(new)
+        })
+        .collect();
+    arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| crate::error::Error::Internal(e.to_string()))
 }
 
 /// The rows the journal's events make, for the tables `tables` lists (`CHANGE_EVENTS` in the
@@ -109,6 +139,9 @@ pub struct ExportReport {
     pub elapsed: std::time::Duration,
     /// Pipedrive API tokens this process has spent so far (0 for other sources).
     pub tokens: u64,
+    /// Records merged away this run reported through a survivor's merge property
+    /// (`<type id>/<id>`), for the state.
+    pub merges_reported: std::collections::BTreeSet<String>,
 }
 
 /// Discovers what the account holds (every table an export will write).
@@ -159,7 +192,9 @@ pub async fn export(
         }
         extractor.run(catalog, &settings.extent, tx).await
     };
-    let routing = route_all(rx, &mut writers, &settings.ingested_at, progress);
+    let mut merges_reported = std::collections::BTreeSet::new();
+    let routing =
+        route_all(rx, &mut writers, &settings.ingested_at, progress, (&settings.merges_reported, &mut merges_reported));
     // The first error of either ends both: the extraction future is dropped (its requests
     // and tasks with it) or the router's receiver is, so the extractor's next send fails.
     let routed = tokio::try_join!(extraction, routing);
@@ -234,7 +269,7 @@ pub async fn export(
     };
     let manifest_key = day.commit(&manifest).await?;
     let tokens = stats.tokens.load(Ordering::Relaxed);
-    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens })
+    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens, merges_reported })
 }
 
 fn warning(notice: Notice) -> Warning {
@@ -250,6 +285,7 @@ async fn route_all(
     writers: &mut Writers,
     ingested: &Arc<str>,
     progress: &Progress,
+    (known_merges, reported): (&std::collections::HashSet<String>, &mut std::collections::BTreeSet<String>),
 ) -> Result<(BTreeMap<String, u64>, Vec<Warning>)> {
     let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
     let mut notes: Vec<Warning> = Vec::new();
@@ -281,7 +317,10 @@ async fn route_all(
                 continue;
             }
         };
-        for r in rows {
+        for mut r in rows {
+            if r.table == "DELETED_OBJECTS" {
+                r.batch = new_merges(r.batch, known_merges, reported)?;
+            }
             if r.unparseable > 0 {
                 *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
             }

@@ -864,8 +864,8 @@ fn event_ids(day: &Path) -> BTreeSet<String> {
 fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
-    let sandbox = hubspot_sandbox(11, 400, &listener, &[]);
-    let objects = ["--objects", "contacts,companies,deals"];
+    let sandbox = hubspot_sandbox(11, 1500, &listener, &[]);
+    let objects = ["--objects", "contacts,companies,deals", "--no-history"];
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-20", &objects));
     let first = listener.dest.join("2026-11-20");
     let archived = listed(&sandbox, "contacts", true);
@@ -878,16 +878,18 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     )))));
     assert!(!first.join("CHANGE_EVENTS").exists(), "no journal yet, no CHANGE_EVENTS");
 
-    let deleted = strings(&sandbox.hook("delete", json!({"objectType": "contacts", "count": 20}))["ids"]);
-    let private = strings(&sandbox.hook("privacy-delete", json!({"objectType": "contacts", "count": 5}))["ids"]);
+    // Between two nightly runs: 100 records deleted for good (20 of them privacy deletions), 50
+    // merges, 300 associations changed between otherwise unchanged records, 1,000 changes.
+    let deleted = strings(&sandbox.hook("delete", json!({"objectType": "contacts", "count": 80}))["ids"]);
+    let private = strings(&sandbox.hook("privacy-delete", json!({"objectType": "contacts", "count": 20}))["ids"]);
     // Before the settle lag, so that the next run's window holds the survivors and touches.
     let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 10, "at": at}))["merges"].clone();
-    sandbox.hook("touch", json!({"objectType": "contacts", "count": 100, "at": at}));
+    let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 50, "at": at}))["merges"].clone();
+    sandbox.hook("touch", json!({"objectType": "contacts", "count": 1000, "at": at}));
     let linked =
-        sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+        sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 150}));
     let unlinked =
-        sandbox.hook("dissociate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 10}));
+        sandbox.hook("dissociate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 150}));
     settle(&[&sandbox], &listener);
 
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));
@@ -920,20 +922,30 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let held: BTreeSet<String> = rows.iter().map(|r| r[id].clone().unwrap()).collect();
     let (columns, rows) = crate::support::rows(&export, "ASSOCIATIONS");
     let (from, to) = (crate::support::col(&columns, "FROMOBJECTID"), crate::support::col(&columns, "TOOBJECTID"));
+    let to_type = crate::support::col(&columns, "TOOBJECTTYPEID");
     let links: BTreeSet<(String, String)> =
         rows.iter().map(|r| (r[from].clone().unwrap(), r[to].clone().unwrap())).collect();
-    for (answer, removed) in [(&linked, false), (&unlinked, true)] {
-        for pair in answer["pairs"].as_array().unwrap() {
-            let (contact, company) =
-                (pair["from"].as_str().unwrap().to_string(), pair["to"].as_str().unwrap().to_string());
-            assert!(held.contains(&contact) && held.contains(&company), "{pair}: both ends in the day folder");
-            assert_eq!(links.contains(&(contact.clone(), company.clone())), !removed, "{pair}");
-            assert_eq!(links.contains(&(company, contact)), !removed, "{pair}, the other direction");
-            let truth = associated(&sandbox, "contacts", pair["from"].as_str().unwrap(), "companies");
-            let folder: BTreeSet<String> =
-                links.iter().filter(|(f, _)| f == pair["from"].as_str().unwrap()).map(|(_, t)| t.clone()).collect();
-            assert!(truth.is_subset(&folder), "{pair}: every current association of the contact is in the folder");
-        }
+    let to_companies: BTreeSet<(String, String)> = rows
+        .iter()
+        .filter(|r| r[to_type].as_deref() == Some("0-2"))
+        .map(|r| (r[from].clone().unwrap(), r[to].clone().unwrap()))
+        .collect();
+    // The last change of each pair, by the ground truth (a pair may be added, then removed).
+    let mut last: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for c in get(&format!("{}/_sandbox/association-changes", sandbox.base_url))["changes"].as_array().unwrap() {
+        let pair = (c["fromId"].as_str().unwrap().to_string(), c["toId"].as_str().unwrap().to_string());
+        last.insert(pair, c["removed"].as_bool().unwrap());
+    }
+    assert_eq!(linked["pairs"].as_array().unwrap().len() + unlinked["pairs"].as_array().unwrap().len(), 300);
+    for ((contact, company), removed) in &last {
+        let pair = format!("{contact} - {company}");
+        assert!(held.contains(contact) && held.contains(company), "{pair}: both ends in the day folder");
+        assert_eq!(links.contains(&(contact.clone(), company.clone())), !removed, "{pair}");
+        assert_eq!(links.contains(&(company.clone(), contact.clone())), !removed, "{pair}, the other direction");
+        let truth = associated(&sandbox, "contacts", contact, "companies");
+        let folder: BTreeSet<String> =
+            to_companies.iter().filter(|(f, _)| f == contact).map(|(_, t)| t.clone()).collect();
+        assert_eq!(truth, folder, "{pair}: the folder holds exactly the contact's current associations");
     }
     let manifest: Value = serde_json::from_slice(&std::fs::read(second.join("_manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["associations"], "of_records");
@@ -943,14 +955,40 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let journal = read_journal(&listener.dest);
     let journal_keys: BTreeSet<String> =
         journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
-    assert_eq!(journal_keys.len(), 20 + 10 + 10 + 100 + 20 + 20);
+    assert_eq!(
+        journal_keys.len(),
+        80 + 20 * 2 + 50 + 1000 + 300 * 2,
+        "{} {}",
+        sandbox.stats()["webhooks"],
+        listener.health()
+    );
     assert_eq!(event_ids(&second), journal_keys, "CHANGE_EVENTS holds every event of the journal once");
     // A re-run of the date consumes the same events again.
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-21", &objects));
     assert_eq!(event_ids(&second), journal_keys);
-    // The next night: nothing new.
+    // The next night: no new event, and the survivors, modified again, do not report their
+    // merged records again through the merge property.
+    let companies = listed(&sandbox, "companies", false).len();
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    sandbox.hook("touch", json!({"objectType": "companies", "count": companies, "at": at}));
+    settle(&[&sandbox], &listener);
     crate::support::assert_success(&sandbox.export(&listener.dest, "2026-11-22", &objects));
-    assert!(event_ids(&listener.dest.join("2026-11-22")).is_empty());
+    let third = listener.dest.join("2026-11-22");
+    let new_events = event_ids(&third);
+    let all_keys: BTreeSet<String> = read_journal(&listener.dest)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(new_events.len(), companies, "the touches' events");
+    assert_eq!(new_events, all_keys.difference(&journal_keys).cloned().collect(), "the events since the last run");
+    assert!(new_events.iter().all(|k| !journal_keys.contains(k)), "no event consumed twice by nightly runs");
+    let export = crate::support::read_export(&third, &["OBJECTS_COMPANIES"]);
+    let (columns, rows) = crate::support::rows(&export, "OBJECTS_COMPANIES");
+    let merged_ids = crate::support::col(&columns, "PROPERTY_HS_MERGED_OBJECT_IDS");
+    assert_eq!(rows.iter().filter(|r| r[merged_ids].is_some()).count(), 50, "the survivors are in the folder");
+    assert!(deleted_rows(&third).values().flatten().all(|(_, source, _)| source != "merge_property"), "reported once");
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
