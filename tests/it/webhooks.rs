@@ -837,13 +837,14 @@ fn every_pipedrive_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_w
     assert_eq!(merged_to, expected);
 }
 
-/// `(KIND, SOURCE, MERGEDINTO)` of every `DELETED_OBJECTS` row of a day folder, by record id.
-fn deleted_rows(day: &Path) -> BTreeMap<String, Vec<(String, String, Option<String>)>> {
+/// `(KIND, SOURCE, MERGEDINTO)` of every `DELETED_OBJECTS` row of a day folder, by record id
+/// (of one type, when given: Pipedrive's ids repeat across entities).
+fn deleted_rows_of(day: &Path, object_type: Option<&str>) -> BTreeMap<String, Vec<(String, String, Option<String>)>> {
     let export = crate::support::read_export(day, &["DELETED_OBJECTS"]);
     let (columns, rows) = crate::support::rows(&export, "DELETED_OBJECTS");
     let c = |n: &str| crate::support::col(&columns, n);
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for r in rows {
+    for r in rows.into_iter().filter(|r| object_type.is_none_or(|t| r[c("OBJECTTYPEID")].as_deref() == Some(t))) {
         out.entry(r[c("OBJECTID")].clone().unwrap()).or_default().push((
             r[c("KIND")].clone().unwrap(),
             r[c("SOURCE")].clone().unwrap(),
@@ -851,6 +852,10 @@ fn deleted_rows(day: &Path) -> BTreeMap<String, Vec<(String, String, Option<Stri
         ));
     }
     out
+}
+
+fn deleted_rows(day: &Path) -> BTreeMap<String, Vec<(String, String, Option<String>)>> {
+    deleted_rows_of(day, None)
 }
 
 fn event_ids(day: &Path) -> BTreeSet<String> {
@@ -989,6 +994,51 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let merged_ids = crate::support::col(&columns, "PROPERTY_HS_MERGED_OBJECT_IDS");
     assert_eq!(rows.iter().filter(|r| r[merged_ids].is_some()).count(), 50, "the survivors are in the folder");
     assert!(deleted_rows(&third).values().flatten().all(|(_, source, _)| source != "merge_property"), "reported once");
+    let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &[]);
+    let url = listener.url("/pipedrive");
+    let sandbox = SandboxProcess::start(&[
+        "--flavor",
+        "pipedrive",
+        "--scale",
+        "300",
+        "--webhook-url",
+        &url,
+        "--webhook-user",
+        USER,
+        "--webhook-password",
+        PASSWORD,
+        "--webhook-retries",
+        "200ms,500ms,1s",
+    ]);
+    let extra = ["--no-history"];
+    crate::support::assert_success(&sandbox.export_pipedrive(&listener.dest, "2026-11-20", &extra));
+    let deleted = strings(&sandbox.hook("delete", json!({"objectType": "persons", "count": 30}))["ids"]);
+    let merges = sandbox.hook("merge", json!({"objectType": "organizations", "count": 20}))["merges"].clone();
+    sandbox.hook("touch", json!({"objectType": "deals", "count": 100}));
+    settle(&[&sandbox], &listener);
+    crate::support::assert_success(&sandbox.export_pipedrive(&listener.dest, "2026-11-21", &extra));
+    let second = listener.dest.join("2026-11-21");
+    let gone = deleted_rows_of(&second, Some("person"));
+    for id in &deleted {
+        assert_eq!(gone[id], vec![("deleted".to_string(), "webhook".to_string(), None)], "{id}");
+    }
+    let gone = deleted_rows_of(&second, Some("organization"));
+    for m in merges.as_array().unwrap() {
+        let (survivor, merged) = (m["survivor"].as_str().unwrap(), m["merged"].as_str().unwrap());
+        assert_eq!(gone[merged], vec![("merged".to_string(), "webhook".to_string(), Some(survivor.to_string()))]);
+    }
+    let journal = read_journal(&listener.dest);
+    let keys: BTreeSet<String> =
+        journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
+    assert_eq!(keys.len(), 30 + 20 * 2 + 100);
+    assert_eq!(event_ids(&second), keys);
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
