@@ -9,30 +9,14 @@
 //! `CRMDUMP_BENCH_GZIP_MAX_SCALE=100000` (largest scale whose CSV also goes through `gzip -6`:
 //! at 1M that alone takes half an hour).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 const OBJECTS: &str = "contacts,companies,deals";
-
-/// What `wait4` says of a finished child.
-struct Usage {
-    cpu_s: f64,
-    max_rss_mb: f64,
-}
-
-fn wait(child: &mut Child) -> Usage {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own unreaped child; both pointers are valid for the call.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child failed: {status}");
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Usage { cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime), max_rss_mb: usage.ru_maxrss as f64 / 1024.0 }
-}
 
 struct Sandbox {
     child: Child,
@@ -97,7 +81,7 @@ fn gzip6_over_parts(day: &Path) -> (u64, f64, u64) {
     }
     drop(stdin);
     let bytes = counter.join().unwrap();
-    (total, wait(&mut child).cpu_s, bytes)
+    (total, support::wait(&mut child, true).cpu_s, bytes)
 }
 
 /// CPU seconds a running process has used so far (`/proc/<pid>/stat`, clock ticks of 1/100 s).
@@ -123,7 +107,7 @@ fn run(scale: u64, format: &str, rate: Option<&str>, gzip_max: u64) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let usage = wait(&mut child);
+    let usage = support::wait(&mut child, true);
     let wall = clock.elapsed().as_secs_f64();
     let sandbox_cpu = cpu_so_far(sandbox.child.id()) - sandbox_cpu_before;
     let day = dest.path().join("2026-11-20");

@@ -10,6 +10,8 @@
 //! `CRMDUMP_BENCH_SECONDS` changes the duration, `CRMDUMP_BENCH_CORE` the core (default 0),
 //! `CRMDUMP_BENCH_LOCAL=0` leaves out the local destination.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,22 +24,6 @@ use sha2::Sha256;
 const SECRET: &str = "bench-client-secret";
 const PUBLIC: &str = "https://hooks.bench.test";
 const BATCH: usize = 100;
-
-struct Usage {
-    cpu_s: f64,
-    max_rss_mb: f64,
-}
-
-fn wait(child: &mut Child) -> Usage {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own unreaped child; both pointers are valid for the call.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Usage { cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime), max_rss_mb: usage.ru_maxrss as f64 / 1024.0 }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -213,7 +199,7 @@ fn bench(name: &str, dest: &str, s3: Option<&str>, seconds: f64) {
     // SIGTERM: the listener drains its spool and exits.
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let usage = wait(&mut child);
+    let usage = support::wait(&mut child, false);
     println!("{name}: listener peak RSS {:.0} MB, {:.1} CPU s", usage.max_rss_mb, usage.cpu_s);
     if s3.is_none() {
         let kept = rt.block_on(journal_events(dest));

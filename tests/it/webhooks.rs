@@ -211,6 +211,25 @@ fn portal_of(sent: &BTreeMap<String, Value>) -> String {
     sent.values().next().expect("events were sent")["portalId"].to_string()
 }
 
+/// A Pipedrive sandbox sending its webhooks to `listener`.
+fn pipedrive_sandbox(scale: u64, listener: &Listener) -> SandboxProcess {
+    let (url, scale) = (listener.url("/pipedrive"), scale.to_string());
+    SandboxProcess::start(&[
+        "--flavor",
+        "pipedrive",
+        "--scale",
+        &scale,
+        "--webhook-url",
+        &url,
+        "--webhook-user",
+        USER,
+        "--webhook-password",
+        PASSWORD,
+        "--webhook-retries",
+        "200ms,500ms,1s",
+    ])
+}
+
 fn hubspot_key(e: &Value) -> String {
     format!("{}/{}/{}", e["portalId"], e["subscriptionId"], e["eventId"])
 }
@@ -273,21 +292,7 @@ fn every_hubspot_event_lands_once_by_portal_behind_a_proxy() {
 fn every_pipedrive_event_lands_once_and_verify_finds_damage() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
-    let url = listener.url("/pipedrive");
-    let sandbox = SandboxProcess::start(&[
-        "--flavor",
-        "pipedrive",
-        "--scale",
-        "2000",
-        "--webhook-url",
-        &url,
-        "--webhook-user",
-        USER,
-        "--webhook-password",
-        PASSWORD,
-        "--webhook-retries",
-        "200ms,500ms,1s",
-    ]);
+    let sandbox = pipedrive_sandbox(2000, &listener);
     sandbox.hook("touch", json!({"objectType": "persons", "count": 2000}));
     sandbox.hook("archive", json!({"objectType": "deals", "count": 50}));
     settle(&[&sandbox], &listener);
@@ -749,21 +754,7 @@ fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
 fn every_pipedrive_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
-    let url = listener.url("/pipedrive");
-    let sandbox = SandboxProcess::start(&[
-        "--flavor",
-        "pipedrive",
-        "--scale",
-        "300",
-        "--webhook-url",
-        &url,
-        "--webhook-user",
-        USER,
-        "--webhook-password",
-        PASSWORD,
-        "--webhook-retries",
-        "200ms,500ms,1s",
-    ]);
+    let sandbox = pipedrive_sandbox(300, &listener);
     let persons_before = pipedrive_listed(&sandbox, "/api/v2/persons");
     let archived_before = pipedrive_listed(&sandbox, "/api/v2/deals/archived");
     let deleted_persons = strings(&sandbox.hook("delete", json!({"objectType": "persons", "count": 10}))["ids"]);
@@ -1051,21 +1042,7 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
 fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
-    let url = listener.url("/pipedrive");
-    let sandbox = SandboxProcess::start(&[
-        "--flavor",
-        "pipedrive",
-        "--scale",
-        "300",
-        "--webhook-url",
-        &url,
-        "--webhook-user",
-        USER,
-        "--webhook-password",
-        PASSWORD,
-        "--webhook-retries",
-        "200ms,500ms,1s",
-    ]);
+    let sandbox = pipedrive_sandbox(300, &listener);
     let extra = ["--no-history"];
     crate::support::assert_success(&sandbox.export_pipedrive(&listener.dest, "2026-11-20", &extra));
     let deleted = strings(&sandbox.hook("delete", json!({"objectType": "persons", "count": 30}))["ids"]);

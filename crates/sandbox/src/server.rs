@@ -271,17 +271,7 @@ fn correlation_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let a = super::generator::mix(rand_id() ^ n.rotate_left(32));
-    let b = super::generator::mix(a ^ n);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xFFFF,
-        a & 0xFFF,
-        8 | (b >> 62),
-        (b >> 48) & 0xFFF,
-        b & 0xFFFF_FFFF_FFFF
-    )
+    super::webhooks::uuid(rand_id() ^ n.rotate_left(32))
 }
 
 /// `--redirect-to URL`: every API request is answered `307 Temporary Redirect` to the same
