@@ -881,7 +881,7 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     // Before the settle lag, so that the next run's window holds the survivors and touches.
     let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let merges = sandbox.hook("merge", json!({"objectType": "companies", "count": 50, "at": at}))["merges"].clone();
-    sandbox.hook("touch", json!({"objectType": "contacts", "count": 1000, "at": at}));
+    let touched = strings(&sandbox.hook("touch", json!({"objectType": "contacts", "count": 1000, "at": at}))["ids"]);
     let linked =
         sandbox.hook("associate", json!({"fromObjectType": "contacts", "toObjectType": "companies", "count": 150}));
     let unlinked =
@@ -916,6 +916,7 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let (columns, rows) = crate::support::rows(&export, "OBJECTS");
     let id = crate::support::col(&columns, "OBJECTID");
     let held: BTreeSet<String> = rows.iter().map(|r| r[id].clone().unwrap()).collect();
+    assert!(touched.iter().all(|id| held.contains(id)), "every changed record in the folder");
     let (columns, rows) = crate::support::rows(&export, "ASSOCIATIONS");
     let (from, to) = (crate::support::col(&columns, "FROMOBJECTID"), crate::support::col(&columns, "TOOBJECTID"));
     let to_type = crate::support::col(&columns, "TOOBJECTTYPEID");
@@ -1067,4 +1068,29 @@ fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
     assert_eq!(event_ids(&second), keys);
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_backfill_day_takes_the_events_that_occurred_that_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let sandbox = hubspot_sandbox(13, 300, &listener, &[]);
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    let noon = format!("{yesterday}T12:00:00.000Z");
+    let touched = strings(&sandbox.hook("touch", json!({"objectType": "contacts", "count": 40, "at": noon}))["ids"]);
+    sandbox.hook("touch", json!({"objectType": "contacts", "count": 10}));
+    settle(&[&sandbox], &listener);
+    let day = yesterday.to_string();
+    let out = run(crmdump()
+        .args(["backfill", "--source", "hubspot", "--base-url", &sandbox.base_url, "--rate-limit", "none"])
+        .args(["--dest", listener.dest.to_str().unwrap(), "--from", &day, "--to", &day])
+        .args(["--objects", "contacts", "--no-history"])
+        .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"));
+    crate::support::assert_success(&out);
+    let folder = listener.dest.join(&day);
+    let export = crate::support::read_export(&folder, &["CHANGE_EVENTS"]);
+    let (columns, rows) = crate::support::rows(&export, "CHANGE_EVENTS");
+    let id = crate::support::col(&columns, "OBJECTID");
+    let objects: BTreeSet<String> = rows.iter().map(|r| r[id].clone().unwrap()).collect();
+    assert_eq!(objects, touched.into_iter().collect(), "the 40 changes of that day, not today's 10");
 }
