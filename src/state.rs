@@ -82,9 +82,7 @@ pub struct Plan {
 impl State {
     /// Where the state of `source`/`account` lives under the destination.
     pub fn key(source: &str, account: &str) -> String {
-        let safe: String =
-            account.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        format!("_state/{source}-{safe}.json")
+        format!("_state/{source}-{}.json", crate::sink::claim::safe_segment(account))
     }
 
     pub async fn load(sink: &Sink, source: &str, account: &str) -> Result<Option<State>> {

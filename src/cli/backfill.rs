@@ -59,6 +59,10 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let layout = args.output.layout();
 
+    // The webhook journal, read once: each day takes the events that occurred on it (the
+    // nightly position does not move).
+    let journal = super::output::read_journal(&run.sink, run.extractor().source(), &run.catalog.account, None).await?;
+
     let (mut done, mut skipped, mut data_warnings) = (0u32, 0u32, 0u64);
     let mut day = args.from;
     while day <= args.to {
@@ -79,13 +83,10 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
         for s in &streams {
             extent.set(s, window);
         }
-        // The journal's events that occurred that day (without moving the nightly position).
-        let journal = super::output::read_journal(sink, extractor.source(), &catalog.account, None).await?;
-        let journal = journal.map(|(lines, _)| {
-            let in_day = |ms: Option<i64>| {
-                ms.and_then(chrono::DateTime::from_timestamp_millis).is_some_and(|t| window.contains(t))
-            };
-            std::sync::Arc::new(lines.into_iter().filter(|l| in_day(l.occurred_at_ms)).collect::<Vec<_>>())
+        let in_day =
+            |ms: Option<i64>| ms.and_then(chrono::DateTime::from_timestamp_millis).is_some_and(|t| window.contains(t));
+        let journal = journal.as_ref().map(|(lines, _)| {
+            std::sync::Arc::new(lines.iter().filter(|l| in_day(l.occurred_at_ms)).cloned().collect::<Vec<_>>())
         });
         let settings = ExportSettings {
             journal,

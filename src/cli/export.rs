@@ -95,7 +95,7 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         extent: plan.extent.clone(),
         date,
         ingested_at: run.ingested_at.clone(),
-        journal: journal.as_ref().map(|(lines, _)| std::sync::Arc::new(lines.clone())),
+        journal: journal.as_ref().map(|(lines, _)| lines.clone()),
         merges_reported: std::sync::Arc::new(state.merges_known_before(date)),
         ..args.output.settings()
     };

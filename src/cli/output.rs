@@ -215,7 +215,7 @@ pub async fn read_journal(
     source: &str,
     account: &str,
     start: Option<&str>,
-) -> Result<Option<(Vec<crate::webhook::journal::Line>, Option<String>)>> {
+) -> Result<Option<(std::sync::Arc<Vec<crate::webhook::journal::Line>>, Option<String>)>> {
     use crate::webhook::journal::{Position, read_since};
     let after: Option<Position> = start.map(str::parse).transpose()?;
     let parts = read_since(sink, source, account, after.as_ref()).await?;
@@ -225,7 +225,7 @@ pub async fn read_journal(
     let end = parts.last().map(|(id, _)| id.position().to_string()).or_else(|| start.map(String::from));
     let lines: Vec<_> = parts.into_iter().flat_map(|(_, lines)| lines).collect();
     tracing::info!(events = lines.len(), after = start.unwrap_or("the start"), "Read the webhook journal.");
-    Ok(Some((lines, end)))
+    Ok(Some((std::sync::Arc::new(lines), end)))
 }
 
 pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {

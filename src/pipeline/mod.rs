@@ -103,32 +103,26 @@ fn new_merges(
     arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| crate::error::Error::Internal(e.to_string()))
 }
 
-/// The rows the journal's events make, for the tables `tables` lists (`CHANGE_EVENTS` in the
-/// id types of the source's `DELETED_OBJECTS`).
+/// The rows the journal's events make, and the `CHANGE_EVENTS` table they go to, in the
+/// record-id types of the source's `DELETED_OBJECTS` among `tables`.
 fn journal_rows(
     lines: &[crate::webhook::journal::Line],
     tables: &[Arc<crate::schema::TableSchema>],
     ingested_at: &Arc<str>,
-) -> Result<Vec<Emit>> {
+) -> Result<(Vec<Emit>, Arc<crate::schema::TableSchema>)> {
     let deleted = tables
         .iter()
         .find(|t| t.name == "DELETED_OBJECTS")
         .cloned()
         .unwrap_or_else(|| crate::schema::fixed_table("DELETED_OBJECTS"));
-    let events = change_events_table(&deleted);
+    let events = crate::schema::with_ids_of(crate::schema::fixed_table("CHANGE_EVENTS"), &deleted);
     let (gone, gone_bad, changes, changes_bad) =
         crate::webhook::consume::tables(lines, &deleted, &events, ingested_at)?;
-    Ok(vec![
+    let emits = vec![
         Emit::Rows { table: "DELETED_OBJECTS".into(), batch: gone, unparseable: gone_bad },
         Emit::Rows { table: "CHANGE_EVENTS".into(), batch: changes, unparseable: changes_bad },
-    ])
-}
-
-/// `CHANGE_EVENTS` with the record-id type of the source's `DELETED_OBJECTS`.
-fn change_events_table(deleted: &crate::schema::TableSchema) -> Arc<crate::schema::TableSchema> {
-    let events = crate::schema::fixed_table("CHANGE_EVENTS");
-    let text_ids = deleted.columns.iter().any(|c| c.name == "OBJECTID" && c.ty == crate::schema::ColumnType::Utf8);
-    if text_ids { crate::schema::with_text_ids(&events) } else { events }
+    ];
+    Ok((emits, events))
 }
 
 /// What a finished export reports.
@@ -175,9 +169,8 @@ pub async fn export(
     let mut tables = catalog.tables.clone();
     let journal = match &settings.journal {
         Some(lines) => {
-            let emits = journal_rows(lines, &tables, &settings.ingested_at)?;
-            let deleted = tables.iter().find(|t| t.name == "DELETED_OBJECTS").cloned();
-            tables.push(change_events_table(&deleted.unwrap_or_else(|| crate::schema::fixed_table("DELETED_OBJECTS"))));
+            let (emits, change_events) = journal_rows(lines, &tables, &settings.ingested_at)?;
+            tables.push(change_events);
             tables.sort_by(|a, b| a.name.cmp(&b.name));
             emits
         }

@@ -171,6 +171,13 @@ pub fn with_text_ids(table: &TableSchema) -> Arc<TableSchema> {
     Arc::new(TableSchema::new(table.name.clone(), columns))
 }
 
+/// `table` in the record-id types of `like`: with text ids ([`with_text_ids`]) when `like`'s
+/// `OBJECTID` is Utf8 (a Pipedrive table), as declared otherwise.
+pub fn with_ids_of(table: Arc<TableSchema>, like: &TableSchema) -> Arc<TableSchema> {
+    let text = like.column_index("OBJECTID").is_some_and(|i| like.columns[i].ty == ColumnType::Utf8);
+    if text { with_text_ids(&table) } else { table }
+}
+
 /// `ASSOCIATIONS_<FROM>_TO_<TO>`: `<FROM>_OBJECTID`, `<TO>_OBJECTID` (`FROM_`/`TO_` prefixed
 /// when a type is associated with itself), then the association type columns.
 pub fn association_schema(

@@ -128,9 +128,7 @@ fn deleted_objects(
         (!a.is_null(r)).then(|| a.value(r))
     }
     // In the id types of the source's tables (Pipedrive's ids are text).
-    let text_ids = stream.table.columns.get(1).is_some_and(|c| c.ty == ColumnType::Utf8);
-    let table = fixed_table("DELETED_OBJECTS");
-    let table = if text_ids { crate::schema::with_text_ids(&table) } else { table };
+    let table = crate::schema::with_ids_of(fixed_table("DELETED_OBJECTS"), &stream.table);
     let mut rows = BatchBuilder::new(table, ingested.clone(), 0);
     for r in 0..raw.num_rows() {
         if value(archived, r) == Some("true") {

@@ -14,17 +14,10 @@ use super::journal::Line;
 use crate::error::Result;
 use crate::schema::{BatchBuilder, TableSchema};
 
-/// HubSpot's object type id of a subscription's object name (`contact` -> `0-1`).
+/// HubSpot's object type id of a subscription's object name (`contact` -> `0-1`,
+/// `line_item` -> `0-8`): the standard type of that singular name.
 fn hubspot_type_id(object: &str) -> Option<&'static str> {
-    Some(match object {
-        "contact" => "0-1",
-        "company" => "0-2",
-        "deal" => "0-3",
-        "ticket" => "0-5",
-        "product" => "0-7",
-        "line_item" => "0-8",
-        _ => return None,
-    })
+    crate::model::STANDARD_TYPES.iter().find(|t| t.singular.eq_ignore_ascii_case(object)).map(|t| t.type_id)
 }
 
 /// Text of a JSON id or value (numbers and strings alike; null and absent as `None`).
