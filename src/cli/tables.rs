@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::source::SourceArgs;
 use crate::error::Result;
-use crate::schema::iso;
+use crate::schema::{iso, journal_tables};
 
 #[derive(Debug, Args)]
 pub struct TablesArgs {
@@ -22,16 +22,23 @@ pub async fn run(args: TablesArgs) -> Result<()> {
     let ingested: Arc<str> = iso(chrono::Utc::now()).into();
     let source = args.source.connect(ingested).await?;
     let catalog = source.extractor.discover().await?;
-    for t in &catalog.tables {
+    let (_, journal_table) = journal_tables(&catalog.tables);
+    let tables = catalog.tables.iter().map(|t| (t, None)).chain([(&journal_table, Some(JOURNAL_ONLY))]);
+    for (t, written) in tables {
         if args.json {
             let columns: Vec<serde_json::Value> = t
                 .columns
                 .iter()
                 .map(|c| serde_json::json!({"name": c.name, "type": c.ty.manifest_name(), "nullable": c.nullable}))
                 .collect();
-            say!("{}", serde_json::json!({"table": t.name, "columns": columns}));
+            let mut line = serde_json::json!({"table": t.name, "columns": columns});
+            if let Some(when) = written {
+                line["written"] = when.into();
+            }
+            say!("{line}");
         } else {
-            say!("{} ({} columns)", t.name, t.columns.len());
+            let when = written.map(|w| format!(", written {}", w.replace('_', " "))).unwrap_or_default();
+            say!("{} ({} columns{when})", t.name, t.columns.len());
             for c in &t.columns {
                 say!("  {:<60} {}{}", c.name, c.ty.manifest_name(), if c.nullable { "" } else { " NOT NULL" });
             }
@@ -40,6 +47,14 @@ pub async fn run(args: TablesArgs) -> Result<()> {
     for n in &catalog.notices {
         eprintln!("skipped: {} ({})", n.table, n.detail);
     }
-    eprintln!("{} tables for account {}", catalog.tables.len(), catalog.account);
+    eprintln!(
+        "{} tables for account {}, and CHANGE_EVENTS when the destination holds a webhook journal",
+        catalog.tables.len(),
+        catalog.account
+    );
     Ok(())
 }
+
+/// When `CHANGE_EVENTS` is written: only by exports whose destination holds the account's
+/// webhook journal (`crmdump listen`), which discovery cannot know.
+const JOURNAL_ONLY: &str = "with_webhook_journal";

@@ -110,12 +110,7 @@ fn journal_rows(
     tables: &[Arc<crate::schema::TableSchema>],
     ingested_at: &Arc<str>,
 ) -> Result<(Vec<Emit>, Arc<crate::schema::TableSchema>)> {
-    let deleted = tables
-        .iter()
-        .find(|t| t.name == "DELETED_OBJECTS")
-        .cloned()
-        .unwrap_or_else(|| crate::schema::fixed_table("DELETED_OBJECTS"));
-    let events = crate::schema::with_ids_of(crate::schema::fixed_table("CHANGE_EVENTS"), &deleted);
+    let (deleted, events) = crate::schema::journal_tables(tables);
     let (gone, gone_bad, changes, changes_bad) =
         crate::webhook::consume::tables(lines, &deleted, &events, ingested_at)?;
     let emits = vec![

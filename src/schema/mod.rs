@@ -178,6 +178,15 @@ pub fn with_ids_of(table: Arc<TableSchema>, like: &TableSchema) -> Arc<TableSche
     if text { with_text_ids(&table) } else { table }
 }
 
+/// `DELETED_OBJECTS` as the source declares it among `tables`, and `CHANGE_EVENTS` (which
+/// only an export with a webhook journal writes) in the same record-id types.
+pub fn journal_tables(tables: &[Arc<TableSchema>]) -> (Arc<TableSchema>, Arc<TableSchema>) {
+    let deleted =
+        tables.iter().find(|t| t.name == "DELETED_OBJECTS").cloned().unwrap_or_else(|| fixed_table("DELETED_OBJECTS"));
+    let events = with_ids_of(fixed_table("CHANGE_EVENTS"), &deleted);
+    (deleted, events)
+}
+
 /// `ASSOCIATIONS_<FROM>_TO_<TO>`: `<FROM>_OBJECTID`, `<TO>_OBJECTID` (`FROM_`/`TO_` prefixed
 /// when a type is associated with itself), then the association type columns.
 pub fn association_schema(

@@ -22,8 +22,21 @@ fn tables_lists_every_table_with_typed_columns() {
     assert_eq!(column("OBJECTID"), "Int64");
     assert_eq!(find("OBJECTS_PRODUCTS")["columns"].as_array().unwrap().len(), 7 + 1200);
     for t in ["OBJECT_PROPERTIES_HISTORY", "LISTS", "LIST_MEMBERSHIPS", "TEAMS", "EVENTS_E_VISITED_PAGE"] {
-        find(t);
+        assert!(find(t).get("written").is_none(), "{t} is in every export");
     }
+    let deleted = find("DELETED_OBJECTS");
+    assert!(deleted.get("written").is_none(), "DELETED_OBJECTS is in every day folder");
+    let events = find("CHANGE_EVENTS");
+    assert_eq!(events["written"], "with_webhook_journal");
+    let names: Vec<&str> = events["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for c in ["EVENTID", "EVENTTYPE", "OBJECTID", "ASSOCIATIONREMOVED", "MERGEDOBJECTIDS", "PAYLOAD", "INGESTEDAT"] {
+        assert!(names.contains(&c), "CHANGE_EVENTS.{c}");
+    }
+    let id_type = |t: &serde_json::Value| {
+        t["columns"].as_array().unwrap().iter().find(|c| c["name"] == "OBJECTID").unwrap()["type"].clone()
+    };
+    assert_eq!(id_type(events), "Int64");
+    assert_eq!(id_type(events), id_type(deleted));
 }
 
 #[test]
