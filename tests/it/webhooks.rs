@@ -717,17 +717,14 @@ fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// Every id a Pipedrive v2 list serves (`path` with its query).
-fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut cursor: Option<String> = None;
+/// Every record a Pipedrive list serves (`path` with its query): v2 lists by cursor, v1
+/// lists (leads) by offset.
+fn pipedrive_records(sandbox: &SandboxProcess, path: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    let mut next = String::new();
     loop {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let url = format!(
-            "{}{path}{sep}limit=500{}",
-            sandbox.base_url,
-            cursor.map(|c| format!("&cursor={c}")).unwrap_or_default()
-        );
+        let url = format!("{}{path}{sep}limit=500{next}", sandbox.base_url);
         let page = block_on(async {
             reqwest::Client::new()
                 .get(&url)
@@ -740,14 +737,71 @@ fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
                 .unwrap()
         });
         assert_eq!(page["success"], true, "{url}: {page}");
-        ids.extend(
-            page["data"].as_array().into_iter().flatten().map(|r| r["id"].to_string().trim_matches('"').to_string()),
-        );
-        match page["additional_data"]["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return ids,
+        records.extend(page["data"].as_array().into_iter().flatten().cloned());
+        let more = &page["additional_data"];
+        if let Some(cursor) = more["next_cursor"].as_str() {
+            next = format!("&cursor={cursor}");
+        } else if more["more_items_in_collection"] == true {
+            next = format!("&start={}", records.len());
+        } else {
+            return records;
         }
     }
+}
+
+fn text_id(v: &Value) -> String {
+    v.to_string().trim_matches('"').to_string()
+}
+
+/// Every id a Pipedrive list serves (`path` with its query).
+fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
+    pipedrive_records(sandbox, path).iter().map(|r| text_id(&r["id"])).collect()
+}
+
+/// Every association of a Pipedrive account, `(from type, from id, to type, to id)`, from its
+/// records' foreign keys and the deals' line items, as the API lists them.
+fn pipedrive_links(sandbox: &SandboxProcess) -> BTreeSet<(String, String, String, String)> {
+    let keys: &[(&str, &[&str], &[(&str, &str)])] = &[
+        (
+            "deal",
+            &["/api/v2/deals?status=open,won,lost,deleted", "/api/v2/deals/archived"],
+            &[("person_id", "person"), ("org_id", "organization")],
+        ),
+        ("person", &["/api/v2/persons"], &[("org_id", "organization")]),
+        (
+            "activity",
+            &["/api/v2/activities"],
+            &[("deal_id", "deal"), ("person_id", "person"), ("org_id", "organization")],
+        ),
+        (
+            "lead",
+            &["/api/v1/leads", "/api/v1/leads/archived"],
+            &[("person_id", "person"), ("organization_id", "organization")],
+        ),
+    ];
+    let mut links = BTreeSet::new();
+    let mut deals = Vec::new();
+    for (from, lists, keys) in keys {
+        for list in *lists {
+            for r in pipedrive_records(sandbox, list) {
+                let id = text_id(&r["id"]);
+                if *from == "deal" {
+                    deals.push(id.clone());
+                }
+                for (key, to) in *keys {
+                    if !r[key].is_null() {
+                        links.insert((from.to_string(), id.clone(), to.to_string(), text_id(&r[key])));
+                    }
+                }
+            }
+        }
+    }
+    for chunk in deals.chunks(100) {
+        for item in pipedrive_records(sandbox, &format!("/api/v2/deals/products?deal_ids={}", chunk.join(","))) {
+            links.insert(("deal".into(), text_id(&item["deal_id"]), "product".into(), text_id(&item["product_id"])));
+        }
+    }
+    links
 }
 
 #[test]
@@ -1044,14 +1098,53 @@ fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
     let sandbox = pipedrive_sandbox(300, &listener);
-    let extra = ["--no-history"];
+    let extra = ["--no-history", "--rate-limit", "none"];
     crate::support::assert_success(&sandbox.export_pipedrive(&listener.dest, "2026-11-20", &extra));
     let deleted = strings(&sandbox.hook("delete", json!({"objectType": "persons", "count": 30}))["ids"]);
-    let merges = sandbox.hook("merge", json!({"objectType": "organizations", "count": 20}))["merges"].clone();
-    sandbox.hook("touch", json!({"objectType": "deals", "count": 100}));
+    // Before the settle lag, so that the next run's window holds the survivors and touches.
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let merges = sandbox.hook("merge", json!({"objectType": "organizations", "count": 20, "at": at}))["merges"].clone();
+    sandbox.hook("touch", json!({"objectType": "deals", "count": 100, "at": at}));
+    // More persons than are looked up one by one (their pointing lists are read whole), fewer
+    // organizations (looked up by key), and products (looked up through their deals).
+    let persons = strings(&sandbox.hook("touch", json!({"objectType": "persons", "count": 150, "at": at}))["ids"]);
+    let products = strings(&sandbox.hook("touch", json!({"objectType": "products", "count": 5, "at": at}))["ids"]);
     settle(&[&sandbox], &listener);
     crate::support::assert_success(&sandbox.export_pipedrive(&listener.dest, "2026-11-21", &extra));
     let second = listener.dest.join("2026-11-21");
+    // The association rule from both sides: for every record the folder holds, the folder holds
+    // every association the API has of it, those pointing at it included.
+    let export = crate::support::read_export(&second, &["OBJECTS", "ASSOCIATIONS"]);
+    let (columns, rows) = crate::support::rows(&export, "OBJECTS");
+    let c = |n: &str| crate::support::col(&columns, n);
+    let held: BTreeSet<(String, String)> =
+        rows.iter().map(|r| (r[c("OBJECTTYPEID")].clone().unwrap(), r[c("OBJECTID")].clone().unwrap())).collect();
+    for (kind, ids) in [("person", &persons), ("product", &products)] {
+        assert!(ids.iter().all(|id| held.contains(&(kind.to_string(), id.clone()))), "every touched {kind} held");
+    }
+    let held_orgs = held.iter().filter(|(t, _)| t == "organization").count();
+    assert!(held_orgs > 0 && held_orgs <= 25, "organizations looked up one by one: {held_orgs}");
+    let (columns, rows) = crate::support::rows(&export, "ASSOCIATIONS");
+    let c = |n: &str| crate::support::col(&columns, n);
+    let folder: BTreeSet<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let v = |n: &str| r[c(n)].clone().unwrap();
+            (v("FROMOBJECTTYPEID"), v("FROMOBJECTID"), v("TOOBJECTTYPEID"), v("TOOBJECTID"))
+        })
+        .collect();
+    assert_eq!(folder.len(), rows.len(), "no association row twice");
+    let truth = pipedrive_links(&sandbox);
+    let of = |links: &BTreeSet<(String, String, String, String)>, t: &str, id: &str| -> Vec<_> {
+        links.iter().filter(|l| (l.0 == t && l.1 == id) || (l.2 == t && l.3 == id)).cloned().collect()
+    };
+    let mut pointing = 0;
+    for (t, id) in &held {
+        let expected = of(&truth, t, id);
+        pointing += expected.iter().filter(|l| l.2 == *t && l.3 == *id).count();
+        assert_eq!(of(&folder, t, id), expected, "{t} {id}: every association, from both ends");
+    }
+    assert!(pointing > 300, "the check covers associations pointing at held records: {pointing}");
     let gone = deleted_rows_of(&second, Some("person"));
     for id in &deleted {
         assert_eq!(gone[id], vec![("deleted".to_string(), "webhook".to_string(), None)], "{id}");
@@ -1064,7 +1157,7 @@ fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
     let journal = read_journal(&listener.dest);
     let keys: BTreeSet<String> =
         journal["events"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
-    assert_eq!(keys.len(), 30 + 20 * 2 + 100);
+    assert_eq!(keys.len(), 30 + 20 * 2 + 100 + 150 + 5);
     assert_eq!(event_ids(&second), keys);
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));

@@ -31,6 +31,12 @@ use entities::{CATEGORY, DEAL_PRODUCTS, ENTITIES, Entity, RELATIONS, Relation, T
 /// Deal ids per `/api/v2/deals/products` request (Pipedrive's maximum).
 const DEAL_IDS_PER_REQUEST: usize = 100;
 
+/// Most records of one entity whose pointing records an incremental run looks up by foreign
+/// key (`/api/v2/deals?person_id=`), a request per record and list. Above it the pointing
+/// entity's lists are read whole for their keys instead, a request per 500 records: cheaper
+/// for all but large accounts, and never more than an entity's full read.
+const REVERSE_LOOKUPS: usize = 25;
+
 /// What to export and how: entities by name or plural (`deals`, `person`); the historical
 /// values kept per (record, field), newest first. Changelogs are read `2 * concurrency` at a
 /// time.
@@ -69,6 +75,9 @@ pub struct Pipedrive {
     discovery: Arc<std::sync::OnceLock<Discovery>>,
     /// Set once a changelog answered 403 (no `recents:read`): history is skipped from then on.
     history_forbidden: Arc<std::sync::atomic::AtomicBool>,
+    /// The ids each entity's windowed lists returned this run: the records a day folder holds,
+    /// whose associations from records it does not hold the reverse pass completes.
+    held: Arc<std::sync::Mutex<HashMap<&'static str, HashSet<String>>>>,
 }
 
 /// A fixed table with text record ids (Pipedrive's lead ids are UUIDs).
@@ -95,6 +104,7 @@ impl Pipedrive {
             options: Arc::new(options),
             discovery: Arc::new(std::sync::OnceLock::new()),
             history_forbidden: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            held: Arc::default(),
         }
     }
 
@@ -162,7 +172,7 @@ impl Pipedrive {
                 query.push(("updated_until".into(), rfc3339(until)));
             }
         }
-        let paging = if d.entity.v2 { Paging::Cursor } else { Paging::Offset };
+        let paging = paging_of(d);
         if paging == Paging::Offset {
             // Id order: a record modified while the list is paged keeps its place.
             query.push(("sort".into(), "id ASC".into()));
@@ -188,6 +198,10 @@ impl Pipedrive {
             bad += skipped;
             if ids.is_empty() {
                 continue;
+            }
+            if window.is_some() {
+                let mut held = self.held.lock().expect("no panic while holding the lock");
+                held.entry(d.entity.name).or_default().extend(ids.iter().cloned());
             }
             out.send(Emit::Objects { stream: d.stream.clone(), batch, unparseable }).await?;
             self.foreign_keys(d, &items, pairs, ingested, out).await?;
@@ -342,6 +356,108 @@ impl Pipedrive {
             }
         }
         Ok(())
+    }
+
+    /// Completes the association rule on the side without the key: for every record an
+    /// incremental run holds, the associations of the records pointing at it that the run
+    /// did not read (a held person's deals, activities and leads; a held product's deals).
+    /// Pairs whose pointing entity was read whole already hold every key.
+    async fn reverse(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, out: &Sender) -> Result<()> {
+        let held = std::mem::take(&mut *self.held.lock().expect("no panic while holding the lock"));
+        let none = HashSet::new();
+        for pair in &catalog.pairs {
+            let Some(rel) = RELATIONS.iter().find(|r| r.from == pair.from.type_id && r.to == pair.to.type_id) else {
+                continue;
+            };
+            let Some(d) = discovery.entities.iter().find(|d| d.entity.name == rel.from) else { continue };
+            let Some(targets) = held.get(rel.to).filter(|t| !t.is_empty()) else { continue };
+            if extent.window(&d.stream.table.name).is_none() {
+                continue;
+            }
+            let skip = held.get(rel.from).unwrap_or(&none);
+            let mut targets: Vec<&String> = targets.iter().collect();
+            targets.sort();
+            let mut lists = vec![(d.entity.list, d.entity.extra)];
+            if let Some((path, _)) = d.entity.archived {
+                lists.push((path, &[]));
+            }
+            let lookups: Vec<_> = if rel.key == DEAL_PRODUCTS {
+                targets
+                    .iter()
+                    .map(|id| {
+                        let path = format!("/api/v1/products/{id}/deals");
+                        self.pointing(d, pair, path, Paging::Offset, Vec::new(), Some(id.as_str()), skip, out)
+                    })
+                    .collect()
+            } else if targets.len() <= REVERSE_LOOKUPS {
+                targets
+                    .iter()
+                    .flat_map(|id| lists.iter().map(move |(path, extra)| (*id, *path, *extra)))
+                    .map(|(id, path, extra)| {
+                        let mut query: Vec<(String, String)> =
+                            extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                        query.push((rel.key.to_string(), id.clone()));
+                        self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
+                    })
+                    .collect()
+            } else {
+                lists
+                    .iter()
+                    .map(|(path, extra)| {
+                        let query = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                        self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
+                    })
+                    .collect()
+            };
+            let parallel = self.options.concurrency.max(1) * 2;
+            futures::stream::iter(lookups).buffer_unordered(parallel).try_collect::<Vec<()>>().await?;
+        }
+        Ok(())
+    }
+
+    /// Pages through a list of records pointing at others, emitting `pair`'s association rows
+    /// of the records not in `skip` (already in the folder with theirs). `product` names the
+    /// product a `/products/{id}/deals` list is of (the deals carry no key to it).
+    #[allow(clippy::too_many_arguments)]
+    async fn pointing(
+        &self,
+        d: &Discovered,
+        pair: &Arc<AssociationPair>,
+        path: String,
+        paging: Paging,
+        mut query: Vec<(String, String)>,
+        product: Option<&str>,
+        skip: &HashSet<String>,
+        out: &Sender,
+    ) -> Result<()> {
+        if paging == Paging::Offset {
+            query.push(("sort".into(), "id ASC".into()));
+        }
+        let ingested = &self.options.ingested_at;
+        let mut pager = Pager::new(&self.client, path, query, paging);
+        loop {
+            let page = pager.describe();
+            let Some(items) = pager.next().await.map_err(|e| e.in_stream(&pair.table.name, &page))? else {
+                return Ok(());
+            };
+            let items: Vec<&Value> = items
+                .iter()
+                .filter(|r| r.get("id").and_then(api::text).is_some_and(|id| !skip.contains(&id)))
+                .collect();
+            match product {
+                None => self.foreign_keys(d, &items, std::slice::from_ref(pair), ingested, out).await?,
+                Some(product) => {
+                    let rel = RELATIONS.iter().find(|r| r.key == DEAL_PRODUCTS).expect("declared");
+                    let mut b = BatchBuilder::new(table("ASSOCIATIONS"), ingested.clone(), items.len());
+                    for deal in items.iter().filter_map(|r| r.get("id").and_then(api::text)) {
+                        push_association(&mut b, rel, &deal, product);
+                    }
+                    if !b.is_empty() {
+                        out.send(Emit::Associations { pair: pair.clone(), batch: b.finish()? }).await?;
+                    }
+                }
+            }
+        }
     }
 
     /// `OBJECT_PROPERTIES_HISTORY` of `ids` from their changelogs (newest first), keeping
@@ -567,8 +683,17 @@ impl super::Source for Pipedrive {
                 async move { me.entity(&d, window, pairs, &out).await }
             })
             .collect();
-        super::run_streams(jobs, self.options.concurrency).await
+        super::run_streams(jobs, self.options.concurrency).await?;
+        if !extent.is_whole() {
+            self.reverse(catalog, discovery, extent, &out).await?;
+        }
+        Ok(())
     }
+}
+
+/// How an entity's lists page: v2 by cursor, v1 by offset.
+fn paging_of(d: &Discovered) -> Paging {
+    if d.entity.v2 { Paging::Cursor } else { Paging::Offset }
 }
 
 #[cfg(test)]

@@ -101,6 +101,7 @@ fn routes_unscoped() -> Router<Shared> {
         .route("/api/v2/pipelines", get(pipelines))
         .route("/api/v2/stages", get(stages))
         .route("/api/v2/deals/products", get(deal_products))
+        .route("/api/v1/products/{id}/deals", get(product_deals))
         .route("/api/v2/deals/archived", get(|s: State<Shared>, q: RawQuery| v2_list(s, q, DEAL, true)))
         .route("/api/v1/leads/archived", get(|s: State<Shared>, q: RawQuery| v1_list(s, q, LEAD, true)))
         .route("/api/v1/leads", get(|s: State<Shared>, q: RawQuery| v1_list(s, q, LEAD, false)))
@@ -217,6 +218,7 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         return Err(bad_request("Parameter 'status' is only for deals".into()));
     }
     let with_deleted = statuses.iter().any(|s| s == "deleted");
+    let references = reference_filters(w, e, &q)?;
     // Deals of every status unless asked otherwise; `deleted` ones only when asked for.
     let every_status = ["open", "won", "lost"].iter().all(|s| statuses.iter().any(|t| t == s));
     let field = |key: &str| w.fields[e].iter().position(|f| f.key == key);
@@ -227,6 +229,9 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         }
         let rec = w.record(e, i);
         if since.is_some_and(|s| rec.update_time < s) || until.is_some_and(|u| rec.update_time >= u) {
+            return false;
+        }
+        if !refers(w, e, i, &references) {
             return false;
         }
         if !statuses.is_empty() && !every_status && !w.is_deleted(e, i) {
@@ -267,6 +272,56 @@ async fn v2_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     Ok(response)
 }
 
+/// The foreign-key filters a list takes (`person_id=`, `org_id=`, `deal_id=`, leads'
+/// `person_id=`/`organization_id=`): the entity's built-in reference fields the query names,
+/// with the id each must hold.
+fn reference_filters(w: &World, e: usize, q: &Query) -> std::result::Result<Vec<(usize, String)>, Refusal> {
+    let mut filters = Vec::new();
+    for (f, field) in w.fields[e].iter().enumerate() {
+        if field.custom || !matches!(field.kind, super::Kind::Ref(_)) {
+            continue;
+        }
+        if let Some(id) = q.get(&field.key) {
+            let id = id.trim();
+            if id.is_empty() || (field.kind != super::Kind::Ref(LEAD) && id.parse::<u64>().is_err()) {
+                return Err(bad_request(format!("Parameter '{}' must be an id, not '{id}'", field.key)));
+            }
+            filters.push((f, id.to_string()));
+        }
+    }
+    Ok(filters)
+}
+
+/// True when record `i` of `e` holds every id the filters ask for.
+fn refers(w: &World, e: usize, i: u64, filters: &[(usize, String)]) -> bool {
+    filters.iter().all(|(f, id)| field_text(w, e, i, Some(*f)).as_deref() == Some(id.as_str()))
+}
+
+/// `GET /api/v1/products/{id}/deals`: the deals (not deleted) whose line items hold the
+/// product, with `start`/`limit` paging.
+async fn product_deals(State(state): State<Shared>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let w = world(&state);
+    let q = Query::parse(q);
+    let limit = limit(&q)?;
+    let start: u64 =
+        q.get("start").map(|s| s.parse().map_err(|_| bad_request("Invalid start".into()))).transpose()?.unwrap_or(0);
+    let Some(product) = w.index_of(PRODUCT, &id) else {
+        return Err(Refusal { status: StatusCode::NOT_FOUND, error: format!("Product {id} not found"), info: "" });
+    };
+    let product = product as i64 + 1;
+    let matching: Vec<u64> = (0..w.count(DEAL))
+        .filter(|&i| !w.is_deleted(DEAL, i) && w.deal_products(i).iter().any(|p| p.product_id == product))
+        .collect();
+    let page: Vec<Value> = matching.iter().skip(start as usize).take(limit).map(|&i| served(w, DEAL, i)).collect();
+    let more = (start as usize + page.len()) < matching.len();
+    let mut pagination = json!({"start": start, "limit": limit, "more_items_in_collection": more});
+    if more {
+        pagination["next_start"] = json!(start as usize + page.len());
+    }
+    let data = if page.is_empty() { Value::Null } else { json!(page) };
+    Ok(answer(&state, data, json!({ "pagination": pagination })))
+}
+
 /// A record as served, with its defect when `--bad-records` gave it one.
 fn served(w: &World, e: usize, i: u64) -> Value {
     let mut record = w.record_json(e, i);
@@ -302,8 +357,10 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
     }
     let since = time_param(&q, "updated_since")?;
     let order = v1_sort(&q)?;
+    let references = reference_filters(w, e, &q)?;
     let mut matching: Vec<u64> = (0..w.count(e))
         .filter(|&i| w.is_archived(e, i) == archived && !w.is_deleted(e, i))
+        .filter(|&i| refers(w, e, i, &references))
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
     match order {
