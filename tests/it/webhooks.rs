@@ -761,7 +761,9 @@ fn pipedrive_listed(sandbox: &SandboxProcess, path: &str) -> BTreeSet<String> {
 /// Every association of a Pipedrive account, `(from type, from id, to type, to id)`, from its
 /// records' foreign keys and the deals' line items, as the API lists them.
 fn pipedrive_links(sandbox: &SandboxProcess) -> BTreeSet<(String, String, String, String)> {
-    let keys: &[(&str, &[&str], &[(&str, &str)])] = &[
+    // (pointing type, its lists, its keys with the type each points at)
+    type Keys = [(&'static str, &'static str)];
+    let keys: &[(&str, &[&str], &Keys)] = &[
         (
             "deal",
             &["/api/v2/deals?status=open,won,lost,deleted", "/api/v2/deals/archived"],
