@@ -477,20 +477,40 @@ fn batch_read(sandbox: &SandboxProcess, object_type: &str, id: &str, properties:
 
 /// The ids of `to` associated with `id` (v4 batch read, as the exporter reads them).
 fn associated(sandbox: &SandboxProcess, from: &str, id: &str, to: &str) -> BTreeSet<String> {
-    let body = json!({"inputs": [{"id": id}]});
-    let (_, answer) = api(sandbox, "POST", &format!("/crm/v4/associations/{from}/{to}/batch/read"), Some(body));
-    answer["results"]
-        .as_array()
-        .and_then(|r| r.first())
-        .map(|r| {
-            r["to"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["toObjectId"].to_string().trim_matches('"').to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    let id = id.to_string();
+    associations_of(sandbox, from, &[&id], to).remove(&id).unwrap_or_default()
+}
+
+/// The ids of `to` associated with each of `ids` (v4 batch reads of 100), every id a key.
+fn associations_of(
+    sandbox: &SandboxProcess,
+    from: &str,
+    ids: &[&String],
+    to: &str,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut all: BTreeMap<String, BTreeSet<String>> = ids.iter().map(|id| ((*id).clone(), BTreeSet::new())).collect();
+    // Each input's associations come in pages: ask again with its `after` until none is left.
+    let mut pending: Vec<Value> = ids.iter().map(|id| json!({"id": id})).collect();
+    while !pending.is_empty() {
+        let chunk: Vec<Value> = pending.drain(..pending.len().min(100)).collect();
+        let (status, answer) = api(
+            sandbox,
+            "POST",
+            &format!("/crm/v4/associations/{from}/{to}/batch/read"),
+            Some(json!({ "inputs": chunk })),
+        );
+        assert!(status == 200 || status == 207, "{answer}");
+        for r in answer["results"].as_array().unwrap() {
+            let id = text_id(&r["from"]["id"]);
+            all.get_mut(&id)
+                .expect("an id asked for")
+                .extend(r["to"].as_array().unwrap().iter().map(|t| text_id(&t["toObjectId"])));
+            if let Some(after) = r["paging"]["next"]["after"].as_str() {
+                pending.push(json!({"id": id, "after": after}));
+            }
+        }
+    }
+    all
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -970,19 +990,23 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     // their current associations.
     let export = crate::support::read_export(&second, &["OBJECTS", "ASSOCIATIONS"]);
     let (columns, rows) = crate::support::rows(&export, "OBJECTS");
-    let id = crate::support::col(&columns, "OBJECTID");
-    let held: BTreeSet<String> = rows.iter().map(|r| r[id].clone().unwrap()).collect();
+    let c = |n: &str| crate::support::col(&columns, n);
+    let mut held_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &rows {
+        held_of.entry(r[c("OBJECTTYPEID")].clone().unwrap()).or_default().insert(r[c("OBJECTID")].clone().unwrap());
+    }
+    let held: BTreeSet<String> = held_of.values().flatten().cloned().collect();
     assert!(touched.iter().all(|id| held.contains(id)), "every changed record in the folder");
     let (columns, rows) = crate::support::rows(&export, "ASSOCIATIONS");
-    let (from, to) = (crate::support::col(&columns, "FROMOBJECTID"), crate::support::col(&columns, "TOOBJECTID"));
-    let to_type = crate::support::col(&columns, "TOOBJECTTYPEID");
-    let links: BTreeSet<(String, String)> =
-        rows.iter().map(|r| (r[from].clone().unwrap(), r[to].clone().unwrap())).collect();
-    let to_companies: BTreeSet<(String, String)> = rows
+    let c = |n: &str| crate::support::col(&columns, n);
+    let typed_links: BTreeSet<(String, String, String, String)> = rows
         .iter()
-        .filter(|r| r[to_type].as_deref() == Some("0-2"))
-        .map(|r| (r[from].clone().unwrap(), r[to].clone().unwrap()))
+        .map(|r| {
+            let v = |n: &str| r[c(n)].clone().unwrap();
+            (v("FROMOBJECTTYPEID"), v("FROMOBJECTID"), v("TOOBJECTTYPEID"), v("TOOBJECTID"))
+        })
         .collect();
+    let links: BTreeSet<(String, String)> = typed_links.iter().map(|l| (l.1.clone(), l.3.clone())).collect();
     // The last change of each pair, by the ground truth (a pair may be added, then removed).
     let mut last: BTreeMap<(String, String), bool> = BTreeMap::new();
     for c in get(&format!("{}/_sandbox/association-changes", sandbox.base_url))["changes"].as_array().unwrap() {
@@ -995,11 +1019,25 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
         assert!(held.contains(contact) && held.contains(company), "{pair}: both ends in the day folder");
         assert_eq!(links.contains(&(contact.clone(), company.clone())), !removed, "{pair}");
         assert_eq!(links.contains(&(company.clone(), contact.clone())), !removed, "{pair}, the other direction");
-        let truth = associated(&sandbox, "contacts", contact, "companies");
-        let folder: BTreeSet<String> =
-            to_companies.iter().filter(|(f, _)| f == contact).map(|(_, t)| t.clone()).collect();
-        assert_eq!(truth, folder, "{pair}: the folder holds exactly the contact's current associations");
     }
+    // Every record the folder holds comes with exactly its current associations, to every type.
+    let types = [("contacts", "0-1"), ("companies", "0-2"), ("deals", "0-3")];
+    let mut checked = 0;
+    for (from, from_id) in types {
+        let ids: Vec<&String> = held_of.get(from_id).into_iter().flatten().collect();
+        for (to, to_id) in types.iter().filter(|(_, t)| *t != from_id) {
+            for (id, truth) in associations_of(&sandbox, from, &ids, to) {
+                let folder: BTreeSet<String> = typed_links
+                    .iter()
+                    .filter(|l| l.0 == from_id && l.1 == id && l.2 == *to_id)
+                    .map(|l| l.3.clone())
+                    .collect();
+                checked += truth.len();
+                assert_eq!(folder, truth, "{from} {id}: its {to} in the folder");
+            }
+        }
+    }
+    assert!(checked > 1000, "associations checked: {checked}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(second.join("_manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["associations"], "of_records");
     let manifest: Value = serde_json::from_slice(&std::fs::read(first.join("_manifest.json")).unwrap()).unwrap();
@@ -1048,7 +1086,9 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let days = [&first, &second, &third];
     let mut latest: BTreeMap<String, (usize, bool, String)> = BTreeMap::new();
     let mut removed = BTreeSet::new();
-    let mut links: Vec<(bool, BTreeSet<(String, String)>)> = Vec::new();
+    // Per folder: whether it holds every association, and its (from type, from, to type, to).
+    type Links = BTreeSet<(String, String, String, String)>;
+    let mut links: Vec<(bool, Links)> = Vec::new();
     for (n, day) in days.iter().enumerate() {
         let export = crate::support::read_export(day, &["OBJECTS", "ASSOCIATIONS", "DELETED_OBJECTS"]);
         let (columns, rows) = crate::support::rows(&export, "OBJECTS");
@@ -1066,31 +1106,43 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
         let c = |n: &str| crate::support::col(&columns, n);
         let pairs = rows
             .iter()
-            .filter(|r| r[c("TOOBJECTTYPEID")].as_deref() == Some("0-2"))
-            .map(|r| (r[c("FROMOBJECTID")].clone().unwrap(), r[c("TOOBJECTID")].clone().unwrap()))
+            .map(|r| {
+                let v = |n: &str| r[c(n)].clone().unwrap();
+                (v("FROMOBJECTTYPEID"), v("FROMOBJECTID"), v("TOOBJECTTYPEID"), v("TOOBJECTID"))
+            })
             .collect();
         let manifest: Value = serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).unwrap()).unwrap();
         links.push((manifest["associations"] == "all", pairs));
     }
-    for (object_type, type_id) in [("contacts", "0-1"), ("companies", "0-2")] {
-        let replayed: BTreeSet<String> = latest
+    let mut replayed_links = 0;
+    for (object_type, type_id) in types {
+        let live: BTreeSet<String> = latest
             .iter()
             .filter(|(id, (_, archived, t))| t == type_id && !archived && !removed.contains(*id))
             .map(|(id, _)| id.clone())
             .collect();
-        assert_eq!(replayed, listed(&sandbox, object_type, false), "{object_type}: the live records");
+        assert_eq!(live, listed(&sandbox, object_type, false), "{object_type}: the live records");
+        // A record's associations: those of the newest folder that holds it or holds them all,
+        // less those with a record since deleted or merged away.
+        let ids: Vec<&String> = live.iter().collect();
+        for (to, to_id) in types.iter().filter(|(_, t)| *t != type_id) {
+            for (id, truth) in associations_of(&sandbox, object_type, &ids, to) {
+                let holder = (0..days.len())
+                    .rev()
+                    .find(|&n| links[n].0 || latest.get(&id).is_some_and(|(d, _, _)| *d == n))
+                    .unwrap();
+                let replayed: BTreeSet<String> = links[holder]
+                    .1
+                    .iter()
+                    .filter(|l| l.0 == type_id && l.1 == id && l.2 == *to_id && !removed.contains(&l.3))
+                    .map(|l| l.3.clone())
+                    .collect();
+                replayed_links += truth.len();
+                assert_eq!(replayed, truth, "{object_type} {id}: its {to}, replayed");
+            }
+        }
     }
-    // A contact's associations: those of the newest folder that holds it or holds them all.
-    let contacts: Vec<&String> = last.keys().map(|(contact, _)| contact).take(100).collect();
-    for contact in contacts {
-        let holder = (0..days.len())
-            .rev()
-            .find(|&n| links[n].0 || latest.get(contact).is_some_and(|(d, _, _)| *d == n))
-            .unwrap();
-        let replayed: BTreeSet<String> =
-            links[holder].1.iter().filter(|(f, _)| f == contact).map(|(_, t)| t.clone()).collect();
-        assert_eq!(replayed, associated(&sandbox, "contacts", contact, "companies"), "{contact}");
-    }
+    assert!(replayed_links > 1000, "associations replayed: {replayed_links}");
     let out = run(crmdump().args(["verify", listener.dest.to_str().unwrap()]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
