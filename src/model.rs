@@ -139,6 +139,30 @@ pub struct Extent {
     /// Per stream, records to read by id besides its window: those webhook events named
     /// (created, changed, restored, merged into, re-associated) that search may not show.
     ids: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Set for a reconcile run: list every id, report the missing, read every association.
+    reconcile: Option<Reconcile>,
+}
+
+/// The ids of each object type (by type id) that exist as crmdump last knew them: what a
+/// reconcile compares the account's listing with.
+pub type KnownIds = std::collections::HashMap<String, std::collections::HashSet<String>>;
+
+/// What a reconcile run compares the account's ids with.
+#[derive(Debug, Clone, Default)]
+pub struct Reconcile {
+    /// `None` when the destination has no baseline yet: the run lists every id and reads every
+    /// association, and reports no deletion.
+    pub known: Option<std::sync::Arc<KnownIds>>,
+}
+
+impl PartialEq for Reconcile {
+    fn eq(&self, other: &Reconcile) -> bool {
+        match (&self.known, &other.known) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Extent {
@@ -168,6 +192,22 @@ impl Extent {
     /// The records of `table` to read by id besides its window.
     pub fn ids(&self, table: &str) -> Vec<String> {
         self.ids.get(table).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Makes this a reconcile run.
+    pub fn reconcile_with(&mut self, reconcile: Reconcile) {
+        self.reconcile = Some(reconcile);
+    }
+
+    /// What a reconcile run compares with; `None` for any other run.
+    pub fn reconcile(&self) -> Option<&Reconcile> {
+        self.reconcile.as_ref()
+    }
+
+    /// True when the day folder holds every association of the account: a full export's, or a
+    /// reconcile's.
+    pub fn holds_every_association(&self) -> bool {
+        self.is_whole() || self.reconcile.is_some()
     }
 
     /// True when no stream has a window.

@@ -1,5 +1,5 @@
 //! `crmdump export`: validate flags, open the destination, start the source, pick the mode
-//! from the state, run, commit, then advance the watermarks.
+//! from the state, run, commit, then advance the watermarks and the baseline of ids.
 
 use clap::{Args, ValueEnum};
 
@@ -8,7 +8,10 @@ use super::source::SourceArgs;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, ExportSettings, Mode};
 use crate::schema::iso;
-use crate::state::{State, Timing};
+use std::collections::HashSet;
+
+use crate::model::{KnownIds, Reconcile};
+use crate::state::{State, Timing, baseline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
@@ -39,6 +42,12 @@ pub struct ExportArgs {
     /// only that export read are read again whole, so that the day folder keeps them.
     #[arg(long)]
     pub force: bool,
+    /// Also list every id of every object type and compare them with the ids the destination
+    /// knows to exist: the missing become DELETED_OBJECTS rows (SOURCE reconcile), and the
+    /// day folder holds every association of the account. Run it weekly, or daily without
+    /// webhooks (docs/FORMAT.md, "Reconcile").
+    #[arg(long)]
+    pub reconcile: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -90,6 +99,20 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
             }
         }
     }
+    // The ids known to exist, as the last earlier date left them: a reconcile compares with
+    // them, and every export moves them by what it sees.
+    let baseline_refs = state.baseline_before(date).cloned();
+    let previous = std::sync::Arc::new(match &baseline_refs {
+        Some(refs) => baseline::load(sink, refs).await?,
+        None => KnownIds::new(),
+    });
+    if args.reconcile {
+        let known = baseline_refs.is_some().then(|| previous.clone());
+        if known.is_none() {
+            tracing::warn!("No baseline of ids yet: this reconcile lists every id and reports no deletion.");
+        }
+        plan.extent.reconcile_with(Reconcile { known });
+    }
     let settings = ExportSettings {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),
@@ -99,15 +122,34 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
         merges_reported: std::sync::Arc::new(state.merges_known_before(date)),
         ..args.output.settings()
     };
-    let report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
+    let mut report = pipeline::export(extractor, catalog, sink, &settings, progress).await?;
     // Only now, with the day committed, may the watermarks and the journal position move.
     state.commit(date, &plan);
     state.commit_merges(date, &report.merges_reported);
     if let Some((_, end)) = journal {
         state.commit_journal(date, journal_start, end);
     }
+    // A baseline starts with a full export or a reconcile; later exports move it.
+    let read_whole: HashSet<String> = catalog
+        .objects
+        .iter()
+        .filter(|o| plan.extent.window(&o.table.name).is_none())
+        .map(|o| o.object_type.type_id.clone())
+        .collect();
+    let prefix = baseline::prefix(extractor.source(), &catalog.account);
+    if baseline_refs.is_some() || args.reconcile || !read_whole.is_empty() {
+        let next = std::mem::take(&mut report.sightings).apply(&previous, &read_whole);
+        let run_name = started_at.format("%Y%m%dT%H%M%S%3fZ").to_string();
+        let refs = baseline::save(sink, &prefix, &run_name, &next, (&previous, &baseline_refs.unwrap_or_default())).await?;
+        state.commit_baseline(date, refs);
+    }
     let key = state.save(sink).await?;
     tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
+    let kept: HashSet<&String> = state.baselines.values().flat_map(|refs| refs.values()).collect();
+    let pruned = baseline::prune(sink, &prefix, &kept).await?;
+    if pruned > 0 {
+        tracing::info!(files = pruned, "Baseline files no kept date names removed.");
+    }
     super::output::print_summary(&run.dest, &report);
     super::output::strict_check(args.output.strict, report.manifest.data_warnings())
 }

@@ -252,6 +252,19 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
     if report.tokens > 0 {
         say!("Pipedrive API tokens spent: {} (of the company's daily budget)", report.tokens);
     }
+    if let Some(r) = &m.reconcile {
+        let per_thousand = |requests: u64| requests as f64 * 1000.0 / r.ids.max(1) as f64;
+        say!(
+            "Reconciled {} ids: listing {} requests ({:.1} per 1,000 records), association refresh {} requests ({:.1} per 1,000), {} gone{}",
+            r.ids,
+            r.listing_requests,
+            per_thousand(r.listing_requests),
+            r.association_requests,
+            per_thousand(r.association_requests),
+            r.deleted,
+            if r.baseline { "" } else { " (no baseline yet: nothing compared; the next reconcile compares with this one)" }
+        );
+    }
     for w in &m.warnings {
         match (w.count, &w.detail) {
             (Some(c), _) => say!("warning: {} in {}: {c}", w.kind, w.table),

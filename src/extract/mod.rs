@@ -146,6 +146,10 @@ pub enum Emit {
     Rows { table: String, batch: RecordBatch, unparseable: u64 },
     /// Something worth a line in the manifest's warnings (a skipped type, a missing scope).
     Warning(Notice),
+    /// A reconcile's listing of one object type: the ids that exist now (every id of the type
+    /// across its `Listed` emits), and the requests the listing and the association refresh
+    /// took.
+    Listed { type_id: String, ids: Vec<String>, listing_requests: u64, association_requests: u64 },
     /// These tables will receive no more rows in this run: their writers close now, so that
     /// an account with a thousand event types or custom objects never holds a thousand open
     /// writers.
@@ -323,6 +327,8 @@ pub struct SourceOptions<H> {
 pub(crate) trait Source: Send + Sync {
     /// `hubspot`, `pipedrive`.
     const NAME: &'static str;
+    /// See [`Extractor::archived_exist`].
+    const ARCHIVED_EXIST: bool = false;
     /// What discovery learnt beyond the catalog.
     type Discovery: Send + Sync;
     /// The source's HTTP client, and where its discovery is kept.
@@ -352,6 +358,10 @@ impl<S: Source> Extractor for S {
     fn http_stats(&self) -> Arc<crate::http::HttpStats> {
         self.parts().0.stats.clone()
     }
+
+    fn archived_exist(&self) -> bool {
+        S::ARCHIVED_EXIST
+    }
 }
 
 /// A CRM source: discovery first, then a run that sends every batch downstream.
@@ -371,4 +381,7 @@ pub trait Extractor: Send + Sync {
     ) -> crate::error::Result<()>;
     /// Request counters of this source's HTTP client.
     fn http_stats(&self) -> Arc<crate::http::HttpStats>;
+    /// Whether an archived record still exists for the baseline of ids (Pipedrive's archived
+    /// deals and leads are listed apart; HubSpot's archived records are in the recycle bin).
+    fn archived_exist(&self) -> bool;
 }

@@ -25,7 +25,8 @@ use crate::schema::iso;
 use crate::sink::Sink;
 use crate::sink::commit::DayCommit;
 use crate::sink::layout::Layout;
-use crate::sink::manifest::{ColumnEntry, Manifest, TableEntry, Warning};
+use crate::sink::manifest::{ColumnEntry, Manifest, ReconcileEntry, TableEntry, Warning};
+use crate::state::baseline::Sightings;
 use crate::split;
 use crate::write::{OutputFormat, PartReceipt};
 use writers::{WriterSpec, Writers};
@@ -131,6 +132,8 @@ pub struct ExportReport {
     /// Records merged away this run reported through a survivor's merge property
     /// (`<type id>/<id>`), for the state.
     pub merges_reported: std::collections::BTreeSet<String>,
+    /// Which records the run showed to exist or be gone, for the baseline of ids.
+    pub sightings: Sightings,
 }
 
 /// Discovers what the account holds (every table an export will write).
@@ -181,8 +184,15 @@ pub async fn export(
         extractor.run(catalog, &settings.extent, tx).await
     };
     let mut merges_reported = std::collections::BTreeSet::new();
-    let routing =
-        route_all(rx, &mut writers, &settings.ingested_at, progress, (&settings.merges_reported, &mut merges_reported));
+    let mut sightings = Sightings::new(extractor.archived_exist());
+    let routing = route_all(
+        rx,
+        &mut writers,
+        &settings.ingested_at,
+        progress,
+        (&settings.merges_reported, &mut merges_reported),
+        &mut sightings,
+    );
     // The first error of either ends both: the extraction future is dropped (its requests
     // and tasks with it) or the router's receiver is, so the extractor's next send fails.
     let routed = tokio::try_join!(extraction, routing);
@@ -202,6 +212,23 @@ pub async fn export(
     };
     let mut warnings: Vec<Warning> = catalog.notices.iter().cloned().map(warning).collect();
     warnings.extend(notes);
+    let reconcile = settings.extent.reconcile().map(|r| {
+        if r.known.is_none() {
+            warnings.push(warning(Notice {
+                kind: "no_baseline".into(),
+                table: "DELETED_OBJECTS".into(),
+                detail: "the destination has no baseline of ids yet: this reconcile listed every id and reports no deletion; the next one compares with what it listed".into(),
+                count: None,
+            }));
+        }
+        ReconcileEntry {
+            baseline: r.known.is_some(),
+            ids: sightings.listed_count(),
+            deleted: sightings.reconciled_gone,
+            listing_requests: sightings.listing_requests,
+            association_requests: sightings.association_requests,
+        }
+    });
 
     // Every table's last part closes now.
     let mut receipts: BTreeMap<String, Vec<PartReceipt>> = match writers.finish().await {
@@ -250,14 +277,15 @@ pub async fn export(
                 }
             })
             .collect(),
-        associations: Some(if settings.extent.is_whole() { "all" } else { "of_records" }.into()),
+        associations: Some(if settings.extent.holds_every_association() { "all" } else { "of_records" }.into()),
+        reconcile,
         requests: stats.requests.load(Ordering::Relaxed).saturating_sub(settings.counted_before.0),
         retries: stats.retries.load(Ordering::Relaxed).saturating_sub(settings.counted_before.1),
         warnings,
     };
     let manifest_key = day.commit(&manifest).await?;
     let tokens = stats.tokens.load(Ordering::Relaxed);
-    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens, merges_reported })
+    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens, merges_reported, sightings })
 }
 
 fn warning(notice: Notice) -> Warning {
@@ -274,6 +302,7 @@ async fn route_all(
     ingested: &Arc<str>,
     progress: &Progress,
     (known_merges, reported): (&std::collections::HashSet<String>, &mut std::collections::BTreeSet<String>),
+    sightings: &mut Sightings,
 ) -> Result<(BTreeMap<String, u64>, Vec<Warning>)> {
     let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
     let mut notes: Vec<Warning> = Vec::new();
@@ -290,12 +319,17 @@ async fn route_all(
                 if own > 0 {
                     *unparseable.entry(stream.table.name.clone()).or_default() += own;
                 }
+                sightings.objects(&batch)?;
                 split::split_objects(&stream, &batch, ingested)?
             }
             Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
             Emit::Rows { table, batch, unparseable } => vec![split::TableRows { table, batch, unparseable }],
             Emit::Warning(notice) => {
                 notes.push(warning(notice));
+                continue;
+            }
+            Emit::Listed { type_id, ids, listing_requests, association_requests } => {
+                sightings.listed(&type_id, ids, listing_requests, association_requests);
                 continue;
             }
             Emit::Complete(tables) => {
@@ -308,6 +342,7 @@ async fn route_all(
         for mut r in rows {
             if r.table == "DELETED_OBJECTS" {
                 r.batch = new_merges(r.batch, known_merges, reported)?;
+                sightings.deleted(&r.batch)?;
             }
             if r.unparseable > 0 {
                 *unparseable.entry(r.table.clone()).or_default() += r.unparseable;

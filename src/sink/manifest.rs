@@ -38,9 +38,25 @@ pub struct Manifest {
     /// `of_records` when it holds every current association of the records it holds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub associations: Option<String>,
+    /// What a reconcile run (`--reconcile`) listed and found, and what it cost.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reconcile: Option<ReconcileEntry>,
     pub requests: u64,
     pub retries: u64,
     pub warnings: Vec<Warning>,
+}
+
+/// The manifest's account of a reconcile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileEntry {
+    /// Whether a baseline of ids was there to compare with (the first reconcile has none).
+    pub baseline: bool,
+    /// Ids listed over every object type.
+    pub ids: u64,
+    /// Records found gone (`DELETED_OBJECTS` rows with `SOURCE` `reconcile`).
+    pub deleted: u64,
+    pub listing_requests: u64,
+    pub association_requests: u64,
 }
 
 impl Manifest {

@@ -208,6 +208,7 @@ pub async fn commit_part(sink: &Sink, id: &PartId, table: &str, bytes: Bytes, ro
         layout: "journal".into(),
         tables: vec![TableEntry { name: table.into(), rows, columns: Vec::new(), files: vec![receipt] }],
         associations: None,
+        reconcile: None,
         requests: 0,
         retries: 0,
         warnings: Vec::new(),

@@ -337,7 +337,9 @@ impl super::Source for HubSpot {
             let keep = history.map(|h| h.for_type(&stream.object_type));
             let window = extent.window(&stream.table.name);
             let named = extent.ids(&stream.table.name);
-            async move { objects::extract(&client, stream, pairs, keep, window, named, &ingested, &sender).await }
+            let reconcile = extent.reconcile().cloned();
+            let reach = (window, named, reconcile);
+            async move { objects::extract(&client, stream, pairs, keep, reach, &ingested, &sender).await }
         });
         super::run_streams(jobs, self.options.concurrency).await
     }

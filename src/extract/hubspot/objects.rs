@@ -95,8 +95,7 @@ pub(super) async fn extract(
     stream: Arc<ObjectStream>,
     pairs: Vec<Arc<AssociationPair>>,
     history: Option<usize>,
-    window: Option<Window>,
-    named: Vec<String>,
+    (window, named, reconcile): (Option<Window>, Vec<String>, Option<crate::model::Reconcile>),
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
@@ -139,6 +138,10 @@ pub(super) async fn extract(
                 emitter.emit(rows, false).await?;
             }
         }
+    }
+    if let Some(r) = reconcile {
+        let type_id = &stream.object_type.type_id;
+        emitter.reconcile(r.known.as_ref().and_then(|k| k.get(type_id))).await?;
     }
     emitter.finish().await
 }
@@ -326,6 +329,46 @@ impl Emitter<'_> {
         Ok(())
     }
 
+    /// A reconcile of the type, once its records are read: lists every live id, reports
+    /// those `known` holds that the listing lacks and reads confirm are gone, and reads the
+    /// associations of every listed id this run did not read, so that the day folder holds
+    /// every association of the type.
+    async fn reconcile(&mut self, known: Option<&HashSet<String>>) -> Result<()> {
+        let table = self.stream.table.name.clone();
+        let object_type = &self.stream.object_type;
+        let (ids, listing_requests) = super::search::every_id(self.client, object_type)
+            .await
+            .map_err(|e| e.in_stream(&table, "reconcile: every id"))?;
+        let listed: HashSet<&String> = ids.iter().collect();
+        let mut missing: Vec<String> =
+            known.into_iter().flatten().filter(|id| !listed.contains(id)).cloned().collect();
+        missing.sort();
+        let (gone, confirm_requests) = confirm_gone(self.client, &self.stream, missing)
+            .await
+            .map_err(|e| e.in_stream(&table, "reconcile: reading the missing ids"))?;
+        let deleted = crate::schema::with_ids_of(fixed_table("DELETED_OBJECTS"), &self.stream.table);
+        let mut rows = BatchBuilder::new(deleted, self.ingested.clone(), gone.len());
+        for (id, survivor) in &gone {
+            let kind = if survivor.is_some() { "merged" } else { "deleted" };
+            let at = Some(&**self.ingested);
+            rows.push_row([Some(object_type.type_id.as_str()), Some(id.as_str()), at, Some(kind)]
+                .into_iter()
+                .chain([survivor.as_deref(), Some("reconcile")]));
+        }
+        self.out.rows("DELETED_OBJECTS", &mut rows).await?;
+        let mut association_requests = 0;
+        if !self.pairs.is_empty() {
+            let unread: Vec<String> = ids.iter().filter(|id| !self.read.contains(*id)).cloned().collect();
+            for chunk in unread.chunks(ASSOCIATION_INPUTS) {
+                association_requests += associations(self.client, &self.pairs, chunk, self.ingested, self.out).await?;
+            }
+        }
+        tracing::info!(table = %table, ids = ids.len(), gone = gone.len(), listing_requests, association_requests, "Reconciled.");
+        let listing_requests = listing_requests + confirm_requests;
+        let type_id = object_type.type_id.clone();
+        self.out.send(Emit::Listed { type_id, ids, listing_requests, association_requests }).await
+    }
+
     async fn finish(mut self) -> Result<()> {
         if !self.pending.is_empty() {
             let ids = std::mem::take(&mut self.pending);
@@ -336,6 +379,48 @@ impl Emitter<'_> {
             std::iter::once(self.stream.table.name.clone()).chain(self.pairs.iter().map(|p| p.table.name.clone()));
         self.out.complete(done.collect()).await
     }
+}
+
+/// Of ids a listing lacked, those a read confirms are gone: not live (a read of a merged id
+/// answers its survivor, whose `hs_merged_object_ids` names it) and not in the recycle bin
+/// (archivings are reported from there). Returns them with the survivor of each merged one,
+/// and the requests sent.
+async fn confirm_gone(
+    client: &HttpClient,
+    stream: &ObjectStream,
+    missing: Vec<String>,
+) -> Result<(Vec<(String, Option<String>)>, u64)> {
+    let (mut gone, mut requests) = (Vec::new(), 0);
+    for chunk in missing.chunks(100) {
+        let mut survivors: HashMap<String, Option<String>> =
+            chunk.iter().map(|id| (id.clone(), None)).collect();
+        let mut found: HashSet<String> = HashSet::new();
+        for archived in ["false", "true"] {
+            let path = format!("/crm/v3/objects/{}/batch/read?archived={archived}", stream.object_type.api_name);
+            let inputs: Vec<_> = chunk.iter().filter(|id| !found.contains(*id)).map(|id| json!({"id": id})).collect();
+            if inputs.is_empty() {
+                break;
+            }
+            let body = json!({"inputs": inputs, "properties": ["hs_object_id", "hs_merged_object_ids"]});
+            requests += 1;
+            let page: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
+            for r in page.results {
+                if survivors.contains_key(&r.id) {
+                    found.insert(r.id.clone());
+                    continue;
+                }
+                // The survivor of merged ids: they are gone, merged into it.
+                let merged = r.properties.get("hs_merged_object_ids").cloned().flatten().unwrap_or_default();
+                for m in merged.split(';').map(str::trim) {
+                    if let Some(survivor) = survivors.get_mut(m) {
+                        *survivor = Some(r.id.clone());
+                    }
+                }
+            }
+        }
+        gone.extend(chunk.iter().filter(|id| !found.contains(*id)).map(|id| (id.clone(), survivors[id].clone())));
+    }
+    Ok((gone, requests))
 }
 
 /// Reads every property (and its history) of the listed records through `batch/read`, in
@@ -473,7 +558,8 @@ async fn associations(
     ids: &[String],
     ingested: &Arc<str>,
     out: &Sender,
-) -> Result<()> {
+) -> Result<u64> {
+    let mut requests = 0;
     for pair in pairs {
         let path = format!("/crm/v4/associations/{}/{}/batch/read", pair.from.api_name, pair.to.api_name);
         let mut builder = BatchBuilder::new(fixed_table("ASSOCIATIONS"), ingested.clone(), ids.len());
@@ -481,6 +567,7 @@ async fn associations(
         let mut round = 0;
         while !inputs.is_empty() {
             round += 1;
+            requests += 1;
             let body = json!({ "inputs": inputs });
             let page: api::BatchResults<api::AssociationResult> =
                 client.post_json(&path, &body).await.map_err(|e| {
@@ -514,7 +601,7 @@ async fn associations(
             out.send(Emit::Associations { pair: pair.clone(), batch: builder.finish()? }).await?;
         }
     }
-    Ok(())
+    Ok(requests)
 }
 
 #[cfg(test)]

@@ -155,6 +155,35 @@ impl<'a> ChangedRecords<'a> {
     }
 }
 
+/// Every live id of a type, for a reconcile: search pages of 200 ids (list pages hold 100, and
+/// search has a budget of its own, so the account's general one is left to the association
+/// refresh). Each query asks for the ids above the highest one read, sorted by id, so none
+/// reads a second page and the 10,000-results cap is never reached; the highest id of a page
+/// is its anchor whatever order the page came in. Returns the ids and the requests sent.
+pub async fn every_id(client: &HttpClient, object_type: &ObjectType) -> Result<(Vec<String>, u64)> {
+    let path = format!("/crm/v3/objects/{}/search", object_type.api_name);
+    let (mut ids, mut requests, mut after) = (Vec::new(), 0u64, None::<i64>);
+    loop {
+        let filters: Vec<Value> =
+            after.map(|a| json!({"propertyName": "hs_object_id", "operator": "GT", "value": a.to_string()})).into_iter().collect();
+        let body = json!({
+            "filterGroups": if filters.is_empty() { json!([]) } else { json!([{"filters": filters}]) },
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id"],
+            "limit": SEARCH_PAGE,
+        });
+        requests += 1;
+        let page: api::Page<api::SimpleObject> = client.post_json(&path, &body).await?;
+        let page_ids: Vec<i64> = page.results.iter().filter_map(|r| r.id.parse().ok()).collect();
+        let highest = page_ids.iter().copied().max();
+        ids.extend(page_ids.iter().filter(|id| after.is_none_or(|a| **id > a)).map(i64::to_string));
+        match highest {
+            Some(h) if page.results.len() >= SEARCH_PAGE && after.is_none_or(|a| h > a) => after = Some(h),
+            _ => return Ok((ids, requests)),
+        }
+    }
+}
+
 /// What a page said about where the next query starts.
 #[derive(Debug, Clone, Copy)]
 struct PageRead {

@@ -460,6 +460,73 @@ impl Pipedrive {
         }
     }
 
+    /// A reconcile of one entity: lists every record (live and archived; Pipedrive has no
+    /// cheaper listing than pages of 500), reports the ids `known` holds that the lists lack
+    /// (deleted for good), and emits the associations of every record the run did not hold
+    /// (`held`; none when the entity was read whole), so that the day folder holds them all.
+    async fn reconcile(
+        &self,
+        d: &Discovered,
+        pairs: Vec<Arc<AssociationPair>>,
+        known: Option<HashSet<String>>,
+        (whole, held): (bool, HashSet<String>),
+        out: &Sender,
+    ) -> Result<()> {
+        let ingested = &self.options.ingested_at;
+        let table = &d.stream.table.name;
+        let mut lists = vec![(d.entity.list, d.entity.extra)];
+        if let Some((path, _)) = d.entity.archived {
+            lists.push((path, &[]));
+        }
+        let (mut ids, mut listing_requests, mut unheld) = (Vec::new(), 0u64, Vec::new());
+        for (path, extra) in lists {
+            let mut query: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            if paging_of(d) == Paging::Offset {
+                query.push(("sort".into(), "id ASC".into()));
+            }
+            let mut pager = Pager::new(&self.client, path, query, paging_of(d));
+            loop {
+                let page = pager.describe();
+                let Some(items) = pager.next().await.map_err(|e| e.in_stream(table, format!("reconcile: {page}")))?
+                else {
+                    break;
+                };
+                listing_requests += 1;
+                let mut fresh: Vec<&Value> = Vec::new();
+                for r in &items {
+                    let Some(id) = r.get("id").and_then(api::text).filter(|id| !id.is_empty()) else { continue };
+                    if !whole && !held.contains(&id) {
+                        fresh.push(r);
+                        unheld.push(id.clone());
+                    }
+                    let flag = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
+                    if !(flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted")) {
+                        ids.push(id);
+                    }
+                }
+                self.foreign_keys(d, &fresh, &pairs, ingested, out).await?;
+            }
+        }
+        let mut association_requests = 0;
+        if let Some(pair) = pairs.iter().find(|p| p.to.type_id == "product") {
+            association_requests = unheld.len().div_ceil(DEAL_IDS_PER_REQUEST) as u64;
+            self.deal_products(pair, &unheld, ingested, out).await?;
+        }
+        let listed: HashSet<&String> = ids.iter().collect();
+        let mut missing: Vec<&String> = known.iter().flatten().filter(|id| !listed.contains(id)).collect();
+        missing.sort();
+        let deleted = crate::schema::with_ids_of(schema::fixed_table("DELETED_OBJECTS"), &d.stream.table);
+        let mut rows = BatchBuilder::new(deleted, ingested.clone(), missing.len());
+        for id in &missing {
+            let row = [Some(d.entity.name), Some(id.as_str()), Some(&**ingested), Some("deleted"), None];
+            rows.push_row(row.into_iter().chain([Some("reconcile")]));
+        }
+        out.rows("DELETED_OBJECTS", &mut rows).await?;
+        tracing::info!(table = %table, ids = ids.len(), gone = missing.len(), listing_requests, association_requests, "Reconciled.");
+        let type_id = d.entity.name.to_string();
+        out.send(Emit::Listed { type_id, ids, listing_requests, association_requests }).await
+    }
+
     /// `OBJECT_PROPERTIES_HISTORY` of `ids` from their changelogs (newest first), keeping
     /// the newest `keep` values per field.
     async fn history(
@@ -589,6 +656,7 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
 #[async_trait::async_trait]
 impl super::Source for Pipedrive {
     const NAME: &'static str = "pipedrive";
+    const ARCHIVED_EXIST: bool = true;
     type Discovery = Discovery;
 
     fn parts(&self) -> (&HttpClient, &std::sync::OnceLock<Discovery>) {
@@ -684,10 +752,28 @@ impl super::Source for Pipedrive {
             })
             .collect();
         super::run_streams(jobs, self.options.concurrency).await?;
-        if !extent.is_whole() {
-            self.reverse(catalog, discovery, extent, &out).await?;
+        if let Some(reconcile) = extent.reconcile() {
+            // Every association of the account comes with the listing: no reverse pass.
+            let held = std::mem::take(&mut *self.held.lock().expect("no panic while holding the lock"));
+            let jobs: Vec<_> = discovery
+                .entities
+                .iter()
+                .map(|d| {
+                    let pairs: Vec<Arc<AssociationPair>> =
+                        catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
+                    let known = reconcile.known.as_ref().and_then(|k| k.get(d.entity.name)).cloned();
+                    let whole = extent.window(&d.stream.table.name).is_none();
+                    let held = held.get(d.entity.name).cloned().unwrap_or_default();
+                    let (me, d, out) = (self.clone(), d.clone(), out.clone());
+                    async move { me.reconcile(&d, pairs, known, (whole, held), &out).await }
+                })
+                .collect();
+            super::run_streams(jobs, self.options.concurrency).await
+        } else if !extent.is_whole() {
+            self.reverse(catalog, discovery, extent, &out).await
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 }
 

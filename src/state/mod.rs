@@ -9,6 +9,8 @@
 //! failed or interrupted run never moves a watermark; a crash between the two only makes
 //! the next run read some changes again.
 
+pub mod baseline;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -23,6 +25,9 @@ use crate::sink::Sink;
 const FORMAT_VERSION: u32 = 1;
 /// Export dates whose starting watermarks are kept (re-running an older date reads it whole).
 const DAYS_KEPT: usize = 62;
+/// Export dates whose baselines of ids are kept (a re-run of an older date compares with the
+/// oldest kept).
+const BASELINES_KEPT: usize = 7;
 
 /// Lookback and settle lag of incremental runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,10 @@ pub struct State {
     /// the export date that first did: reported once, again only by a re-run of that date.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub merges_reported: BTreeMap<String, String>,
+    /// Export date -> the baseline of ids its last committed run left: object type id -> the
+    /// file of its ids (see [`baseline`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baselines: BTreeMap<String, BTreeMap<String, String>>,
     pub updated_at: String,
 }
 
@@ -206,6 +215,20 @@ impl State {
             self.days.remove(&oldest);
         }
         self.updated_at = iso(Utc::now());
+    }
+
+    /// The baseline a run of `date` starts from: the newest an earlier date left.
+    pub fn baseline_before(&self, date: NaiveDate) -> Option<&BTreeMap<String, String>> {
+        self.baselines.range(..day_key(date)).next_back().map(|(_, refs)| refs)
+    }
+
+    /// Records the baseline a committed run of `date` left, keeping the newest few dates.
+    pub fn commit_baseline(&mut self, date: NaiveDate, refs: BTreeMap<String, String>) {
+        self.baselines.insert(day_key(date), refs);
+        while self.baselines.len() > BASELINES_KEPT {
+            let oldest = self.baselines.keys().next().cloned().expect("not empty");
+            self.baselines.remove(&oldest);
+        }
     }
 
     pub async fn save(&self, sink: &Sink) -> Result<String> {
