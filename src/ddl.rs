@@ -308,7 +308,7 @@ mod tests {
                 }],
             }],
             associations: None,
-        reconcile: None,
+            reconcile: None,
             requests: 0,
             retries: 0,
             warnings: vec![],

@@ -140,7 +140,8 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     if baseline_refs.is_some() || args.reconcile || !read_whole.is_empty() {
         let next = std::mem::take(&mut report.sightings).apply(&previous, &read_whole);
         let run_name = started_at.format("%Y%m%dT%H%M%S%3fZ").to_string();
-        let refs = baseline::save(sink, &prefix, &run_name, &next, (&previous, &baseline_refs.unwrap_or_default())).await?;
+        let refs =
+            baseline::save(sink, &prefix, &run_name, &next, (&previous, &baseline_refs.unwrap_or_default())).await?;
         state.commit_baseline(date, refs);
     }
     let key = state.save(sink).await?;

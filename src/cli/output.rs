@@ -262,7 +262,11 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
             r.association_requests,
             per_thousand(r.association_requests),
             r.deleted,
-            if r.baseline { "" } else { " (no baseline yet: nothing compared; the next reconcile compares with this one)" }
+            if r.baseline {
+                ""
+            } else {
+                " (no baseline yet: nothing compared; the next reconcile compares with this one)"
+            }
         );
     }
     for w in &m.warnings {

@@ -26,8 +26,8 @@ use crate::sink::Sink;
 use crate::sink::commit::DayCommit;
 use crate::sink::layout::Layout;
 use crate::sink::manifest::{ColumnEntry, Manifest, ReconcileEntry, TableEntry, Warning};
-use crate::state::baseline::Sightings;
 use crate::split;
+use crate::state::baseline::Sightings;
 use crate::write::{OutputFormat, PartReceipt};
 use writers::{WriterSpec, Writers};
 

@@ -76,7 +76,8 @@ impl Sightings {
     pub fn deleted(&mut self, rows: &RecordBatch) -> Result<()> {
         let (types, ids, kinds) = (texts(rows, 0)?, texts(rows, 1)?, texts(rows, 3)?);
         let sources = texts(rows, 5)?;
-        self.reconciled_gone += (0..rows.num_rows()).filter(|&r| sources.is_valid(r) && sources.value(r) == "reconcile").count() as u64;
+        self.reconciled_gone +=
+            (0..rows.num_rows()).filter(|&r| sources.is_valid(r) && sources.value(r) == "reconcile").count() as u64;
         for r in 0..rows.num_rows() {
             if types.is_null(r) || ids.is_null(r) {
                 continue;
@@ -209,12 +210,14 @@ mod tests {
         let col = |i: usize| -> arrow::array::ArrayRef {
             Arc::new(arrow::array::StringArray::from(
                 rows.iter()
-                    .map(|r| Some(match i {
-                        0 => r.0,
-                        1 => r.1,
-                        4 => r.2,
-                        _ => "x",
-                    }))
+                    .map(|r| {
+                        Some(match i {
+                            0 => r.0,
+                            1 => r.1,
+                            4 => r.2,
+                            _ => "x",
+                        })
+                    })
                     .collect::<Vec<_>>(),
             ))
         };

@@ -19,6 +19,7 @@ mod ownership;
 mod parquet;
 mod pipedrive;
 mod postgres;
+mod reconcile;
 mod repository;
 mod s3;
 mod spec_examples;

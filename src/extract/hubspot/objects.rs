@@ -340,8 +340,7 @@ impl Emitter<'_> {
             .await
             .map_err(|e| e.in_stream(&table, "reconcile: every id"))?;
         let listed: HashSet<&String> = ids.iter().collect();
-        let mut missing: Vec<String> =
-            known.into_iter().flatten().filter(|id| !listed.contains(id)).cloned().collect();
+        let mut missing: Vec<String> = known.into_iter().flatten().filter(|id| !listed.contains(id)).cloned().collect();
         missing.sort();
         let (gone, confirm_requests) = confirm_gone(self.client, &self.stream, missing)
             .await
@@ -351,9 +350,11 @@ impl Emitter<'_> {
         for (id, survivor) in &gone {
             let kind = if survivor.is_some() { "merged" } else { "deleted" };
             let at = Some(&**self.ingested);
-            rows.push_row([Some(object_type.type_id.as_str()), Some(id.as_str()), at, Some(kind)]
-                .into_iter()
-                .chain([survivor.as_deref(), Some("reconcile")]));
+            rows.push_row(
+                [Some(object_type.type_id.as_str()), Some(id.as_str()), at, Some(kind)]
+                    .into_iter()
+                    .chain([survivor.as_deref(), Some("reconcile")]),
+            );
         }
         self.out.rows("DELETED_OBJECTS", &mut rows).await?;
         let mut association_requests = 0;
@@ -392,8 +393,7 @@ async fn confirm_gone(
 ) -> Result<(Vec<(String, Option<String>)>, u64)> {
     let (mut gone, mut requests) = (Vec::new(), 0);
     for chunk in missing.chunks(100) {
-        let mut survivors: HashMap<String, Option<String>> =
-            chunk.iter().map(|id| (id.clone(), None)).collect();
+        let mut survivors: HashMap<String, Option<String>> = chunk.iter().map(|id| (id.clone(), None)).collect();
         let mut found: HashSet<String> = HashSet::new();
         for archived in ["false", "true"] {
             let path = format!("/crm/v3/objects/{}/batch/read?archived={archived}", stream.object_type.api_name);

@@ -164,8 +164,10 @@ pub async fn every_id(client: &HttpClient, object_type: &ObjectType) -> Result<(
     let path = format!("/crm/v3/objects/{}/search", object_type.api_name);
     let (mut ids, mut requests, mut after) = (Vec::new(), 0u64, None::<i64>);
     loop {
-        let filters: Vec<Value> =
-            after.map(|a| json!({"propertyName": "hs_object_id", "operator": "GT", "value": a.to_string()})).into_iter().collect();
+        let filters: Vec<Value> = after
+            .map(|a| json!({"propertyName": "hs_object_id", "operator": "GT", "value": a.to_string()}))
+            .into_iter()
+            .collect();
         let body = json!({
             "filterGroups": if filters.is_empty() { json!([]) } else { json!([{"filters": filters}]) },
             "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
