@@ -171,6 +171,14 @@ mod tests {
     }
 
     #[test]
+    fn reconcile_is_a_config_key_of_export_only() {
+        let args = expand("reconcile = true\n", &["export"]).unwrap();
+        assert!(args.contains(&"--reconcile".to_string()), "{args:?}");
+        let args = expand("reconcile = true\n", &["backfill", "--from", "2026-01-01", "--to", "2026-01-02"]).unwrap();
+        assert!(!args.contains(&"--reconcile".to_string()), "{args:?}");
+    }
+
+    #[test]
     fn global_keys_take_effect_for_every_command() {
         let args = expand("quiet = true\nlog_format = \"json\"\n", &["verify", "./x"]).unwrap();
         assert!(args.contains(&"--quiet".to_string()) && args.contains(&"--log-format=json".to_string()), "{args:?}");
