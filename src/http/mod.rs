@@ -45,6 +45,8 @@ pub struct HttpStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Requests that waited for crmdump's own limiter (the window was full).
+    pub paced: AtomicU64,
     /// Pipedrive tokens spent (each request at its operation's price), when priced.
     pub tokens: AtomicU64,
     /// The account's limits as the last response that carried them said.
@@ -203,14 +205,19 @@ impl HttpClient {
         loop {
             let limiter =
                 if search { self.search_limiter.clone() } else { self.limiter.read().expect("limiter lock").1.clone() };
-            if let Some(l) = limiter {
-                l.until_ready().await;
+            let permit = match &limiter {
+                Some(l) => Some(l.until_ready().await),
+                None => None,
+            };
+            if permit.as_ref().is_some_and(|p| p.waited) {
+                self.stats.paced.fetch_add(1, Ordering::Relaxed);
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(cost) = self.options.token_costs.and_then(|c| c.cost(method_name, url.path())) {
                 self.stats.tokens.fetch_add(cost, Ordering::Relaxed);
             }
             let outcome = self.attempt(&method, method_name, &url, &path, body).await;
+            drop(permit);
             let (err, wait) = match outcome {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Final(e)) => return Err(e),
@@ -358,7 +365,8 @@ impl HttpClient {
                 period_ms = ms,
                 "Following the account's rate limit from the response headers."
             );
-            *current = (account, rate::Limiter::new(account).map(Arc::new));
+            let next = rate::Limiter::following(account, current.1.as_deref()).map(Arc::new);
+            *current = (account, next);
         }
     }
 

@@ -129,6 +129,8 @@ pub struct ExportReport {
     pub elapsed: std::time::Duration,
     /// Pipedrive API tokens this process has spent so far (0 for other sources).
     pub tokens: u64,
+    /// Requests this process held back so far because the rate limit's window was full.
+    pub paced: u64,
     /// Records merged away this run reported through a survivor's merge property
     /// (`<type id>/<id>`), for the state.
     pub merges_reported: std::collections::BTreeSet<String>,
@@ -284,8 +286,9 @@ pub async fn export(
         warnings,
     };
     let manifest_key = day.commit(&manifest).await?;
-    let tokens = stats.tokens.load(Ordering::Relaxed);
-    Ok(ExportReport { manifest, manifest_key, elapsed: clock.elapsed(), tokens, merges_reported, sightings })
+    let (tokens, paced) = (stats.tokens.load(Ordering::Relaxed), stats.paced.load(Ordering::Relaxed));
+    let elapsed = clock.elapsed();
+    Ok(ExportReport { manifest, manifest_key, elapsed, tokens, paced, merges_reported, sightings })
 }
 
 fn warning(notice: Notice) -> Warning {

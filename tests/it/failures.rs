@@ -72,11 +72,13 @@ fn sandbox_args(scale: &str) -> Vec<String> {
         .collect()
 }
 
-/// The state file's bytes (the watermarks), to compare before and after a failed run.
+/// The state file's bytes (the watermarks and the baseline files they name), to compare
+/// before and after a failed run.
 fn state_files(dest: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(dir) = std::fs::read_dir(dest.join("_state")) else { return Vec::new() };
     let mut files: Vec<(String, Vec<u8>)> = dir
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
         .collect();
     files.sort();

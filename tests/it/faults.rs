@@ -87,6 +87,38 @@ fn against_an_enforced_rate_limit_no_429_after_the_first_10_seconds() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Following the account's rate limit"));
 }
 
+/// Against a sandbox enforcing 100 requests per rolling 10 s with crmdump's default limiter (the
+/// same window): a run of fewer requests than the window holds is never held back, and a long
+/// one is held when the window is full and never refused.
+#[test]
+fn a_short_run_is_never_held_back_and_a_long_one_never_refused() {
+    let export = |scale: &str, objects: &str| {
+        let sandbox = SandboxProcess::start(&["--scale", scale, "--rate-limit", "100/10s"]);
+        let dest = tempfile::tempdir().unwrap();
+        let out = run(crmdump()
+            .args(["export", "--source", "hubspot", "--base-url", &sandbox.base_url, "--date", DATE])
+            .args(["--objects", objects, "--no-history", "--dest", dest.path().to_str().unwrap()])
+            .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"));
+        assert_success(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let held: u64 = stdout
+            .split(" held for the rate limit")
+            .next()
+            .and_then(|s| s.rsplit(", ").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the summary says how many requests were held: {stdout}"));
+        (sandbox.stats(), held)
+    };
+    let (stats, held) = export("10", "contacts,companies,deals,tickets,cars");
+    let requests = stats["requests"].as_u64().unwrap();
+    assert!(requests > 50 && requests < 98, "a short run: {requests}");
+    assert_eq!((held, stats["throttled"].as_u64().unwrap()), (0, 0), "{stats}");
+    let (stats, held) = export("2500", "contacts,companies,deals,tickets,cars");
+    assert!(stats["requests"].as_u64().unwrap() > 200, "long enough to fill windows: {}", stats["requests"]);
+    assert!(held > 0, "held when the window was full");
+    assert_eq!(stats["throttled"], 0, "{stats}");
+}
+
 #[test]
 fn a_spent_daily_limit_stops_with_exit_1_and_what_to_do() {
     let sandbox = SandboxProcess::start(&["--scale", "50", "--daily-limit", "40"]);

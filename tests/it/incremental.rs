@@ -19,7 +19,8 @@ fn manifest(day: &Path) -> Value {
 
 fn state_file(dest: &Path) -> std::path::PathBuf {
     let dir = dest.join("_state");
-    let files: Vec<_> = std::fs::read_dir(&dir).expect("_state exists").map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> =
+        std::fs::read_dir(&dir).expect("_state exists").map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
     assert_eq!(files.len(), 1, "one state file per account: {files:?}");
     files[0].clone()
 }

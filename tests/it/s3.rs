@@ -52,7 +52,9 @@ pub fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
 
 /// The keys an export root should hold: the manifest's parts, the manifest, and the state
 /// file with the account's watermarks.
-fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
+/// The keys a committed export leaves: the manifest's files, the manifest, the state file, and
+/// the baseline files of ids the state names (read from the download at `root`).
+fn manifest_keys(export: &serde_json::Value, root: &Path) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = export["manifest"]["tables"]
         .as_array()
         .unwrap()
@@ -60,7 +62,12 @@ fn manifest_keys(export: &serde_json::Value) -> BTreeSet<String> {
         .flat_map(|t| t["files"].as_array().unwrap().iter().map(|f| format!("{DATE}/{}", f["path"].as_str().unwrap())))
         .collect();
     keys.insert(format!("{DATE}/_manifest.json"));
-    keys.insert(format!("_state/hubspot-{}.json", export["manifest"]["account"].as_str().unwrap()));
+    let state = format!("_state/hubspot-{}.json", export["manifest"]["account"].as_str().unwrap());
+    let named: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join(&state)).unwrap()).unwrap();
+    for refs in named["baselines"].as_object().expect("a full export leaves a baseline").values() {
+        keys.extend(refs.as_object().unwrap().values().map(|k| k.as_str().unwrap().to_string()));
+    }
+    keys.insert(state);
     keys
 }
 
@@ -93,7 +100,7 @@ fn parquet_export_to_s3_is_complete_verified_and_readable() {
         assert!(!leaked, "{key} holds the AWS secret");
     }
     let export = read_export(&local.path().join(DATE), &["OBJECTS_CONTACTS"]);
-    let listed = manifest_keys(&export);
+    let listed = manifest_keys(&export, local.path());
     assert_eq!(keys, listed, "the bucket holds exactly the manifest's files and the state");
     // DuckDB loads the downloaded copy through the generated DDL.
     for (table, loaded, listed) in crate::ddl::duckdb_counts(local.path()) {
@@ -119,8 +126,8 @@ fn a_rerun_on_s3_with_fewer_parts_leaves_no_stale_part() {
     let second = download("crmdump-rerun", "x", local.path());
     assert!(second.len() < first.len(), "the second run has fewer parts ({} vs {})", second.len(), first.len());
     let export = read_export(&local.path().join(DATE), &["OWNERS"]);
-    let listed = manifest_keys(&export);
-    assert_eq!(second, listed);
+    let listed = manifest_keys(&export, local.path());
+    assert_eq!(second, listed, "no stale part, and no baseline file the state does not name");
 }
 
 #[test]
