@@ -144,6 +144,15 @@ impl Error {
         Error::Stream { stream: stream.to_string(), page: page.to_string(), source: Box::new(self) }
     }
 
+    /// The HTTP status of an API answer this error is (or wraps).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            Error::Stream { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { what: what.into(), source }
     }

@@ -64,6 +64,10 @@ pub struct SandboxData {
     /// A change becomes searchable only this long after it was made (HubSpot's index lags).
     #[arg(long = "index-delay", default_value = "0s", value_parser = super::parse_duration)]
     pub index_delay: chrono::Duration,
+    /// Longest request URL answered; a longer one gets HubSpot's 414 (HubSpot refuses URLs
+    /// from about 16,000 bytes).
+    #[arg(long = "max-url-length", default_value_t = 16_000)]
+    pub max_url_length: usize,
 }
 
 impl SandboxData {
@@ -93,6 +97,7 @@ impl SandboxData {
         config.search_churn = self.search_churn;
         config.search_disorder_ms = self.search_disorder.num_milliseconds().max(0);
         config.index_delay_ms = self.index_delay.num_milliseconds().max(0);
+        config.max_url_bytes = self.max_url_length;
         config.faults = Faults {
             retry_after: self.fault_retry_after.to_std().unwrap_or_default(),
             slow_delay: self.slow_delay.to_std().unwrap_or_default(),

@@ -65,6 +65,11 @@ pub struct SourceArgs {
     /// Seconds before a request is abandoned and retried.
     #[arg(long, default_value_t = 60)]
     pub request_timeout: u64,
+    /// Longest request URL: a GET page of a wide type carries every property name in its URL
+    /// up to this length (fewer requests), and reads them through batch reads beyond it. A 414
+    /// answer lowers it to 8 KiB for the rest of the run.
+    #[arg(long, default_value_t = crate::http::DEFAULT_MAX_URL_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=65536))]
+    pub max_url_bytes: usize,
     /// Historical values kept per (contact, property), newest first.
     #[arg(long, default_value_t = 45)]
     pub history_contacts: usize,
@@ -167,6 +172,7 @@ impl SourceArgs {
                     search_churn: 0,
                     search_disorder: chrono::Duration::zero(),
                     index_delay: chrono::Duration::zero(),
+                    max_url_length: 16_000,
                 };
                 let mut config = data.config(Some(token.clone()))?;
                 config.missing_scopes = self.sandbox.missing_scopes.clone();
@@ -268,6 +274,7 @@ impl SourceArgs {
             unauthorized_hint,
             daily_hint,
             token_costs,
+            max_url_bytes: self.max_url_bytes,
         })
     }
 

@@ -21,8 +21,13 @@ pub use rate::RateLimit;
 
 use crate::error::{Error, Result};
 
-/// Longest URL we build: never over 8 KiB.
-pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Longest URL crmdump builds by default: a margin below the 16,000 bytes past which HubSpot
+/// answers 414 (`--max-url-bytes`). Longer URLs save requests (a page of a wide type with
+/// every property name in its URL); a 414 lowers the limit for the rest of the run.
+pub const DEFAULT_MAX_URL_BYTES: usize = 15_000;
+
+/// What the limit drops to after a 414: a length every server takes.
+pub const SAFE_URL_BYTES: usize = 8 * 1024;
 
 /// How the token travels.
 #[derive(Clone)]
@@ -103,6 +108,8 @@ pub struct ClientOptions {
     pub daily_hint: &'static str,
     /// Prices of requests in tokens (Pipedrive), to count what an export spends.
     pub token_costs: Option<&'static TokenCosts>,
+    /// Longest URL to send ([`DEFAULT_MAX_URL_BYTES`]).
+    pub max_url_bytes: usize,
 }
 
 pub struct HttpClient {
@@ -112,6 +119,8 @@ pub struct HttpClient {
     /// account's limit differs.
     limiter: std::sync::RwLock<(RateLimit, Option<Arc<rate::Limiter>>)>,
     search_limiter: Option<Arc<rate::Limiter>>,
+    /// The longest URL to send now: `max_url_bytes`, lowered for the rest of the run by a 414.
+    url_limit: std::sync::atomic::AtomicUsize,
     pub stats: Arc<HttpStats>,
 }
 
@@ -130,6 +139,7 @@ impl HttpClient {
             inner,
             limiter: std::sync::RwLock::new((options.rate_limit, rate::Limiter::new(options.rate_limit).map(Arc::new))),
             search_limiter: rate::Limiter::steady(options.search_rate_limit).map(Arc::new),
+            url_limit: std::sync::atomic::AtomicUsize::new(options.max_url_bytes),
             options,
             stats: Arc::new(HttpStats::default()),
         })
@@ -163,13 +173,38 @@ impl HttpClient {
         query: &[(&str, &str)],
     ) -> Result<(T, bool)> {
         let url = self.url(path, query)?;
-        if url.as_str().len() > MAX_URL_BYTES {
+        let limit = self.url_limit();
+        if url.as_str().len() > limit {
             return Err(Error::Internal(format!(
-                "refusing to send a {}-byte URL for {path} (limit {MAX_URL_BYTES})",
+                "refusing to send a {}-byte URL for {path} (limit {limit})",
                 url.as_str().len()
             )));
         }
-        self.send(Method::GET, url, None::<&()>).await
+        let length = url.as_str().len();
+        let sent = self.send(Method::GET, url, None::<&()>).await;
+        if let Err(Error::Api { status: 414, .. }) = &sent {
+            self.refused_url(length);
+        }
+        sent
+    }
+
+    /// The longest URL to build now.
+    pub fn url_limit(&self) -> usize {
+        self.url_limit.load(Ordering::Relaxed)
+    }
+
+    /// The server refused a URL of `length` bytes (414): URLs stay at most
+    /// [`SAFE_URL_BYTES`], and under that length, for the rest of the run.
+    fn refused_url(&self, length: usize) {
+        let lower = SAFE_URL_BYTES.min(length.saturating_sub(1));
+        let before = self.url_limit.fetch_min(lower, Ordering::Relaxed);
+        if before > lower {
+            tracing::warn!(
+                refused = length,
+                limit = lower,
+                "The server refused a long URL (414): shorter URLs from now on."
+            );
+        }
     }
 
     pub async fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {

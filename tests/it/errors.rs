@@ -50,7 +50,7 @@ fn a_bad_size_is_refused_before_any_work() {
 /// read through batch reads of 50; no URL may exceed 8 KiB, not even for the type with
 /// 1,200 properties.
 #[test]
-fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
+fn a_separate_sandbox_exports_like_an_account_and_urls_stay_within_the_limit() {
     let (seed, scale) = (3, 250);
     let sandbox = SandboxProcess::start(&["--scale", &scale.to_string(), "--seed", &seed.to_string()]);
     let export = |dir: &std::path::Path, extra: &[&str]| {
@@ -75,8 +75,9 @@ fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
         stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"].as_u64().unwrap_or(0)
     };
 
+    // At 8 KiB, contacts with history list ids and read properties through batch reads.
     let contacts_only = tempfile::tempdir().unwrap();
-    export(contacts_only.path(), &["--objects", "contacts"]);
+    export(contacts_only.path(), &["--objects", "contacts", "--max-url-bytes", "8192"]);
     let stats = sandbox.stats();
     // Expected: per list page of 100 ids (live, then archived), one batch read per 50.
     let g = generator(seed, scale);
@@ -92,11 +93,46 @@ fn a_separate_sandbox_exports_like_an_account_and_urls_stay_under_8_kib() {
     export(everything.path(), &[]);
     let stats = sandbox.stats();
     let max_url = stats["max_url_bytes"].as_u64().unwrap();
-    assert!(max_url > 1000 && max_url <= 8192, "longest URL {max_url}");
+    assert!(max_url > 1000 && max_url <= 15_000, "longest URL {max_url}, within the default limit");
     let read_back = read_export(&everything.path().join(DATE), &["OBJECTS_PRODUCTS"]);
     let (columns, products) = rows(&read_back, "OBJECTS_PRODUCTS");
     assert_eq!(columns.iter().filter(|c| c.starts_with("PROPERTY_")).count(), 1200);
     assert_eq!(products.len() as u64, g.count(g.type_index("products").unwrap()));
+}
+
+/// A wide type's GET pages carry every property name in their URL up to `--max-url-bytes`
+/// (fewer requests than listing ids and batch-reading); a server that refuses long URLs (414)
+/// gets shorter ones for the rest of the run, and the export holds the same tables.
+#[test]
+fn long_urls_save_requests_and_a_414_falls_back_to_the_same_tables() {
+    let export = |sandbox_flags: &[&str], extra: &[&str]| {
+        let sandbox = SandboxProcess::start(&[&["--scale", "250", "--seed", "3"], sandbox_flags].concat());
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(crmdump()
+            .args(["export", "--source", "hubspot", "--base-url", &sandbox.base_url, "--date", DATE])
+            .args(["--rate-limit", "none", "--objects", "contacts,companies,deals", "--no-history"])
+            .args(["--dest", dir.path().to_str().unwrap()])
+            .args(extra)
+            .env("HUBSPOT_ACCESS_TOKEN", "any-token"));
+        assert_success(&out);
+        (sandbox.stats(), dir, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let batch_reads = |stats: &serde_json::Value| {
+        stats["by_endpoint"]["POST /crm/v3/objects/{object_type}/batch/read"].as_u64().unwrap_or(0)
+    };
+    let (long, long_dir, _) = export(&[], &[]);
+    let (short, _, _) = export(&[], &["--max-url-bytes", "8192"]);
+    let longest = long["max_url_bytes"].as_u64().unwrap();
+    assert!(longest > 8192 && longest <= 15_000, "contacts' names in one URL: {longest}");
+    assert_eq!(batch_reads(&long), 0, "no batch read when every name fits: {long}");
+    assert!(batch_reads(&short) > 0 && short["max_url_bytes"].as_u64().unwrap() <= 8192);
+    assert!(long["requests"].as_u64() < short["requests"].as_u64(), "{} vs {}", long["requests"], short["requests"]);
+
+    // A server that refuses URLs over 9,000 bytes: one 414, then shorter URLs.
+    let (refused, refused_dir, stderr) = export(&["--max-url-length", "9000"], &[]);
+    assert!(stderr.contains("414"), "{stderr}");
+    assert!(batch_reads(&refused) > 0, "the refused pass reads through batch reads");
+    crate::faults::assert_same_tables(&long_dir.path().join(DATE), &refused_dir.path().join(DATE));
 }
 
 /// A type or feature without scope is skipped with a warning naming the scope; the rest of

@@ -39,7 +39,7 @@ fn sandbox_export(dest: &Path, extra: &[&str]) -> std::process::Output {
         .args(extra))
 }
 
-fn assert_same_tables(a: &Path, b: &Path) {
+pub(crate) fn assert_same_tables(a: &Path, b: &Path) {
     let (a, b) = (tables_without_ingestedat(a), tables_without_ingestedat(b));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, table) in &a {

@@ -55,6 +55,9 @@ pub struct SandboxConfig {
     pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
     pub flavor: Flavor,
+    /// Longest request URL (path and query) answered; longer ones get HubSpot's 414. HubSpot
+    /// refuses URLs from about 16,000 bytes.
+    pub max_url_bytes: usize,
     /// Where to send the webhooks of the changes test hooks make, if anywhere.
     pub webhooks: Option<crate::webhooks::WebhookConfig>,
 }
@@ -108,6 +111,7 @@ impl SandboxConfig {
             index_delay_ms: 0,
             redirect_to: None,
             flavor: Flavor::Hubspot,
+            max_url_bytes: 16_000,
             webhooks: None,
         }
     }

@@ -51,8 +51,6 @@ pub(super) fn json_answer(g: &Generator, status: StatusCode, body: &impl serde::
     (status, [("content-type", "application/json")], bytes).into_response()
 }
 
-/// Longest request line HubSpot accepts before answering 414 (measured near 16 KB).
-const MAX_URL: usize = 16_000;
 /// Associations returned per input of a v4 batch read before `paging` is set.
 const ASSOCIATIONS_PER_INPUT: usize = 100;
 
@@ -299,7 +297,7 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
         *s.by_endpoint.entry(format!("{} {endpoint}", request.method())).or_default() += 1;
         s.max_url_bytes = s.max_url_bytes.max(url_bytes as u64);
     }
-    if url_bytes > MAX_URL {
+    if url_bytes > state.generator.config.max_url_bytes {
         return error(StatusCode::URI_TOO_LONG, "VALIDATION_ERROR", "URI Too Long");
     }
     next.run(request).await

@@ -2,9 +2,10 @@
 //! associations of the live ones.
 //!
 //! Call plan: when every property name (twice, with history) fits in one GET URL (under
-//! 8 KiB), one list request per page (100 records, 50 with history, as HubSpot allows).
-//! Otherwise the list pages ids only and `batch/read` fetches every property in the JSON
-//! body. Record ids are buffered by the thousand and their associations read for every pair
+//! `--max-url-bytes`, 15,000 by default, a margin below HubSpot's 16,000), one list request
+//! per page (100 records, 50 with history, as HubSpot allows). Otherwise the list pages ids
+//! only and `batch/read` fetches every property in the JSON body; a 414 turns the pass to the
+//! same from the refused page on, and the client keeps URLs under 8 KiB from then on. Record ids are buffered by the thousand and their associations read for every pair
 //! that starts at this type through v4 batch reads, following each input's own `after`.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,7 @@ use super::search::ChangedRecords;
 use super::{Sender, api};
 use crate::error::{Error, Result};
 use crate::extract::{AssociationPair, Emit, Notice, ObjectStream, Window};
-use crate::http::{HttpClient, MAX_URL_BYTES};
+use crate::http::HttpClient;
 use crate::schema::iso;
 use crate::schema::{BatchBuilder, fixed_table};
 
@@ -31,6 +32,7 @@ const ASSOCIATION_INPUTS: usize = 1000;
 const URL_RESERVE: usize = 256;
 
 /// How one pass reads its records.
+#[derive(Clone)]
 struct Plan {
     path: String,
     archived: &'static str,
@@ -57,7 +59,7 @@ impl Plan {
         let query = plan.list_query(None);
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let probe = client.url(&plan.path, &query)?;
-        if probe.as_str().len() + URL_RESERVE > MAX_URL_BYTES {
+        if probe.as_str().len() + URL_RESERVE > client.url_limit() {
             plan.all_in_url = false;
             plan.page_size = RECORDS_PER_PAGE;
         }
@@ -159,7 +161,17 @@ async fn listing(
 ) -> Result<()> {
     let table = stream.table.name.clone();
     let (mut records, mut pages) = (0u64, 0u64);
-    let mut current = list_page(client, stream, plan, None, 1).await?;
+    // A 414 (the server takes shorter URLs than the limit) turns the pass to ids and batch
+    // reads from the page that was refused; the client keeps URLs shorter from then on.
+    let mut plan = plan.clone();
+    let mut current = match list_page(client, stream, &plan, None, 1).await {
+        Err(e) if plan.all_in_url && e.status() == Some(414) => {
+            plan.ids_only();
+            list_page(client, stream, &plan, None, 1).await?
+        }
+        other => other?,
+    };
+    let plan = &mut plan;
     loop {
         let (page, repaired) = current;
         let next = page.next_after();
@@ -192,6 +204,13 @@ async fn listing(
         if pages.is_multiple_of(50) {
             tracing::info!(table = %table, records, pages, archived = plan.archived, "Reading records.");
         }
+        let fetched = match fetched {
+            Err(e) if plan.all_in_url && e.status() == Some(414) => {
+                plan.ids_only();
+                list_page(client, stream, plan, next.as_deref(), pages + 1).await.map(Some)
+            }
+            other => other,
+        };
         match fetched? {
             Some(p) => current = p,
             None => break,

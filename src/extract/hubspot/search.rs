@@ -293,6 +293,7 @@ mod tests {
             unauthorized_hint: "",
             daily_hint: "",
             token_costs: None,
+            max_url_bytes: crate::http::DEFAULT_MAX_URL_BYTES,
         })
         .unwrap();
         let contacts = crate::model::standard_type("contacts").unwrap().to_object_type();
