@@ -16,7 +16,7 @@ mod search;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::{AssociationPair, Catalog, EventStream, Extent, Notice, ObjectStream, PropertyDefinition, Sender};
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ pub struct Discovery {
     labels: Vec<(ObjectType, ObjectType, Vec<api::AssociationLabel>)>,
     /// `None` when the token may not read lists.
     lists: Option<()>,
-    events: Vec<events::DiscoveredEvent>,
+    events: Vec<Arc<events::DiscoveredEvent>>,
     teams: Option<Vec<api::Team>>,
 }
 
@@ -276,8 +276,8 @@ impl super::Source for HubSpot {
                 None
             }
         };
-        let events = match unless_forbidden(events::discover(&self.client).await)? {
-            Ok(e) => e,
+        let events: Vec<Arc<events::DiscoveredEvent>> = match unless_forbidden(events::discover(&self.client).await)? {
+            Ok(e) => e.into_iter().map(Arc::new).collect(),
             Err(why) => {
                 notices.push(notice("EVENTS_*", format!("events skipped: {why}")));
                 Vec::new()
@@ -319,16 +319,11 @@ impl super::Source for HubSpot {
         if let Some(teams) = &discovery.teams {
             reference::teams(teams, &ingested, &sender).await?;
         }
-        if discovery.lists.is_some() {
-            lists::extract(&self.client, &ingested, &sender).await?;
-        }
-        for e in &discovery.events {
-            events::extract(&self.client, e, extent.window(&e.stream.table.name), &ingested, &sender).await?;
-        }
         let history = self.options.history;
         // Each type on its own task, so that parsing pages and building rows use every core;
-        // the set aborts the others when one fails.
-        let jobs = catalog.objects.iter().cloned().map(|stream| {
+        // the set aborts the others when one fails. Lists and event types are jobs beside them,
+        // not a wait before them.
+        let objects = catalog.objects.iter().cloned().map(|stream| {
             let pairs: Vec<Arc<AssociationPair>> =
                 catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
             let sender = sender.clone();
@@ -339,8 +334,18 @@ impl super::Source for HubSpot {
             let named = extent.ids(&stream.table.name);
             let reconcile = extent.reconcile().cloned();
             let reach = (window, named, reconcile);
-            async move { objects::extract(&client, stream, pairs, keep, reach, &ingested, &sender).await }
+            async move { objects::extract(&client, stream, pairs, keep, reach, &ingested, &sender).await }.boxed()
         });
+        let (client, lists_ingested, lists_sender) = (self.client.clone(), ingested.clone(), sender.clone());
+        let lists = discovery
+            .lists
+            .map(|()| async move { lists::extract(&client, &lists_ingested, &lists_sender).await }.boxed());
+        let events = discovery.events.iter().cloned().map(|e| {
+            let (client, ingested, sender) = (self.client.clone(), ingested.clone(), sender.clone());
+            let window = extent.window(&e.stream.table.name);
+            async move { events::extract(&client, &e, window, &ingested, &sender).await }.boxed()
+        });
+        let jobs: Vec<futures::future::BoxFuture<'static, Result<()>>> = objects.chain(lists).chain(events).collect();
         super::run_streams(jobs, self.options.concurrency).await
     }
 }
