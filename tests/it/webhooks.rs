@@ -513,6 +513,33 @@ pub(crate) fn associations_of(
     all
 }
 
+/// Asserts that `links` (`(from type, from, to type, to)`) holds exactly the current
+/// associations, to every other of `types` (`(object type, type id)`), of each record in
+/// `records` (type id -> ids), by the sandbox's v4 reads. Returns how many it compared.
+pub(crate) fn assert_every_association_of(
+    sandbox: &SandboxProcess,
+    links: &BTreeSet<(String, String, String, String)>,
+    records: &BTreeMap<String, BTreeSet<String>>,
+    types: &[(&str, &str)],
+) -> usize {
+    let mut checked = 0;
+    for &(from, from_id) in types {
+        let ids: Vec<&String> = records.get(from_id).into_iter().flatten().collect();
+        for (to, to_id) in types.iter().filter(|(_, t)| *t != from_id) {
+            for (id, truth) in associations_of(sandbox, from, &ids, to) {
+                let folder: BTreeSet<String> = links
+                    .iter()
+                    .filter(|l| l.0 == from_id && l.1 == id && l.2 == *to_id)
+                    .map(|l| l.3.clone())
+                    .collect();
+                checked += truth.len();
+                assert_eq!(folder, truth, "{from} {id}: its {to} in the folder");
+            }
+        }
+    }
+    checked
+}
+
 pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
 }
@@ -1025,21 +1052,7 @@ fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     }
     // Every record the folder holds comes with exactly its current associations, to every type.
     let types = [("contacts", "0-1"), ("companies", "0-2"), ("deals", "0-3")];
-    let mut checked = 0;
-    for (from, from_id) in types {
-        let ids: Vec<&String> = held_of.get(from_id).into_iter().flatten().collect();
-        for (to, to_id) in types.iter().filter(|(_, t)| *t != from_id) {
-            for (id, truth) in associations_of(&sandbox, from, &ids, to) {
-                let folder: BTreeSet<String> = typed_links
-                    .iter()
-                    .filter(|l| l.0 == from_id && l.1 == id && l.2 == *to_id)
-                    .map(|l| l.3.clone())
-                    .collect();
-                checked += truth.len();
-                assert_eq!(folder, truth, "{from} {id}: its {to} in the folder");
-            }
-        }
-    }
+    let checked = assert_every_association_of(&sandbox, &typed_links, &held_of, &types);
     assert!(checked > 1000, "associations checked: {checked}");
     let manifest: Value = serde_json::from_slice(&std::fs::read(second.join("_manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["associations"], "of_records");

@@ -744,8 +744,7 @@ impl super::Source for Pipedrive {
             .entities
             .iter()
             .map(|d| {
-                let pairs: Vec<Arc<AssociationPair>> =
-                    catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
+                let pairs = pairs_from(catalog, d);
                 let window = extent.window(&d.stream.table.name);
                 let (me, d, out) = (self.clone(), d.clone(), out.clone());
                 async move { me.entity(&d, window, pairs, &out).await }
@@ -759,8 +758,7 @@ impl super::Source for Pipedrive {
                 .entities
                 .iter()
                 .map(|d| {
-                    let pairs: Vec<Arc<AssociationPair>> =
-                        catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect();
+                    let pairs = pairs_from(catalog, d);
                     let known = reconcile.known.as_ref().and_then(|k| k.get(d.entity.name)).cloned();
                     let whole = extent.window(&d.stream.table.name).is_none();
                     let held = held.get(d.entity.name).cloned().unwrap_or_default();
@@ -775,6 +773,11 @@ impl super::Source for Pipedrive {
             Ok(())
         }
     }
+}
+
+/// The association pairs that start at `d`'s entity (read from its records' keys).
+fn pairs_from(catalog: &Catalog, d: &Discovered) -> Vec<Arc<AssociationPair>> {
+    catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect()
 }
 
 /// How an entity's lists page: v2 by cursor, v1 by offset.
