@@ -1,16 +1,16 @@
 //! `crmdump export`: validate flags, open the destination, start the source, pick the mode
 //! from the state, run, commit, then advance the watermarks and the baseline of ids.
 
+use std::collections::HashSet;
+
 use clap::{Args, ValueEnum};
 
 use super::output::{OutputArgs, Run};
 use super::source::SourceArgs;
 use crate::error::{Error, Result};
+use crate::model::{KnownIds, Reconcile};
 use crate::pipeline::{self, ExportSettings, Mode};
 use crate::schema::iso;
-use std::collections::HashSet;
-
-use crate::model::{KnownIds, Reconcile};
 use crate::state::{State, Timing, baseline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

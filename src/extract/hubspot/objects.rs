@@ -5,8 +5,10 @@
 //! `--max-url-bytes`, 15,000 by default, a margin below HubSpot's 16,000), one list request
 //! per page (100 records, 50 with history, as HubSpot allows). Otherwise the list pages ids
 //! only and `batch/read` fetches every property in the JSON body; a 414 turns the pass to the
-//! same from the refused page on, and the client keeps URLs under 8 KiB from then on. Record ids are buffered by the thousand and their associations read for every pair
-//! that starts at this type through v4 batch reads, following each input's own `after`.
+//! same from the refused page on, and the client keeps URLs under 8 KiB from then on. Record
+//! ids are buffered by the thousand and their associations read for every pair that starts at
+//! this type through v4 batch reads, following each input's own `after`. A reconcile then
+//! lists every id of the type and reads the associations of those the run did not read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
