@@ -240,12 +240,13 @@ pub fn print_summary(dest: &str, report: &pipeline::ExportReport) {
     }
     let window = m.window.as_ref().map(|w| format!(", window {} .. {}", w.from, w.to)).unwrap_or_default();
     say!(
-        "Committed {}/{} ({}{window}): {} tables, {rows} rows, {parts} parts, {bytes} bytes, {} requests ({} retries, {} held for the rate limit), {:.1} s",
+        "Committed {}/{} ({}{window}): {} tables, {rows} rows, {parts} parts, {bytes} bytes, {} requests ({} for discovery, {} retries, {} held for the rate limit), {:.1} s",
         dest.trim_end_matches('/'),
         report.manifest_key,
         m.mode,
         m.tables.len(),
         m.requests,
+        report.discovery,
         m.retries,
         report.paced,
         report.elapsed.as_secs_f64()

@@ -52,6 +52,9 @@ pub struct HttpStats {
     pub rate_limited: AtomicU64,
     /// Requests that waited for crmdump's own limiter (the window was full).
     pub paced: AtomicU64,
+    /// Requests discovery made (the account, types, properties, association labels, lists,
+    /// events and teams), set once it is done.
+    pub discovery: AtomicU64,
     /// Pipedrive tokens spent (each request at its operation's price), when priced.
     pub tokens: AtomicU64,
     /// The account's limits as the last response that carried them said.

@@ -131,6 +131,9 @@ pub struct ExportReport {
     pub tokens: u64,
     /// Requests this process held back so far because the rate limit's window was full.
     pub paced: u64,
+    /// Requests the account's discovery made, when this export's `requests` count them (the
+    /// first export of a process; 0 for a backfill's later days).
+    pub discovery: u64,
     /// Records merged away this run reported through a survivor's merge property
     /// (`<type id>/<id>`), for the state.
     pub merges_reported: std::collections::BTreeSet<String>,
@@ -140,9 +143,13 @@ pub struct ExportReport {
 
 /// Discovers what the account holds (every table an export will write).
 pub async fn discover(extractor: &dyn Extractor, progress: &Arc<Progress>) -> Result<Catalog> {
-    progress.set_http(extractor.http_stats());
+    let stats = extractor.http_stats();
+    progress.set_http(stats.clone());
+    let before = stats.requests.load(Ordering::Relaxed);
     let catalog = extractor.discover().await?;
-    tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), "Discovered the account.");
+    let requests = stats.requests.load(Ordering::Relaxed) - before;
+    stats.discovery.store(requests, Ordering::Relaxed);
+    tracing::info!(account = %catalog.account, tables = catalog.tables.len(), object_types = catalog.objects.len(), requests, "Discovered the account.");
     Ok(catalog)
 }
 
@@ -287,8 +294,10 @@ pub async fn export(
     };
     let manifest_key = day.commit(&manifest).await?;
     let (tokens, paced) = (stats.tokens.load(Ordering::Relaxed), stats.paced.load(Ordering::Relaxed));
+    // Discovery is part of the first export's count only (a backfill's later days exclude it).
+    let discovery = if settings.counted_before.0 == 0 { stats.discovery.load(Ordering::Relaxed) } else { 0 };
     let elapsed = clock.elapsed();
-    Ok(ExportReport { manifest, manifest_key, elapsed, tokens, paced, merges_reported, sightings })
+    Ok(ExportReport { manifest, manifest_key, elapsed, tokens, paced, discovery, merges_reported, sightings })
 }
 
 fn warning(notice: Notice) -> Warning {

@@ -107,13 +107,21 @@ fn a_short_run_is_never_held_back_and_a_long_one_never_refused() {
             .and_then(|s| s.rsplit(", ").next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("the summary says how many requests were held: {stdout}"));
-        (sandbox.stats(), held)
+        let discovery: u64 = stdout
+            .split(" for discovery")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the summary says what discovery cost: {stdout}"));
+        (sandbox.stats(), held, discovery)
     };
-    let (stats, held) = export("10", "contacts,companies,deals,tickets,cars");
+    let (stats, held, discovery) = export("10", "contacts,companies,deals,tickets,cars");
     let requests = stats["requests"].as_u64().unwrap();
     assert!(requests > 50 && requests < 98, "a short run: {requests}");
+    let labels = stats["by_endpoint"]["GET /crm/v4/associations/{from}/{to}/labels"].as_u64().unwrap();
+    assert!(discovery > labels && discovery < requests, "discovery {discovery} of {requests}, {labels} label probes");
     assert_eq!((held, stats["throttled"].as_u64().unwrap()), (0, 0), "{stats}");
-    let (stats, held) = export("2500", "contacts,companies,deals,tickets,cars");
+    let (stats, held, _) = export("2500", "contacts,companies,deals,tickets,cars");
     assert!(stats["requests"].as_u64().unwrap() > 200, "long enough to fill windows: {}", stats["requests"]);
     assert!(held > 0, "held when the window was full");
     assert_eq!(stats["throttled"], 0, "{stats}");
