@@ -298,6 +298,25 @@ impl Sender {
     }
 
     /// Sends what `rows` holds (if anything) and empties it.
+    /// `DELETED_OBJECTS` rows of a reconcile: the ids of `stream`'s type its listing lacked,
+    /// `merged` into the survivor where one is known, `deleted` otherwise, dated the run's start.
+    pub(crate) async fn reconciled(
+        &self,
+        stream: &ObjectStream,
+        gone: &[(String, Option<String>)],
+        ingested: &Arc<str>,
+    ) -> Result<()> {
+        let table = crate::schema::with_ids_of(crate::schema::fixed_table("DELETED_OBJECTS"), &stream.table);
+        let mut rows = crate::schema::BatchBuilder::new(table, ingested.clone(), gone.len());
+        let type_id = stream.object_type.type_id.as_str();
+        for (id, survivor) in gone {
+            let kind = if survivor.is_some() { "merged" } else { "deleted" };
+            let row = [Some(type_id), Some(id.as_str()), Some(&**ingested), Some(kind), survivor.as_deref()];
+            rows.push_row(row.into_iter().chain([Some("reconcile")]));
+        }
+        self.rows("DELETED_OBJECTS", &mut rows).await
+    }
+
     pub(crate) async fn rows(&self, table: &str, rows: &mut crate::schema::BatchBuilder) -> Result<()> {
         if rows.is_empty() {
             return Ok(());

@@ -101,18 +101,15 @@ fn a_short_run_is_never_held_back_and_a_long_one_never_refused() {
             .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"));
         assert_success(&out);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let held: u64 = stdout
-            .split(" held for the rate limit")
-            .next()
-            .and_then(|s| s.rsplit(", ").next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("the summary says how many requests were held: {stdout}"));
-        let discovery: u64 = stdout
-            .split(" for discovery")
-            .next()
-            .and_then(|s| s.rsplit('(').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("the summary says what discovery cost: {stdout}"));
+        // The summary's "N requests (D for discovery, R retries, H held for the rate limit)".
+        let count = |label: &str| -> u64 {
+            let before = stdout.split(label).next().filter(|b| b.len() < stdout.len());
+            before
+                .and_then(|b| b.rsplit(['(', ' ']).find(|w| !w.is_empty()))
+                .and_then(|n| n.trim_end_matches(',').parse().ok())
+                .unwrap_or_else(|| panic!("the summary gives{label}: {stdout}"))
+        };
+        let (held, discovery) = (count(" held for the rate limit"), count(" for discovery"));
         (sandbox.stats(), held, discovery)
     };
     let (stats, held, discovery) = export("10", "contacts,companies,deals,tickets,cars");

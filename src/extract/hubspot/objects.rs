@@ -366,18 +366,7 @@ impl Emitter<'_> {
         let (gone, confirm_requests) = confirm_gone(self.client, &self.stream, missing)
             .await
             .map_err(|e| e.in_stream(&table, "reconcile: reading the missing ids"))?;
-        let deleted = crate::schema::with_ids_of(fixed_table("DELETED_OBJECTS"), &self.stream.table);
-        let mut rows = BatchBuilder::new(deleted, self.ingested.clone(), gone.len());
-        for (id, survivor) in &gone {
-            let kind = if survivor.is_some() { "merged" } else { "deleted" };
-            let at = Some(&**self.ingested);
-            rows.push_row(
-                [Some(object_type.type_id.as_str()), Some(id.as_str()), at, Some(kind)]
-                    .into_iter()
-                    .chain([survivor.as_deref(), Some("reconcile")]),
-            );
-        }
-        self.out.rows("DELETED_OBJECTS", &mut rows).await?;
+        self.out.reconciled(&self.stream, &gone, self.ingested).await?;
         let mut association_requests = 0;
         if !self.pairs.is_empty() {
             let unread: Vec<String> = ids.iter().filter(|id| !self.read.contains(*id)).cloned().collect();

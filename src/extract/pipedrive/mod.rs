@@ -139,11 +139,7 @@ impl Pipedrive {
         out: &Sender,
     ) -> Result<()> {
         let ingested = &self.options.ingested_at;
-        let mut lists = vec![(d.entity.list, d.entity.filter, d.entity.extra)];
-        if let Some((path, filter)) = d.entity.archived {
-            lists.push((path, filter, &[]));
-        }
-        for (path, filter, extra) in lists {
+        for (path, filter, extra) in lists_of(d) {
             self.list(d, path, filter, extra, window, &pairs, ingested, out).await?;
         }
         Ok(())
@@ -162,7 +158,8 @@ impl Pipedrive {
         ingested: &Arc<str>,
         out: &Sender,
     ) -> Result<()> {
-        let mut query: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let paging = paging_of(d);
+        let mut query = list_query(extra, paging);
         let bounds = window.map(bounds);
         if let Some((since, until)) = bounds {
             if filter != TimeFilter::None {
@@ -171,11 +168,6 @@ impl Pipedrive {
             if filter == TimeFilter::SinceUntil {
                 query.push(("updated_until".into(), rfc3339(until)));
             }
-        }
-        let paging = paging_of(d);
-        if paging == Paging::Offset {
-            // Id order: a record modified while the list is paged keeps its place.
-            query.push(("sort".into(), "id ASC".into()));
         }
         let table = &d.stream.table.name;
         let mut pager = Pager::new(&self.client, path, query, paging);
@@ -265,9 +257,7 @@ impl Pipedrive {
                 bad += 1;
                 continue;
             };
-            let flag = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
-            let deleted = flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted");
-            let archived = flag("is_archived") || deleted;
+            let archived = r.get("is_archived").and_then(Value::as_bool).unwrap_or(false) || is_deleted(r);
             // Deleted records and archived leads carry no archive time: the update that
             // deleted or archived them is their last. A live record has none, whatever an
             // `archive_time` left from an earlier archiving says.
@@ -377,25 +367,21 @@ impl Pipedrive {
             let skip = held.get(rel.from).unwrap_or(&none);
             let mut targets: Vec<&String> = targets.iter().collect();
             targets.sort();
-            let mut lists = vec![(d.entity.list, d.entity.extra)];
-            if let Some((path, _)) = d.entity.archived {
-                lists.push((path, &[]));
-            }
+            let lists = lists_of(d);
             let lookups: Vec<_> = if rel.key == DEAL_PRODUCTS {
                 targets
                     .iter()
                     .map(|id| {
-                        let path = format!("/api/v1/products/{id}/deals");
-                        self.pointing(d, pair, path, Paging::Offset, Vec::new(), Some(id.as_str()), skip, out)
+                        let (path, query) = (format!("/api/v1/products/{id}/deals"), list_query(&[], Paging::Offset));
+                        self.pointing(d, pair, path, Paging::Offset, query, Some(id.as_str()), skip, out)
                     })
                     .collect()
             } else if targets.len() <= REVERSE_LOOKUPS {
                 targets
                     .iter()
-                    .flat_map(|id| lists.iter().map(move |(path, extra)| (*id, *path, *extra)))
+                    .flat_map(|id| lists.iter().map(move |(path, _, extra)| (*id, *path, *extra)))
                     .map(|(id, path, extra)| {
-                        let mut query: Vec<(String, String)> =
-                            extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                        let mut query = list_query(extra, paging_of(d));
                         query.push((rel.key.to_string(), id.clone()));
                         self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
                     })
@@ -403,8 +389,8 @@ impl Pipedrive {
             } else {
                 lists
                     .iter()
-                    .map(|(path, extra)| {
-                        let query = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    .map(|(path, _, extra)| {
+                        let query = list_query(extra, paging_of(d));
                         self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
                     })
                     .collect()
@@ -425,14 +411,11 @@ impl Pipedrive {
         pair: &Arc<AssociationPair>,
         path: String,
         paging: Paging,
-        mut query: Vec<(String, String)>,
+        query: Vec<(String, String)>,
         product: Option<&str>,
         skip: &HashSet<String>,
         out: &Sender,
     ) -> Result<()> {
-        if paging == Paging::Offset {
-            query.push(("sort".into(), "id ASC".into()));
-        }
         let ingested = &self.options.ingested_at;
         let mut pager = Pager::new(&self.client, path, query, paging);
         loop {
@@ -474,17 +457,9 @@ impl Pipedrive {
     ) -> Result<()> {
         let ingested = &self.options.ingested_at;
         let table = &d.stream.table.name;
-        let mut lists = vec![(d.entity.list, d.entity.extra)];
-        if let Some((path, _)) = d.entity.archived {
-            lists.push((path, &[]));
-        }
         let (mut ids, mut listing_requests, mut unheld) = (Vec::new(), 0u64, Vec::new());
-        for (path, extra) in lists {
-            let mut query: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            if paging_of(d) == Paging::Offset {
-                query.push(("sort".into(), "id ASC".into()));
-            }
-            let mut pager = Pager::new(&self.client, path, query, paging_of(d));
+        for (path, _, extra) in lists_of(d) {
+            let mut pager = Pager::new(&self.client, path, list_query(extra, paging_of(d)), paging_of(d));
             loop {
                 let page = pager.describe();
                 let Some(items) = pager.next().await.map_err(|e| e.in_stream(table, format!("reconcile: {page}")))?
@@ -499,8 +474,7 @@ impl Pipedrive {
                         fresh.push(r);
                         unheld.push(id.clone());
                     }
-                    let flag = |k: &str| r.get(k).and_then(Value::as_bool).unwrap_or(false);
-                    if !(flag("is_deleted") || r.get("status").and_then(Value::as_str) == Some("deleted")) {
+                    if !is_deleted(r) {
                         ids.push(id);
                     }
                 }
@@ -513,15 +487,10 @@ impl Pipedrive {
             self.deal_products(pair, &unheld, ingested, out).await?;
         }
         let listed: HashSet<&String> = ids.iter().collect();
-        let mut missing: Vec<&String> = known.iter().flatten().filter(|id| !listed.contains(id)).collect();
+        let mut missing: Vec<(String, Option<String>)> =
+            known.iter().flatten().filter(|id| !listed.contains(id)).map(|id| (id.clone(), None)).collect();
         missing.sort();
-        let deleted = crate::schema::with_ids_of(schema::fixed_table("DELETED_OBJECTS"), &d.stream.table);
-        let mut rows = BatchBuilder::new(deleted, ingested.clone(), missing.len());
-        for id in &missing {
-            let row = [Some(d.entity.name), Some(id.as_str()), Some(&**ingested), Some("deleted"), None];
-            rows.push_row(row.into_iter().chain([Some("reconcile")]));
-        }
-        out.rows("DELETED_OBJECTS", &mut rows).await?;
+        out.reconciled(&d.stream, &missing, ingested).await?;
         tracing::info!(table = %table, ids = ids.len(), gone = missing.len(), listing_requests, association_requests, "Reconciled.");
         let type_id = d.entity.name.to_string();
         out.send(Emit::Listed { type_id, ids, listing_requests, association_requests }).await
@@ -778,6 +747,34 @@ impl super::Source for Pipedrive {
 /// The association pairs that start at `d`'s entity (read from its records' keys).
 fn pairs_from(catalog: &Catalog, d: &Discovered) -> Vec<Arc<AssociationPair>> {
     catalog.pairs.iter().filter(|p| p.from.type_id == d.entity.name).cloned().collect()
+}
+
+/// Query parameters a list carries on every page.
+type Params = &'static [(&'static str, &'static str)];
+
+/// An entity's lists: the main one with its own parameters, then the archived one.
+fn lists_of(d: &Discovered) -> Vec<(&'static str, TimeFilter, Params)> {
+    let mut lists = vec![(d.entity.list, d.entity.filter, d.entity.extra)];
+    if let Some((path, filter)) = d.entity.archived {
+        lists.push((path, filter, &[]));
+    }
+    lists
+}
+
+/// A list's query: its own parameters and, for offset paging, id order (a record modified
+/// while the list is paged keeps its place).
+fn list_query(extra: &[(&str, &str)], paging: Paging) -> Vec<(String, String)> {
+    let mut query: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    if paging == Paging::Offset {
+        query.push(("sort".into(), "id ASC".into()));
+    }
+    query
+}
+
+/// Deleted records: Pipedrive's `is_deleted`, or a deal's `status` `deleted`.
+fn is_deleted(r: &Value) -> bool {
+    r.get("is_deleted").and_then(Value::as_bool).unwrap_or(false)
+        || r.get("status").and_then(Value::as_str) == Some("deleted")
 }
 
 /// How an entity's lists page: v2 by cursor, v1 by offset.
