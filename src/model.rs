@@ -32,6 +32,27 @@ impl ObjectType {
     }
 }
 
+/// One association type the CRM defines from one object type to another (HubSpot's
+/// `typeId` within its `category`, and the label users gave it, none for the default type).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct AssociationType {
+    pub type_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The associated pairs of an account as crmdump knows them, keyed `<from type id>/<to type
+/// id>` (one direction each), with each pair's association types. Kept in the state between
+/// runs, so that a run asks the API only about pairs it has not seen.
+pub type AssociationTypes = BTreeMap<String, Vec<AssociationType>>;
+
+/// The key of the pair `from` -> `to` in [`AssociationTypes`].
+pub fn pair_key(from: &ObjectType, to: &ObjectType) -> String {
+    format!("{}/{}", from.type_id, to.type_id)
+}
+
 /// A standard HubSpot object type: declared here as data, one row each.
 pub struct StandardType {
     pub api_name: &'static str,

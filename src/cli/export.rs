@@ -58,11 +58,13 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let day = date.format("%Y-%m-%d").to_string();
     let reread = run.claim(&args.source, args.output.layout(), &day, args.force).await?.reread;
+    let state = State::load(&run.sink, run.extractor().source(), &run.catalog.account).await?;
+    // The pairs earlier runs found associated are read without asking which pairs exist.
+    run.catalog.learn_associations(state.as_ref().and_then(|s| s.association_types.clone()));
     let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
 
     let timing = Timing { lookback: args.lookback, settle: args.settle_lag };
     let streams = catalog.streams();
-    let state = State::load(sink, extractor.source(), &catalog.account).await?;
     let incremental = match args.mode {
         Some(ModeArg::Full) => false,
         Some(ModeArg::Incremental) => true,
@@ -126,6 +128,9 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     // Only now, with the day committed, may the watermarks and the journal position move.
     state.commit(date, &plan);
     state.commit_merges(date, &report.merges_reported);
+    if let Some(types) = report.association_types.take() {
+        state.association_types = Some(types);
+    }
     if let Some((_, end)) = journal {
         state.commit_journal(date, journal_start, end);
     }

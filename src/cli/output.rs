@@ -158,7 +158,9 @@ impl Run {
         }
         wider.objects = Some(names);
         self.source = wider.connect(self.ingested_at.clone()).await?;
+        let known = self.catalog.association_types.take();
         self.catalog = pipeline::discover(self.source.extractor.as_ref(), &self.progress).await?;
+        self.catalog.learn_associations(known);
         Ok(())
     }
 

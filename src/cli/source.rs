@@ -54,6 +54,10 @@ pub struct SourceArgs {
     /// Object types extracted at the same time.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Discovery asks the API about every pair of object types (`tables`, `check`), where an
+    /// export learns the associated pairs from its reads and the state.
+    #[arg(skip)]
+    pub every_pair: bool,
     /// Requests allowed per period (100/10s is HubSpot's default for private apps; raise it
     /// for higher tiers), or 'none'. Default: 100/10s for HubSpot, none for the in-process sandbox.
     #[arg(long, value_parser = RateLimit::parse)]
@@ -227,6 +231,7 @@ impl SourceArgs {
                     ingested_at,
                     history: (!self.no_history)
                         .then_some(HistoryLimits { contacts: self.history_contacts, others: self.history_others }),
+                    every_pair: self.every_pair,
                 },
             )),
             Crm::Pipedrive => Box::new(Pipedrive::new(
@@ -236,6 +241,7 @@ impl SourceArgs {
                     concurrency: self.concurrency.max(1),
                     ingested_at,
                     history: (!self.no_history).then_some(self.history_others),
+                    every_pair: self.every_pair,
                 },
             )),
         };

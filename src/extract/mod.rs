@@ -82,6 +82,13 @@ pub struct AssociationPair {
     pub table: Arc<TableSchema>,
 }
 
+impl AssociationPair {
+    pub fn new(from: ObjectType, to: ObjectType) -> AssociationPair {
+        let table = crate::schema::association_schema(&from.plural, &to.plural, &from.singular, &to.singular);
+        AssociationPair { from, to, table }
+    }
+}
+
 /// One event type to export.
 #[derive(Debug)]
 pub struct EventStream {
@@ -114,6 +121,9 @@ pub struct Catalog {
     pub notices: Vec<Notice>,
     /// Every output table, in the order the manifest lists them.
     pub tables: Vec<Arc<TableSchema>>,
+    /// The associated pairs and their types an earlier run learnt (from the state), `None`
+    /// before the first: see [`Catalog::learn_associations`].
+    pub association_types: Option<crate::model::AssociationTypes>,
 }
 
 /// Whether the canonical or API timestamp `text` falls in `window` (false if unparseable).
@@ -150,6 +160,11 @@ pub enum Emit {
     /// across its `Listed` emits), and the requests the listing and the association refresh
     /// took.
     Listed { type_id: String, ids: Vec<String>, listing_requests: u64, association_requests: u64 },
+    /// A pair found associated during the run (not in the catalog): its table is written,
+    /// with rows or empty, and listed in the manifest.
+    Pair(Arc<AssociationPair>),
+    /// The associated pairs and their types as the run leaves them, for the state.
+    AssociationTypes(crate::model::AssociationTypes),
     /// These tables will receive no more rows in this run: their writers close now, so that
     /// an account with a thousand event types or custom objects never holds a thousand open
     /// writers.
@@ -215,7 +230,26 @@ impl Catalog {
         tables.extend(pairs.iter().map(|p| p.table.clone()));
         tables.extend(events.iter().map(|e| e.table.clone()));
         tables.sort_by(|a, b| a.name.cmp(&b.name));
-        Catalog { account, objects, pairs, events, notices, tables }
+        Catalog { account, objects, pairs, events, notices, tables, association_types: None }
+    }
+
+    /// Takes in the pairs an earlier run found associated (the state's), so that this run
+    /// reads them and writes their tables without asking the API which pairs exist. Pairs of
+    /// types this catalog does not hold are kept for the state but not read.
+    pub fn learn_associations(&mut self, known: Option<crate::model::AssociationTypes>) {
+        for key in known.iter().flat_map(|k| k.keys()) {
+            let Some((from, to)) = key.split_once('/') else { continue };
+            let find = |id: &str| self.objects.iter().find(|o| o.object_type.type_id == id).map(|o| &o.object_type);
+            let (Some(from), Some(to)) = (find(from), find(to)) else { continue };
+            if self.pairs.iter().any(|p| p.from == *from && p.to == *to) {
+                continue;
+            }
+            let pair = Arc::new(AssociationPair::new(from.clone(), to.clone()));
+            self.tables.push(pair.table.clone());
+            self.pairs.push(pair);
+        }
+        self.tables.sort_by(|a, b| a.name.cmp(&b.name));
+        self.association_types = known;
     }
 }
 
@@ -338,6 +372,9 @@ pub struct SourceOptions<H> {
     pub ingested_at: Arc<str>,
     /// How much property history to keep; `None` skips history.
     pub history: Option<H>,
+    /// Discovery asks about every pair of object types (what `tables` and `check` list);
+    /// otherwise an export learns the associated pairs from its reads and the state.
+    pub every_pair: bool,
 }
 
 /// How each source is built: discovery learns what its runs need (`Discovery`), kept once

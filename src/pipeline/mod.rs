@@ -139,6 +139,16 @@ pub struct ExportReport {
     pub merges_reported: std::collections::BTreeSet<String>,
     /// Which records the run showed to exist or be gone, for the baseline of ids.
     pub sightings: Sightings,
+    /// The associated pairs and their types as the run left them, for the state (`None`
+    /// when the source keeps none).
+    pub association_types: Option<crate::model::AssociationTypes>,
+}
+
+/// What the router learnt besides rows: tables found during the run, and the pairs' types.
+#[derive(Default)]
+struct Learnt {
+    tables: Vec<Arc<crate::schema::TableSchema>>,
+    association_types: Option<crate::model::AssociationTypes>,
 }
 
 /// Discovers what the account holds (every table an export will write).
@@ -194,13 +204,14 @@ pub async fn export(
     };
     let mut merges_reported = std::collections::BTreeSet::new();
     let mut sightings = Sightings::new(extractor.archived_exist());
+    let mut learnt = Learnt::default();
     let routing = route_all(
         rx,
         &mut writers,
         &settings.ingested_at,
         progress,
         (&settings.merges_reported, &mut merges_reported),
-        &mut sightings,
+        (&mut sightings, &mut learnt),
     );
     // The first error of either ends both: the extraction future is dropped (its requests
     // and tasks with it) or the router's receiver is, so the extractor's next send fails.
@@ -219,6 +230,8 @@ pub async fn export(
             return Err(e);
         }
     };
+    tables.extend(std::mem::take(&mut learnt.tables));
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
     let mut warnings: Vec<Warning> = catalog.notices.iter().cloned().map(warning).collect();
     warnings.extend(notes);
     let reconcile = settings.extent.reconcile().map(|r| {
@@ -297,7 +310,18 @@ pub async fn export(
     // Discovery is part of the first export's count only (a backfill's later days exclude it).
     let discovery = if settings.counted_before.0 == 0 { stats.discovery.load(Ordering::Relaxed) } else { 0 };
     let elapsed = clock.elapsed();
-    Ok(ExportReport { manifest, manifest_key, elapsed, tokens, paced, discovery, merges_reported, sightings })
+    let association_types = learnt.association_types;
+    Ok(ExportReport {
+        manifest,
+        manifest_key,
+        elapsed,
+        tokens,
+        paced,
+        discovery,
+        merges_reported,
+        sightings,
+        association_types,
+    })
 }
 
 fn warning(notice: Notice) -> Warning {
@@ -314,7 +338,7 @@ async fn route_all(
     ingested: &Arc<str>,
     progress: &Progress,
     (known_merges, reported): (&std::collections::HashSet<String>, &mut std::collections::BTreeSet<String>),
-    sightings: &mut Sightings,
+    (sightings, learnt): (&mut Sightings, &mut Learnt),
 ) -> Result<(BTreeMap<String, u64>, Vec<Warning>)> {
     let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
     let mut notes: Vec<Warning> = Vec::new();
@@ -342,6 +366,16 @@ async fn route_all(
             }
             Emit::Listed { type_id, ids, listing_requests, association_requests } => {
                 sightings.listed(&type_id, ids, listing_requests, association_requests);
+                continue;
+            }
+            Emit::Pair(pair) => {
+                if writers.declare(pair.table.clone()) {
+                    learnt.tables.push(pair.table.clone());
+                }
+                continue;
+            }
+            Emit::AssociationTypes(types) => {
+                learnt.association_types = Some(types);
                 continue;
             }
             Emit::Complete(tables) => {

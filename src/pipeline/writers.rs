@@ -86,6 +86,16 @@ impl Writers {
         }
     }
 
+    /// Adds a table found during the run: written like the catalog's, with rows or empty.
+    /// Returns false when it was known already.
+    pub fn declare(&mut self, table: Arc<TableSchema>) -> bool {
+        if self.tables.contains_key(&table.name) {
+            return false;
+        }
+        self.tables.insert(table.name.clone(), table);
+        true
+    }
+
     /// Cancelled when any writer fails: the router stops reading at once.
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.cancel.cancelled()

@@ -67,6 +67,11 @@ pub struct State {
     /// file of its ids (see [`baseline`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baselines: BTreeMap<String, BTreeMap<String, String>>,
+    /// The account's associated pairs and their association types as the last committed
+    /// export knew them: later runs read these pairs without asking the API which pairs
+    /// exist (HubSpot; absent before the first export that learnt them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association_types: Option<crate::model::AssociationTypes>,
     pub updated_at: String,
 }
 

@@ -52,6 +52,17 @@ pub struct SimpleObject {
     pub archived_at: Option<String>,
     #[serde(default)]
     pub properties_with_history: PropertyMap<Vec<HistoryEntry>>,
+    /// What `associations=` asked of a list page: per associated type (as HubSpot names it),
+    /// the first associated records. Only whether any are there is read.
+    #[serde(default)]
+    pub associations: std::collections::HashMap<String, InlineAssociations>,
+}
+
+/// The associated records of one type inline in a listed record.
+#[derive(Debug, Default, Deserialize)]
+pub struct InlineAssociations {
+    #[serde(default)]
+    pub results: Vec<serde::de::IgnoredAny>,
 }
 
 impl SimpleObject {
@@ -65,6 +76,7 @@ impl SimpleObject {
             archived: false,
             archived_at: None,
             properties_with_history: Default::default(),
+            associations: Default::default(),
         }
     }
 }
@@ -260,6 +272,17 @@ pub struct ObjectSchema {
     pub archived: Option<bool>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// The pairs the custom object is associated in.
+    #[serde(default)]
+    pub associations: Vec<SchemaAssociation>,
+}
+
+/// An association definition of a custom object's schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaAssociation {
+    pub from_object_type_id: Option<String>,
+    pub to_object_type_id: Option<String>,
 }
 
 /// v4 association label (`AssociationSpecWithLabel`).
@@ -269,6 +292,16 @@ pub struct AssociationLabel {
     pub category: Option<String>,
     pub type_id: i64,
     pub label: Option<String>,
+}
+
+impl AssociationLabel {
+    pub fn to_model(&self) -> crate::model::AssociationType {
+        crate::model::AssociationType {
+            type_id: self.type_id,
+            category: self.category.clone(),
+            label: self.label.clone(),
+        }
+    }
 }
 
 /// v4 batch read result for one input.

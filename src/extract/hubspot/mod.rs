@@ -10,6 +10,7 @@ pub mod api;
 mod events;
 mod lists;
 mod objects;
+mod pairs;
 mod reference;
 mod search;
 
@@ -22,7 +23,7 @@ use super::{AssociationPair, Catalog, EventStream, Extent, Notice, ObjectStream,
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
-use crate::schema::{self, fixed_table};
+use crate::schema::fixed_table;
 
 pub use objects::{RECORDS_PER_PAGE, page_batches};
 
@@ -62,7 +63,8 @@ struct DiscoveredType {
 /// Discovery results kept for the run.
 pub struct Discovery {
     types: Vec<DiscoveredType>,
-    labels: Vec<(ObjectType, ObjectType, Vec<api::AssociationLabel>)>,
+    /// Every pair's association types, when discovery asked about every pair.
+    labels: Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>,
     /// `None` when the token may not read lists.
     lists: Option<()>,
     events: Vec<Arc<events::DiscoveredEvent>>,
@@ -96,27 +98,6 @@ impl HubSpot {
 
     pub fn client(&self) -> &Arc<HttpClient> {
         &self.client
-    }
-
-    /// `GET .../labels` for each (from, to), `parallel` at a time, answers in order.
-    async fn association_labels(
-        &self,
-        pairs: Vec<(ObjectType, ObjectType)>,
-        parallel: usize,
-    ) -> Vec<(ObjectType, ObjectType, Result<api::BatchResults<api::AssociationLabel>>)> {
-        futures::stream::iter(pairs)
-            .map(|(f, t)| async move {
-                let path = format!("/crm/v4/associations/{}/{}/labels", f.api_name, t.api_name);
-                let found = self
-                    .client
-                    .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
-                    .await
-                    .map_err(|e| e.in_stream("association labels", format!("GET {path}")));
-                (f, t, found)
-            })
-            .buffered(parallel)
-            .collect()
-            .await
     }
 
     /// The standard types asked for (or all of them) plus the custom objects.
@@ -237,37 +218,17 @@ impl super::Source for HubSpot {
             ));
         }
 
-        // Association types exist in both directions or in neither: probe each unordered
-        // pair once, then the reverse direction only of pairs that have labels.
-        let types: Vec<&ObjectType> = discovered.iter().map(|d| &d.object_type).collect();
-        let forward: Vec<(ObjectType, ObjectType)> = (0..types.len())
-            .flat_map(|i| (i..types.len()).map(move |j| (i, j)))
-            .map(|(i, j)| (types[i].clone(), types[j].clone()))
-            .collect();
-        let mut found = self.association_labels(forward, parallel).await;
-        let reverse: Vec<(ObjectType, ObjectType)> = found
-            .iter()
-            .filter(|(f, t, l)| f != t && l.as_ref().is_ok_and(|l| !l.results.is_empty()))
-            .map(|(f, t, _)| (t.clone(), f.clone()))
-            .collect();
-        found.extend(self.association_labels(reverse, parallel).await);
+        // Pairs come from the schemas here, and from the state and the reads during the run;
+        // `tables` and `check` ask about every pair, which costs a request per pair.
         let mut labels = Vec::new();
-        let mut pairs = Vec::new();
-        for (f, t, found) in found {
-            let found = match unless_forbidden(found)? {
-                Ok(l) => l.results,
-                Err(_) => continue,
-            };
-            if found.is_empty() {
-                continue;
-            }
-            pairs.push(Arc::new(AssociationPair {
-                from: f.clone(),
-                to: t.clone(),
-                table: schema::association_schema(&f.plural, &t.plural, &f.singular, &t.singular),
-            }));
-            labels.push((f, t, found));
+        let mut known: Vec<(ObjectType, ObjectType)> = pairs::declared(&discovered);
+        if self.options.every_pair {
+            let types: Vec<ObjectType> = discovered.iter().map(|d| d.object_type.clone()).collect();
+            labels = pairs::every_pair(&self.client, &types, parallel).await?;
+            known.extend(labels.iter().map(|(f, t, _)| (f.clone(), t.clone())).filter(|p| !known.contains(p)).collect::<Vec<_>>());
         }
+        let pairs: Vec<Arc<AssociationPair>> =
+            known.into_iter().map(|(f, t)| Arc::new(AssociationPair::new(f, t))).collect();
 
         let lists = match unless_forbidden(lists::probe(&self.client).await)? {
             Ok(()) => Some(()),
@@ -319,13 +280,38 @@ impl super::Source for HubSpot {
         if let Some(teams) = &discovery.teams {
             reference::teams(teams, &ingested, &sender).await?;
         }
+        let registry = Arc::new(pairs::Registry::new(catalog.association_types.clone()));
+        let mut known_pairs = catalog.pairs.clone();
+        for (from, to, types) in &discovery.labels {
+            registry.answered(from, to, types.clone());
+        }
+        // A windowed read cannot see which pairs are associated (search and batch reads carry
+        // no associations), and a reconcile promises every association: without the state's
+        // record of the pairs, or for a reconcile, ask about every pair first.
+        let windowed = catalog.objects.iter().any(|o| extent.window(&o.table.name).is_some());
+        if (windowed && catalog.association_types.is_none() && discovery.labels.is_empty())
+            || extent.reconcile().is_some()
+        {
+            let types: Vec<ObjectType> = catalog.objects.iter().map(|o| o.object_type.clone()).collect();
+            let parallel = self.options.concurrency.max(1) * 2;
+            for (from, to, types) in pairs::every_pair(&self.client, &types, parallel).await? {
+                registry.answered(&from, &to, types);
+                if !known_pairs.iter().any(|p| p.from == from && p.to == to) {
+                    let pair = Arc::new(AssociationPair::new(from, to));
+                    sender.send(super::Emit::Pair(pair.clone())).await?;
+                    known_pairs.push(pair);
+                }
+            }
+        }
+        let inline = Arc::new(pairs::Inline::new(&discovery.types));
         let history = self.options.history;
         // Each type on its own task, so that parsing pages and building rows use every core;
         // the set aborts the others when one fails. Lists and event types are jobs beside them,
         // not a wait before them.
         let objects = catalog.objects.iter().cloned().map(|stream| {
             let pairs: Vec<Arc<AssociationPair>> =
-                catalog.pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
+                known_pairs.iter().filter(|p| p.from.type_id == stream.object_type.type_id).cloned().collect();
+            let found = objects::Found { pairs, registry: registry.clone(), inline: inline.clone() };
             let sender = sender.clone();
             let client = self.client.clone();
             let ingested = ingested.clone();
@@ -334,7 +320,7 @@ impl super::Source for HubSpot {
             let named = extent.ids(&stream.table.name);
             let reconcile = extent.reconcile().cloned();
             let reach = (window, named, reconcile);
-            async move { objects::extract(&client, stream, pairs, keep, reach, &ingested, &sender).await }.boxed()
+            async move { objects::extract(&client, stream, found, keep, reach, &ingested, &sender).await }.boxed()
         });
         let (client, lists_ingested, lists_sender) = (self.client.clone(), ingested.clone(), sender.clone());
         let lists = discovery
@@ -346,7 +332,11 @@ impl super::Source for HubSpot {
             async move { events::extract(&client, &e, window, &ingested, &sender).await }.boxed()
         });
         let jobs: Vec<futures::future::BoxFuture<'static, Result<()>>> = objects.chain(lists).chain(events).collect();
-        super::run_streams(jobs, self.options.concurrency).await
+        super::run_streams(jobs, self.options.concurrency).await?;
+        // The definitions once the reads have shown what each pair holds.
+        let types = registry.snapshot();
+        reference::association_definitions(catalog, &types, &ingested, &sender).await?;
+        sender.send(super::Emit::AssociationTypes(types)).await
     }
 }
 

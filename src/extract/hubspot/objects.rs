@@ -10,17 +10,19 @@
 //! this type through v4 batch reads, following each input's own `after`. A reconcile then
 //! lists every id of the type and reads the associations of those the run did not read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::pairs::{Inline, Registry};
 use super::search::ChangedRecords;
 use super::{Sender, api};
 use crate::error::{Error, Result};
 use crate::extract::{AssociationPair, Emit, Notice, ObjectStream, Window};
 use crate::http::HttpClient;
+use crate::model::{AssociationType, ObjectType};
 use crate::schema::iso;
 use crate::schema::{BatchBuilder, fixed_table};
 
@@ -43,10 +45,19 @@ struct Plan {
     names: String,
     history: Option<usize>,
     page_size: usize,
+    /// `associations=`: the types whose associations each listed record shows inline, so
+    /// that only pairs found associated are read (a full listing of live records).
+    associations: Option<String>,
 }
 
 impl Plan {
-    fn new(client: &HttpClient, stream: &ObjectStream, archived: bool, history: Option<usize>) -> Result<Plan> {
+    fn new(
+        client: &HttpClient,
+        stream: &ObjectStream,
+        archived: bool,
+        history: Option<usize>,
+        associations: Option<String>,
+    ) -> Result<Plan> {
         let path = format!("/crm/v3/objects/{}", stream.object_type.api_name);
         let names = stream.properties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",");
         let page_size = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
@@ -57,6 +68,7 @@ impl Plan {
             names,
             history,
             page_size,
+            associations,
         };
         let query = plan.list_query(None);
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -84,6 +96,9 @@ impl Plan {
         } else {
             q.push(("properties", "hs_object_id".to_string()));
         }
+        if let Some(types) = &self.associations {
+            q.push(("associations", types.clone()));
+        }
         if let Some(a) = after {
             q.push(("after", a.to_string()));
         }
@@ -97,7 +112,7 @@ impl Plan {
 pub(super) async fn extract(
     client: &HttpClient,
     stream: Arc<ObjectStream>,
-    pairs: Vec<Arc<AssociationPair>>,
+    found: Found,
     history: Option<usize>,
     (window, named, reconcile): (Option<Window>, Vec<String>, Option<crate::model::Reconcile>),
     ingested: &Arc<str>,
@@ -106,18 +121,21 @@ pub(super) async fn extract(
     let mut emitter = Emitter {
         client,
         stream: stream.clone(),
-        pairs,
+        found,
+        whole: window.is_none(),
         history,
         ingested,
         out,
-        pending: Vec::new(),
+        pending: BTreeMap::new(),
         problems: Problems::default(),
         read: HashSet::new(),
     };
     match window {
         None => {
             for archived in [false, true] {
-                let plan = Plan::new(client, &stream, archived, history)?;
+                // Archived records have no associations to read.
+                let inline = (!archived).then(|| emitter.found.inline.query.clone());
+                let plan = Plan::new(client, &stream, archived, history, inline)?;
                 listing(client, &stream, &plan, None, &mut emitter).await?;
             }
         }
@@ -125,7 +143,7 @@ pub(super) async fn extract(
             changed(client, &stream, window, &mut emitter).await?;
             // Archiving leaves the last-modified date alone and search never shows archived
             // records: list the recycle bin (ids only) and keep what was archived in the window.
-            let mut plan = Plan::new(client, &stream, true, history)?;
+            let mut plan = Plan::new(client, &stream, true, history, None)?;
             plan.ids_only();
             listing(client, &stream, &plan, Some(window), &mut emitter).await?;
             // Records webhook events named that the window did not hold (an association
@@ -139,7 +157,7 @@ pub(super) async fn extract(
                     .await
                     .map_err(|e| e.in_stream(&table, "records named by webhook events"))?;
                 tracing::info!(table = %table, named = count, read = rows.len(), "Records named by webhook events read by id.");
-                emitter.emit(rows, false).await?;
+                emitter.emit(rows, false, None).await?;
             }
         }
     }
@@ -182,6 +200,11 @@ async fn listing(
         if let Some(w) = archived_in {
             listed.retain(|r| crate::extract::in_window(&w, r.archived_at.as_deref()));
         }
+        // Taken from the listed records: a batch read's answer has no associations.
+        let targets: Option<HashMap<String, Vec<ObjectType>>> = plan
+            .associations
+            .as_ref()
+            .map(|_| listed.iter().map(|r| (r.id.clone(), emitter.found.inline.targets(r))).collect());
         let page_name = format!("page {} (archived={})", pages + 1, plan.archived);
         let work = async {
             let rows = if plan.all_in_url {
@@ -192,7 +215,7 @@ async fn listing(
                     .map_err(|e| e.in_stream(&table, &page_name))?
             };
             records += rows.len() as u64;
-            emitter.emit(rows, plan.archived == "true").await
+            emitter.emit(rows, plan.archived == "true", targets).await
         };
         let prefetch = async {
             match &next {
@@ -259,7 +282,7 @@ async fn changed(
             .await
             .map_err(|e| e.in_stream(&table, &page_name))?;
         records += rows.len() as u64;
-        emitter.emit(rows, false).await?;
+        emitter.emit(rows, false, None).await?;
         if search.queries.is_multiple_of(50) {
             tracing::info!(table = %table, records, searches = search.queries, "Reading changed records.");
         }
@@ -279,16 +302,28 @@ async fn changed(
     Ok(())
 }
 
+/// How a type's job learns which pairs to read: the pairs known to start at the type, the
+/// run's record of every pair's association types, and what a full listing asks inline.
+pub(super) struct Found {
+    pub pairs: Vec<Arc<AssociationPair>>,
+    pub registry: Arc<Registry>,
+    pub inline: Arc<Inline>,
+}
+
 /// Turns pages of full records into object rows, history rows and (for live records)
-/// association reads, a thousand ids at a time.
+/// association reads, a thousand ids at a time per pair.
 struct Emitter<'a> {
     client: &'a HttpClient,
     stream: Arc<ObjectStream>,
-    pairs: Vec<Arc<AssociationPair>>,
+    /// The pairs read from this type, growing as listed records show new ones.
+    found: Found,
+    /// The type is read whole: each pair found associated has its labels asked once.
+    whole: bool,
     history: Option<usize>,
     ingested: &'a Arc<str>,
     out: &'a Sender,
-    pending: Vec<String>,
+    /// Per pair (by the other type's id), the ids whose associations are still to read.
+    pending: BTreeMap<String, Vec<String>>,
     problems: Problems,
     /// Ids of the records emitted so far.
     read: HashSet<String>,
@@ -328,7 +363,15 @@ impl Problems {
 }
 
 impl Emitter<'_> {
-    async fn emit(&mut self, rows: Vec<api::SimpleObject>, archived: bool) -> Result<()> {
+    /// Emits `rows`; for live ones, queues their associations: with `targets` (what the
+    /// listing showed inline), of the pairs each record is associated in, otherwise of every
+    /// known pair.
+    async fn emit(
+        &mut self,
+        rows: Vec<api::SimpleObject>,
+        archived: bool,
+        targets: Option<HashMap<String, Vec<ObjectType>>>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -338,16 +381,57 @@ impl Emitter<'_> {
             self.out.rows("OBJECT_PROPERTIES_HISTORY", &mut h).await?;
         }
         // Archived records have no associations to read.
-        if !archived && !self.pairs.is_empty() {
-            self.pending.extend(rows.iter().map(|r| r.id.clone()));
+        if !archived {
+            match &targets {
+                Some(targets) => {
+                    for r in &rows {
+                        for to in targets.get(&r.id).into_iter().flatten() {
+                            self.pair_to(to).await?;
+                            self.pending.entry(to.type_id.clone()).or_default().push(r.id.clone());
+                        }
+                    }
+                }
+                None => {
+                    for pair in &self.found.pairs {
+                        let ids = self.pending.entry(pair.to.type_id.clone()).or_default();
+                        ids.extend(rows.iter().map(|r| r.id.clone()));
+                    }
+                }
+            }
         }
         let (batch, unparseable) = raw_batch(&self.stream, &rows, self.ingested)?;
         self.out.send(Emit::Objects { stream: self.stream.clone(), batch, unparseable }).await?;
-        while self.pending.len() >= ASSOCIATION_INPUTS {
-            let chunk: Vec<String> = self.pending.drain(..ASSOCIATION_INPUTS).collect();
-            associations(self.client, &self.pairs, &chunk, self.ingested, self.out).await?;
+        let full: Vec<String> =
+            self.pending.iter().filter(|(_, ids)| ids.len() >= ASSOCIATION_INPUTS).map(|(to, _)| to.clone()).collect();
+        for to in full {
+            while self.pending[&to].len() >= ASSOCIATION_INPUTS {
+                let chunk: Vec<String> =
+                    self.pending.get_mut(&to).expect("listed above").drain(..ASSOCIATION_INPUTS).collect();
+                self.read_pair(&to, &chunk).await?;
+            }
         }
         Ok(())
+    }
+
+    /// The pair from this type to `to`, added (and its table declared) when it is new.
+    async fn pair_to(&mut self, to: &ObjectType) -> Result<()> {
+        if self.found.pairs.iter().any(|p| p.to == *to) {
+            return Ok(());
+        }
+        let pair = Arc::new(AssociationPair::new(self.stream.object_type.clone(), to.clone()));
+        self.out.send(Emit::Pair(pair.clone())).await?;
+        self.found.pairs.push(pair);
+        Ok(())
+    }
+
+    /// Reads the associations of `ids` in the pair to `to`, and notes the types they showed.
+    async fn read_pair(&self, to: &str, ids: &[String]) -> Result<u64> {
+        let Some(pair) = self.found.pairs.iter().find(|p| p.to.type_id == to) else {
+            return Ok(0);
+        };
+        let (requests, seen) = associations(self.client, pair, ids, self.ingested, self.out).await?;
+        self.found.registry.saw(self.client, pair, seen, self.whole).await?;
+        Ok(requests)
     }
 
     /// A reconcile of the type, once its records are read: lists every live id, reports
@@ -368,10 +452,11 @@ impl Emitter<'_> {
             .map_err(|e| e.in_stream(&table, "reconcile: reading the missing ids"))?;
         self.out.reconciled(&self.stream, &gone, self.ingested).await?;
         let mut association_requests = 0;
-        if !self.pairs.is_empty() {
-            let unread: Vec<String> = ids.iter().filter(|id| !self.read.contains(*id)).cloned().collect();
+        let unread: Vec<String> = ids.iter().filter(|id| !self.read.contains(*id)).cloned().collect();
+        let others: Vec<String> = self.found.pairs.iter().map(|p| p.to.type_id.clone()).collect();
+        for to in &others {
             for chunk in unread.chunks(ASSOCIATION_INPUTS) {
-                association_requests += associations(self.client, &self.pairs, chunk, self.ingested, self.out).await?;
+                association_requests += self.read_pair(to, chunk).await?;
             }
         }
         tracing::info!(table = %table, ids = ids.len(), gone = gone.len(), listing_requests, association_requests, "Reconciled.");
@@ -381,13 +466,14 @@ impl Emitter<'_> {
     }
 
     async fn finish(mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            let ids = std::mem::take(&mut self.pending);
-            associations(self.client, &self.pairs, &ids, self.ingested, self.out).await?;
+        for (to, ids) in std::mem::take(&mut self.pending) {
+            if !ids.is_empty() {
+                self.read_pair(&to, &ids).await?;
+            }
         }
         self.problems.report(&self.stream.table.name, self.out).await?;
-        let done =
-            std::iter::once(self.stream.table.name.clone()).chain(self.pairs.iter().map(|p| p.table.name.clone()));
+        let done = std::iter::once(self.stream.table.name.clone())
+            .chain(self.found.pairs.iter().map(|p| p.table.name.clone()));
         self.out.complete(done.collect()).await
     }
 }
@@ -561,57 +647,59 @@ fn raw_batch(
     Ok((b.finish()?, unparseable))
 }
 
-/// Associations of `ids` for every pair, following per-input paging until none is left.
+/// Associations of `ids` in `pair`, following per-input paging until none is left. Returns
+/// the requests sent and the association types the answers showed.
 async fn associations(
     client: &HttpClient,
-    pairs: &[Arc<AssociationPair>],
+    pair: &Arc<AssociationPair>,
     ids: &[String],
     ingested: &Arc<str>,
     out: &Sender,
-) -> Result<u64> {
+) -> Result<(u64, Vec<AssociationType>)> {
     let mut requests = 0;
-    for pair in pairs {
-        let path = format!("/crm/v4/associations/{}/{}/batch/read", pair.from.api_name, pair.to.api_name);
-        let mut builder = BatchBuilder::new(fixed_table("ASSOCIATIONS"), ingested.clone(), ids.len());
-        let mut inputs: Vec<serde_json::Value> = ids.iter().map(|id| json!({"id": id})).collect();
-        let mut round = 0;
-        while !inputs.is_empty() {
-            round += 1;
-            requests += 1;
-            let body = json!({ "inputs": inputs });
-            let page: api::BatchResults<api::AssociationResult> =
-                client.post_json(&path, &body).await.map_err(|e| {
-                    e.in_stream(&pair.table.name, format!("ids {}..{} round {round}", ids[0], ids[ids.len() - 1]))
-                })?;
-            inputs = Vec::new();
-            for result in page.results {
-                for to in &result.to {
-                    for kind in &to.association_types {
-                        let type_id = kind.type_id.to_string();
-                        let primary = kind.category.as_deref() == Some("HUBSPOT_DEFINED")
-                            && kind.label.as_deref() == Some("Primary");
-                        builder.push_row([
-                            Some(pair.from.type_id.as_str()),
-                            Some(result.from.id.as_str()),
-                            Some(pair.to.type_id.as_str()),
-                            Some(to.to_object_id.as_str()),
-                            Some(type_id.as_str()),
-                            kind.category.as_deref(),
-                            kind.label.as_deref(),
-                            Some(if primary { "true" } else { "false" }),
-                        ]);
+    let mut seen: Vec<AssociationType> = Vec::new();
+    let path = format!("/crm/v4/associations/{}/{}/batch/read", pair.from.api_name, pair.to.api_name);
+    let mut builder = BatchBuilder::new(fixed_table("ASSOCIATIONS"), ingested.clone(), ids.len());
+    let mut inputs: Vec<serde_json::Value> = ids.iter().map(|id| json!({"id": id})).collect();
+    let mut round = 0;
+    while !inputs.is_empty() {
+        round += 1;
+        requests += 1;
+        let body = json!({ "inputs": inputs });
+        let page: api::BatchResults<api::AssociationResult> = client.post_json(&path, &body).await.map_err(|e| {
+            e.in_stream(&pair.table.name, format!("ids {}..{} round {round}", ids[0], ids[ids.len() - 1]))
+        })?;
+        inputs = Vec::new();
+        for result in page.results {
+            for to in &result.to {
+                for kind in &to.association_types {
+                    if !seen.iter().any(|s| s.type_id == kind.type_id) {
+                        seen.push(kind.to_model());
                     }
-                }
-                if let Some(next) = result.paging.and_then(|p| p.next) {
-                    inputs.push(json!({"id": result.from.id, "after": next.after}));
+                    let type_id = kind.type_id.to_string();
+                    let primary =
+                        kind.category.as_deref() == Some("HUBSPOT_DEFINED") && kind.label.as_deref() == Some("Primary");
+                    builder.push_row([
+                        Some(pair.from.type_id.as_str()),
+                        Some(result.from.id.as_str()),
+                        Some(pair.to.type_id.as_str()),
+                        Some(to.to_object_id.as_str()),
+                        Some(type_id.as_str()),
+                        kind.category.as_deref(),
+                        kind.label.as_deref(),
+                        Some(if primary { "true" } else { "false" }),
+                    ]);
                 }
             }
-        }
-        if !builder.is_empty() {
-            out.send(Emit::Associations { pair: pair.clone(), batch: builder.finish()? }).await?;
+            if let Some(next) = result.paging.and_then(|p| p.next) {
+                inputs.push(json!({"id": result.from.id, "after": next.after}));
+            }
         }
     }
-    Ok(requests)
+    if !builder.is_empty() {
+        out.send(Emit::Associations { pair: pair.clone(), batch: builder.finish()? }).await?;
+    }
+    Ok((requests, seen))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Reference tables, always exported whole: type, property and association definitions
-//! (from discovery), owners with their teams, and pipelines with their stages.
+//! Reference tables, always exported whole: type and property definitions (from
+//! discovery), association definitions (once the reads showed each pair's types), owners
+//! with their teams, and pipelines with their stages.
 
 use std::sync::Arc;
 
@@ -110,20 +111,24 @@ pub(super) async fn emit_definitions(
         ]);
     }
     out.rows("OBJECT_AND_EVENT_TYPE_DEFINITIONS", &mut types).await?;
-    out.rows("PROPERTY_DEFINITIONS", &mut props).await?;
+    out.rows("PROPERTY_DEFINITIONS", &mut props).await
+}
 
+/// `ASSOCIATION_DEFINITIONS`: the association types of every known pair between the
+/// catalog's types.
+pub(super) async fn association_definitions(
+    catalog: &Catalog,
+    types: &model::AssociationTypes,
+    ingested: &Arc<str>,
+    out: &Sender,
+) -> Result<()> {
+    let held = |id: &str| catalog.objects.iter().any(|o| o.object_type.type_id == id);
     let mut defs = builder("ASSOCIATION_DEFINITIONS", ingested, 64);
-    for (from, to, labels) in &discovery.labels {
+    for (key, labels) in types {
+        let Some((from, to)) = key.split_once('/').filter(|(f, t)| held(f) && held(t)) else { continue };
         for l in labels {
             let type_id = l.type_id.to_string();
-            defs.push_row([
-                Some(from.type_id.as_str()),
-                Some(to.type_id.as_str()),
-                Some(type_id.as_str()),
-                l.category.as_deref(),
-                l.label.as_deref(),
-                None,
-            ]);
+            defs.push_row([Some(from), Some(to), Some(type_id.as_str()), l.category.as_deref(), l.label.as_deref(), None]);
         }
     }
     out.rows("ASSOCIATION_DEFINITIONS", &mut defs).await

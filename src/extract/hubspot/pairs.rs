@@ -1,0 +1,192 @@
+//! Which pairs of object types are associated, and their association types, at the fewest
+//! requests. An export knows pairs from the state (what earlier runs found), from custom
+//! objects' schemas, and from the associations inline in a full listing's pages; it asks for
+//! a pair's labels only once the pair is found associated: once a run when the type is read
+//! whole (so that the definitions stay current), otherwise when a read shows a type the run
+//! did not know. Asking about every pair of types, one request per pair and direction, is
+//! left to `tables`, `check`, a reconcile (which promises every association), and the first
+//! windowed run of a destination whose state has no record of the pairs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+
+use super::{DiscoveredType, api, unless_forbidden};
+use crate::error::Result;
+use crate::extract::AssociationPair;
+use crate::http::HttpClient;
+use crate::model::{AssociationType, AssociationTypes, ObjectType, pair_key};
+
+type Found = Vec<(ObjectType, ObjectType, Vec<AssociationType>)>;
+
+/// `GET .../labels` of one direction.
+async fn labels(client: &HttpClient, from: &ObjectType, to: &ObjectType) -> Result<Vec<AssociationType>> {
+    let path = format!("/crm/v4/associations/{}/{}/labels", from.api_name, to.api_name);
+    let found = client
+        .get_json::<api::BatchResults<api::AssociationLabel>>(&path, &[])
+        .await
+        .map_err(|e| e.in_stream("association labels", format!("GET {path}")))?;
+    Ok(found.results.iter().map(api::AssociationLabel::to_model).collect())
+}
+
+/// The labels of each pair, `parallel` requests at a time; a pair the token may not read
+/// has none.
+async fn ask(client: &HttpClient, pairs: Vec<(ObjectType, ObjectType)>, parallel: usize) -> Result<Found> {
+    let answers: Vec<_> = futures::stream::iter(pairs)
+        .map(|(from, to)| async move {
+            let found = labels(client, &from, &to).await;
+            (from, to, found)
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await;
+    answers.into_iter().map(|(from, to, found)| Ok((from, to, unless_forbidden(found)?.unwrap_or_default()))).collect()
+}
+
+/// Every pair of `types` that has association types, with them. Association types exist in
+/// both directions or in neither: each unordered pair is asked once, then the reverse
+/// direction of those that have some.
+pub(super) async fn every_pair(client: &HttpClient, types: &[ObjectType], parallel: usize) -> Result<Found> {
+    let forward: Vec<(ObjectType, ObjectType)> = (0..types.len())
+        .flat_map(|i| (i..types.len()).map(move |j| (types[i].clone(), types[j].clone())))
+        .collect();
+    let mut found = ask(client, forward, parallel).await?;
+    let reverse: Vec<(ObjectType, ObjectType)> =
+        found.iter().filter(|(f, t, l)| f != t && !l.is_empty()).map(|(f, t, _)| (t.clone(), f.clone())).collect();
+    found.extend(ask(client, reverse, parallel).await?);
+    found.retain(|(_, _, l)| !l.is_empty());
+    Ok(found)
+}
+
+/// The pairs custom objects' schemas declare, in both directions, among `types`.
+pub(super) fn declared(types: &[DiscoveredType]) -> Vec<(ObjectType, ObjectType)> {
+    let find = |id: &Option<String>| types.iter().map(|d| &d.object_type).find(|t| Some(&t.type_id) == id.as_ref());
+    let mut out: Vec<(ObjectType, ObjectType)> = Vec::new();
+    for a in types.iter().filter_map(|d| d.schema.as_ref()).flat_map(|s| &s.associations) {
+        let (Some(from), Some(to)) = (find(&a.from_object_type_id), find(&a.to_object_type_id)) else { continue };
+        for (f, t) in [(from, to), (to, from)] {
+            if !out.iter().any(|(a, b)| a == f && b == t) {
+                out.push((f.clone(), t.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The association types of each pair as this run knows them, shared by the types' jobs:
+/// what the state held, what reads showed, what labels requests answered.
+pub(super) struct Registry {
+    known: Mutex<AssociationTypes>,
+    /// Pairs whose labels this run asked for.
+    asked: Mutex<HashSet<String>>,
+}
+
+impl Registry {
+    pub fn new(known: Option<AssociationTypes>) -> Registry {
+        Registry { known: Mutex::new(known.unwrap_or_default()), asked: Mutex::new(HashSet::new()) }
+    }
+
+    /// The labels of `from` -> `to` as a labels request just answered them.
+    pub fn answered(&self, from: &ObjectType, to: &ObjectType, types: Vec<AssociationType>) {
+        let key = pair_key(from, to);
+        self.asked.lock().expect("asked lock").insert(key.clone());
+        self.known.lock().expect("known lock").insert(key, sorted(types));
+    }
+
+    /// After a read of `pair` showed `seen`: keeps them, and asks for the pair's labels (the
+    /// ones no record uses too) once a run when `refresh`, or when a type was new.
+    pub async fn saw(
+        &self,
+        client: &HttpClient,
+        pair: &AssociationPair,
+        seen: Vec<AssociationType>,
+        refresh: bool,
+    ) -> Result<()> {
+        let key = pair_key(&pair.from, &pair.to);
+        let new = {
+            let mut known = self.known.lock().expect("known lock");
+            let entry = known.entry(key.clone()).or_default();
+            let mut new = false;
+            for s in &seen {
+                if !entry.iter().any(|k| k.type_id == s.type_id) {
+                    entry.push(s.clone());
+                    new = true;
+                }
+            }
+            *entry = sorted(std::mem::take(entry));
+            new
+        };
+        let ask = (refresh || new) && self.asked.lock().expect("asked lock").insert(key.clone());
+        if !ask {
+            return Ok(());
+        }
+        if let Ok(mut types) = unless_forbidden(labels(client, &pair.from, &pair.to).await)? {
+            // The answer is the pair's current list; a type a read showed stays even if the
+            // answer lacks it.
+            types.extend(seen.into_iter().filter(|s| !types.iter().any(|t| t.type_id == s.type_id)).collect::<Vec<_>>());
+            self.known.lock().expect("known lock").insert(key, sorted(types));
+        }
+        Ok(())
+    }
+
+    /// Every pair known, with its types.
+    pub fn snapshot(&self) -> AssociationTypes {
+        self.known.lock().expect("known lock").clone()
+    }
+}
+
+fn sorted(mut types: Vec<AssociationType>) -> Vec<AssociationType> {
+    types.sort();
+    types.dedup_by(|a, b| a.type_id == b.type_id);
+    types
+}
+
+/// What a full listing asks inline (`associations=`), and how the answer names the types.
+pub(super) struct Inline {
+    /// The `associations=` value: every type of the catalog.
+    pub query: String,
+    /// Each name HubSpot may give a type in the answer (API name, type id, plural, singular,
+    /// a custom object's name and fully qualified name), lower case, to the type.
+    names: HashMap<String, ObjectType>,
+    warned: AtomicBool,
+}
+
+impl Inline {
+    pub fn new(types: &[DiscoveredType]) -> Inline {
+        let mut names = HashMap::new();
+        let mut asked = Vec::new();
+        for d in types {
+            let t = &d.object_type;
+            let schema = d.schema.as_ref();
+            let aliases = [Some(&t.api_name), Some(&t.type_id), Some(&t.plural), Some(&t.singular)]
+                .into_iter()
+                .chain([schema.map(|s| &s.name), schema.and_then(|s| s.fully_qualified_name.as_ref())]);
+            for alias in aliases.flatten() {
+                names.entry(alias.to_lowercase()).or_insert_with(|| t.clone());
+            }
+            asked.push(schema.and_then(|s| s.fully_qualified_name.clone()).unwrap_or_else(|| t.api_name.clone()));
+        }
+        Inline { query: asked.join(","), names, warned: AtomicBool::new(false) }
+    }
+
+    /// The types `record` has associations with, by what its inline answer holds.
+    pub fn targets(&self, record: &api::SimpleObject) -> Vec<ObjectType> {
+        let mut out: Vec<ObjectType> = Vec::new();
+        for (name, found) in &record.associations {
+            if found.results.is_empty() {
+                continue;
+            }
+            match self.names.get(&name.to_lowercase()) {
+                Some(t) if !out.contains(t) => out.push(t.clone()),
+                Some(_) => {}
+                None if !self.warned.swap(true, Ordering::Relaxed) => {
+                    tracing::warn!(name = %name, "A listed record has associations with a type crmdump does not know by this name; they are read when the state or a reconcile names the pair.")
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
