@@ -300,6 +300,8 @@ impl HttpClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        // Every request, for counting a run's call plan (`RUST_LOG=crmdump=debug`).
+        tracing::debug!(method = method_name, path = %url.path(), status = status.as_u16(), "Answered.");
         let limits = RateLimitHeaders::parse(response.headers());
         if let Some(limits) = &limits {
             self.follow_account_limit(limits);

@@ -115,8 +115,13 @@ fn a_short_run_is_never_held_back_and_a_long_one_never_refused() {
     let (stats, held, discovery) = export("10", "contacts,companies,deals,tickets,cars");
     let requests = stats["requests"].as_u64().unwrap();
     assert!(requests > 50 && requests < 98, "a short run: {requests}");
+    // Discovery: the account, the schemas, a properties request per type, and the lists, event
+    // and teams probes. Labels are asked during the run, of the pairs found associated only.
     let labels = stats["by_endpoint"]["GET /crm/v4/associations/{from}/{to}/labels"].as_u64().unwrap();
-    assert!(discovery > labels && discovery < requests, "discovery {discovery} of {requests}, {labels} label probes");
+    assert!(
+        discovery <= 5 + 10 && discovery + labels < requests,
+        "discovery {discovery} of {requests}, {labels} labels"
+    );
     assert_eq!((held, stats["throttled"].as_u64().unwrap()), (0, 0), "{stats}");
     let (stats, held, _) = export("2500", "contacts,companies,deals,tickets,cars");
     assert!(stats["requests"].as_u64().unwrap() > 200, "long enough to fill windows: {}", stats["requests"]);

@@ -17,7 +17,7 @@ fn manifest(day: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).expect("the day is committed")).unwrap()
 }
 
-fn state_file(dest: &Path) -> std::path::PathBuf {
+pub(crate) fn state_file(dest: &Path) -> std::path::PathBuf {
     let dir = dest.join("_state");
     let files: Vec<_> =
         std::fs::read_dir(&dir).expect("_state exists").map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();

@@ -21,6 +21,7 @@ mod pipedrive;
 mod postgres;
 mod reconcile;
 mod repository;
+mod requests;
 mod s3;
 mod spec_examples;
 mod verify;

@@ -51,6 +51,14 @@ pub(super) fn json_answer(g: &Generator, status: StatusCode, body: &impl serde::
     (status, [("content-type", "application/json")], bytes).into_response()
 }
 
+/// The object type a request's path names in its first type parameter (`{object_type}`,
+/// `{from}`), by API name.
+fn named_type(g: &Generator, template: &str, path: &str) -> Option<String> {
+    let at = template.split('/').position(|p| p == "{object_type}" || p == "{from}")?;
+    let name = path.split('/').nth(at)?;
+    g.type_index(name).map(|t| g.types[t].api_name.to_string())
+}
+
 /// Associations returned per input of a v4 batch read before `paging` is set.
 const ASSOCIATIONS_PER_INPUT: usize = 100;
 
@@ -59,6 +67,10 @@ const ASSOCIATIONS_PER_INPUT: usize = 100;
 pub struct Stats {
     pub requests: u64,
     pub by_endpoint: BTreeMap<String, u64>,
+    /// Requests per object type a path names (its first type: the `from` of an association
+    /// read), by API name; requests naming no type are not counted here.
+    #[serde(default)]
+    pub by_object_type: BTreeMap<String, u64>,
     pub throttled: u64,
     pub throttled_after_10s: u64,
     pub faults: BTreeMap<String, u64>,
@@ -295,6 +307,9 @@ async fn count(State(state): State<Shared>, request: Request, next: Next) -> Res
         let mut s = state.stats.lock().expect("stats lock");
         s.requests += 1;
         *s.by_endpoint.entry(format!("{} {endpoint}", request.method())).or_default() += 1;
+        if let Some(t) = named_type(&state.generator, &endpoint, request.uri().path()) {
+            *s.by_object_type.entry(t).or_default() += 1;
+        }
         s.max_url_bytes = s.max_url_bytes.max(url_bytes as u64);
     }
     if url_bytes > state.generator.config.max_url_bytes {

@@ -225,7 +225,13 @@ impl super::Source for HubSpot {
         if self.options.every_pair {
             let types: Vec<ObjectType> = discovered.iter().map(|d| d.object_type.clone()).collect();
             labels = pairs::every_pair(&self.client, &types, parallel).await?;
-            known.extend(labels.iter().map(|(f, t, _)| (f.clone(), t.clone())).filter(|p| !known.contains(p)).collect::<Vec<_>>());
+            known.extend(
+                labels
+                    .iter()
+                    .map(|(f, t, _)| (f.clone(), t.clone()))
+                    .filter(|p| !known.contains(p))
+                    .collect::<Vec<_>>(),
+            );
         }
         let pairs: Vec<Arc<AssociationPair>> =
             known.into_iter().map(|(f, t)| Arc::new(AssociationPair::new(f, t))).collect();

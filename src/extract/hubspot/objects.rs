@@ -5,10 +5,16 @@
 //! `--max-url-bytes`, 15,000 by default, a margin below HubSpot's 16,000), one list request
 //! per page (100 records, 50 with history, as HubSpot allows). Otherwise the list pages ids
 //! only and `batch/read` fetches every property in the JSON body; a 414 turns the pass to the
-//! same from the refused page on, and the client keeps URLs under 8 KiB from then on. Record
-//! ids are buffered by the thousand and their associations read for every pair that starts at
-//! this type through v4 batch reads, following each input's own `after`. A reconcile then
-//! lists every id of the type and reads the associations of those the run did not read.
+//! same from the refused page on, and the client keeps URLs under 8 KiB from then on. The
+//! plan and its requests per 1,000 records are logged per type.
+//!
+//! A full listing asks each page for its records' associations inline (`associations=` with
+//! every type): only the pairs a record shows are read, and only for the records that show
+//! them. A windowed read (search, batch reads) reads every pair known to start at the type.
+//! Either way record ids are buffered by the thousand per pair and read through v4 batch
+//! reads, following each input's own `after`; the association types the answers show go to
+//! the run's [`Registry`]. A reconcile then lists every id of the type and reads the
+//! associations of those the run did not read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +23,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::pairs::{Inline, Registry};
-use super::search::ChangedRecords;
+use super::search::{ChangedRecords, SEARCH_PAGE};
 use super::{Sender, api};
 use crate::error::{Error, Result};
 use crate::extract::{AssociationPair, Emit, Notice, ObjectStream, Window};
@@ -80,6 +86,25 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The plan in words, and the requests it takes per 1,000 records. The cheapest that
+    /// fits is chosen: every name in the URL takes a request per page (100 records, 50 with
+    /// history); ids then batch reads take a list page per 100 and a read per 100 (50 with
+    /// history); names cut into URL-sized chunks would take a list page per chunk per page,
+    /// never fewer than ids and reads once two chunks are needed.
+    fn described(&self) -> (String, usize) {
+        let pages = 1000usize.div_ceil(self.page_size);
+        if self.all_in_url {
+            let what = if self.history.is_some() { "properties and history" } else { "properties" };
+            return (format!("list pages of {} with every name of the {what} in the URL", self.page_size), pages);
+        }
+        let read = if self.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+        let what = if self.history.is_some() { "properties and history" } else { "properties" };
+        (
+            format!("ids in list pages of {}, then the {what} by batch reads of {read}", self.page_size),
+            pages + 1000usize.div_ceil(read),
+        )
+    }
+
     /// Lists ids (and dates) only; properties come through batch reads.
     fn ids_only(&mut self) {
         self.all_in_url = false;
@@ -136,6 +161,10 @@ pub(super) async fn extract(
                 // Archived records have no associations to read.
                 let inline = (!archived).then(|| emitter.found.inline.query.clone());
                 let plan = Plan::new(client, &stream, archived, history, inline)?;
+                if !archived {
+                    let (how, requests) = plan.described();
+                    tracing::info!(table = %stream.table.name, plan = %how, requests_per_1000_records = requests, "Call plan.");
+                }
                 listing(client, &stream, &plan, None, &mut emitter).await?;
             }
         }
@@ -271,6 +300,10 @@ async fn changed(
     emitter: &mut Emitter<'_>,
 ) -> Result<()> {
     let table = stream.table.name.clone();
+    let read = if emitter.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+    let plan = format!("search pages of {SEARCH_PAGE} ids, then batch reads of {read}");
+    let requests = 1000usize.div_ceil(SEARCH_PAGE) + 1000usize.div_ceil(read);
+    tracing::info!(table = %table, plan = %plan, requests_per_1000_records = requests, "Call plan.");
     let mut search = ChangedRecords::new(client, &stream.object_type, window);
     let mut records = 0u64;
     loop {

@@ -49,9 +49,8 @@ async fn ask(client: &HttpClient, pairs: Vec<(ObjectType, ObjectType)>, parallel
 /// both directions or in neither: each unordered pair is asked once, then the reverse
 /// direction of those that have some.
 pub(super) async fn every_pair(client: &HttpClient, types: &[ObjectType], parallel: usize) -> Result<Found> {
-    let forward: Vec<(ObjectType, ObjectType)> = (0..types.len())
-        .flat_map(|i| (i..types.len()).map(move |j| (types[i].clone(), types[j].clone())))
-        .collect();
+    let forward: Vec<(ObjectType, ObjectType)> =
+        (0..types.len()).flat_map(|i| (i..types.len()).map(move |j| (types[i].clone(), types[j].clone()))).collect();
     let mut found = ask(client, forward, parallel).await?;
     let reverse: Vec<(ObjectType, ObjectType)> =
         found.iter().filter(|(f, t, l)| f != t && !l.is_empty()).map(|(f, t, _)| (t.clone(), f.clone())).collect();
@@ -125,7 +124,8 @@ impl Registry {
         if let Ok(mut types) = unless_forbidden(labels(client, &pair.from, &pair.to).await)? {
             // The answer is the pair's current list; a type a read showed stays even if the
             // answer lacks it.
-            types.extend(seen.into_iter().filter(|s| !types.iter().any(|t| t.type_id == s.type_id)).collect::<Vec<_>>());
+            types
+                .extend(seen.into_iter().filter(|s| !types.iter().any(|t| t.type_id == s.type_id)).collect::<Vec<_>>());
             self.known.lock().expect("known lock").insert(key, sorted(types));
         }
         Ok(())

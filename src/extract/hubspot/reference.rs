@@ -128,7 +128,14 @@ pub(super) async fn association_definitions(
         let Some((from, to)) = key.split_once('/').filter(|(f, t)| held(f) && held(t)) else { continue };
         for l in labels {
             let type_id = l.type_id.to_string();
-            defs.push_row([Some(from), Some(to), Some(type_id.as_str()), l.category.as_deref(), l.label.as_deref(), None]);
+            defs.push_row([
+                Some(from),
+                Some(to),
+                Some(type_id.as_str()),
+                l.category.as_deref(),
+                l.label.as_deref(),
+                None,
+            ]);
         }
     }
     out.rows("ASSOCIATION_DEFINITIONS", &mut defs).await

@@ -1,0 +1,160 @@
+//! What a run costs in requests: a small account's full export and a quiet nightly run ask
+//! the API about what the account holds, not about every pair of its 33 object types, and
+//! still write every association and association type.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SEED: u64 = 1;
+/// Five records of each core type, one of each other type: 33 types, all holding records.
+const SCALE: u64 = 5;
+/// Requests of the reference tables and their discovery (account, schemas, owners, teams,
+/// pipelines, lists and their memberships, event types and their events), whatever the
+/// number of object types.
+const REFERENCE: u64 = 25;
+
+/// The sandbox's counts so far: labels requests, association batch reads, all requests.
+fn counts(sandbox: &SandboxProcess) -> [u64; 3] {
+    let stats = sandbox.stats();
+    let by = |path: &str| stats["by_endpoint"][path].as_u64().unwrap_or(0);
+    [
+        by("GET /crm/v4/associations/{from}/{to}/labels"),
+        by("POST /crm/v4/associations/{from}/{to}/batch/read"),
+        stats["requests"].as_u64().unwrap(),
+    ]
+}
+
+fn since(before: [u64; 3], after: [u64; 3]) -> [u64; 3] {
+    [after[0] - before[0], after[1] - before[1], after[2] - before[2]]
+}
+
+type Link = (String, String, String, String, String);
+/// `(from type id, to type id, association type id, label)`.
+type Definition = (String, String, String, Option<String>);
+
+/// `(from type id, from id, to type id, to id, association type id)` of a folder's
+/// `ASSOCIATIONS`, and its `ASSOCIATION_DEFINITIONS` as `(from, to, type id, label)`.
+fn folder_associations(day: &Path) -> (BTreeSet<Link>, BTreeSet<Definition>) {
+    let export = read_export(day, &["ASSOCIATIONS", "ASSOCIATION_DEFINITIONS"]);
+    let (c, all) = rows(&export, "ASSOCIATIONS");
+    let cell = |r: &Vec<Option<String>>, name: &str| r[col(&c, name)].clone().unwrap();
+    let links = all
+        .iter()
+        .map(|r| {
+            let id = |n: &str| cell(r, n);
+            (
+                id("FROMOBJECTTYPEID"),
+                id("FROMOBJECTID"),
+                id("TOOBJECTTYPEID"),
+                id("TOOBJECTID"),
+                id("ASSOCIATIONTYPEID"),
+            )
+        })
+        .collect();
+    let (d, defs) = rows(&export, "ASSOCIATION_DEFINITIONS");
+    let defs = defs
+        .iter()
+        .map(|r| {
+            let v = |n: &str| r[col(&d, n)].clone();
+            (v("FROMOBJECTTYPEID").unwrap(), v("TOOBJECTTYPEID").unwrap(), v("ASSOCIATIONTYPEID").unwrap(), v("LABEL"))
+        })
+        .collect();
+    (links, defs)
+}
+
+#[test]
+fn a_small_account_costs_what_it_holds_and_a_quiet_night_a_few_requests_per_type() {
+    let sandbox = SandboxProcess::start(&["--scale", &SCALE.to_string(), "--seed", &SEED.to_string()]);
+    let g = generator(SEED, SCALE);
+    let dest = tempfile::tempdir().unwrap();
+
+    // The ground truth: every association of every live record, and the pairs that have any.
+    let mut links: BTreeSet<Link> = BTreeSet::new();
+    let mut in_use: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for t in 0..g.types.len() {
+        for i in (0..g.count(t)).filter(|i| g.is_live(t, *i)) {
+            for u in 0..g.types.len() {
+                for (j, kinds) in g.associations(t, i, u) {
+                    in_use.insert((t, u));
+                    for k in kinds {
+                        let (from, to) = (g.types[t].type_id.clone(), g.types[u].type_id.clone());
+                        let (id, other) = (g.types[t].id_of(i).to_string(), g.types[u].id_of(j).to_string());
+                        links.insert((from, id, to, other, k.type_id.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    let definitions: BTreeSet<Definition> = in_use
+        .iter()
+        .flat_map(|&(t, u)| {
+            let (from, to) = (g.types[t].type_id.clone(), g.types[u].type_id.clone());
+            g.association_labels(t, u)
+                .into_iter()
+                .map(move |l| (from.clone(), to.clone(), l.type_id.to_string(), l.label.map(str::to_string)))
+        })
+        .collect();
+    let (types, pairs) = (g.types.len() as u64, in_use.len() as u64);
+    assert_eq!(types, 33);
+    assert!(pairs >= 10, "the account needs associated pairs: {pairs}");
+
+    // A full export: labels are asked of the pairs found associated only, once each.
+    let before = counts(&sandbox);
+    assert_success(&sandbox.export(dest.path(), "2026-11-20", &["--no-history"]));
+    let [labels, reads, total] = since(before, counts(&sandbox));
+    assert_eq!(
+        labels,
+        pairs,
+        "one labels request per associated pair; none for the other {} pairs",
+        types * types - pairs
+    );
+    assert_eq!(reads, pairs, "one association read per associated pair (each type holds under 1,000 records)");
+    // Per type: its properties, its live and its archived list.
+    let budget = 3 * types + 2 * pairs + REFERENCE;
+    assert!(
+        total <= budget,
+        "the full export made {total} requests, over 3 per type + 2 per pair + {REFERENCE}: {budget}"
+    );
+    let (got, defs) = folder_associations(&dest.path().join("2026-11-20"));
+    assert_eq!(got, links, "every association of every live record");
+    assert_eq!(defs, definitions, "every association type of every associated pair, the unused ones too");
+    println!(
+        "full export: {total} requests ({labels} labels, {reads} association reads) for {types} types, {pairs} pairs"
+    );
+
+    // A quiet night: no labels request, no association read, a few requests per type.
+    let before = counts(&sandbox);
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &["--no-history"]));
+    let [labels, reads, total] = since(before, counts(&sandbox));
+    assert_eq!((labels, reads), (0, 0), "nothing changed: nothing to ask about associations");
+    let budget = 3 * types + REFERENCE;
+    assert!(total <= budget, "the quiet night made {total} requests, over 3 per type + {REFERENCE}: {budget}");
+    let (got, quiet_defs) = folder_associations(&dest.path().join("2026-11-21"));
+    assert!(got.is_empty());
+    assert_eq!(quiet_defs, definitions, "the definitions come whole from the state's record");
+    println!("quiet night: {total} requests");
+
+    // A record of a pair that lacks a type a read then shows: that pair is asked again, once,
+    // and the state's record is whole again.
+    let path = crate::incremental::state_file(dest.path());
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let whole = state["association_types"]["0-1/0-2"].clone();
+    assert!(whole.as_array().unwrap().len() >= 2, "contacts to companies has several types: {whole}");
+    state["association_types"]["0-1/0-2"] = json!([whole[0]]);
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let at = crmdump::sandbox::iso(chrono::Utc::now() - chrono::Duration::minutes(2));
+    let touched = sandbox.hook("touch", json!({"objectType": "contacts", "count": SCALE, "at": at}));
+    assert!(!touched["ids"].as_array().unwrap().is_empty(), "{touched}");
+    let before = counts(&sandbox);
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &["--no-history"]));
+    let [labels, _, _] = since(before, counts(&sandbox));
+    assert_eq!(labels, 1, "only the pair whose record lacked a type is asked again");
+    let state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(state["association_types"]["0-1/0-2"], whole);
+    let (_, defs) = folder_associations(&dest.path().join("2026-11-22"));
+    assert_eq!(defs, definitions);
+}
