@@ -51,6 +51,9 @@ pub struct HubSpot {
     client: Arc<HttpClient>,
     options: HubSpotOptions,
     discovery: std::sync::OnceLock<Discovery>,
+    /// Every pair's association types, once a run had to ask about every pair: a backfill's
+    /// later days use them again.
+    every_pair: tokio::sync::OnceCell<Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>>,
 }
 
 /// Discovery's per-type findings that reference tables need later.
@@ -93,7 +96,7 @@ fn notice(table: &str, detail: String) -> Notice {
 
 impl HubSpot {
     pub fn new(client: Arc<HttpClient>, options: HubSpotOptions) -> HubSpot {
-        HubSpot { client, options, discovery: std::sync::OnceLock::new() }
+        HubSpot { client, options, discovery: std::sync::OnceLock::new(), every_pair: tokio::sync::OnceCell::new() }
     }
 
     pub fn client(&self) -> &Arc<HttpClient> {
@@ -300,7 +303,8 @@ impl super::Source for HubSpot {
         {
             let types: Vec<ObjectType> = catalog.objects.iter().map(|o| o.object_type.clone()).collect();
             let parallel = self.options.concurrency.max(1) * 2;
-            for (from, to, types) in pairs::every_pair(&self.client, &types, parallel).await? {
+            let found = self.every_pair.get_or_try_init(|| pairs::every_pair(&self.client, &types, parallel)).await?;
+            for (from, to, types) in found.iter().cloned() {
                 registry.answered(&from, &to, types);
                 if !known_pairs.iter().any(|p| p.from == from && p.to == to) {
                     let pair = Arc::new(AssociationPair::new(from, to));

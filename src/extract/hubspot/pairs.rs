@@ -103,22 +103,7 @@ impl Registry {
         seen: Vec<AssociationType>,
         refresh: bool,
     ) -> Result<()> {
-        let key = pair_key(&pair.from, &pair.to);
-        let new = {
-            let mut known = self.known.lock().expect("known lock");
-            let entry = known.entry(key.clone()).or_default();
-            let mut new = false;
-            for s in &seen {
-                if !entry.iter().any(|k| k.type_id == s.type_id) {
-                    entry.push(s.clone());
-                    new = true;
-                }
-            }
-            *entry = sorted(std::mem::take(entry));
-            new
-        };
-        let ask = (refresh || new) && self.asked.lock().expect("asked lock").insert(key.clone());
-        if !ask {
+        if !self.keep(&pair.from, &pair.to, &seen, refresh) {
             return Ok(());
         }
         if let Ok(mut types) = unless_forbidden(labels(client, &pair.from, &pair.to).await)? {
@@ -126,9 +111,24 @@ impl Registry {
             // answer lacks it.
             types
                 .extend(seen.into_iter().filter(|s| !types.iter().any(|t| t.type_id == s.type_id)).collect::<Vec<_>>());
-            self.known.lock().expect("known lock").insert(key, sorted(types));
+            self.known.lock().expect("known lock").insert(pair_key(&pair.from, &pair.to), sorted(types));
         }
         Ok(())
+    }
+
+    /// Adds `seen` to the pair's types; true when its labels are to be asked for now: not
+    /// yet this run, and `refresh` or a type was new.
+    fn keep(&self, from: &ObjectType, to: &ObjectType, seen: &[AssociationType], refresh: bool) -> bool {
+        let key = pair_key(from, to);
+        let new = {
+            let mut known = self.known.lock().expect("known lock");
+            let entry = known.entry(key.clone()).or_default();
+            let before = entry.len();
+            entry.extend(seen.iter().cloned());
+            *entry = sorted(std::mem::take(entry));
+            entry.len() > before
+        };
+        (refresh || new) && self.asked.lock().expect("asked lock").insert(key)
     }
 
     /// Every pair known, with its types.
@@ -188,5 +188,91 @@ impl Inline {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model;
+
+    fn t(name: &str) -> ObjectType {
+        model::standard_type(name).unwrap().to_object_type()
+    }
+
+    fn kind(type_id: i64, label: Option<&str>) -> AssociationType {
+        AssociationType { type_id, category: Some("HUBSPOT_DEFINED".into()), label: label.map(str::to_string) }
+    }
+
+    #[test]
+    fn labels_are_asked_once_a_run_and_only_when_refreshing_or_a_type_is_new() {
+        let (contacts, companies, deals) = (t("contacts"), t("companies"), t("deals"));
+        let mut state = AssociationTypes::new();
+        state.insert(pair_key(&contacts, &companies), vec![kind(1, Some("Primary")), kind(279, None)]);
+        let registry = Registry::new(Some(state));
+        // Known types on a windowed read: nothing to ask.
+        assert!(!registry.keep(&contacts, &companies, &[kind(279, None)], false));
+        // A type the state lacks: ask, once.
+        assert!(registry.keep(&contacts, &companies, &[kind(1001, Some("Billing"))], false));
+        assert!(!registry.keep(&contacts, &companies, &[kind(1002, Some("Other"))], false));
+        // A pair read whole: asked once this run, even with nothing new.
+        assert!(registry.keep(&contacts, &deals, &[], true));
+        assert!(!registry.keep(&contacts, &deals, &[kind(4, None)], true));
+        let known = registry.snapshot();
+        let ids: Vec<i64> = known[&pair_key(&contacts, &companies)].iter().map(|k| k.type_id).collect();
+        assert_eq!(ids, [1, 279, 1001, 1002], "every type seen is kept, in order, once");
+        assert_eq!(known[&pair_key(&contacts, &deals)], [kind(4, None)]);
+        // A labels answer replaces what the pair had.
+        registry.answered(&contacts, &deals, vec![kind(4, None), kind(3, Some("Primary"))]);
+        assert_eq!(registry.snapshot()[&pair_key(&contacts, &deals)], [kind(3, Some("Primary")), kind(4, None)]);
+    }
+
+    fn discovered(object_type: ObjectType, schema: Option<api::ObjectSchema>) -> DiscoveredType {
+        DiscoveredType { object_type, properties: Vec::new(), schema }
+    }
+
+    fn cars() -> (ObjectType, api::ObjectSchema) {
+        let schema: api::ObjectSchema = serde_json::from_value(serde_json::json!({
+            "objectTypeId": "2-77", "name": "cars", "fullyQualifiedName": "p42_cars",
+            "labels": {"singular": "Car", "plural": "Cars"},
+            "associations": [
+                {"fromObjectTypeId": "2-77", "toObjectTypeId": "0-1", "id": "9", "name": "car_to_contact"},
+                {"fromObjectTypeId": "2-77", "toObjectTypeId": "0-999", "id": "10"}
+            ]
+        }))
+        .unwrap();
+        (super::super::custom_type(&schema).unwrap(), schema)
+    }
+
+    #[test]
+    fn schemas_declare_their_pairs_both_ways_among_the_types_read() {
+        let (car, schema) = cars();
+        let types = [discovered(t("contacts"), None), discovered(car.clone(), Some(schema))];
+        let pairs = declared(&types);
+        assert_eq!(pairs, [(car.clone(), t("contacts")), (t("contacts"), car)], "0-999 is not read: left out");
+    }
+
+    #[test]
+    fn inline_answers_name_types_as_hubspot_does_and_empty_ones_do_not_count() {
+        let (car, schema) = cars();
+        let inline = Inline::new(&[
+            discovered(t("contacts"), None),
+            discovered(t("companies"), None),
+            discovered(car.clone(), Some(schema)),
+        ]);
+        assert_eq!(inline.query, "contacts,companies,p42_cars");
+        let record: api::SimpleObject = serde_json::from_value(serde_json::json!({
+            "id": "1",
+            "associations": {
+                "companies": {"results": [{"id": "7", "type": "contact_to_company"}]},
+                "p42_cars": {"results": [{"id": "8", "type": "contact_to_car"}]},
+                "deals": {"results": []},
+                "unknown_things": {"results": [{"id": "9"}]}
+            }
+        }))
+        .unwrap();
+        let mut found = inline.targets(&record);
+        found.sort_by(|a, b| a.type_id.cmp(&b.type_id));
+        assert_eq!(found, [t("companies"), car]);
     }
 }
