@@ -233,11 +233,14 @@ impl Catalog {
         Catalog { account, objects, pairs, events, notices, tables, association_types: None }
     }
 
-    /// Takes in the pairs an earlier run found associated (the state's), so that this run
-    /// reads them and writes their tables without asking the API which pairs exist. Pairs of
-    /// types this catalog does not hold are kept for the state but not read.
+    /// Takes in the pairs earlier runs asked about or found associated (the state's), so that
+    /// this run reads those with association types and writes their tables without asking
+    /// the API which pairs exist. Pairs of types this catalog does not hold are kept for the
+    /// state but not read.
     pub fn learn_associations(&mut self, known: Option<crate::model::AssociationTypes>) {
-        for key in known.iter().flat_map(|k| k.keys()) {
+        // A pair asked about with no association type has no table.
+        let typed = known.iter().flat_map(|k| k.iter()).filter(|(_, types)| !types.is_empty());
+        for key in typed.map(|(key, _)| key) {
             let Some((from, to)) = key.split_once('/') else { continue };
             let find = |id: &str| self.objects.iter().find(|o| o.object_type.type_id == id).map(|o| &o.object_type);
             let (Some(from), Some(to)) = (find(from), find(to)) else { continue };

@@ -138,23 +138,47 @@ fn a_small_account_costs_what_it_holds_and_a_quiet_night_a_few_requests_per_type
     assert_eq!(quiet_defs, definitions, "the definitions come whole from the state's record");
     println!("quiet night: {total} requests");
 
-    // A record of a pair that lacks a type a read then shows: that pair is asked again, once,
-    // and the state's record is whole again.
+    // Changed contacts, one of whose pairs the state knows with a type too few: the pairs
+    // from contacts no run asked about are asked now, once each, and the short one again.
     let path = crate::incremental::state_file(dest.path());
     let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let whole = state["association_types"]["0-1/0-2"].clone();
     assert!(whole.as_array().unwrap().len() >= 2, "contacts to companies has several types: {whole}");
     state["association_types"]["0-1/0-2"] = json!([whole[0]]);
     std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
-    let at = crmdump::sandbox::iso(chrono::Utc::now() - chrono::Duration::minutes(2));
-    let touched = sandbox.hook("touch", json!({"objectType": "contacts", "count": SCALE, "at": at}));
-    assert!(!touched["ids"].as_array().unwrap().is_empty(), "{touched}");
+    let contacts = g.type_index("contacts").unwrap();
+    let known_from_contacts = in_use.iter().filter(|(t, _)| *t == contacts).count() as u64;
+    let touch = || {
+        let at = crmdump::sandbox::iso(chrono::Utc::now() - chrono::Duration::minutes(2));
+        let touched = sandbox.hook("touch", json!({"objectType": "contacts", "count": SCALE, "at": at}));
+        let ids: BTreeSet<String> =
+            touched["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+        assert_eq!(ids.len() as u64, SCALE, "{touched}");
+        ids
+    };
+    let touched = touch();
     let before = counts(&sandbox);
     assert_success(&sandbox.export(dest.path(), "2026-11-22", &["--no-history"]));
     let [labels, _, _] = since(before, counts(&sandbox));
-    assert_eq!(labels, 1, "only the pair whose record lacked a type is asked again");
+    assert_eq!(
+        labels,
+        types - known_from_contacts + 1,
+        "the {known_from_contacts} known pairs are not asked, but the short one"
+    );
     let state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(state["association_types"]["0-1/0-2"], whole);
-    let (_, defs) = folder_associations(&dest.path().join("2026-11-22"));
+    let (got, defs) = folder_associations(&dest.path().join("2026-11-22"));
     assert_eq!(defs, definitions);
+    // Every association of the changed contacts, in every pair.
+    let want: BTreeSet<Link> = links.iter().filter(|l| l.0 == "0-1" && touched.contains(&l.1)).cloned().collect();
+    let from_contacts: BTreeSet<Link> = got.into_iter().filter(|l| l.0 == "0-1").collect();
+    assert_eq!(from_contacts, want);
+
+    // The next changes ask nothing: every pair from contacts is known now.
+    touch();
+    let before = counts(&sandbox);
+    assert_success(&sandbox.export(dest.path(), "2026-11-23", &["--no-history"]));
+    let [labels, reads, _] = since(before, counts(&sandbox));
+    assert_eq!(labels, 0);
+    assert_eq!(reads, known_from_contacts, "one read per associated pair from contacts");
 }

@@ -51,9 +51,9 @@ pub struct HubSpot {
     client: Arc<HttpClient>,
     options: HubSpotOptions,
     discovery: std::sync::OnceLock<Discovery>,
-    /// Every pair's association types, once a run had to ask about every pair: a backfill's
-    /// later days use them again.
-    every_pair: tokio::sync::OnceCell<Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>>,
+    /// The pairs' association types as this process's last run left them: a backfill's later
+    /// days start from them.
+    learnt: std::sync::Mutex<Option<model::AssociationTypes>>,
 }
 
 /// Discovery's per-type findings that reference tables need later.
@@ -96,7 +96,7 @@ fn notice(table: &str, detail: String) -> Notice {
 
 impl HubSpot {
     pub fn new(client: Arc<HttpClient>, options: HubSpotOptions) -> HubSpot {
-        HubSpot { client, options, discovery: std::sync::OnceLock::new(), every_pair: tokio::sync::OnceCell::new() }
+        HubSpot { client, options, discovery: std::sync::OnceLock::new(), learnt: std::sync::Mutex::new(None) }
     }
 
     pub fn client(&self) -> &Arc<HttpClient> {
@@ -228,6 +228,7 @@ impl super::Source for HubSpot {
         if self.options.every_pair {
             let types: Vec<ObjectType> = discovered.iter().map(|d| d.object_type.clone()).collect();
             labels = pairs::every_pair(&self.client, &types, parallel).await?;
+            labels.retain(|(_, _, l)| !l.is_empty());
             known.extend(
                 labels
                     .iter()
@@ -289,24 +290,21 @@ impl super::Source for HubSpot {
         if let Some(teams) = &discovery.teams {
             reference::teams(teams, &ingested, &sender).await?;
         }
-        let registry = Arc::new(pairs::Registry::new(catalog.association_types.clone()));
+        // What the state knew, or what this process's last run left (a backfill's later days).
+        let known = self.learnt.lock().expect("learnt lock").clone().or_else(|| catalog.association_types.clone());
+        let types: Vec<ObjectType> = catalog.objects.iter().map(|o| o.object_type.clone()).collect();
+        let registry = Arc::new(pairs::Registry::new(known, types.clone()));
         let mut known_pairs = catalog.pairs.clone();
         for (from, to, types) in &discovery.labels {
             registry.answered(from, to, types.clone());
         }
-        // A windowed read cannot see which pairs are associated (search and batch reads carry
-        // no associations), and a reconcile promises every association: without the state's
-        // record of the pairs, or for a reconcile, ask about every pair first.
-        let windowed = catalog.objects.iter().any(|o| extent.window(&o.table.name).is_some());
-        if (windowed && catalog.association_types.is_none() && discovery.labels.is_empty())
-            || extent.reconcile().is_some()
-        {
-            let types: Vec<ObjectType> = catalog.objects.iter().map(|o| o.object_type.clone()).collect();
+        // A reconcile promises every association: it asks about every pair first.
+        if extent.reconcile().is_some() {
             let parallel = self.options.concurrency.max(1) * 2;
-            let found = self.every_pair.get_or_try_init(|| pairs::every_pair(&self.client, &types, parallel)).await?;
-            for (from, to, types) in found.iter().cloned() {
+            for (from, to, types) in pairs::every_pair(&self.client, &types, parallel).await? {
+                let typed = !types.is_empty();
                 registry.answered(&from, &to, types);
-                if !known_pairs.iter().any(|p| p.from == from && p.to == to) {
+                if typed && !known_pairs.iter().any(|p| p.from == from && p.to == to) {
                     let pair = Arc::new(AssociationPair::new(from, to));
                     sender.send(super::Emit::Pair(pair.clone())).await?;
                     known_pairs.push(pair);
@@ -345,6 +343,7 @@ impl super::Source for HubSpot {
         super::run_streams(jobs, self.options.concurrency).await?;
         // The definitions once the reads have shown what each pair holds.
         let types = registry.snapshot();
+        *self.learnt.lock().expect("learnt lock") = Some(types.clone());
         reference::association_definitions(catalog, &types, &ingested, &sender).await?;
         sender.send(super::Emit::AssociationTypes(types)).await
     }

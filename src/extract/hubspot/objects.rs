@@ -148,6 +148,7 @@ pub(super) async fn extract(
         stream: stream.clone(),
         found,
         whole: window.is_none(),
+        asked: false,
         history,
         ingested,
         out,
@@ -352,6 +353,8 @@ struct Emitter<'a> {
     found: Found,
     /// The type is read whole: each pair found associated has its labels asked once.
     whole: bool,
+    /// The pairs from the type were settled for reads without inline associations.
+    asked: bool,
     history: Option<usize>,
     ingested: &'a Arc<str>,
     out: &'a Sender,
@@ -425,6 +428,15 @@ impl Emitter<'_> {
                     }
                 }
                 None => {
+                    if !self.asked {
+                        // Search and batch reads carry no associations: every pair from the type
+                        // that has association types is read, asked about once if unknown.
+                        self.asked = true;
+                        let from = self.stream.object_type.clone();
+                        for to in self.found.registry.pairs_from(self.client, &from).await? {
+                            self.pair_to(&to).await?;
+                        }
+                    }
                     for pair in &self.found.pairs {
                         let ids = self.pending.entry(pair.to.type_id.clone()).or_default();
                         ids.extend(rows.iter().map(|r| r.id.clone()));

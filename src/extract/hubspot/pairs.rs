@@ -21,6 +21,10 @@ use crate::model::{AssociationType, AssociationTypes, ObjectType, pair_key};
 
 type Found = Vec<(ObjectType, ObjectType, Vec<AssociationType>)>;
 
+/// Labels requests a type's job sends at once when it asks about its pairs (the rate
+/// limiter still paces them).
+const PARALLEL_ASKS: usize = 4;
+
 /// `GET .../labels` of one direction.
 async fn labels(client: &HttpClient, from: &ObjectType, to: &ObjectType) -> Result<Vec<AssociationType>> {
     let path = format!("/crm/v4/associations/{}/{}/labels", from.api_name, to.api_name);
@@ -45,8 +49,8 @@ async fn ask(client: &HttpClient, pairs: Vec<(ObjectType, ObjectType)>, parallel
     answers.into_iter().map(|(from, to, found)| Ok((from, to, unless_forbidden(found)?.unwrap_or_default()))).collect()
 }
 
-/// Every pair of `types` that has association types, with them. Association types exist in
-/// both directions or in neither: each unordered pair is asked once, then the reverse
+/// Every pair of `types` with its association types, none for most. Association types exist
+/// in both directions or in neither: each unordered pair is asked once, then the reverse
 /// direction of those that have some.
 pub(super) async fn every_pair(client: &HttpClient, types: &[ObjectType], parallel: usize) -> Result<Found> {
     let forward: Vec<(ObjectType, ObjectType)> =
@@ -55,7 +59,6 @@ pub(super) async fn every_pair(client: &HttpClient, types: &[ObjectType], parall
     let reverse: Vec<(ObjectType, ObjectType)> =
         found.iter().filter(|(f, t, l)| f != t && !l.is_empty()).map(|(f, t, _)| (t.clone(), f.clone())).collect();
     found.extend(ask(client, reverse, parallel).await?);
-    found.retain(|(_, _, l)| !l.is_empty());
     Ok(found)
 }
 
@@ -75,23 +78,59 @@ pub(super) fn declared(types: &[DiscoveredType]) -> Vec<(ObjectType, ObjectType)
 }
 
 /// The association types of each pair as this run knows them, shared by the types' jobs:
-/// what the state held, what reads showed, what labels requests answered.
+/// what the state held, what reads showed, what labels requests answered. A pair known
+/// with no type was asked and has none.
 pub(super) struct Registry {
     known: Mutex<AssociationTypes>,
     /// Pairs whose labels this run asked for.
     asked: Mutex<HashSet<String>>,
+    /// The run's object types.
+    types: Vec<ObjectType>,
 }
 
 impl Registry {
-    pub fn new(known: Option<AssociationTypes>) -> Registry {
-        Registry { known: Mutex::new(known.unwrap_or_default()), asked: Mutex::new(HashSet::new()) }
+    pub fn new(known: Option<AssociationTypes>, types: Vec<ObjectType>) -> Registry {
+        Registry { known: Mutex::new(known.unwrap_or_default()), asked: Mutex::new(HashSet::new()), types }
     }
 
-    /// The labels of `from` -> `to` as a labels request just answered them.
+    /// The pairs from `from` a windowed read must read: those to the run's types that have
+    /// association types. A pair never asked about is asked now (once: the state keeps the
+    /// answer), so that a changed record's association in a pair no earlier run found is
+    /// read too.
+    pub async fn pairs_from(&self, client: &HttpClient, from: &ObjectType) -> Result<Vec<ObjectType>> {
+        let unknown: Vec<(ObjectType, ObjectType)> = {
+            let known = self.known.lock().expect("known lock");
+            self.types
+                .iter()
+                .filter(|to| !known.contains_key(&pair_key(from, to)))
+                .map(|to| (from.clone(), to.clone()))
+                .collect()
+        };
+        if !unknown.is_empty() {
+            tracing::info!(object_type = %from.api_name, pairs = unknown.len(), "Asking which types this one may be associated with.");
+        }
+        for (f, t, types) in ask(client, unknown, PARALLEL_ASKS).await? {
+            self.answered(&f, &t, types);
+        }
+        let known = self.known.lock().expect("known lock");
+        Ok(self
+            .types
+            .iter()
+            .filter(|to| known.get(&pair_key(from, to)).is_some_and(|k| !k.is_empty()))
+            .cloned()
+            .collect())
+    }
+
+    /// The labels of `from` -> `to` as a labels request just answered them. None means none
+    /// the other way either: association types exist in both directions or in neither.
     pub fn answered(&self, from: &ObjectType, to: &ObjectType, types: Vec<AssociationType>) {
         let key = pair_key(from, to);
         self.asked.lock().expect("asked lock").insert(key.clone());
-        self.known.lock().expect("known lock").insert(key, sorted(types));
+        let mut known = self.known.lock().expect("known lock");
+        if types.is_empty() {
+            known.entry(pair_key(to, from)).or_default();
+        }
+        known.insert(key, sorted(types));
     }
 
     /// After a read of `pair` showed `seen`: keeps them, and asks for the pair's labels (the
@@ -209,7 +248,7 @@ mod tests {
         let (contacts, companies, deals) = (t("contacts"), t("companies"), t("deals"));
         let mut state = AssociationTypes::new();
         state.insert(pair_key(&contacts, &companies), vec![kind(1, Some("Primary")), kind(279, None)]);
-        let registry = Registry::new(Some(state));
+        let registry = Registry::new(Some(state), vec![contacts.clone(), companies.clone(), deals.clone()]);
         // Known types on a windowed read: nothing to ask.
         assert!(!registry.keep(&contacts, &companies, &[kind(279, None)], false));
         // A type the state lacks: ask, once.
@@ -225,6 +264,10 @@ mod tests {
         // A labels answer replaces what the pair had.
         registry.answered(&contacts, &deals, vec![kind(4, None), kind(3, Some("Primary"))]);
         assert_eq!(registry.snapshot()[&pair_key(&contacts, &deals)], [kind(3, Some("Primary")), kind(4, None)]);
+        // None one way is none the other way: neither is asked again.
+        registry.answered(&companies, &deals, Vec::new());
+        let known = registry.snapshot();
+        assert!(known[&pair_key(&deals, &companies)].is_empty() && known[&pair_key(&companies, &deals)].is_empty());
     }
 
     fn discovered(object_type: ObjectType, schema: Option<api::ObjectSchema>) -> DiscoveredType {
