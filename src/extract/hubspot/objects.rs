@@ -10,7 +10,8 @@
 //!
 //! A full listing asks each page for its records' associations inline (`associations=` with
 //! every type): only the pairs a record shows are read, and only for the records that show
-//! them. A windowed read (search, batch reads) reads every pair known to start at the type.
+//! them. A windowed read (search, batch reads) reads every pair from the type that has
+//! association types, asking once about those no run asked about.
 //! Either way record ids are buffered by the thousand per pair and read through v4 batch
 //! reads, following each input's own `after`; the association types the answers show go to
 //! the run's [`Registry`]. A reconcile then lists every id of the type and reads the
