@@ -19,16 +19,27 @@ async fn search(client: &HttpClient, offset: u64, count: u64) -> Result<api::Lis
     client.post_json(SEARCH, &body).await.map_err(|e| e.in_stream("LISTS", format!("POST {SEARCH} offset {offset}")))
 }
 
-/// One small request: fails with 403 when the token may not read lists.
-pub(super) async fn probe(client: &HttpClient) -> Result<()> {
-    search(client, 0, 1).await.map(|_| ())
+/// The first page of lists: fails with 403 when the token may not read lists, and is the
+/// export's first page when it runs next.
+pub(super) async fn probe(client: &HttpClient) -> Result<api::ListSearch> {
+    search(client, 0, LISTS_PER_PAGE).await
 }
 
-pub(super) async fn extract(client: &HttpClient, ingested: &Arc<str>, out: &Sender) -> Result<()> {
+/// `LISTS` and `LIST_MEMBERSHIPS`, starting from `first` (the probe's page) when given.
+pub(super) async fn extract(
+    client: &HttpClient,
+    first: Option<api::ListSearch>,
+    ingested: &Arc<str>,
+    out: &Sender,
+) -> Result<()> {
     let mut all = Vec::new();
     let mut offset = 0;
+    let mut first = first;
     loop {
-        let page = search(client, offset, LISTS_PER_PAGE).await?;
+        let page = match first.take() {
+            Some(page) => page,
+            None => search(client, offset, LISTS_PER_PAGE).await?,
+        };
         let more = page.has_more && page.offset > offset;
         offset = page.offset;
         all.extend(page.lists);

@@ -68,8 +68,9 @@ pub struct Discovery {
     types: Vec<DiscoveredType>,
     /// Every pair's association types, when discovery asked about every pair.
     labels: Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>,
-    /// `None` when the token may not read lists.
-    lists: Option<()>,
+    /// `None` when the token may not read lists; else the first page of lists, which the
+    /// first run takes (a backfill's later days read it again).
+    lists: Option<std::sync::Mutex<Option<api::ListSearch>>>,
     events: Vec<Arc<events::DiscoveredEvent>>,
     teams: Option<Vec<api::Team>>,
 }
@@ -241,7 +242,7 @@ impl super::Source for HubSpot {
             known.into_iter().map(|(f, t)| Arc::new(AssociationPair::new(f, t))).collect();
 
         let lists = match unless_forbidden(lists::probe(&self.client).await)? {
-            Ok(()) => Some(()),
+            Ok(first) => Some(std::sync::Mutex::new(Some(first))),
             Err(why) => {
                 notices.push(notice("LISTS", format!("lists and memberships skipped: {why}")));
                 None
@@ -331,9 +332,10 @@ impl super::Source for HubSpot {
             async move { objects::extract(&client, stream, found, keep, reach, &ingested, &sender).await }.boxed()
         });
         let (client, lists_ingested, lists_sender) = (self.client.clone(), ingested.clone(), sender.clone());
-        let lists = discovery
-            .lists
-            .map(|()| async move { lists::extract(&client, &lists_ingested, &lists_sender).await }.boxed());
+        let lists = discovery.lists.as_ref().map(|first| {
+            let first = first.lock().expect("lists lock").take();
+            async move { lists::extract(&client, first, &lists_ingested, &lists_sender).await }.boxed()
+        });
         let events = discovery.events.iter().cloned().map(|e| {
             let (client, ingested, sender) = (self.client.clone(), ingested.clone(), sender.clone());
             let window = extent.window(&e.stream.table.name);
