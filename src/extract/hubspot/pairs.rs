@@ -1,11 +1,14 @@
 //! Which pairs of object types are associated, and their association types, at the fewest
-//! requests. An export knows pairs from the state (what earlier runs found), from custom
-//! objects' schemas, and from the associations inline in a full listing's pages; it asks for
-//! a pair's labels only once the pair is found associated: once a run when the type is read
-//! whole (so that the definitions stay current), otherwise when a read shows a type the run
-//! did not know. Asking about every pair of types, one request per pair and direction, is
-//! left to `tables`, `check`, a reconcile (which promises every association), and the first
-//! windowed run of a destination whose state has no record of the pairs.
+//! requests. An export knows pairs from the state (what earlier runs found or asked), from
+//! custom objects' schemas, and from the associations inline in a full listing's pages; it
+//! asks for a pair's labels once the pair is found associated: once a run when the type is
+//! read whole (so that the definitions stay current), otherwise when a read shows a type the
+//! run did not know. A windowed read, whose pages carry no associations, asks once about each
+//! pair from a type with changed records that no run asked about; the state keeps every
+//! answer, most of them "none". Asking about every pair at once, one request per pair and
+//! direction, is left to `tables`, `check` and a reconcile (which promises every
+//! association). A pair the token may not ask about is recorded as having no type until a
+//! reconcile asks again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
