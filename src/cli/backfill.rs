@@ -58,7 +58,8 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     }
     let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let layout = args.output.layout();
-    // The pairs the nightly runs found associated (a backfill leaves the state alone).
+    // The pairs the nightly runs found associated or asked about (a backfill reads the state
+    // and leaves it alone).
     let state = crate::state::State::load(&run.sink, run.extractor().source(), &run.catalog.account).await?;
     run.catalog.learn_associations(state.and_then(|s| s.association_types));
 

@@ -121,8 +121,8 @@ pub struct Catalog {
     pub notices: Vec<Notice>,
     /// Every output table, in the order the manifest lists them.
     pub tables: Vec<Arc<TableSchema>>,
-    /// The associated pairs and their types an earlier run learnt (from the state), `None`
-    /// before the first: see [`Catalog::learn_associations`].
+    /// The pairs earlier runs found associated or asked about, with their types (from the
+    /// state), `None` before the first: see [`Catalog::learn_associations`].
     pub association_types: Option<crate::model::AssociationTypes>,
 }
 
