@@ -119,10 +119,7 @@ fn the_baseline_survives_a_killed_reconcile() {
     let sandbox = SandboxProcess::start(&["--scale", "3000", "--seed", "13"]);
     let objects = ["--objects", "contacts,companies", "--no-history"];
     assert_success(&sandbox.export(dest, "2026-11-20", &objects));
-    let state_file = || {
-        let state = std::fs::read_dir(dest.join("_state")).unwrap().flatten().find(|e| e.path().is_file()).unwrap();
-        std::fs::read(state.path()).unwrap()
-    };
+    let state_file = || std::fs::read(crate::incremental::state_file(dest)).unwrap();
     let before = state_file();
     let deleted = strings(&sandbox.hook("delete", json!({"objectType": "contacts", "count": 40}))["ids"]);
     // Killed while it lists (search answers at 5 a second).

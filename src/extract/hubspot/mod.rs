@@ -344,10 +344,10 @@ impl super::Source for HubSpot {
         let jobs: Vec<futures::future::BoxFuture<'static, Result<()>>> = objects.chain(lists).chain(events).collect();
         super::run_streams(jobs, self.options.concurrency).await?;
         // The definitions once the reads have shown what each pair holds.
-        let types = registry.snapshot();
-        *self.learnt.lock().expect("learnt lock") = Some(types.clone());
-        reference::association_definitions(catalog, &types, &ingested, &sender).await?;
-        sender.send(super::Emit::AssociationTypes(types)).await
+        let learnt = registry.snapshot();
+        *self.learnt.lock().expect("learnt lock") = Some(learnt.clone());
+        reference::association_definitions(catalog, &learnt, &ingested, &sender).await?;
+        sender.send(super::Emit::AssociationTypes(learnt)).await
     }
 }
 

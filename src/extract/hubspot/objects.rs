@@ -37,6 +37,11 @@ use crate::schema::{BatchBuilder, fixed_table};
 pub const RECORDS_PER_PAGE: usize = 100;
 /// HubSpot's largest page when `propertiesWithHistory` is asked for.
 const RECORDS_PER_PAGE_WITH_HISTORY: usize = 50;
+
+/// The largest page of full records a list or batch read may ask for.
+fn page_of_records(history: Option<usize>) -> usize {
+    if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE }
+}
 /// HubSpot's largest association batch read (since 2025-02-10).
 const ASSOCIATION_INPUTS: usize = 1000;
 /// Room kept in the URL for the `after` cursor and the other parameters.
@@ -67,7 +72,7 @@ impl Plan {
     ) -> Result<Plan> {
         let path = format!("/crm/v3/objects/{}", stream.object_type.api_name);
         let names = stream.properties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",");
-        let page_size = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+        let page_size = page_of_records(history);
         let mut plan = Plan {
             path,
             archived: if archived { "true" } else { "false" },
@@ -94,12 +99,11 @@ impl Plan {
     /// never fewer than ids and reads once two chunks are needed.
     fn described(&self) -> (String, usize) {
         let pages = 1000usize.div_ceil(self.page_size);
+        let what = if self.history.is_some() { "properties and history" } else { "properties" };
         if self.all_in_url {
-            let what = if self.history.is_some() { "properties and history" } else { "properties" };
             return (format!("list pages of {} with every name of the {what} in the URL", self.page_size), pages);
         }
-        let read = if self.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
-        let what = if self.history.is_some() { "properties and history" } else { "properties" };
+        let read = page_of_records(self.history);
         (
             format!("ids in list pages of {}, then the {what} by batch reads of {read}", self.page_size),
             pages + 1000usize.div_ceil(read),
@@ -302,7 +306,7 @@ async fn changed(
     emitter: &mut Emitter<'_>,
 ) -> Result<()> {
     let table = stream.table.name.clone();
-    let read = if emitter.history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+    let read = page_of_records(emitter.history);
     let plan = format!("search pages of {SEARCH_PAGE} ids, then batch reads of {read}");
     let requests = 1000usize.div_ceil(SEARCH_PAGE) + 1000usize.div_ceil(read);
     tracing::info!(table = %table, plan = %plan, requests_per_1000_records = requests, "Call plan.");
@@ -581,7 +585,7 @@ async fn batch_read(
     let path = format!("/crm/v3/objects/{}/batch/read?archived={archived}", stream.object_type.api_name);
     let names: Vec<&str> = stream.properties.iter().map(|p| p.name.as_str()).collect();
     let with_history: &[&str] = if history.is_some() { &names } else { &[] };
-    let chunk = if history.is_some() { RECORDS_PER_PAGE_WITH_HISTORY } else { RECORDS_PER_PAGE };
+    let chunk = page_of_records(history);
     // The chunks of one page are read at the same time (the rate limiter still paces them).
     let reads = listed.chunks(chunk).map(|ids| {
         let body = json!({

@@ -220,7 +220,9 @@ impl Inline {
             if found.results.is_empty() {
                 continue;
             }
-            match self.names.get(&name.to_lowercase()) {
+            // HubSpot answers in lower case: the lookup allocates only when it does not.
+            let known = self.names.get(name).or_else(|| self.names.get(&name.to_lowercase()));
+            match known {
                 Some(t) if !out.contains(t) => out.push(t.clone()),
                 Some(_) => {}
                 None if !self.warned.swap(true, Ordering::Relaxed) => {
