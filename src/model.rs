@@ -53,6 +53,11 @@ pub fn pair_key(from: &ObjectType, to: &ObjectType) -> String {
     format!("{}/{}", from.type_id, to.type_id)
 }
 
+/// The `(from type id, to type id)` of a [`pair_key`].
+pub fn pair_of_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('/')
+}
+
 /// A standard HubSpot object type: declared here as data, one row each.
 pub struct StandardType {
     pub api_name: &'static str,

@@ -60,8 +60,7 @@ pub async fn run(args: BackfillArgs, quiet: bool) -> Result<()> {
     let layout = args.output.layout();
     // The pairs the nightly runs found associated or asked about (a backfill reads the state
     // and leaves it alone).
-    let state = crate::state::State::load(&run.sink, run.extractor().source(), &run.catalog.account).await?;
-    run.catalog.learn_associations(state.and_then(|s| s.association_types));
+    run.load_state().await?;
 
     // The webhook journal, read once: each day takes the events that occurred on it (the
     // nightly position does not move).

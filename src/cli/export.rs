@@ -58,9 +58,7 @@ pub async fn run(args: ExportArgs, quiet: bool) -> Result<()> {
     let mut run = Run::open(&args.output, &args.source, quiet, started_at).await?;
     let day = date.format("%Y-%m-%d").to_string();
     let reread = run.claim(&args.source, args.output.layout(), &day, args.force).await?.reread;
-    let state = State::load(&run.sink, run.extractor().source(), &run.catalog.account).await?;
-    // The pairs earlier runs found associated or asked about are read without asking again.
-    run.catalog.learn_associations(state.as_ref().and_then(|s| s.association_types.clone()));
+    let state = run.load_state().await?;
     let (sink, extractor, catalog, progress) = (&run.sink, run.extractor(), &run.catalog, &run.progress);
 
     let timing = Timing { lookback: args.lookback, settle: args.settle_lag };

@@ -115,6 +115,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// The destination's state for this account, and the pairs earlier runs found associated
+    /// or asked about taught to the catalog, so that they are read without asking again.
+    pub async fn load_state(&mut self) -> Result<Option<crate::state::State>> {
+        let state = crate::state::State::load(&self.sink, self.extractor().source(), &self.catalog.account).await?;
+        self.catalog.learn_associations(state.as_ref().and_then(|s| s.association_types.clone()));
+        Ok(state)
+    }
+
     pub async fn open(
         output: &OutputArgs,
         source: &super::source::SourceArgs,

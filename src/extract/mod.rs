@@ -241,7 +241,7 @@ impl Catalog {
         // A pair asked about with no association type has no table.
         let typed = known.iter().flat_map(|k| k.iter()).filter(|(_, types)| !types.is_empty());
         for key in typed.map(|(key, _)| key) {
-            let Some((from, to)) = key.split_once('/') else { continue };
+            let Some((from, to)) = crate::model::pair_of_key(key) else { continue };
             let find = |id: &str| self.objects.iter().find(|o| o.object_type.type_id == id).map(|o| &o.object_type);
             let (Some(from), Some(to)) = (find(from), find(to)) else { continue };
             if self.pairs.iter().any(|p| p.from == *from && p.to == *to) {
@@ -334,7 +334,6 @@ impl Sender {
         self.send(Emit::Complete(tables)).await
     }
 
-    /// Sends what `rows` holds (if anything) and empties it.
     /// `DELETED_OBJECTS` rows of a reconcile: the ids of `stream`'s type its listing lacked,
     /// `merged` into the survivor where one is known, `deleted` otherwise, dated the run's start.
     pub(crate) async fn reconciled(
@@ -354,6 +353,7 @@ impl Sender {
         self.rows("DELETED_OBJECTS", &mut rows).await
     }
 
+    /// Sends what `rows` holds (if anything) and empties it.
     pub(crate) async fn rows(&self, table: &str, rows: &mut crate::schema::BatchBuilder) -> Result<()> {
         if rows.is_empty() {
             return Ok(());

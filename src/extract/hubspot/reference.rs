@@ -125,7 +125,7 @@ pub(super) async fn association_definitions(
     let held = |id: &str| catalog.objects.iter().any(|o| o.object_type.type_id == id);
     let mut defs = builder("ASSOCIATION_DEFINITIONS", ingested, 64);
     for (key, labels) in types {
-        let Some((from, to)) = key.split_once('/').filter(|(f, t)| held(f) && held(t)) else { continue };
+        let Some((from, to)) = model::pair_of_key(key).filter(|(f, t)| held(f) && held(t)) else { continue };
         for l in labels {
             let type_id = l.type_id.to_string();
             defs.push_row([
