@@ -9,12 +9,10 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use crmdump::extract::ObjectStream;
-use crmdump::extract::hubspot::page_batches;
-use crmdump::model;
-use crmdump::schema::BatchBuilder;
-use crmdump::split::split_objects;
-use crmdump::write::{CsvGzipWriter, OutputFormat, PartSink};
+use crmdump::internals::{
+    BatchBuilder, CsvGzipWriter, ObjectStream, OutputFormat, PartSink, PropertyDefinition, page_batches,
+    property_column, split_objects, standard_type,
+};
 
 /// Discards parts but counts their bytes.
 #[derive(Default)]
@@ -40,13 +38,20 @@ impl PartSink for Discard {
 fn stream() -> ObjectStream {
     let kinds = ["string", "number", "datetime", "enumeration", "bool", "date"];
     let names: Vec<String> = (0..60).map(|i| format!("property_{i:02}")).collect();
-    let props: Vec<(&str, &str)> =
-        names.iter().enumerate().map(|(i, n)| (n.as_str(), kinds[i % kinds.len()])).collect();
-    ObjectStream::from_names(model::standard_type("contacts").unwrap().to_object_type(), &props)
+    let props = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| PropertyDefinition {
+            name: n.clone(),
+            property_type: kinds[i % kinds.len()].to_string(),
+            column: property_column(n),
+        })
+        .collect();
+    ObjectStream::new(standard_type("contacts").unwrap().to_object_type(), props)
 }
 
 /// The value of property `i` (`p`) in record `r`, by property type.
-fn sample_value(p: &crmdump::extract::PropertyDefinition, r: usize, i: usize) -> String {
+fn sample_value(p: &PropertyDefinition, r: usize, i: usize) -> String {
     match p.property_type.as_str() {
         "number" => format!("{}.{}", r * 7 + i, r % 100),
         "datetime" => "2025-03-04T05:06:07.890Z".to_string(),
@@ -76,7 +81,7 @@ fn page(stream: &ObjectStream, rows: usize, ingested: &Arc<str>) -> RecordBatch 
 }
 
 fn csv_bytes(batch: &RecordBatch) -> u64 {
-    let rows = crmdump::write::csv::Rows::new(batch);
+    let rows = crmdump::internals::Rows::new(batch);
     let mut buf = Vec::new();
     (0..batch.num_rows())
         .map(|r| {

@@ -173,14 +173,14 @@ async fn open_loop(port: u16, rate: u64, seconds: f64, first: u64) -> Run {
 /// process: its memory would count in the next listener's peak RSS, which a child inherits at
 /// fork.)
 async fn journal_events(dest: &str) -> u64 {
-    let sink = crmdump::sink::Sink::open(dest).unwrap();
-    for (folder, report) in crmdump::webhook::journal::verify_journal(&sink).await.unwrap() {
+    let sink = crmdump::internals::Sink::open(dest).unwrap();
+    for (folder, report) in crmdump::internals::verify_journal(&sink).await.unwrap() {
         assert!(report.problems.is_empty(), "{folder}: {:?}", report.problems);
     }
     let mut total = 0;
     for (key, _) in sink.list("_webhooks").await.unwrap() {
         if key.contains("/_committed/") {
-            let marker: crmdump::sink::manifest::Manifest =
+            let marker: crmdump::internals::Manifest =
                 serde_json::from_slice(&sink.get(&key).await.unwrap().unwrap()).unwrap();
             total += marker.tables[0].rows;
         }

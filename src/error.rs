@@ -92,6 +92,12 @@ pub enum Error {
     )]
     DataWarnings(u64),
 
+    /// A file crmdump reads back (a manifest, a part, the state, the webhook journal or
+    /// spool) is damaged: it names the file and what is wrong with it. The destination is
+    /// refused until the file is restored or moved away (exit 2).
+    #[error("{key} is damaged: {detail}")]
+    Corrupt { key: String, detail: String },
+
     #[error("the sandbox failed: {0}")]
     Sandbox(String),
 
@@ -108,7 +114,7 @@ impl Error {
     /// The class of this error, looking through stream wrappers.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Config(_) => ErrorClass::Config,
+            Error::Config(_) | Error::Corrupt { .. } => ErrorClass::Config,
             Error::Io { .. } | Error::Sink { .. } | Error::Destination { .. } => ErrorClass::Fatal,
             Error::Api { status, .. } => match status {
                 401 | 403 => ErrorClass::Auth,
@@ -155,6 +161,11 @@ impl Error {
 
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { what: what.into(), source }
+    }
+
+    /// `key` is damaged: `detail` says how.
+    pub fn corrupt(key: impl Into<String>, detail: impl fmt::Display) -> Error {
+        Error::Corrupt { key: key.into(), detail: detail.to_string() }
     }
 }
 

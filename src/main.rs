@@ -4,6 +4,7 @@ use clap::Parser;
 
 /// jemalloc: an export allocates and frees millions of small strings (JSON values, rows);
 /// glibc's malloc spent about 15% of an export's CPU on them (perf, BENCHMARKS.md).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -12,6 +13,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// third of the peak RSS (BENCHMARKS.md: 320 MB against 267 MB to S3 for 1,064 tables at
 /// 2,000 records per type). 300 ms keeps the reuse and costs about 0.2 s of system time.
 /// `_RJEM_MALLOC_CONF` in the environment still overrides it.
+#[cfg(not(target_env = "msvc"))]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"dirty_decay_ms:300,muzzy_decay_ms:0\0";
@@ -25,7 +27,7 @@ fn main() {
         }
     };
     let cli = crmdump::cli::Cli::parse_from(args);
-    crmdump::cli::init_logging(&cli.logging, &cli.command);
+    crmdump::cli::init_logging(&cli.global, &cli.command);
     // Blocking threads encode parts (a few at a time, see the pipeline's writers) and run
     // the local file system's writes; 64 is far more than they need and keeps an account
     // with thousands of tables from ever approaching tokio's default of 512.

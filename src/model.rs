@@ -48,6 +48,11 @@ pub struct AssociationType {
 /// runs, so that a run asks the API only about pairs it has not seen.
 pub type AssociationTypes = BTreeMap<String, Vec<AssociationType>>;
 
+/// `YYYY-MM-DD`: an export date as it names day folders, manifests and the state's keys.
+pub fn day_key(date: chrono::NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
 /// The key of the pair `from` -> `to` in [`AssociationTypes`].
 pub fn pair_key(from: &ObjectType, to: &ObjectType) -> String {
     format!("{}/{}", from.type_id, to.type_id)

@@ -25,7 +25,7 @@ pub struct CheckArgs {
 
 pub async fn run(args: CheckArgs) -> Result<()> {
     let ingested: Arc<str> = iso(chrono::Utc::now()).into();
-    let source = SourceArgs { every_pair: true, ..args.source }.connect(ingested).await?;
+    let source = crate::run::connect(&args.source.settings(true), ingested).await?;
     // Discovery touches every endpoint an export needs: a 401 fails here with its hint, a
     // 403 becomes a notice naming the scope.
     let catalog = match source.extractor.discover().await {

@@ -183,7 +183,7 @@ mod tests {
         let args = expand("quiet = true\nlog_format = \"json\"\n", &["verify", "./x"]).unwrap();
         assert!(args.contains(&"--quiet".to_string()) && args.contains(&"--log-format=json".to_string()), "{args:?}");
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&args).unwrap();
-        assert!(cli.logging.quiet && matches!(cli.logging.log_format, crate::cli::LogFormat::Json));
+        assert!(cli.global.quiet && matches!(cli.global.log_format, crate::cli::LogFormat::Json));
         let e = expand("config = \"other.toml\"\n", &["export"]).unwrap_err().to_string();
         assert!(e.contains("'config'"), "{e}");
     }

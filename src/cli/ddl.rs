@@ -23,7 +23,7 @@ pub struct DdlArgs {
 pub async fn run(args: DdlArgs) -> Result<()> {
     let sink = Sink::open_existing(&args.path)?;
     let root = args.path.trim_end_matches('/');
-    let (body, location) = match args.date.map(|d| d.format("%Y-%m-%d").to_string()) {
+    let (body, location) = match args.date.map(crate::model::day_key) {
         None => (sink.get(Layout::day_folder_manifest_key()).await?, root.to_string()),
         Some(d) => {
             let mut found = (None, root.to_string());
@@ -40,8 +40,7 @@ pub async fn run(args: DdlArgs) -> Result<()> {
         dest: args.path.clone(),
         detail: "no committed export here: give a day folder, or an export root with --date".into(),
     })?;
-    let manifest: Manifest = serde_json::from_slice(&body)
-        .map_err(|e| Error::Destination { dest: args.path.clone(), detail: format!("not a crmdump manifest: {e}") })?;
+    let manifest = Manifest::parse(&body, &args.path)?;
     let location = match std::fs::canonicalize(&location) {
         Ok(p) if !location.contains("://") => p.to_string_lossy().to_string(),
         _ => location,

@@ -1,5 +1,6 @@
-//! Command-line surface: one file per command. Parses flags, builds the
-//! validated settings, and hands over to the library.
+//! Command-line surface: one file per command. Each turns its flags (and the config file's
+//! keys, [`config`]) into the library's settings, calls the library, and prints what it
+//! returns; the runs themselves live in [`crate::run`].
 
 /// Prints a line on stdout like `println!`, but a closed stdout (`crmdump tables | head -1`)
 /// is no error: the rest of the output is dropped quietly and the command's exit code stays
@@ -25,7 +26,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::error::Result;
 use crate::progress::ProgressMode;
 
-/// Dump a CRM account (HubSpot) into warehouse-ready files: pg_dump for CRMs.
+/// Dump a CRM account (HubSpot, Pipedrive) into warehouse-ready files: pg_dump for CRMs.
 ///
 /// Try it without an account:  crmdump export --source sandbox --dest ./export
 #[derive(Debug, Parser)]
@@ -34,9 +35,11 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     #[command(flatten)]
-    pub logging: LogArgs,
+    pub global: GlobalArgs,
 }
 
+// These doc comments are `--help` text, where `<dest>` is a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Export an account into <dest>/<YYYY-MM-DD>/<TABLE>/part-NNNNN.csv.gz plus _manifest.json.
@@ -57,12 +60,14 @@ pub enum Command {
     /// Receive HubSpot's and Pipedrive's webhooks and keep every acknowledged event in
     /// <dest>/_webhooks/<source>/<account>/<day>/ (secrets from the environment).
     Listen(listen::ListenArgs),
-    /// Serve the built-in fake HubSpot API on 127.0.0.1 (for trying crmdump and for tests).
+    /// Serve the built-in fake HubSpot (or Pipedrive) API on 127.0.0.1 (for trying crmdump and
+    /// for tests).
     Sandbox(sandbox::SandboxArgs),
 }
 
+/// Flags every command takes: the config file and how to log.
 #[derive(Debug, Args)]
-pub struct LogArgs {
+pub struct GlobalArgs {
     /// A TOML file of flag defaults (keys are flag names, `${VAR}` reads the environment);
     /// default: ./crmdump.toml when present.
     #[arg(long, global = true, value_name = "FILE")]
@@ -83,7 +88,7 @@ pub enum LogFormat {
 
 /// Sets up logging on stderr: `RUST_LOG` wins, else info (warn with --quiet, and on a
 /// terminal during an export, where progress bars take the place of info lines).
-pub fn init_logging(args: &LogArgs, command: &Command) {
+pub fn init_logging(args: &GlobalArgs, command: &Command) {
     use std::io::IsTerminal;
     let bars = matches!(command, Command::Export(_) | Command::Backfill(_))
         && std::io::stderr().is_terminal()
@@ -139,8 +144,8 @@ pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>) {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Export(args) => export::run(args, cli.logging.quiet).await,
-        Command::Backfill(args) => backfill::run(args, cli.logging.quiet).await,
+        Command::Export(args) => export::run(args, cli.global.quiet).await,
+        Command::Backfill(args) => backfill::run(args, cli.global.quiet).await,
         Command::Check(args) => check::run(args).await,
         Command::Tables(args) => tables::run(args).await,
         Command::Verify(args) => verify::run(args).await,

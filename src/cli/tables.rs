@@ -20,7 +20,7 @@ pub struct TablesArgs {
 
 pub async fn run(args: TablesArgs) -> Result<()> {
     let ingested: Arc<str> = iso(chrono::Utc::now()).into();
-    let source = SourceArgs { every_pair: true, ..args.source }.connect(ingested).await?;
+    let source = crate::run::connect(&args.source.settings(true), ingested).await?;
     let catalog = source.extractor.discover().await?;
     let (_, journal_table) = journal_tables(&catalog.tables);
     let tables = catalog.tables.iter().map(|t| (t, None)).chain([(&journal_table, Some(JOURNAL_ONLY))]);

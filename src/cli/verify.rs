@@ -52,7 +52,7 @@ async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Targe
 
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let sink = Sink::open_existing(&args.path)?;
-    let targets = targets(&sink, args.date.map(|d| d.format("%Y-%m-%d").to_string())).await?;
+    let targets = targets(&sink, args.date.map(crate::model::day_key)).await?;
     // The webhook journal, when this is an export root (not one day folder or one date).
     let journal = match (args.date, targets.first()) {
         (None, Some((_, t))) if t.manifest_key == Layout::day_folder_manifest_key() => Vec::new(),
@@ -71,7 +71,8 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         for p in &report.problems {
             say!("MISMATCH {p}");
         }
-        say!("{name}: {} files checked, {} problems", report.files_checked, report.problems.len());
+        let fake = if report.sandbox { " (sandbox data: generated, not an account's)" } else { "" };
+        say!("{name}{fake}: {} files checked, {} problems", report.files_checked, report.problems.len());
         problems += report.problems.len();
     }
     for (folder, report) in &journal {

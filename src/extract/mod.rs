@@ -41,7 +41,7 @@ impl ObjectStream {
     /// and typed schemas derived from them.
     pub fn new(object_type: ObjectType, properties: Vec<PropertyDefinition>) -> ObjectStream {
         let types: Vec<ColumnType> =
-            properties.iter().map(|p| ColumnType::from_hubspot_property_type(&p.property_type)).collect();
+            properties.iter().map(|p| ColumnType::from_property_type(&p.property_type)).collect();
         ObjectStream::typed(object_type, properties, &types, &crate::schema::fixed_table("OBJECTS"))
     }
 
@@ -58,9 +58,12 @@ impl ObjectStream {
         let (raw, table) = crate::schema::object_schemas(&object_type.table_name(), base, &columns);
         ObjectStream { object_type, properties, raw, table }
     }
+}
 
-    /// A stream from `(name, HubSpot property type)` pairs, columns `PROPERTY_<UPPER(name)>`.
-    pub fn from_names(object_type: ObjectType, properties: &[(&str, &str)]) -> ObjectStream {
+#[cfg(test)]
+impl ObjectStream {
+    /// A stream from `(name, property type)` pairs, columns `PROPERTY_<UPPER(name)>`.
+    pub(crate) fn from_names(object_type: ObjectType, properties: &[(&str, &str)]) -> ObjectStream {
         let properties = properties
             .iter()
             .map(|(name, ty)| PropertyDefinition {
@@ -380,42 +383,44 @@ pub struct SourceOptions<H> {
     pub every_pair: bool,
 }
 
-/// How each source is built: discovery learns what its runs need (`Discovery`), kept once
-/// found; a run reads with it. Every `Source` is an [`Extractor`].
+/// How each CRM's extractor is built: discovery learns what its runs need (`Discovery`),
+/// kept once found; a run reads with it. Every `CrmExtractor` is an [`Extractor`].
 #[async_trait::async_trait]
-pub(crate) trait Source: Send + Sync {
+pub(crate) trait CrmExtractor: Send + Sync {
     /// `hubspot`, `pipedrive`.
     const NAME: &'static str;
     /// See [`Extractor::archived_exist`].
     const ARCHIVED_EXIST: bool = false;
     /// What discovery learnt beyond the catalog.
     type Discovery: Send + Sync;
-    /// The source's HTTP client, and where its discovery is kept.
-    fn parts(&self) -> (&crate::http::HttpClient, &std::sync::OnceLock<Self::Discovery>);
+    /// The source's HTTP client.
+    fn client(&self) -> &crate::http::HttpClient;
+    /// Where its discovery is kept once found.
+    fn discovered(&self) -> &std::sync::OnceLock<Self::Discovery>;
     async fn discover_all(&self) -> Result<(Catalog, Self::Discovery)>;
     async fn run_all(&self, catalog: &Catalog, discovery: &Self::Discovery, extent: &Extent, out: Sender)
     -> Result<()>;
 }
 
 #[async_trait::async_trait]
-impl<S: Source> Extractor for S {
+impl<S: CrmExtractor> Extractor for S {
     fn source(&self) -> &'static str {
         S::NAME
     }
 
     async fn discover(&self) -> Result<Catalog> {
         let (catalog, discovery) = self.discover_all().await?;
-        let _ = self.parts().1.set(discovery);
+        let _ = self.discovered().set(discovery);
         Ok(catalog)
     }
 
     async fn run(&self, catalog: &Catalog, extent: &Extent, out: tokio::sync::mpsc::Sender<Emit>) -> Result<()> {
-        let discovery = self.parts().1.get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
+        let discovery = self.discovered().get().ok_or_else(|| Error::Internal("run() before discover()".into()))?;
         self.run_all(catalog, discovery, extent, Sender(out)).await
     }
 
     fn http_stats(&self) -> Arc<crate::http::HttpStats> {
-        self.parts().0.stats.clone()
+        self.client().stats.clone()
     }
 
     fn archived_exist(&self) -> bool {

@@ -21,6 +21,19 @@ pub use rate::RateLimit;
 
 use crate::error::{Error, Result};
 
+/// The waits between attempts of anything crmdump retries: exponential from `first`, with
+/// jitter, at most 30 s each; `retries` of them, or without end for `None` (a listener that
+/// keeps trying its destination).
+pub fn backoff(first: Duration, retries: Option<usize>) -> impl Iterator<Item = Duration> + Send {
+    let builder =
+        ExponentialBuilder::default().with_min_delay(first).with_max_delay(Duration::from_secs(30)).with_jitter();
+    match retries {
+        Some(n) => builder.with_max_times(n),
+        None => builder.without_max_times(),
+    }
+    .build()
+}
+
 /// Longest URL crmdump builds by default: a margin below the 16,000 bytes past which HubSpot
 /// answers 414 (`--max-url-bytes`). Longer URLs save requests (a page of a wide type with
 /// every property name in its URL); a 414 lowers the limit for the rest of the run.
@@ -232,12 +245,7 @@ impl HttpClient {
     ) -> Result<(T, bool)> {
         let method_name: &'static str = if method == Method::GET { "GET" } else { "POST" };
         let path = display_path(&url);
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .with_max_times(self.options.max_attempts.saturating_sub(1))
-            .build();
+        let mut backoff = backoff(Duration::from_millis(250), Some(self.options.max_attempts.saturating_sub(1)));
         // CRM search has a budget of its own and no part in the general one.
         let search = is_crm_search(&url);
         loop {

@@ -7,6 +7,7 @@
 //! manifest is written last, after parts of an earlier run of the same date that this run
 //! did not rewrite are removed.
 
+mod assemble;
 mod writers;
 
 use std::collections::BTreeMap;
@@ -15,17 +16,17 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::extract::{Catalog, Emit, Extent, Extractor, Notice};
+use crate::model::day_key;
 use crate::progress::Progress;
-use crate::schema::iso;
 use crate::sink::Sink;
 use crate::sink::commit::DayCommit;
 use crate::sink::layout::Layout;
-use crate::sink::manifest::{ColumnEntry, Manifest, ReconcileEntry, TableEntry, Warning};
+use crate::sink::manifest::{Manifest, Warning};
 use crate::split;
 use crate::state::baseline::Sightings;
 use crate::write::{OutputFormat, PartReceipt};
@@ -55,9 +56,9 @@ impl Mode {
     }
 }
 
-/// What an export run needs beyond the extractor, its catalog and the sink.
+/// What the export of one day folder needs beyond the extractor, its catalog and the sink.
 #[derive(Debug, Clone)]
-pub struct ExportSettings {
+pub struct DaySettings {
     pub mode: Mode,
     /// Which part of each stream to read.
     pub extent: Extent,
@@ -76,6 +77,8 @@ pub struct ExportSettings {
     /// Records merged away that earlier export dates already reported through a survivor's
     /// merge property, as `<type id>/<id>`: not reported again.
     pub merges_reported: Arc<std::collections::HashSet<String>>,
+    /// The data is the built-in sandbox's (fake): the manifest says so.
+    pub sandbox: bool,
 }
 
 /// `DELETED_OBJECTS` rows without the merge-property rows of records already reported; the
@@ -101,7 +104,7 @@ fn new_merges(
             Some(new)
         })
         .collect();
-    arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| crate::error::Error::Internal(e.to_string()))
+    arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The rows the journal's events make, and the `CHANGE_EVENTS` table they go to, in the
@@ -121,9 +124,9 @@ fn journal_rows(
     Ok((emits, events))
 }
 
-/// What a finished export reports.
+/// What a committed day folder reports to whoever shows it.
 #[derive(Debug)]
-pub struct ExportReport {
+pub struct DaySummary {
     pub manifest: Manifest,
     pub manifest_key: String,
     pub elapsed: std::time::Duration,
@@ -134,21 +137,35 @@ pub struct ExportReport {
     /// Requests the account's discovery made, when this export's `requests` count them (the
     /// first export of a process; 0 for a backfill's later days).
     pub discovery: u64,
+}
+
+/// What a committed day folder teaches the state.
+#[derive(Debug)]
+pub struct Learnt {
     /// Records merged away this run reported through a survivor's merge property
-    /// (`<type id>/<id>`), for the state.
+    /// (`<type id>/<id>`).
     pub merges_reported: std::collections::BTreeSet<String>,
     /// Which records the run showed to exist or be gone, for the baseline of ids.
     pub sightings: Sightings,
-    /// The associated pairs and their types as the run left them, for the state (`None`
-    /// when the source keeps none).
+    /// The associated pairs and their types as the run left them (`None` when the source
+    /// keeps none).
     pub association_types: Option<crate::model::AssociationTypes>,
 }
 
-/// What the router learnt besides rows: tables found during the run, and the pairs' types.
-#[derive(Default)]
-struct Learnt {
+/// What a finished day export reports.
+#[derive(Debug)]
+pub struct DayReport {
+    pub summary: DaySummary,
+    pub learnt: Learnt,
+}
+
+/// What the router finds besides rows: tables found during the run, the pairs' types, what
+/// it must tell the state, and the warnings and unparseable-value counts of the manifest.
+struct Routed {
     tables: Vec<Arc<crate::schema::TableSchema>>,
-    association_types: Option<crate::model::AssociationTypes>,
+    learnt: Learnt,
+    unparseable: BTreeMap<String, u64>,
+    warnings: Vec<Warning>,
 }
 
 /// Discovers what the account holds (every table an export will write).
@@ -168,14 +185,12 @@ pub async fn export(
     extractor: &dyn Extractor,
     catalog: &Catalog,
     sink: &Sink,
-    settings: &ExportSettings,
+    settings: &DaySettings,
     progress: &Arc<Progress>,
-) -> Result<ExportReport> {
+) -> Result<DayReport> {
     let clock = Instant::now();
-
-    let date = settings.date.format("%Y-%m-%d").to_string();
-    let layout = settings.layout;
-    let day = DayCommit::begin(sink, layout, &date).await?;
+    let date = day_key(settings.date);
+    let day = DayCommit::begin(sink, settings.layout, &date).await?;
     let spec = WriterSpec {
         day: day.clone(),
         format: settings.format,
@@ -188,7 +203,6 @@ pub async fn export(
         Some(lines) => {
             let (emits, change_events) = journal_rows(lines, &tables, &settings.ingested_at)?;
             tables.push(change_events);
-            tables.sort_by(|a, b| a.name.cmp(&b.name));
             emits
         }
         None => Vec::new(),
@@ -198,25 +212,20 @@ pub async fn export(
     let (tx, rx) = mpsc::channel::<Emit>(EMIT_QUEUE);
     let extraction = async {
         for emit in journal {
-            tx.send(emit).await.map_err(|_| crate::error::Error::Cancelled)?;
+            tx.send(emit).await.map_err(|_| Error::Cancelled)?;
         }
         extractor.run(catalog, &settings.extent, tx).await
     };
-    let mut merges_reported = std::collections::BTreeSet::new();
-    let mut sightings = Sightings::new(extractor.archived_exist());
-    let mut learnt = Learnt::default();
-    let routing = route_all(
-        rx,
-        &mut writers,
-        &settings.ingested_at,
+    let router = Router {
+        writers: &mut writers,
+        ingested: &settings.ingested_at,
         progress,
-        (&settings.merges_reported, &mut merges_reported),
-        (&mut sightings, &mut learnt),
-    );
+        merges_known: &settings.merges_reported,
+        routed: Routed::new(extractor.archived_exist()),
+    };
     // The first error of either ends both: the extraction future is dropped (its requests
     // and tasks with it) or the router's receiver is, so the extractor's next send fails.
-    let routed = tokio::try_join!(extraction, routing);
-    let (unparseable, notes) = match routed {
+    let routed = match tokio::try_join!(extraction, router.route_all(rx)) {
         Ok(((), routed)) => routed,
         // Only a consequence of another failure: report that one.
         Err(e) if e.is_cancelled() => {
@@ -230,174 +239,131 @@ pub async fn export(
             return Err(e);
         }
     };
-    tables.extend(std::mem::take(&mut learnt.tables));
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut warnings: Vec<Warning> = catalog.notices.iter().cloned().map(warning).collect();
-    warnings.extend(notes);
-    let reconcile = settings.extent.reconcile().map(|r| {
-        if r.known.is_none() {
-            warnings.push(warning(Notice {
-                kind: "no_baseline".into(),
-                table: "DELETED_OBJECTS".into(),
-                detail: "the destination has no baseline of ids yet: this reconcile listed every id and reports no deletion; the next one compares with what it listed".into(),
-                count: None,
-            }));
-        }
-        ReconcileEntry {
-            baseline: r.known.is_some(),
-            ids: sightings.listed_count(),
-            deleted: sightings.reconciled_gone,
-            listing_requests: sightings.listing_requests,
-            association_requests: sightings.association_requests,
-        }
-    });
-
     // Every table's last part closes now.
-    let mut receipts: BTreeMap<String, Vec<PartReceipt>> = match writers.finish().await {
+    let receipts: BTreeMap<String, Vec<PartReceipt>> = match writers.finish().await {
         Ok(finished) => finished.into_iter().collect(),
         Err(e) => {
             day.abandon(&e);
             return Err(e);
         }
     };
-
-    for (table, count) in unparseable {
-        warnings.push(Warning { kind: "unparseable_value".into(), table, count: Some(count), detail: None });
-    }
-    let stats = extractor.http_stats();
-    let manifest = Manifest {
-        format_version: crate::sink::manifest::FORMAT_VERSION,
-        crmdump_version: env!("CARGO_PKG_VERSION").to_string(),
-        source: extractor.source().to_string(),
-        account: catalog.account.clone(),
-        objects: catalog.objects.iter().map(|o| o.object_type.type_id.clone()).collect(),
-        streams: catalog.streams(),
-        export_date: date,
-        mode: settings.mode.name().into(),
-        window: settings.extent.span().map(|w| crate::sink::manifest::Window { from: iso(w.from), to: iso(w.to) }),
-        started_at: settings.ingested_at.to_string(),
-        finished_at: iso(Utc::now()),
-        format: settings.format.manifest_name().into(),
-        layout: layout.name().into(),
-        tables: tables
-            .iter()
-            .map(|t| {
-                let files = receipts.remove(&t.name).unwrap_or_default();
-                TableEntry {
-                    name: t.name.clone(),
-                    rows: files.iter().map(|f| f.rows).sum(),
-                    columns: t
-                        .columns
-                        .iter()
-                        .map(|c| ColumnEntry {
-                            name: c.name.clone(),
-                            ty: c.ty.manifest_name().to_string(),
-                            nullable: c.nullable,
-                        })
-                        .collect(),
-                    files,
-                }
-            })
-            .collect(),
-        associations: Some(if settings.extent.holds_every_association() { "all" } else { "of_records" }.into()),
-        reconcile,
-        requests: stats.requests.load(Ordering::Relaxed).saturating_sub(settings.counted_before.0),
-        retries: stats.retries.load(Ordering::Relaxed).saturating_sub(settings.counted_before.1),
-        warnings,
-    };
+    tables.extend(routed.tables.iter().cloned());
+    let manifest =
+        assemble::manifest(assemble::Inputs { extractor, catalog, settings, date, tables, receipts, routed: &routed });
     let manifest_key = day.commit(&manifest).await?;
-    let (tokens, paced) = (stats.tokens.load(Ordering::Relaxed), stats.paced.load(Ordering::Relaxed));
-    // Discovery is part of the first export's count only (a backfill's later days exclude it).
-    let discovery = if settings.counted_before.0 == 0 { stats.discovery.load(Ordering::Relaxed) } else { 0 };
-    let elapsed = clock.elapsed();
-    let association_types = learnt.association_types;
-    Ok(ExportReport {
+    let stats = extractor.http_stats();
+    let summary = DaySummary {
         manifest,
         manifest_key,
-        elapsed,
-        tokens,
-        paced,
-        discovery,
-        merges_reported,
-        sightings,
-        association_types,
-    })
+        elapsed: clock.elapsed(),
+        tokens: stats.tokens.load(Ordering::Relaxed),
+        paced: stats.paced.load(Ordering::Relaxed),
+        // Discovery is part of the first export's count only (a backfill's later days exclude it).
+        discovery: if settings.counted_before.0 == 0 { stats.discovery.load(Ordering::Relaxed) } else { 0 },
+    };
+    Ok(DayReport { summary, learnt: routed.learnt })
 }
 
+/// A manifest warning from a notice, logged as it is made.
 fn warning(notice: Notice) -> Warning {
     tracing::warn!(table = %notice.table, kind = %notice.kind, "{}", notice.detail);
     Warning { kind: notice.kind, table: notice.table, count: notice.count, detail: Some(notice.detail) }
 }
 
-/// Reads emits until the extractor is done, splitting them into table rows for the
-/// writers. Returns the unparseable-value counts per table and the warnings. Stops at once
-/// when a writer fails (dropping `rx`, so that the extractor stops too).
-async fn route_all(
-    mut rx: mpsc::Receiver<Emit>,
-    writers: &mut Writers,
-    ingested: &Arc<str>,
-    progress: &Progress,
-    (known_merges, reported): (&std::collections::HashSet<String>, &mut std::collections::BTreeSet<String>),
-    (sightings, learnt): (&mut Sightings, &mut Learnt),
-) -> Result<(BTreeMap<String, u64>, Vec<Warning>)> {
-    let mut unparseable: BTreeMap<String, u64> = BTreeMap::new();
-    let mut notes: Vec<Warning> = Vec::new();
-    loop {
-        let emit = tokio::select! {
-            emit = rx.recv() => emit,
-            // The writer's own error, not the extractor's closed channel: `rx` stays open
-            // until the failure is known, and closes when this returns.
-            _ = writers.cancelled() => return Err(writers.failure().await),
-        };
-        let Some(emit) = emit else { break };
+impl Routed {
+    fn new(archived_exist: bool) -> Routed {
+        Routed {
+            tables: Vec::new(),
+            learnt: Learnt {
+                merges_reported: Default::default(),
+                sightings: Sightings::new(archived_exist),
+                association_types: None,
+            },
+            unparseable: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn count_unparseable(&mut self, table: &str, count: u64) {
+        if count > 0 {
+            *self.unparseable.entry(table.to_string()).or_default() += count;
+        }
+    }
+}
+
+/// Splits emits into table rows for the writers.
+struct Router<'a> {
+    writers: &'a mut Writers,
+    ingested: &'a Arc<str>,
+    progress: &'a Progress,
+    /// Records merged away that earlier dates reported (not reported again).
+    merges_known: &'a std::collections::HashSet<String>,
+    routed: Routed,
+}
+
+impl Router<'_> {
+    /// Reads emits until the extractor is done. Stops at once when a writer fails (dropping
+    /// `rx`, so that the extractor stops too).
+    async fn route_all(mut self, mut rx: mpsc::Receiver<Emit>) -> Result<Routed> {
+        loop {
+            let emit = tokio::select! {
+                emit = rx.recv() => emit,
+                // The writer's own error, not the extractor's closed channel: `rx` stays open
+                // until the failure is known, and closes when this returns.
+                _ = self.writers.cancelled() => return Err(self.writers.failure().await),
+            };
+            let Some(emit) = emit else { break };
+            self.route(emit).await?;
+        }
+        Ok(self.routed)
+    }
+
+    async fn route(&mut self, emit: Emit) -> Result<()> {
+        let routed = &mut self.routed;
         let rows = match emit {
-            Emit::Objects { stream, batch, unparseable: own } => {
-                if own > 0 {
-                    *unparseable.entry(stream.table.name.clone()).or_default() += own;
-                }
-                sightings.objects(&batch)?;
-                split::split_objects(&stream, &batch, ingested)?
+            Emit::Objects { stream, batch, unparseable } => {
+                routed.count_unparseable(&stream.table.name, unparseable);
+                routed.learnt.sightings.objects(&batch)?;
+                split::split_objects(&stream, &batch, self.ingested)?
             }
             Emit::Associations { pair, batch } => split::split_associations(&pair, &batch)?,
             Emit::Rows { table, batch, unparseable } => vec![split::TableRows { table, batch, unparseable }],
             Emit::Warning(notice) => {
-                notes.push(warning(notice));
-                continue;
+                routed.warnings.push(warning(notice));
+                return Ok(());
             }
             Emit::Listed { type_id, ids, listing_requests, association_requests } => {
-                sightings.listed(&type_id, ids, listing_requests, association_requests);
-                continue;
+                routed.learnt.sightings.listed(&type_id, ids, listing_requests, association_requests);
+                return Ok(());
             }
             Emit::Pair(pair) => {
-                if writers.declare(pair.table.clone()) {
-                    learnt.tables.push(pair.table.clone());
+                if self.writers.declare(pair.table.clone()) {
+                    routed.tables.push(pair.table.clone());
                 }
-                continue;
+                return Ok(());
             }
             Emit::AssociationTypes(types) => {
-                learnt.association_types = Some(types);
-                continue;
+                routed.learnt.association_types = Some(types);
+                return Ok(());
             }
             Emit::Complete(tables) => {
                 for t in &tables {
-                    writers.complete(t).await?;
+                    self.writers.complete(t).await?;
                 }
-                continue;
+                return Ok(());
             }
         };
         for mut r in rows {
             if r.table == "DELETED_OBJECTS" {
-                r.batch = new_merges(r.batch, known_merges, reported)?;
-                sightings.deleted(&r.batch)?;
+                r.batch = new_merges(r.batch, self.merges_known, &mut routed.learnt.merges_reported)?;
+                routed.learnt.sightings.deleted(&r.batch)?;
             }
-            if r.unparseable > 0 {
-                *unparseable.entry(r.table.clone()).or_default() += r.unparseable;
-            }
+            routed.count_unparseable(&r.table, r.unparseable);
             if r.batch.num_rows() > 0 {
-                progress.add_rows(&r.table, r.batch.num_rows() as u64);
-                writers.route(&r.table, r.batch).await?;
+                self.progress.add_rows(&r.table, r.batch.num_rows() as u64);
+                self.writers.route(&r.table, r.batch).await?;
             }
         }
+        Ok(())
     }
-    Ok((unparseable, notes))
 }

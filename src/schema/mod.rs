@@ -52,8 +52,10 @@ impl ColumnType {
         }
     }
 
-    /// Column type of a HubSpot property, from the definition's `type`.
-    pub fn from_hubspot_property_type(property_type: &str) -> ColumnType {
+    /// Column type of a property from its definition's `type`, in HubSpot's words (`number`,
+    /// `datetime`, `date`, `bool`; anything else is text), which the Pipedrive extractor
+    /// maps its field types onto.
+    pub fn from_property_type(property_type: &str) -> ColumnType {
         match property_type {
             "number" => ColumnType::Float64,
             "datetime" => ColumnType::Timestamp,
@@ -122,9 +124,11 @@ struct SchemaFile {
     tables: BTreeMap<String, Vec<(String, ColumnType, bool)>>,
 }
 
-static HUBSPOT_TABLES: LazyLock<BTreeMap<String, Arc<TableSchema>>> = LazyLock::new(|| {
-    let file: SchemaFile = serde_json::from_str(include_str!("../../schemas/hubspot.json"))
-        .expect("schemas/hubspot.json is valid (checked by a unit test)");
+/// The tables both CRMs write whatever the account holds (`OBJECTS`, `OWNERS`, ...), declared
+/// in `schemas/tables.json`.
+static FIXED_TABLES: LazyLock<BTreeMap<String, Arc<TableSchema>>> = LazyLock::new(|| {
+    let file: SchemaFile = serde_json::from_str(include_str!("../../schemas/tables.json"))
+        .expect("schemas/tables.json is valid (checked by a unit test)");
     file.tables
         .into_iter()
         .map(|(name, cols)| {
@@ -134,9 +138,9 @@ static HUBSPOT_TABLES: LazyLock<BTreeMap<String, Arc<TableSchema>>> = LazyLock::
         .collect()
 });
 
-/// One of the fixed tables of `schemas/hubspot.json`.
+/// One of the fixed tables of `schemas/tables.json`.
 pub fn fixed_table(name: &str) -> Arc<TableSchema> {
-    HUBSPOT_TABLES.get(name).unwrap_or_else(|| panic!("table {name} is declared in schemas/hubspot.json")).clone()
+    FIXED_TABLES.get(name).unwrap_or_else(|| panic!("table {name} is declared in schemas/tables.json")).clone()
 }
 
 /// The raw and typed schemas of one object type: `raw` is what the extractor emits (the

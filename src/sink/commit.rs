@@ -32,14 +32,6 @@ impl DayCommit {
         Ok(DayCommit { sink: sink.clone(), layout, date: date.to_string() })
     }
 
-    pub fn layout(&self) -> Layout {
-        self.layout
-    }
-
-    pub fn date(&self) -> &str {
-        &self.date
-    }
-
     /// Where the parts of `table` go (`part-NNNNN.<ext>`); `written` counts their bytes.
     pub fn part_sink(
         &self,

@@ -15,6 +15,9 @@ pub struct Manifest {
     pub crmdump_version: String,
     pub source: String,
     pub account: String,
+    /// The data is the built-in sandbox's, generated, not an account's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
     /// The object types read (type ids: `0-1`, `2-123`; Pipedrive's entity names), so that
     /// a narrower re-run of the date can be told apart and refused.
     #[serde(default)]
@@ -60,6 +63,16 @@ pub struct ReconcileEntry {
 }
 
 impl Manifest {
+    /// The manifest in `bytes`, read from `key` (named when it is damaged).
+    pub fn parse(bytes: &[u8], key: &str) -> crate::error::Result<Manifest> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            crate::error::Error::corrupt(
+                key,
+                format!("not a crmdump manifest ({e}); restore it, or move it away and export that date again"),
+            )
+        })
+    }
+
     /// Warnings about the data itself (values that did not parse, records left out,
     /// repaired bytes), as opposed to notes on what was skipped by permission.
     pub fn data_warnings(&self) -> u64 {
@@ -105,4 +118,24 @@ pub struct Warning {
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
+}
+
+impl Warning {
+    /// What happened, in a few words, and where the values went: one line for a person.
+    pub fn sentence(&self) -> String {
+        let (table, n) = (&self.table, self.count.unwrap_or(1));
+        match (self.kind.as_str(), &self.detail) {
+            ("unparseable_value", _) if table.starts_with("OBJECTS_") => format!(
+                "{table}: {n} values did not parse as their column's type (such as \"N/A\" in number fields, which real accounts hold): NULL in their column, kept as sent in OBJECT_PROPERTIES.VALUE"
+            ),
+            ("unparseable_value", _) => {
+                format!("{table}: {n} values did not parse as their column's type: NULL in their column")
+            }
+            (_, Some(detail)) => match self.count {
+                Some(n) => format!("{table}: {detail} ({n})"),
+                None => format!("{table}: {detail}"),
+            },
+            (kind, None) => format!("{table}: {kind} ({n})"),
+        }
+    }
 }

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct Report {
     pub files_checked: usize,
     pub problems: Vec<String>,
+    /// The manifest says its data is the sandbox's (generated, not an account's).
+    pub sandbox: bool,
 }
 
 /// One committed day to check.
@@ -55,6 +57,7 @@ pub async fn verify(sink: &Sink, target: &Target) -> Result<Report> {
             return Ok(report);
         }
     };
+    report.sandbox = manifest.sandbox;
     let mut listed = HashSet::new();
     for table in &manifest.tables {
         let mut rows = 0;
@@ -77,7 +80,7 @@ pub async fn verify(sink: &Sink, target: &Target) -> Result<Report> {
             match count_rows(&path, bytes) {
                 Ok(n) if n == f.rows => {}
                 Ok(n) => report.problems.push(format!("{path}: {n} rows, the manifest says {}", f.rows)),
-                Err(e) => report.problems.push(format!("{path}: unreadable: {e}")),
+                Err(e) => report.problems.push(e.to_string()),
             }
         }
         if rows != table.rows {
@@ -99,17 +102,20 @@ pub async fn verify(sink: &Sink, target: &Target) -> Result<Report> {
 fn count_rows(path: &str, bytes: Bytes) -> Result<u64> {
     if path.ends_with(".parquet") {
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        let reader = SerializedFileReader::new(bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        let reader =
+            SerializedFileReader::new(bytes).map_err(|e| Error::corrupt(path, format!("not Parquet ({e})")))?;
         return Ok(reader.metadata().file_metadata().num_rows() as u64);
     }
     let mut text = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut text).map_err(|e| Error::io("gunzip", e))?;
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut text)
+        .map_err(|e| Error::corrupt(path, format!("not gzip ({e})")))?;
     if path.ends_with(".ndjson.gz") {
         let lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty());
         let mut n = 0;
         for line in lines {
             serde_json::from_slice::<serde::de::IgnoredAny>(line)
-                .map_err(|e| Error::Internal(format!("line {}: not JSON ({e})", n + 1)))?;
+                .map_err(|e| Error::corrupt(path, format!("line {}: not JSON ({e})", n + 1)))?;
             n += 1;
         }
         return Ok(n);
@@ -117,7 +123,7 @@ fn count_rows(path: &str, bytes: Bytes) -> Result<u64> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(&text[..]);
     let mut n = 0;
     for record in reader.records() {
-        record.map_err(|e| Error::Internal(format!("CSV: {e}")))?;
+        record.map_err(|e| Error::corrupt(path, format!("not the CSV it was written as ({e})")))?;
         n += 1;
     }
     Ok(n)

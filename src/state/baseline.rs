@@ -144,44 +144,57 @@ pub fn decode(bytes: &[u8], key: &str) -> Result<HashSet<String>> {
     Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
-/// Reads the baseline files `refs` names (type id -> key).
-pub async fn load(sink: &Sink, refs: &BTreeMap<String, String>) -> Result<KnownIds> {
-    let mut known = KnownIds::new();
-    for (type_id, key) in refs {
-        let bytes = sink.get(key).await?.ok_or_else(|| {
-            Error::Config(format!(
-                "the baseline file {}/{key} that the state file names is missing: run `crmdump export --reconcile` with `--mode full`, or restore it",
-                sink.display()
-            ))
-        })?;
-        known.insert(type_id.clone(), decode(&bytes, key)?);
-    }
-    Ok(known)
+/// The baseline a run starts from: the ids, and the files they were read from (`None` when
+/// the destination has no baseline yet, which is not the same as one with no ids).
+#[derive(Debug, Default)]
+pub struct Baseline {
+    pub ids: std::sync::Arc<KnownIds>,
+    pub files: Option<BTreeMap<String, String>>,
 }
 
-/// Writes the types of `next` that differ from `previous` (under `run`'s name) and returns the
-/// files of every type: new ones, and the previous ones of unchanged types.
-pub async fn save(
-    sink: &Sink,
-    prefix: &str,
-    run: &str,
-    next: &KnownIds,
-    previous: (&KnownIds, &BTreeMap<String, String>),
-) -> Result<BTreeMap<String, String>> {
-    let mut refs = BTreeMap::new();
-    for (type_id, ids) in next {
-        match previous.1.get(type_id) {
-            Some(key) if previous.0.get(type_id) == Some(ids) => {
-                refs.insert(type_id.clone(), key.clone());
-            }
-            _ => {
-                let key = format!("{prefix}{run}/{}.ids.gz", crate::sink::claim::safe_segment(type_id));
-                sink.put(&key, encode(ids)?).await?;
-                refs.insert(type_id.clone(), key);
+impl Baseline {
+    /// Reads the baseline files `files` names (type id -> key); `None` gives an empty baseline.
+    pub async fn load(sink: &Sink, files: Option<&BTreeMap<String, String>>) -> Result<Baseline> {
+        let Some(files) = files else {
+            return Ok(Baseline::default());
+        };
+        let mut known = KnownIds::new();
+        for (type_id, key) in files {
+            let bytes = sink.get(key).await?.ok_or_else(|| {
+                Error::Config(format!(
+                    "the baseline file {}/{key} that the state file names is missing: run `crmdump export --reconcile` with `--mode full`, or restore it",
+                    sink.display()
+                ))
+            })?;
+            known.insert(type_id.clone(), decode(&bytes, key)?);
+        }
+        Ok(Baseline { ids: std::sync::Arc::new(known), files: Some(files.clone()) })
+    }
+
+    /// Writes the types of `next` that differ from this baseline (under `run`'s name) and
+    /// returns the files of every type: new ones, and this baseline's of unchanged types.
+    pub async fn save(
+        &self,
+        sink: &Sink,
+        prefix: &str,
+        run: &str,
+        next: &KnownIds,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut refs = BTreeMap::new();
+        for (type_id, ids) in next {
+            match self.files.as_ref().and_then(|f| f.get(type_id)) {
+                Some(key) if self.ids.get(type_id) == Some(ids) => {
+                    refs.insert(type_id.clone(), key.clone());
+                }
+                _ => {
+                    let key = format!("{prefix}{run}/{}.ids.gz", crate::sink::claim::safe_segment(type_id));
+                    sink.put(&key, encode(ids)?).await?;
+                    refs.insert(type_id.clone(), key);
+                }
             }
         }
+        Ok(refs)
     }
-    Ok(refs)
 }
 
 /// Removes the baseline files under `prefix` that no kept date names (those of killed runs

@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Extent, Window};
+use crate::model::{Extent, Window, day_key};
 use crate::schema::{iso, parse_instant};
 use crate::sink::Sink;
 
@@ -105,10 +105,10 @@ impl State {
             return Ok(None);
         };
         let state: State = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Config(format!(
-                "the state file {}/{key} is not valid ({e}): restore it, or delete it and run `--mode full`",
-                sink.display()
-            ))
+            Error::corrupt(
+                format!("the state file {}/{key}", sink.display()),
+                format!("not valid ({e}); restore it, or delete it and run `--mode full`"),
+            )
         })?;
         if state.format_version != FORMAT_VERSION {
             return Err(Error::Config(format!(
@@ -242,10 +242,6 @@ impl State {
         sink.put(&key, Bytes::from(body)).await?;
         Ok(key)
     }
-}
-
-fn day_key(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
 }
 
 #[cfg(test)]

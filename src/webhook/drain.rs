@@ -287,7 +287,10 @@ impl Drainer {
     fn read_intent(&self) -> Result<Option<Intent>> {
         match fs::read(self.dir.join(INTENT)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Internal(format!("{} is damaged ({e}); remove it only if the spool is empty", INTENT))
+                Error::corrupt(
+                    self.dir.join(INTENT).display().to_string(),
+                    format!("{e}; remove it only if the spool is empty"),
+                )
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("reading the drain intent", e)),
@@ -304,10 +307,9 @@ impl Drainer {
         if let Some(intent) = self.read_intent()? {
             return Ok(Some(intent));
         }
-        let spool_error = |e: super::spool::SpoolError| Error::Internal(e.to_string());
         let mut entries = Vec::new();
         let mut bytes = 0;
-        for path in self.spool.pending().map_err(spool_error)? {
+        for path in self.spool.pending()? {
             let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if !entries.is_empty() && bytes + size > self.batch_bytes {
                 break;
@@ -329,19 +331,14 @@ impl Drainer {
         let Some(mut intent) = self.next_batch()? else {
             return Ok(Drained::default());
         };
-        let spool_error = |e: super::spool::SpoolError| Error::Internal(e.to_string());
         let requests = intent.entries.len();
         let mut parts = 0;
         if !intent.committed {
             if self.seen.log_len != intent.seen_len {
                 self.seen.reload(Some(intent.seen_len)).map_err(io("rewinding the de-duplication log"))?;
             }
-            let entries: Vec<Entry> = intent
-                .entries
-                .iter()
-                .map(|p| self.spool.read(p))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(spool_error)?;
+            let entries: Vec<Entry> =
+                intent.entries.iter().map(|p| self.spool.read(p)).collect::<std::result::Result<_, _>>()?;
             let plan = tokio::task::block_in_place(|| plan(&entries, &self.seen))?;
             for (id, (table, bytes, rows)) in &plan.parts {
                 let sink = self.dest.sink(&id.source, &id.account)?;
@@ -363,7 +360,7 @@ impl Drainer {
         }
         for path in &intent.entries {
             if path.exists() {
-                self.spool.remove(path).map_err(spool_error)?;
+                self.spool.remove(path)?;
             }
         }
         fs::remove_file(self.dir.join(INTENT)).map_err(io("removing the drain intent"))?;

@@ -53,8 +53,9 @@ pub struct PartId {
 
 impl PartId {
     pub fn new(source: &str, account: &str, received_at_ms: i64, seq: u64) -> PartId {
-        let day =
-            chrono::DateTime::from_timestamp_millis(received_at_ms).unwrap_or_default().format("%Y-%m-%d").to_string();
+        let day = crate::model::day_key(
+            chrono::DateTime::from_timestamp_millis(received_at_ms).unwrap_or_default().date_naive(),
+        );
         PartId { source: source.to_string(), account: safe_segment(account), day, seq }
     }
 
@@ -90,7 +91,7 @@ impl PartId {
             _ => return None,
         };
         let seq = file.strip_prefix("part-")?.parse().ok()?;
-        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+        day.parse::<chrono::NaiveDate>().ok()?;
         Some((PartId { source: source.into(), account: account.into(), day: day.into(), seq }, marker))
     }
 }
@@ -117,7 +118,12 @@ impl std::fmt::Display for Position {
 impl std::str::FromStr for Position {
     type Err = Error;
     fn from_str(s: &str) -> Result<Position> {
-        let bad = || Error::Internal(format!("'{s}' is not a journal position (<day>/<seq>)"));
+        let bad = || {
+            Error::corrupt(
+                "the state's journal position",
+                format!("'{s}' is not a journal position (<day>/<seq>); restore the state file"),
+            )
+        };
         let (day, seq) = s.split_once('/').ok_or_else(bad)?;
         Ok(Position { day: day.to_string(), seq: seq.parse().map_err(|_| bad())? })
     }
@@ -166,13 +172,15 @@ pub fn encode<T: Serialize>(lines: &[T]) -> Result<Bytes> {
 /// The lines of a part's bytes.
 pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<Vec<T>> {
     let mut text = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut text).map_err(|e| Error::io(format!("gunzip {key}"), e))?;
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut text)
+        .map_err(|e| Error::corrupt(key, format!("not gzip ({e})")))?;
     text.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
         .map(|(i, l)| {
             serde_json::from_slice(l)
-                .map_err(|e| Error::Internal(format!("{key}, line {}: not a journal line ({e})", i + 1)))
+                .map_err(|e| Error::corrupt(key, format!("line {}: not a journal line ({e})", i + 1)))
         })
         .collect()
 }
@@ -197,6 +205,7 @@ pub async fn commit_part(sink: &Sink, id: &PartId, table: &str, bytes: Bytes, ro
         crmdump_version: env!("CARGO_PKG_VERSION").to_string(),
         source: id.source.clone(),
         account: id.account.clone(),
+        sandbox: false,
         objects: Vec::new(),
         streams: Vec::new(),
         export_date: id.day.clone(),
@@ -243,12 +252,7 @@ pub async fn read_since(
     ids.sort();
     let mut parts = Vec::with_capacity(ids.len());
     for id in ids {
-        let damaged = |detail: String| {
-            Error::Internal(format!(
-                "the webhook journal part {} is damaged ({detail}); run crmdump verify",
-                id.part_key()
-            ))
-        };
+        let damaged = |detail: String| Error::corrupt(id.part_key(), format!("{detail}; run crmdump verify"));
         let marker = sink.get(&id.marker_key()).await?.ok_or_else(|| damaged("its marker vanished".into()))?;
         let marker: Manifest = serde_json::from_slice(&marker).map_err(|e| damaged(format!("marker: {e}")))?;
         let receipt =
@@ -261,6 +265,30 @@ pub async fn read_since(
         parts.push((id, lines));
     }
     Ok(parts)
+}
+
+/// The events of an account's journal that a run has not consumed yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub lines: std::sync::Arc<Vec<Line>>,
+    /// The last part read, or the start position when nothing is new.
+    pub end: Option<String>,
+}
+
+impl Pending {
+    /// The journal's events of `account` after `start` (a position, `None` for the journal's
+    /// start); `None` when the account has no journal.
+    pub async fn read(sink: &Sink, source: &str, account: &str, start: Option<&str>) -> Result<Option<Pending>> {
+        let after: Option<Position> = start.map(str::parse).transpose()?;
+        let parts = read_since(sink, source, account, after.as_ref()).await?;
+        if parts.is_empty() && start.is_none() {
+            return Ok(None);
+        }
+        let end = parts.last().map(|(id, _)| id.position().to_string()).or_else(|| start.map(String::from));
+        let lines: Vec<Line> = parts.into_iter().flat_map(|(_, lines)| lines).collect();
+        tracing::info!(events = lines.len(), after = start.unwrap_or("the start"), "Read the webhook journal.");
+        Ok(Some(Pending { lines: std::sync::Arc::new(lines), end }))
+    }
 }
 
 /// How long a part may sit without its marker before `verify` calls it a problem: a running

@@ -73,17 +73,18 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// Which CRM sent a webhook request (the path it came to says).
 #[derive(Debug, Clone, Copy)]
-enum Source {
+enum Sender {
     HubSpot,
     Pipedrive,
 }
 
-impl Source {
+impl Sender {
     fn name(self) -> &'static str {
         match self {
-            Source::HubSpot => "hubspot",
-            Source::Pipedrive => "pipedrive",
+            Sender::HubSpot => "hubspot",
+            Sender::Pipedrive => "pipedrive",
         }
     }
 }
@@ -136,12 +137,12 @@ pub async fn serve(
 /// or the destination fails.
 async fn drain_loop(mut drainer: Drainer, shared: Arc<Shared>, stop: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = crate::http::backoff(FIRST_BACKOFF, None);
     loop {
         match drainer.step().await {
             Ok(drained) if drained.requests > 0 => {
                 shared.stats.drained();
-                backoff = FIRST_BACKOFF;
+                backoff = crate::http::backoff(FIRST_BACKOFF, None);
             }
             Ok(_) => {
                 if stop.is_cancelled() {
@@ -158,7 +159,8 @@ async fn drain_loop(mut drainer: Drainer, shared: Arc<Shared>, stop: Cancellatio
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "Cannot drain the spool into the destination; requests stay acknowledged in the spool.");
+                let wait = backoff.next().unwrap_or(FIRST_BACKOFF);
+                tracing::warn!(error = %e, retry_in = ?wait, "Cannot drain the spool into the destination; requests stay acknowledged in the spool.");
                 shared.stats.drain_failed(e.to_string());
                 if stop.is_cancelled() {
                     tracing::warn!(
@@ -168,28 +170,27 @@ async fn drain_loop(mut drainer: Drainer, shared: Arc<Shared>, stop: Cancellatio
                     return;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = stop.cancelled() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
 }
 
 async fn hubspot(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    receive(&shared, Source::HubSpot, request).await
+    receive(&shared, Sender::HubSpot, request).await
 }
 
 async fn pipedrive(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    receive(&shared, Source::Pipedrive, request).await
+    receive(&shared, Sender::Pipedrive, request).await
 }
 
 fn answer(status: StatusCode, text: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], json!({"status": text}).to_string()).into_response()
 }
 
-async fn receive(shared: &Shared, source: Source, request: Request) -> Response {
+async fn receive(shared: &Shared, sender: Sender, request: Request) -> Response {
     let Ok(_permit) = shared.permits.acquire().await else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
@@ -202,17 +203,17 @@ async fn receive(shared: &Shared, source: Source, request: Request) -> Response 
     };
     let Some(body) = body else {
         add(&shared.stats.too_large, 1);
-        tracing::warn!(source = source.name(), limit = max, "Refused a request whose body is over the limit (413).");
+        tracing::warn!(source = sender.name(), limit = max, "Refused a request whose body is over the limit (413).");
         return answer(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {max} bytes"));
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
-    if let Err(refusal) = authenticate(&shared.settings, source, &parts, &body, now_ms) {
+    if let Err(refusal) = authenticate(&shared.settings, sender, &parts, &body, now_ms) {
         shared.stats.refused(refusal.reason());
-        tracing::warn!(source = source.name(), reason = %refusal, "Refused a request that failed authentication (401); nothing of it was kept.");
+        tracing::warn!(source = sender.name(), reason = %refusal, "Refused a request that failed authentication (401); nothing of it was kept.");
         return answer(StatusCode::UNAUTHORIZED, &refusal.to_string());
     }
     let spool = shared.spool.clone();
-    let kept = tokio::task::spawn_blocking(move || spool.accept(source.name(), now_ms, &body)).await;
+    let kept = tokio::task::spawn_blocking(move || spool.accept(sender.name(), now_ms, &body)).await;
     match kept {
         Ok(Ok(_)) => {
             add(&shared.stats.accepted, 1);
@@ -261,14 +262,14 @@ fn called_url(settings: &Settings, parts: &axum::http::request::Parts) -> String
 
 fn authenticate(
     settings: &Settings,
-    source: Source,
+    sender: Sender,
     parts: &axum::http::request::Parts,
     body: &[u8],
     now_ms: i64,
 ) -> std::result::Result<(), Refusal> {
     let headers = &parts.headers;
-    match source {
-        Source::HubSpot => {
+    match sender {
+        Sender::HubSpot => {
             let hubspot = settings.hubspot.as_ref().ok_or(Refusal::MissingSignature)?;
             let signature = HubSpotSignature {
                 v3: header_value(headers, "x-hubspot-signature-v3"),
@@ -287,7 +288,7 @@ fn authenticate(
                 now_ms,
             )
         }
-        Source::Pipedrive => {
+        Sender::Pipedrive => {
             let basic = settings.pipedrive.as_ref().ok_or(Refusal::BadCredentials)?;
             auth::verify_basic(&basic.user, &basic.password, header_value(headers, "authorization"))
         }

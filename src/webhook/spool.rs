@@ -48,6 +48,15 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl From<SpoolError> for crate::error::Error {
+    fn from(e: SpoolError) -> crate::error::Error {
+        match e {
+            SpoolError::Io { path, source } => crate::error::Error::io(format!("spool {}", path.display()), source),
+            full @ SpoolError::Full { .. } => crate::error::Error::Config(full.to_string()),
+        }
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io { path: path.to_path_buf(), source }
 }

@@ -5,10 +5,10 @@
 //! [`PartReceipt`] (path, rows, bytes, sha256) for the manifest.
 
 pub mod csv;
-mod gzip_parts;
+mod csv_gzip;
 pub mod parquet_parts;
 
-pub use gzip_parts::CsvGzipWriter;
+pub use csv_gzip::CsvGzipWriter;
 pub use parquet_parts::ParquetPartWriter;
 
 use arrow::record_batch::RecordBatch;

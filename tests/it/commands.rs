@@ -4,7 +4,7 @@ use crate::support::*;
 
 #[test]
 fn tables_lists_every_table_with_typed_columns() {
-    let out = run(crmdump().args(["tables", "--json", "--sandbox-scale", "10"]));
+    let out = run(crmdump().args(["tables", "--source", "sandbox", "--json", "--sandbox-scale", "10"]));
     assert_success(&out);
     let tables: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

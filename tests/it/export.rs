@@ -50,6 +50,7 @@ fn singular(g: &Generator, t: usize) -> String {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn sandbox_export_matches_the_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump().args([

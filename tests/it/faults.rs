@@ -48,6 +48,7 @@ pub(crate) fn assert_same_tables(a: &Path, b: &Path) {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn an_export_through_faults_equals_a_clean_export() {
     let clean = tempfile::tempdir().unwrap();
     assert_success(&sandbox_export(clean.path(), &[]));
@@ -144,6 +145,7 @@ fn a_spent_daily_limit_stops_with_exit_1_and_what_to_do() {
 /// SIGKILL at five moments spread over a run, each followed by a normal run: every final
 /// export verifies and equals the clean export. (`scripts/kill-test 20` runs twenty.)
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn killed_runs_followed_by_a_normal_run_equal_the_clean_export() {
     let clean = tempfile::tempdir().unwrap();
     assert_success(&sandbox_export(clean.path(), &[]));
@@ -184,6 +186,7 @@ fn killed_runs_followed_by_a_normal_run_equal_the_clean_export() {
 /// first are left out and counted per table, the others exported (U+FFFD in place of the bad
 /// bytes, counted; the huge value whole), and everything else as usual.
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn bad_records_are_counted_per_table_and_the_rest_exported() {
     let share = 0.03;
     let dest = tempfile::tempdir().unwrap();

@@ -38,6 +38,7 @@ fn typed(text: &Option<String>, ty: &str) -> Value {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn parquet_holds_the_same_typed_values_as_csv() {
     let (csv_dir, pq_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     export(csv_dir.path(), "csv", &[]);
@@ -111,6 +112,7 @@ fn parquet_holds_the_same_typed_values_as_csv() {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn parquet_parts_respect_the_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(crmdump()

@@ -67,6 +67,7 @@ fn folder_associations(day: &Path) -> (BTreeSet<Link>, BTreeSet<Definition>) {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn a_small_account_costs_what_it_holds_and_a_quiet_night_a_few_requests_per_type() {
     let sandbox = SandboxProcess::start(&["--scale", &SCALE.to_string(), "--seed", &SEED.to_string()]);
     let g = generator(SEED, SCALE);

@@ -124,6 +124,7 @@ fn owned(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn the_pipedrive_extractor_reads_every_value_of_pipedrives_own_examples() {
     let server = ExamplesServer::start();
     let dest = tempfile::tempdir().unwrap();

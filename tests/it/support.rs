@@ -58,7 +58,12 @@ pub fn python() -> PathBuf {
 /// Reads a day folder with the independent reader; `tables` empty reads every table.
 pub fn read_export(day: &Path, tables: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_export.py");
-    let out = Command::new(python()).arg(script).arg(day).args(tables).output().expect("python runs");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(day)
+        .args(tables)
+        .output()
+        .expect("Python runs (scripts/test installs it with pyarrow in .venv)");
     assert!(
         out.status.success(),
         "the independent reader failed (run scripts/test, which installs pyarrow):\n{}",

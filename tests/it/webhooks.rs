@@ -245,6 +245,7 @@ fn hubspot_sandbox(seed: u64, scale: u64, listener: &Listener, extra: &[&str]) -
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn every_hubspot_event_lands_once_by_portal_behind_a_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
@@ -289,6 +290,7 @@ fn every_hubspot_event_lands_once_by_portal_behind_a_proxy() {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn every_pipedrive_event_lands_once_and_verify_finds_damage() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
@@ -342,6 +344,7 @@ fn v3(body: &[u8], url: &str, timestamp: i64) -> String {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn forged_stale_and_unauthenticated_requests_are_refused_and_nothing_of_them_kept() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC, "--max-body", "64KiB"]);
@@ -408,6 +411,7 @@ fn forged_stale_and_unauthenticated_requests_are_refused_and_nothing_of_them_kep
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn a_listener_killed_while_the_sandbox_sends_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
@@ -545,6 +549,7 @@ pub(crate) fn strings(v: &Value) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn every_hubspot_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
@@ -715,6 +720,7 @@ async fn proxy(port: u16, target: String, mut up: tokio::sync::watch::Receiver<b
 }
 
 #[test]
+#[ignore = "needs S3 (moto): run scripts/test"]
 fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = "crmdump-listen-outage";
@@ -854,6 +860,7 @@ pub(crate) fn pipedrive_links(sandbox: &SandboxProcess) -> BTreeSet<(String, Str
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn every_pipedrive_hook_changes_the_api_as_its_ground_truth_says_and_sends_its_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
@@ -963,6 +970,7 @@ fn event_ids(day: &Path) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn deletions_merges_and_every_event_reach_the_next_day_folder() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
@@ -1177,6 +1185,7 @@ pub(crate) fn replay_gives_the_current_state(sandbox: &SandboxProcess, days: &[&
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &[]);
@@ -1247,6 +1256,7 @@ fn pipedrive_deletions_and_merges_reach_the_next_day_folder() {
 }
 
 #[test]
+#[ignore = "needs Python (pyarrow, duckdb): run scripts/test"]
 fn a_backfill_day_takes_the_events_that_occurred_that_day() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);

@@ -111,7 +111,7 @@ impl SandboxConfig {
             index_delay_ms: 0,
             redirect_to: None,
             flavor: Flavor::Hubspot,
-            max_url_bytes: 16_000,
+            max_url_bytes: crate::settings::DEFAULT_MAX_URL_BYTES,
             webhooks: None,
         }
     }

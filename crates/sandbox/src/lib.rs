@@ -10,6 +10,7 @@ mod generator;
 pub mod pipedrive;
 mod search;
 mod server;
+mod settings;
 mod time;
 pub mod webhooks;
 
@@ -19,4 +20,5 @@ pub use generator::{
     UPDATE_SPAN_DAYS, default_anchor, iso,
 };
 pub use server::{SandboxServer, Stats};
+pub use settings::{DEFAULT_MAX_URL_BYTES, DEFAULT_SCALE, DEFAULT_SEED, SandboxSettings, parse_duration};
 pub use webhooks::{WebhookConfig, WebhookStats};

@@ -338,21 +338,9 @@ impl Sender {
         changes.iter().map(|(id, at)| self.hubspot_event(portal, type_id, kind, id, *at, extra.clone())).collect()
     }
 
-    /// One Pipedrive v2 event: `action` (`create`, `change`, `delete`) on record `id` of
-    /// `entity` at `at`, the record now (`data`, null on delete) and before (`previous`), and
-    /// extra `meta` fields (a merge's `merged_to_id`, `merged_from_id`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn pipedrive_event(
-        &self,
-        company_id: i64,
-        entity: &str,
-        action: &str,
-        id: &str,
-        at: chrono::DateTime<chrono::Utc>,
-        data: Value,
-        previous: Value,
-        meta: Value,
-    ) -> Value {
+    /// One Pipedrive v2 event of `company_id` saying `change`.
+    pub fn pipedrive_event(&self, company_id: i64, change: PipedriveChange<'_>) -> Value {
+        let PipedriveChange { entity, action, id, at, data, previous, meta } = change;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut event = json!({
             "meta": {
@@ -385,10 +373,24 @@ impl Sender {
         changes
             .into_iter()
             .map(|(id, at, data, previous)| {
-                self.pipedrive_event(company_id, entity, "change", &id, at, data, previous, json!({}))
+                let change = PipedriveChange { entity, action: "change", id: &id, at, data, previous, meta: json!({}) };
+                self.pipedrive_event(company_id, change)
             })
             .collect()
     }
+}
+
+/// What a Pipedrive v2 event says: `action` (`create`, `change`, `delete`) on record `id` of
+/// `entity` at `at`, the record now (`data`, null on delete) and before (`previous`), and extra
+/// `meta` fields (a merge's `merged_to_id`, `merged_from_id`).
+pub struct PipedriveChange<'a> {
+    pub entity: &'a str,
+    pub action: &'a str,
+    pub id: &'a str,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub data: Value,
+    pub previous: Value,
+    pub meta: Value,
 }
 
 #[derive(Debug, Clone, Copy)]

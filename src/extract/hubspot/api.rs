@@ -471,7 +471,6 @@ pub struct EventDefinition {
     pub name: String,
     pub fully_qualified_name: Option<String>,
     pub labels: Option<Labels>,
-    pub object_type_id: Option<String>,
     pub archived: Option<bool>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,

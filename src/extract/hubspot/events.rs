@@ -74,10 +74,7 @@ pub(super) async fn discover(client: &HttpClient) -> Result<Vec<DiscoveredEvent>
                 .properties
                 .iter()
                 .map(|p| {
-                    (
-                        p.name.clone(),
-                        ColumnType::from_hubspot_property_type(p.property_type.as_deref().unwrap_or("string")),
-                    )
+                    (p.name.clone(), ColumnType::from_property_type(p.property_type.as_deref().unwrap_or("string")))
                 })
                 .collect(),
             None => {

@@ -25,7 +25,7 @@ use crate::http::HttpClient;
 use crate::model::{self, ObjectType};
 use crate::schema::fixed_table;
 
-pub use objects::{RECORDS_PER_PAGE, page_batches};
+pub use objects::page_batches;
 
 /// How many historical values to keep per (record, property), newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +64,13 @@ struct DiscoveredType {
 }
 
 /// Discovery results kept for the run.
+/// Association types per pair, as the API answered them.
+type Labels = Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>;
+
 pub struct Discovery {
     types: Vec<DiscoveredType>,
     /// Every pair's association types, when discovery asked about every pair.
-    labels: Vec<(ObjectType, ObjectType, Vec<model::AssociationType>)>,
+    labels: Labels,
     /// `None` when the token may not read lists; else the first page of lists, which the
     /// first run takes (a backfill's later days read it again).
     lists: Option<std::sync::Mutex<Option<api::ListSearch>>>,
@@ -91,8 +94,16 @@ fn unless_forbidden<T>(r: Result<T>) -> Result<std::result::Result<T, String>> {
     }
 }
 
-fn notice(table: &str, detail: String) -> Notice {
-    Notice::missing_scope(table, detail)
+/// `found`'s value, or `None` with a notice that `what` (of `table`) was skipped when the
+/// token may not read it (a 403); any other error is returned.
+fn readable<T>(found: Result<T>, notices: &mut Vec<Notice>, table: &str, what: &str) -> Result<Option<T>> {
+    match unless_forbidden(found)? {
+        Ok(value) => Ok(Some(value)),
+        Err(why) => {
+            notices.push(Notice::missing_scope(table, format!("{what} skipped: {why}")));
+            Ok(None)
+        }
+    }
 }
 
 impl HubSpot {
@@ -100,8 +111,91 @@ impl HubSpot {
         HubSpot { client, options, discovery: std::sync::OnceLock::new(), learnt: std::sync::Mutex::new(None) }
     }
 
-    pub fn client(&self) -> &Arc<HttpClient> {
-        &self.client
+    /// The portal id: it names the owner of every day folder and the watermarks' file, so an
+    /// export whose account cannot be told is refused, never filed under a shared name.
+    async fn portal_id(&self) -> Result<String> {
+        let path = "/account-info/v3/details";
+        let account = self
+            .client
+            .get_json::<api::AccountDetails>(path, &[])
+            .await
+            .map_err(|e| e.in_stream("account details (the portal id)", format!("GET {path}")))?
+            .portal_id;
+        if account.is_empty() {
+            return Err(Error::Malformed {
+                method: "GET",
+                path: path.into(),
+                detail: "no portalId: crmdump keys the day folders' owner and the watermarks by it".into(),
+            });
+        }
+        Ok(account)
+    }
+
+    /// The object types to export with their property definitions: the standard types asked
+    /// for and the custom objects, less those the token may not read (each a notice).
+    async fn discover_types(&self, notices: &mut Vec<Notice>) -> Result<Vec<DiscoveredType>> {
+        let schemas = self
+            .client
+            .get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[])
+            .await
+            .map_err(|e| e.in_stream("custom object schemas", "GET /crm/v3/schemas"));
+        let schemas = readable(schemas, notices, "OBJECT_AND_EVENT_TYPE_DEFINITIONS", "custom objects")?
+            .map(|s| s.results)
+            .unwrap_or_default();
+        let candidates = self.select_types(&schemas)?;
+        // Discovery requests are independent: run them `concurrency * 2` at a time (the
+        // rate limiter still paces them), keeping the order of the answers.
+        let found: Vec<_> = futures::stream::iter(candidates)
+            .map(|(object_type, schema)| async move {
+                let path = format!("/crm/v3/properties/{}", object_type.api_name);
+                let found =
+                    self.client.get_json::<api::BatchResults<api::Property>>(&path, &[]).await.map_err(|e| {
+                        e.in_stream(format!("properties of {}", object_type.api_name), format!("GET {path}"))
+                    });
+                (object_type, schema, found)
+            })
+            .buffered(self.parallel_discovery())
+            .collect()
+            .await;
+        let mut discovered = Vec::new();
+        for (object_type, schema, found) in found {
+            let table = object_type.table_name();
+            if let Some(p) = readable(found, notices, &table, &object_type.api_name)? {
+                discovered.push(DiscoveredType { object_type, properties: p.results, schema });
+            }
+        }
+        if discovered.is_empty() {
+            return Err(super::nothing_readable(
+                "/crm/v3/properties",
+                "object type",
+                "Give the private app the crm.objects.<type>.read scopes of the types to export",
+            ));
+        }
+        Ok(discovered)
+    }
+
+    /// Discovery requests in flight at once.
+    fn parallel_discovery(&self) -> usize {
+        self.options.concurrency.max(1) * 2
+    }
+
+    /// The pairs known before any record is read: from the schemas, and when every pair is
+    /// asked about (`tables`, `check`, a request per pair) from the labels' answers, which
+    /// are returned too. An export learns the others from the state and its reads.
+    async fn discover_pairs(&self, discovered: &[DiscoveredType]) -> Result<(Vec<Arc<AssociationPair>>, Labels)> {
+        let mut labels = Vec::new();
+        let mut known: Vec<(ObjectType, ObjectType)> = pairs::declared(discovered);
+        if self.options.every_pair {
+            let types: Vec<ObjectType> = discovered.iter().map(|d| d.object_type.clone()).collect();
+            labels = pairs::every_pair(&self.client, &types, self.parallel_discovery()).await?;
+            labels.retain(|(_, _, l)| !l.is_empty());
+            for (from, to, _) in &labels {
+                if !known.iter().any(|(f, t)| f == from && t == to) {
+                    known.push((from.clone(), to.clone()));
+                }
+            }
+        }
+        Ok((known.into_iter().map(|(f, t)| Arc::new(AssociationPair::new(f, t))).collect(), labels))
     }
 
     /// The standard types asked for (or all of them) plus the custom objects.
@@ -152,121 +246,37 @@ impl HubSpot {
 }
 
 #[async_trait::async_trait]
-impl super::Source for HubSpot {
+impl super::CrmExtractor for HubSpot {
     const NAME: &'static str = "hubspot";
     type Discovery = Discovery;
 
-    fn parts(&self) -> (&HttpClient, &std::sync::OnceLock<Discovery>) {
-        (&self.client, &self.discovery)
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    fn discovered(&self) -> &std::sync::OnceLock<Discovery> {
+        &self.discovery
     }
 
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
         let mut notices = Vec::new();
-        // The portal id names the owner of every day folder and the watermarks' file: an
-        // export whose account cannot be told is refused, never filed under a shared name.
-        let account = self
+        let account = self.portal_id().await?;
+        let discovered = self.discover_types(&mut notices).await?;
+        let (pairs, labels) = self.discover_pairs(&discovered).await?;
+        let lists = readable(lists::probe(&self.client).await, &mut notices, "LISTS", "lists and memberships")?
+            .map(|first| std::sync::Mutex::new(Some(first)));
+        let events: Vec<Arc<events::DiscoveredEvent>> =
+            readable(events::discover(&self.client).await, &mut notices, "EVENTS_*", "events")?
+                .unwrap_or_default()
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+        let teams = self
             .client
-            .get_json::<api::AccountDetails>("/account-info/v3/details", &[])
+            .get_json::<api::BatchResults<api::Team>>("/settings/v3/users/teams", &[])
             .await
-            .map_err(|e| e.in_stream("account details (the portal id)", "GET /account-info/v3/details"))?
-            .portal_id;
-        if account.is_empty() {
-            return Err(Error::Malformed {
-                method: "GET",
-                path: "/account-info/v3/details".into(),
-                detail: "no portalId: crmdump keys the day folders' owner and the watermarks by it".into(),
-            });
-        }
-        let schemas = match unless_forbidden(
-            self.client.get_json::<api::BatchResults<api::ObjectSchema>>("/crm/v3/schemas", &[]).await,
-        )
-        .map_err(|e| e.in_stream("custom object schemas", "GET /crm/v3/schemas"))?
-        {
-            Ok(s) => s.results,
-            Err(why) => {
-                notices.push(notice("OBJECT_AND_EVENT_TYPE_DEFINITIONS", format!("custom objects skipped: {why}")));
-                Vec::new()
-            }
-        };
-        let candidates = self.select_types(&schemas)?;
-
-        // Discovery requests are independent: run them `concurrency * 2` at a time (the
-        // rate limiter still paces them), keeping the order of the answers.
-        let parallel = self.options.concurrency.max(1) * 2;
-        let found: Vec<_> = futures::stream::iter(candidates)
-            .map(|(object_type, schema)| async move {
-                let path = format!("/crm/v3/properties/{}", object_type.api_name);
-                let found =
-                    self.client.get_json::<api::BatchResults<api::Property>>(&path, &[]).await.map_err(|e| {
-                        e.in_stream(format!("properties of {}", object_type.api_name), format!("GET {path}"))
-                    });
-                (object_type, schema, found)
-            })
-            .buffered(parallel)
-            .collect()
-            .await;
-        let mut discovered = Vec::new();
-        for (object_type, schema, found) in found {
-            match unless_forbidden(found)? {
-                Ok(p) => discovered.push(DiscoveredType { object_type, properties: p.results, schema }),
-                Err(why) => {
-                    notices.push(notice(&object_type.table_name(), format!("{} skipped: {why}", object_type.api_name)))
-                }
-            }
-        }
-        if discovered.is_empty() {
-            return Err(super::nothing_readable(
-                "/crm/v3/properties",
-                "object type",
-                "Give the private app the crm.objects.<type>.read scopes of the types to export",
-            ));
-        }
-
-        // Pairs come from the schemas here, and from the state and the reads during the run;
-        // `tables` and `check` ask about every pair, which costs a request per pair.
-        let mut labels = Vec::new();
-        let mut known: Vec<(ObjectType, ObjectType)> = pairs::declared(&discovered);
-        if self.options.every_pair {
-            let types: Vec<ObjectType> = discovered.iter().map(|d| d.object_type.clone()).collect();
-            labels = pairs::every_pair(&self.client, &types, parallel).await?;
-            labels.retain(|(_, _, l)| !l.is_empty());
-            known.extend(
-                labels
-                    .iter()
-                    .map(|(f, t, _)| (f.clone(), t.clone()))
-                    .filter(|p| !known.contains(p))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let pairs: Vec<Arc<AssociationPair>> =
-            known.into_iter().map(|(f, t)| Arc::new(AssociationPair::new(f, t))).collect();
-
-        let lists = match unless_forbidden(lists::probe(&self.client).await)? {
-            Ok(first) => Some(std::sync::Mutex::new(Some(first))),
-            Err(why) => {
-                notices.push(notice("LISTS", format!("lists and memberships skipped: {why}")));
-                None
-            }
-        };
-        let events: Vec<Arc<events::DiscoveredEvent>> = match unless_forbidden(events::discover(&self.client).await)? {
-            Ok(e) => e.into_iter().map(Arc::new).collect(),
-            Err(why) => {
-                notices.push(notice("EVENTS_*", format!("events skipped: {why}")));
-                Vec::new()
-            }
-        };
-        let teams = match unless_forbidden(
-            self.client
-                .get_json::<api::BatchResults<api::Team>>("/settings/v3/users/teams", &[])
-                .await
-                .map_err(|e| e.in_stream("TEAMS", "GET /settings/v3/users/teams")),
-        )? {
-            Ok(t) => Some(t.results),
-            Err(why) => {
-                notices.push(notice("TEAMS", format!("teams skipped: {why}")));
-                None
-            }
-        };
+            .map_err(|e| e.in_stream("TEAMS", "GET /settings/v3/users/teams"));
+        let teams = readable(teams, &mut notices, "TEAMS", "teams")?.map(|t| t.results);
 
         let objects: Vec<Arc<ObjectStream>> = discovered.iter().map(object_stream).collect();
         let event_streams: Vec<Arc<EventStream>> = events.iter().map(|e| e.stream.clone()).collect();
@@ -325,10 +335,11 @@ impl super::Source for HubSpot {
             let client = self.client.clone();
             let ingested = ingested.clone();
             let keep = history.map(|h| h.for_type(&stream.object_type));
-            let window = extent.window(&stream.table.name);
-            let named = extent.ids(&stream.table.name);
-            let reconcile = extent.reconcile().cloned();
-            let reach = (window, named, reconcile);
+            let reach = objects::Reach {
+                window: extent.window(&stream.table.name),
+                named: extent.ids(&stream.table.name),
+                reconcile: extent.reconcile().cloned(),
+            };
             async move { objects::extract(&client, stream, found, keep, reach, &ingested, &sender).await }.boxed()
         });
         let (client, lists_ingested, lists_sender) = (self.client.clone(), ingested.clone(), sender.clone());

@@ -34,7 +34,7 @@ use crate::schema::iso;
 use crate::schema::{BatchBuilder, fixed_table};
 
 /// HubSpot's largest page for list and batch read.
-pub const RECORDS_PER_PAGE: usize = 100;
+const RECORDS_PER_PAGE: usize = 100;
 /// HubSpot's largest page when `propertiesWithHistory` is asked for.
 const RECORDS_PER_PAGE_WITH_HISTORY: usize = 50;
 
@@ -136,18 +136,28 @@ impl Plan {
     }
 }
 
+/// What of one type a run reads.
+pub(super) struct Reach {
+    /// The changes in this window; `None` for every record.
+    pub window: Option<Window>,
+    /// These records by id, besides the window (those webhooks named).
+    pub named: Vec<String>,
+    /// List every id too, and compare with the baseline.
+    pub reconcile: Option<crate::model::Reconcile>,
+}
+
 /// Reads the records of one type: all of them (no window), or those changed in the window,
 /// those archived in it, and the `named` ones (by id) that search did not return.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn extract(
     client: &HttpClient,
     stream: Arc<ObjectStream>,
     found: Found,
     history: Option<usize>,
-    (window, named, reconcile): (Option<Window>, Vec<String>, Option<crate::model::Reconcile>),
+    reach: Reach,
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
+    let Reach { window, named, reconcile } = reach;
     let mut emitter = Emitter {
         client,
         stream: stream.clone(),

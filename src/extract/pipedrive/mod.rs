@@ -138,26 +138,23 @@ impl Pipedrive {
         pairs: Vec<Arc<AssociationPair>>,
         out: &Sender,
     ) -> Result<()> {
-        let ingested = &self.options.ingested_at;
-        for (path, filter, extra) in lists_of(d) {
-            self.list(d, path, filter, extra, window, &pairs, ingested, out).await?;
+        for list in lists_of(d) {
+            self.list(d, list, window, &pairs, out).await?;
         }
         Ok(())
     }
 
     /// Reads one list of an entity, page by page: records, associations, history.
-    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         d: &Discovered,
-        path: &str,
-        filter: TimeFilter,
-        extra: &[(&str, &str)],
+        list: ListSpec,
         window: Option<Window>,
         pairs: &[Arc<AssociationPair>],
-        ingested: &Arc<str>,
         out: &Sender,
     ) -> Result<()> {
+        let ListSpec { path, filter, extra } = list;
+        let ingested = &self.options.ingested_at;
         let paging = paging_of(d);
         let mut query = list_query(extra, paging);
         let bounds = window.map(bounds);
@@ -372,26 +369,33 @@ impl Pipedrive {
                 targets
                     .iter()
                     .map(|id| {
-                        let (path, query) = (format!("/api/v1/products/{id}/deals"), list_query(&[], Paging::Offset));
-                        self.pointing(d, pair, path, Paging::Offset, query, Some(id.as_str()), skip, out)
+                        let lookup = Lookup {
+                            path: format!("/api/v1/products/{id}/deals"),
+                            paging: Paging::Offset,
+                            query: list_query(&[], Paging::Offset),
+                            product: Some(id.as_str()),
+                        };
+                        self.pointing(d, pair, lookup, skip, out)
                     })
                     .collect()
             } else if targets.len() <= REVERSE_LOOKUPS {
                 targets
                     .iter()
-                    .flat_map(|id| lists.iter().map(move |(path, _, extra)| (*id, *path, *extra)))
-                    .map(|(id, path, extra)| {
-                        let mut query = list_query(extra, paging_of(d));
+                    .flat_map(|id| lists.iter().map(move |list| (*id, *list)))
+                    .map(|(id, list)| {
+                        let mut query = list_query(list.extra, paging_of(d));
                         query.push((rel.key.to_string(), id.clone()));
-                        self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
+                        let lookup = Lookup { path: list.path.to_string(), paging: paging_of(d), query, product: None };
+                        self.pointing(d, pair, lookup, skip, out)
                     })
                     .collect()
             } else {
                 lists
                     .iter()
-                    .map(|(path, _, extra)| {
-                        let query = list_query(extra, paging_of(d));
-                        self.pointing(d, pair, path.to_string(), paging_of(d), query, None, skip, out)
+                    .map(|list| {
+                        let query = list_query(list.extra, paging_of(d));
+                        let lookup = Lookup { path: list.path.to_string(), paging: paging_of(d), query, product: None };
+                        self.pointing(d, pair, lookup, skip, out)
                     })
                     .collect()
             };
@@ -402,20 +406,16 @@ impl Pipedrive {
     }
 
     /// Pages through a list of records pointing at others, emitting `pair`'s association rows
-    /// of the records not in `skip` (already in the folder with theirs). `product` names the
-    /// product a `/products/{id}/deals` list is of (the deals carry no key to it).
-    #[allow(clippy::too_many_arguments)]
+    /// of the records not in `skip` (already in the folder with theirs).
     async fn pointing(
         &self,
         d: &Discovered,
         pair: &Arc<AssociationPair>,
-        path: String,
-        paging: Paging,
-        query: Vec<(String, String)>,
-        product: Option<&str>,
+        lookup: Lookup<'_>,
         skip: &HashSet<String>,
         out: &Sender,
     ) -> Result<()> {
+        let Lookup { path, paging, query, product } = lookup;
         let ingested = &self.options.ingested_at;
         let mut pager = Pager::new(&self.client, path, query, paging);
         loop {
@@ -452,14 +452,14 @@ impl Pipedrive {
         d: &Discovered,
         pairs: Vec<Arc<AssociationPair>>,
         known: Option<HashSet<String>>,
-        (whole, held): (bool, HashSet<String>),
+        held: Held,
         out: &Sender,
     ) -> Result<()> {
         let ingested = &self.options.ingested_at;
         let table = &d.stream.table.name;
         let (mut ids, mut listing_requests, mut unheld) = (Vec::new(), 0u64, Vec::new());
-        for (path, _, extra) in lists_of(d) {
-            let mut pager = Pager::new(&self.client, path, list_query(extra, paging_of(d)), paging_of(d));
+        for list in lists_of(d) {
+            let mut pager = Pager::new(&self.client, list.path, list_query(list.extra, paging_of(d)), paging_of(d));
             loop {
                 let page = pager.describe();
                 let Some(items) = pager.next().await.map_err(|e| e.in_stream(table, format!("reconcile: {page}")))?
@@ -470,7 +470,7 @@ impl Pipedrive {
                 let mut fresh: Vec<&Value> = Vec::new();
                 for r in &items {
                     let Some(id) = r.get("id").and_then(api::text).filter(|id| !id.is_empty()) else { continue };
-                    if !whole && !held.contains(&id) {
+                    if !held.holds(&id) {
                         fresh.push(r);
                         unheld.push(id.clone());
                     }
@@ -623,13 +623,17 @@ fn discovered(entity: &'static Entity, fields: Vec<Field>) -> Discovered {
 }
 
 #[async_trait::async_trait]
-impl super::Source for Pipedrive {
+impl super::CrmExtractor for Pipedrive {
     const NAME: &'static str = "pipedrive";
     const ARCHIVED_EXIST: bool = true;
     type Discovery = Discovery;
 
-    fn parts(&self) -> (&HttpClient, &std::sync::OnceLock<Discovery>) {
-        (&self.client, &self.discovery)
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    fn discovered(&self) -> &std::sync::OnceLock<Discovery> {
+        &self.discovery
     }
 
     async fn discover_all(&self) -> Result<(Catalog, Discovery)> {
@@ -729,10 +733,12 @@ impl super::Source for Pipedrive {
                 .map(|d| {
                     let pairs = pairs_from(catalog, d);
                     let known = reconcile.known.as_ref().and_then(|k| k.get(d.entity.name)).cloned();
-                    let whole = extent.window(&d.stream.table.name).is_none();
-                    let held = held.get(d.entity.name).cloned().unwrap_or_default();
+                    let held = match extent.window(&d.stream.table.name) {
+                        None => Held::Every,
+                        Some(_) => Held::These(held.get(d.entity.name).cloned().unwrap_or_default()),
+                    };
                     let (me, d, out) = (self.clone(), d.clone(), out.clone());
-                    async move { me.reconcile(&d, pairs, known, (whole, held), &out).await }
+                    async move { me.reconcile(&d, pairs, known, held, &out).await }
                 })
                 .collect();
             super::run_streams(jobs, self.options.concurrency).await
@@ -740,6 +746,22 @@ impl super::Source for Pipedrive {
             self.reverse(catalog, discovery, extent, &out).await
         } else {
             Ok(())
+        }
+    }
+}
+
+/// Which records of an entity a run's day folder holds, with their associations.
+enum Held {
+    /// The entity was read whole.
+    Every,
+    These(HashSet<String>),
+}
+
+impl Held {
+    fn holds(&self, id: &str) -> bool {
+        match self {
+            Held::Every => true,
+            Held::These(ids) => ids.contains(id),
         }
     }
 }
@@ -752,11 +774,21 @@ fn pairs_from(catalog: &Catalog, d: &Discovered) -> Vec<Arc<AssociationPair>> {
 /// Query parameters a list carries on every page.
 type Params = &'static [(&'static str, &'static str)];
 
-/// An entity's lists: the main one with its own parameters, then the archived one.
-fn lists_of(d: &Discovered) -> Vec<(&'static str, TimeFilter, Params)> {
-    let mut lists = vec![(d.entity.list, d.entity.filter, d.entity.extra)];
+/// One list endpoint of an entity.
+#[derive(Debug, Clone, Copy)]
+struct ListSpec {
+    path: &'static str,
+    /// How it takes a time window.
+    filter: TimeFilter,
+    /// Its own query parameters.
+    extra: Params,
+}
+
+/// An entity's lists: live records, and archived ones where they are listed apart.
+fn lists_of(d: &Discovered) -> Vec<ListSpec> {
+    let mut lists = vec![ListSpec { path: d.entity.list, filter: d.entity.filter, extra: d.entity.extra }];
     if let Some((path, filter)) = d.entity.archived {
-        lists.push((path, filter, &[]));
+        lists.push(ListSpec { path, filter, extra: &[] });
     }
     lists
 }
@@ -775,6 +807,15 @@ fn list_query(extra: &[(&str, &str)], paging: Paging) -> Vec<(String, String)> {
 fn is_deleted(r: &Value) -> bool {
     r.get("is_deleted").and_then(Value::as_bool).unwrap_or(false)
         || r.get("status").and_then(Value::as_str) == Some("deleted")
+}
+
+/// One list of records pointing at others, read for their associations.
+struct Lookup<'a> {
+    path: String,
+    paging: Paging,
+    query: Vec<(String, String)>,
+    /// The product a `/products/{id}/deals` list is of (the deals carry no key to it).
+    product: Option<&'a str>,
 }
 
 /// How an entity's lists page: v2 by cursor, v1 by offset.

@@ -364,7 +364,9 @@ async fn v1_list(State(state): State<Shared>, RawQuery(q): RawQuery, e: usize, a
         .filter(|&i| since.is_none_or(|s| w.record(e, i).update_time >= s))
         .collect();
     match order {
-        // Pipedrive's default: the order records were created in.
+        // Pipedrive's default: the order records were created in (the spec says so of leads,
+        // whose ids are UUIDs; other entities' indexes are their creation order).
+        None if e == LEAD => matching.sort_by_cached_key(|&i| (w.record(e, i).add_time, i)),
         None => {}
         Some((key, descending)) => {
             match key {
@@ -566,8 +568,19 @@ async fn pipelines(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer
 async fn stages(State(state): State<Shared>, RawQuery(q): RawQuery) -> Answer {
     let w = world(&state);
     let q = Query::parse(q);
-    let all: Vec<(i64, &super::Stage)> =
-        w.pipelines.iter().flat_map(|p| p.stages.iter().map(move |s| (p.id, s))).collect();
+    let pipeline: Option<i64> = q
+        .get("pipeline_id")
+        .map(|p| p.parse().map_err(|_| bad_request(format!("Invalid pipeline_id '{p}'"))))
+        .transpose()?;
+    let all: Vec<(i64, &super::Stage)> = w
+        .pipelines
+        .iter()
+        .filter(|p| pipeline.is_none_or(|id| p.id == id))
+        .flat_map(|p| p.stages.iter().map(move |s| (p.id, s)))
+        .collect();
+    // The spec's default order: by id, ascending.
+    let mut all = all;
+    all.sort_by_key(|(_, s)| s.0);
     let (data, next) = v2_page(&q, all.len() as u64, |i| {
         let (pipeline_id, (id, name, order, probability)) = all[i as usize];
         Some(json!({

@@ -159,7 +159,7 @@ pub(super) fn build(seed: u64, e: usize) -> Vec<FieldDef> {
             b("value", "Value", "json", LeadValue),
             b("expected_close_date", "Expected close date", "date", Date),
             b("is_archived", "Archived", "boolean", IsArchived),
-            b("source_name", "Source", "varchar", Word),
+            b("source_name", "Source", "varchar", LeadSource),
             b("add_time", "Lead created", "date", AddTime),
             b("update_time", "Update time", "date", UpdateTime),
         ],

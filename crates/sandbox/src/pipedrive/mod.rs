@@ -73,6 +73,8 @@ pub enum Kind {
     Text,
     Html,
     Word,
+    /// Where a lead came from: `API` or `Manually created`, always set.
+    LeadSource,
     Owner,
     /// An id of the entity with this index.
     Ref(usize),
@@ -450,6 +452,7 @@ impl World {
                 TRICKY_TEXT[(v % TRICKY_TEXT.len() as u64) as usize]
             )),
             Kind::Word => Val::Text(["call", "meeting", "task", "email", "lunch"][(v % 5) as usize].to_string()),
+            Kind::LeadSource => Val::Text(["API", "Manually created"][(v % 2) as usize].to_string()),
             Kind::Owner => Val::Int(self.pick_user(v)),
             Kind::Ref(target) => {
                 if target == LEAD {
@@ -813,7 +816,7 @@ impl World {
 fn always_set(e: usize, f: &FieldDef) -> bool {
     !f.custom
         && (matches!(f.key.as_str(), "title" | "content" | "subject" | "type")
-            || f.kind == Kind::Bool
+            || matches!(f.kind, Kind::Bool | Kind::LeadSource)
             || (e == DEAL && matches!(f.key.as_str(), "value" | "currency")))
 }
 

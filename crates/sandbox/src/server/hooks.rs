@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Answer, HookBody, Shared, invalid_json, reject, resolve_type};
+use crate::webhooks::PipedriveChange;
 
 pub(super) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
@@ -60,16 +61,16 @@ async fn delete(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRe
             let events = deleted
                 .iter()
                 .map(|id| {
-                    sender.pipedrive_event(
-                        w.company_id,
+                    let change = PipedriveChange {
                         entity,
-                        "delete",
+                        action: "delete",
                         id,
                         at,
-                        Value::Null,
-                        json!({"id": number(id)}),
-                        json!({}),
-                    )
+                        data: Value::Null,
+                        previous: json!({"id": number(id)}),
+                        meta: json!({}),
+                    };
+                    sender.pipedrive_event(w.company_id, change)
                 })
                 .collect();
             sender.send_pipedrive(events);
@@ -131,26 +132,26 @@ async fn merge(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRej
             let entity = super::super::pipedrive::ENTITIES[e].name;
             let mut events = Vec::new();
             for (survivor, merged) in &pairs {
-                events.push(sender.pipedrive_event(
-                    w.company_id,
+                let deleted = PipedriveChange {
                     entity,
-                    "delete",
-                    merged,
+                    action: "delete",
+                    id: merged,
                     at,
-                    Value::Null,
-                    json!({"id": number(merged)}),
-                    json!({"merged_to_id": survivor}),
-                ));
-                events.push(sender.pipedrive_event(
-                    w.company_id,
+                    data: Value::Null,
+                    previous: json!({"id": number(merged)}),
+                    meta: json!({"merged_to_id": survivor}),
+                };
+                events.push(sender.pipedrive_event(w.company_id, deleted));
+                let survived = PipedriveChange {
                     entity,
-                    "change",
-                    survivor,
+                    action: "change",
+                    id: survivor,
                     at,
-                    json!({"id": number(survivor), "update_time": super::super::iso(at)}),
-                    json!({}),
-                    json!({"merged_from_id": merged}),
-                ));
+                    data: json!({"id": number(survivor), "update_time": super::super::iso(at)}),
+                    previous: json!({}),
+                    meta: json!({"merged_from_id": merged}),
+                };
+                events.push(sender.pipedrive_event(w.company_id, survived));
             }
             sender.send_pipedrive(events);
         }
