@@ -12,12 +12,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::http::HttpStats;
 
 /// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {
     /// Bars redrawn in place (stderr is a terminal).
     Bars,
     /// A log line every `LINE_EVERY`.
     Lines,
+    /// Nothing (a library call's default).
+    #[default]
     Off,
 }
 

@@ -14,6 +14,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+pub use crate::extract::hubspot::HistoryLimits;
+pub use crate::http::RateLimit;
+pub use crate::pipeline::DaySummary;
+pub use crate::progress::ProgressMode;
+pub use crate::sink::layout::Layout;
+pub use crate::sink::manifest::{Manifest, TableEntry, Warning};
+pub use crate::state::Timing;
+pub use crate::write::{OutputFormat, PartReceipt};
 pub use connect::{Connected, connect};
 pub use settings::{
     BackfillSettings, DEFAULT_CONCURRENCY, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_FILE_SIZE, DEFAULT_REQUEST_TIMEOUT,
@@ -24,14 +32,13 @@ pub use settings::{
 use crate::error::{Error, Result};
 use crate::extract::{Catalog, Extent, Extractor, Window};
 use crate::model::{Reconcile, day_key};
-use crate::pipeline::{self, DayReport, DaySettings, DaySummary, Mode};
-use crate::progress::{Progress, ProgressGuard, ProgressMode};
+use crate::pipeline::{self, DayReport, DaySettings, Mode};
+use crate::progress::{Progress, ProgressGuard};
 use crate::schema::iso;
 use crate::sink::Sink;
 use crate::sink::claim::{self, Claim, Owner};
-use crate::sink::manifest::Manifest;
 use crate::state::baseline::{self, Baseline};
-use crate::state::{Plan, State, Timing};
+use crate::state::{Plan, State};
 use crate::webhook::journal::Pending;
 
 /// What a committed export reports.
