@@ -20,16 +20,22 @@ pub enum ErrorClass {
     Data,
     /// The export is committed but has data warnings, and `--strict` was given (exit 4).
     Strict,
+    /// The export is committed, but the state or the baseline of ids could not be saved: the
+    /// next run reads the same window again (exit 5).
+    Unsaved,
 }
 
 impl ErrorClass {
     /// Process exit code for an export that ended with an error of this class (docs/FORMAT.md, "Exit codes").
+    /// 75 is sysexits' EX_TEMPFAIL: an orchestrator retries on it alone.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorClass::Config => 2,
             ErrorClass::Auth => 3,
-            ErrorClass::Retryable | ErrorClass::Fatal | ErrorClass::Data => 1,
+            ErrorClass::Fatal | ErrorClass::Data => 1,
             ErrorClass::Strict => 4,
+            ErrorClass::Unsaved => 5,
+            ErrorClass::Retryable => 75,
         }
     }
 }
@@ -51,6 +57,11 @@ pub enum Error {
     #[error("{method} {path} answered HTTP {status}: {message}{}. {hint}", correlation.as_ref().map(|c| format!(" (correlationId {c})")).unwrap_or_default())]
     Api { method: &'static str, path: String, status: u16, message: String, correlation: Option<String>, hint: String },
 
+    /// The account's daily request budget is spent: retrying before the daily reset cannot
+    /// help (exit 1).
+    #[error("{0}")]
+    DailyLimit(Box<Error>),
+
     /// The request never produced a usable response (connect, timeout, reset, truncated body).
     #[error("{method} {path} failed: {detail}")]
     Transport { method: &'static str, path: String, detail: String, retryable: bool },
@@ -58,6 +69,11 @@ pub enum Error {
     /// A response that parsed as HTTP but not as the JSON shape we expect.
     #[error("{method} {path}: the response body is not the expected JSON ({detail})")]
     Malformed { method: &'static str, path: String, detail: String },
+
+    /// Answers that contradict what was asked (a search that ignores its filters): retrying
+    /// will not help (exit 1).
+    #[error("{method} {path}: {detail}")]
+    Inconsistent { method: &'static str, path: String, detail: String },
 
     /// Extraction of one stream failed; wraps the cause with the stream and page.
     #[error("while reading {stream} ({page}): {source}")]
@@ -85,6 +101,30 @@ pub enum Error {
     /// `crmdump verify` found mismatches (each printed).
     #[error("verify found {0} problems")]
     Verify(usize),
+
+    /// A live run of the same account (or a listener of the same destination) holds the
+    /// destination's lease: nothing was touched (exit 75, retry later or wait with
+    /// `--wait-for-lease`).
+    #[error(
+        "{dest} is being written by another run: {holder}. Nothing was touched; try again once it ends, or wait for it with --wait-for-lease 30m"
+    )]
+    LeaseHeld { dest: String, holder: String },
+
+    /// This run lost its lease (it could not renew it in time, or another run took it over
+    /// while this one was paused): it stopped without committing (exit 75).
+    #[error(
+        "{dest}: this run lost its lease on the destination ({why}); nothing was committed and the state was left alone. Run it again"
+    )]
+    LeaseLost { dest: String, why: String },
+
+    /// The day is committed, but what the next run starts from could not be saved.
+    #[error(
+        "the export is committed, but the state could not be saved ({source}); the next run reads this window again"
+    )]
+    StateNotSaved {
+        #[source]
+        source: Box<Error>,
+    },
 
     /// `--strict`: committed, but with data warnings.
     #[error(
@@ -115,7 +155,15 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Config(_) | Error::Corrupt { .. } => ErrorClass::Config,
-            Error::Io { .. } | Error::Sink { .. } | Error::Destination { .. } => ErrorClass::Fatal,
+            Error::Io { .. } | Error::Destination { .. } | Error::DailyLimit(_) | Error::Inconsistent { .. } => {
+                ErrorClass::Fatal
+            }
+            // A store that kept failing after object_store's own retries (5xx, timeouts,
+            // refused connections) may answer later; a missing object or a denial will not.
+            Error::Sink { source: object_store::Error::Generic { .. }, .. } => ErrorClass::Retryable,
+            Error::Sink { .. } => ErrorClass::Fatal,
+            Error::LeaseHeld { .. } | Error::LeaseLost { .. } => ErrorClass::Retryable,
+            Error::StateNotSaved { .. } => ErrorClass::Unsaved,
             Error::Api { status, .. } => match status {
                 401 | 403 => ErrorClass::Auth,
                 429 | 500..=599 => ErrorClass::Retryable,
@@ -154,7 +202,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
-            Error::Stream { source, .. } => source.status(),
+            Error::Stream { source, .. } | Error::DailyLimit(source) => source.status(),
             _ => None,
         }
     }
@@ -200,5 +248,10 @@ mod tests {
         };
         assert_eq!(bad_request.class(), ErrorClass::Fatal);
         assert!(bad_request.to_string().contains("correlationId abc"));
+        let held = Error::LeaseHeld { dest: "s3://b/x".into(), holder: "run 1 on host h".into() };
+        assert_eq!(held.class().exit_code(), 75, "an orchestrator retries on 75 alone");
+        let unsaved = Error::StateNotSaved { source: Box::new(Error::Config("disk full".into())) };
+        assert_eq!(unsaved.class().exit_code(), 5);
+        assert!(unsaved.to_string().contains("committed"));
     }
 }

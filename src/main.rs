@@ -22,7 +22,7 @@ fn main() {
     let args = match crmdump::cli::config::expand_args(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            crmdump::cli::stderr_line(format_args!("error: {e}"));
             std::process::exit(e.class().exit_code());
         }
     };
@@ -34,7 +34,7 @@ fn main() {
     let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(64).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crmdump::cli::stderr_line(format_args!("error: cannot start the async runtime: {e}"));
             std::process::exit(1);
         }
     };
@@ -51,7 +51,7 @@ fn main() {
             }
             source = s.source();
         }
-        eprintln!("{message}");
+        crmdump::cli::stderr_line(format_args!("{message}"));
         std::process::exit(code);
     }
 }

@@ -9,6 +9,12 @@ macro_rules! say {
     ($($arg:tt)*) => { $crate::cli::stdout_line(format_args!($($arg)*)) };
 }
 
+/// Prints a line on stderr like `eprintln!`, but a closed or full stderr (`2>&1 | head -1`,
+/// `2>/dev/full`) is ignored: what is written to stderr never decides how a run ends.
+macro_rules! note {
+    ($($arg:tt)*) => { $crate::cli::stderr_line(format_args!($($arg)*)) };
+}
+
 mod backfill;
 mod check;
 pub mod config;
@@ -86,6 +92,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// Writes `args` and a newline to stderr, ignoring any failure (see [`note!`]).
+pub fn stderr_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
 /// Sets up logging on stderr: `RUST_LOG` wins, else info (warn with --quiet, and on a
 /// terminal during an export, where progress bars take the place of info lines).
 pub fn init_logging(args: &GlobalArgs, command: &Command) {
@@ -96,7 +109,10 @@ pub fn init_logging(args: &GlobalArgs, command: &Command) {
     let default = if args.quiet || bars { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("crmdump={default},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written is dropped: tracing's own report of the failure
+    // would go to a stderr that is closed or full, and panic there.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match args.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),

@@ -45,9 +45,9 @@ pub async fn run(args: TablesArgs) -> Result<()> {
         }
     }
     for n in &catalog.notices {
-        eprintln!("skipped: {} ({})", n.table, n.detail);
+        note!("skipped: {} ({})", n.table, n.detail);
     }
-    eprintln!(
+    note!(
         "{} tables for account {}, and CHANGE_EVENTS when the destination holds a webhook journal",
         catalog.tables.len(),
         catalog.account

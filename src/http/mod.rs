@@ -385,7 +385,7 @@ impl HttpClient {
                     _ => None,
                 });
                 if api.policy_name.as_deref() == Some("DAILY") {
-                    Err(Attempt::Final(err))
+                    Err(Attempt::Final(Error::DailyLimit(Box::new(err))))
                 } else {
                     Err(Attempt::Retry(err, wait))
                 }

@@ -119,7 +119,9 @@ pub async fn export(settings: &ExportSettings) -> Result<ExportOutcome> {
     // Only now, with the day committed, may the watermarks, the journal position and the
     // baseline move.
     let committed = Committed { date, plan: &plan, journal_start, journal, baseline, reconcile: settings.reconcile };
-    run.advance(&mut state, committed, report.learnt).await?;
+    run.advance(&mut state, committed, report.learnt)
+        .await
+        .map_err(|e| Error::StateNotSaved { source: Box::new(e) })?;
     Ok(ExportOutcome { dest: run.dest, day: report.summary })
 }
 
@@ -368,6 +370,17 @@ impl Run {
                 "{day} is older than the last export ({newer}) and the watermarks its first run started from are not kept \
                  (or it was never exported): an incremental run would write today's changes under {day}. \
                  Use `crmdump backfill --from {day} --to {day}` for the records last modified that day, or --mode full"
+            )));
+        }
+        if incremental && let Some((stream, at)) = state.from_the_future(self.started_at) {
+            return Err(Error::Config(format!(
+                "the state {} says {stream} was exported up to {}, later than now ({}): a restored or hand-edited \
+                 state, or a clock that jumped. An incremental run would read nothing, so nothing was read or written. \
+                 Restore the state file from before, or run once with --mode full (which reads everything and sets \
+                 the watermarks to now)",
+                State::key(self.extractor().source(), &self.catalog.account),
+                iso(at),
+                iso(self.started_at)
             )));
         }
         let mut plan = if incremental {

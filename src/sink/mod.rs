@@ -308,6 +308,30 @@ impl Sink {
         }
     }
 
+    /// Removes the folders under `prefix` that hold no file (a local destination's; object
+    /// stores have no folders).
+    pub fn remove_empty_folders(&self, prefix: &str) -> Result<()> {
+        fn prune(dir: &std::path::Path) -> std::io::Result<bool> {
+            let mut empty = true;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() && prune(&entry.path())? {
+                    std::fs::remove_dir(entry.path())?;
+                } else {
+                    empty = false;
+                }
+            }
+            Ok(empty)
+        }
+        let Some(folder) = &self.local else { return Ok(()) };
+        let dir = folder.join(prefix);
+        match prune(&dir) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing empty folders under {}", dir.display()), e)),
+        }
+    }
+
     /// Keys of every file of `date` under this layout (whatever the manifest says), staging
     /// files of a killed run included.
     pub async fn parts_of(&self, layout: layout::Layout, date: &str) -> Result<Vec<String>> {

@@ -198,7 +198,7 @@ impl Baseline {
 }
 
 /// Removes the baseline files under `prefix` that no kept date names (those of killed runs
-/// and of dates no longer kept).
+/// and of dates no longer kept), and the folders that leaves empty.
 pub async fn prune(sink: &Sink, prefix: &str, kept: &HashSet<&String>) -> Result<u64> {
     let mut removed = 0;
     for (key, _) in sink.list(prefix).await? {
@@ -207,6 +207,7 @@ pub async fn prune(sink: &Sink, prefix: &str, kept: &HashSet<&String>) -> Result
             removed += 1;
         }
     }
+    sink.remove_empty_folders(prefix)?;
     Ok(removed)
 }
 

@@ -29,6 +29,10 @@ const DAYS_KEPT: usize = 62;
 /// oldest kept).
 const BASELINES_KEPT: usize = 7;
 
+/// How far a watermark may lie ahead of this machine's clock before it is refused: clocks of
+/// the machines that run crmdump disagree by seconds, not minutes.
+pub const CLOCK_SKEW: Duration = Duration::minutes(5);
+
 /// Lookback and settle lag of incremental runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -194,6 +198,18 @@ impl State {
             return None;
         }
         self.days.keys().next_back().filter(|newest| **newest > key).cloned()
+    }
+
+    /// A watermark later than `now` by more than [`CLOCK_SKEW`], when there is one (the
+    /// stream and its instant): a restored or hand-edited state, or a clock that jumped. An
+    /// incremental run from it would read an empty window.
+    pub fn from_the_future(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
+        self.watermarks
+            .iter()
+            .chain(self.days.values().flat_map(|starts| starts.iter()))
+            .filter_map(|(stream, t)| Some((stream.clone(), parse_instant(t)?)))
+            .filter(|(_, t)| *t > now + CLOCK_SKEW)
+            .max_by_key(|(_, t)| *t)
     }
 
     /// A full run of `streams`: everything whole.

@@ -28,6 +28,8 @@ pub enum Refusal {
     BadTimestamp,
     #[error("the signature is {age_ms} ms old, more than {MAX_SIGNATURE_AGE_MS} ms (a replay?)")]
     Stale { age_ms: i64 },
+    #[error("the signature's timestamp is {ahead_ms} ms ahead of this clock, more than {MAX_SIGNATURE_AGE_MS} ms")]
+    Future { ahead_ms: i64 },
     #[error("only a v1 signature, which cannot refuse replays; accepted only when v1 is allowed")]
     V1NotAllowed,
     #[error("missing or wrong basic-auth credentials")]
@@ -42,6 +44,7 @@ impl Refusal {
             Refusal::BadSignature => "bad_signature",
             Refusal::BadTimestamp => "bad_timestamp",
             Refusal::Stale { .. } => "stale",
+            Refusal::Future { .. } => "future",
             Refusal::V1NotAllowed => "v1_not_allowed",
             Refusal::BadCredentials => "bad_credentials",
         }
@@ -77,6 +80,10 @@ pub fn verify_hubspot(
         let age_ms = now_ms - sent_at;
         if age_ms > MAX_SIGNATURE_AGE_MS {
             return Err(Refusal::Stale { age_ms });
+        }
+        // A timestamp far ahead is as good as a replay kept for later: refused the same way.
+        if -age_ms > MAX_SIGNATURE_AGE_MS {
+            return Err(Refusal::Future { ahead_ms: -age_ms });
         }
         let expected = v3_signature(secret, method, uri, body, timestamp.trim());
         return equal(expected.as_bytes(), v3.trim().as_bytes());
@@ -142,7 +149,11 @@ pub fn decode_uri(uri: &str) -> String {
 /// Checks Pipedrive's `Authorization: Basic ...` against the webhook's credentials.
 pub fn verify_basic(user: &str, password: &str, authorization: Option<&str>) -> Result<(), Refusal> {
     let given = authorization
-        .and_then(|a| a.trim().strip_prefix("Basic ").or_else(|| a.trim().strip_prefix("basic ")))
+        .and_then(|a| {
+            // The scheme is case-insensitive (RFC 7235): `Basic`, `basic`, `BASIC`.
+            let (scheme, credentials) = a.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(credentials)
+        })
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .ok_or(Refusal::BadCredentials)?;
     let expected = format!("{user}:{password}");
@@ -202,6 +213,11 @@ mod tests {
         assert_eq!(check(SECRET, URI, BODY, &v3(&sig, "1564113600001"), now), Err(Refusal::BadSignature));
         let six_minutes = 1564113600000 + 6 * 60_000;
         assert_eq!(check(SECRET, URI, BODY, &v3(&sig, ts), six_minutes), Err(Refusal::Stale { age_ms: 360_000 }));
+        let ten_minutes_early = 1564113600000 - 10 * 60_000;
+        assert_eq!(
+            check(SECRET, URI, BODY, &v3(&sig, ts), ten_minutes_early),
+            Err(Refusal::Future { ahead_ms: 600_000 })
+        );
         assert_eq!(check(SECRET, URI, BODY, &v3(&sig, "soon"), now), Err(Refusal::BadTimestamp));
         assert_eq!(check(SECRET, URI, BODY, &HubSpotSignature::default(), now), Err(Refusal::MissingSignature));
     }
@@ -231,6 +247,10 @@ mod tests {
     fn pipedrive_basic_auth() {
         let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("crm:s3cret"));
         assert_eq!(verify_basic("crm", "s3cret", Some(&header)), Ok(()));
+        for scheme in ["BASIC", "basic", "bAsIc"] {
+            let header = header.replacen("Basic", scheme, 1);
+            assert_eq!(verify_basic("crm", "s3cret", Some(&header)), Ok(()), "{scheme}");
+        }
         assert_eq!(verify_basic("crm", "other", Some(&header)), Err(Refusal::BadCredentials));
         assert_eq!(verify_basic("crm", "s3cret", None), Err(Refusal::BadCredentials));
         assert_eq!(verify_basic("crm", "s3cret", Some("Bearer x")), Err(Refusal::BadCredentials));

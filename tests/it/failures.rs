@@ -219,7 +219,7 @@ fn an_s3_server_stopped_mid_export_fails_the_run_within_a_minute() {
     let (out, _) = finish_within(child, Duration::from_secs(150), "an export to a stopped S3 server");
     let took = stopped.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", tail(&stderr));
+    assert_eq!(out.status.code(), Some(75), "a store that stopped answering may answer later: {}", tail(&stderr));
     assert!(stderr.contains("x/2026-11-20/"), "names what it was writing: {}", tail(&stderr));
     assert!(took < Duration::from_secs(90), "failed {took:?} after the server stopped (bound: about 55 s)");
     assert!(!stderr.contains("Manifest written"));

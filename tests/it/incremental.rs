@@ -343,3 +343,57 @@ fn out_of_order_and_late_indexed_changes_all_arrive_within_two_runs() {
     assert!(missing.is_empty(), "{} changes arrived in neither run: {missing:?}", missing.len());
     // object_rows already failed on a record twice in one day folder.
 }
+
+/// A search that ignores its filters (the sandbox answers every query with the same records,
+/// whatever the window) ends the run within a bounded number of searches, with an error that
+/// names the type and the filter, and nothing committed.
+#[test]
+fn a_search_that_ignores_its_filter_ends_with_a_clear_error() {
+    let sandbox = SandboxProcess::start(&["--scale", "400", "--search-ignores-filters"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "contacts", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+    let state = std::fs::read(state_file(dest.path())).unwrap();
+    sandbox.hook("touch", json!({"objectType": "contacts", "count": 5, "at": recently()}));
+    let before = sandbox.stats()["by_endpoint"]["POST /crm/v3/objects/{object_type}/search"].as_u64().unwrap_or(0);
+    let out = sandbox.export(dest.path(), "2026-11-22", &only);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/crm/v3/objects/contacts/search") && stderr.contains("ignores its filters"), "{stderr}");
+    assert!(stderr.contains("lastmodifieddate"), "names the filter: {stderr}");
+    let searches =
+        sandbox.stats()["by_endpoint"]["POST /crm/v3/objects/{object_type}/search"].as_u64().unwrap() - before;
+    assert!((1..=60).contains(&searches), "{searches} searches before giving up");
+    assert!(!dest.path().join("2026-11-22").join("_manifest.json").exists());
+    assert_eq!(std::fs::read(state_file(dest.path())).unwrap(), state, "the watermarks did not move");
+}
+
+/// Watermarks later than now (a restored or hand-edited state, a clock that jumped) would make
+/// an incremental run read an empty window: refused with exit 2 before anything is read or
+/// written, saying how to recover.
+#[test]
+fn a_watermark_in_the_future_is_refused_before_any_work() {
+    let sandbox = SandboxProcess::start(&["--scale", "50"]);
+    let dest = tempfile::tempdir().unwrap();
+    let only = ["--objects", "contacts", "--no-history"];
+    assert_success(&sandbox.export(dest.path(), "2026-11-21", &only));
+    let path = state_file(dest.path());
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (_, t) in state["watermarks"].as_object_mut().unwrap() {
+        *t = json!("2030-01-01T00:00:00.000Z");
+    }
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let pages = |stats: &Value| stats["by_endpoint"]["GET /crm/v3/objects/{object_type}"].as_u64().unwrap_or(0);
+    let before = sandbox.stats();
+    let out = sandbox.export(dest.path(), "2026-11-22", &only);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("2030-01-01") && stderr.contains("--mode full"), "{stderr}");
+    assert!(!dest.path().join("2026-11-22").exists(), "nothing written");
+    let after = sandbox.stats();
+    assert_eq!(pages(&after), pages(&before), "no record was read");
+    let read = after["requests"].as_u64().unwrap() - before["requests"].as_u64().unwrap();
+    assert!(read < 60, "only discovery ran: {read} requests");
+    // --mode full recovers: it reads everything and sets the watermarks to now.
+    assert_success(&sandbox.export(dest.path(), "2026-11-22", &[&only[..], &["--mode", "full"]].concat()));
+}

@@ -51,6 +51,8 @@ pub struct SandboxConfig {
     pub search_disorder_ms: i64,
     /// A change is invisible to search until this many milliseconds after it was made.
     pub index_delay_ms: i64,
+    /// Search answers as if no filter had been sent (a broken proxy, a misbehaving index).
+    pub search_ignores_filters: bool,
     /// Answer every API request with a 307 to this base URL (see the server's `redirect`).
     pub redirect_to: Option<String>,
     /// Which CRM's API the server imitates.
@@ -109,6 +111,7 @@ impl SandboxConfig {
             search_churn: 0,
             search_disorder_ms: 0,
             index_delay_ms: 0,
+            search_ignores_filters: false,
             redirect_to: None,
             flavor: Flavor::Hubspot,
             max_url_bytes: crate::settings::DEFAULT_MAX_URL_BYTES,

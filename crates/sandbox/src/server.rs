@@ -1369,7 +1369,11 @@ async fn search(
     if let Some(throttled) = search_throttled(&state) {
         return Ok(throttled);
     }
-    let Json(body) = body.map_err(invalid_json)?;
+    let Json(mut body) = body.map_err(invalid_json)?;
+    if g.config.search_ignores_filters {
+        // --search-ignores-filters: answered as if no filter had been sent.
+        body.filter_groups.clear();
+    }
     let ty = &g.types[t];
     let modified = if ty.api_name == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" };
     let index = g.modified_index(t);

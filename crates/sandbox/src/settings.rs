@@ -83,6 +83,10 @@ pub struct SandboxSettings {
     /// if modified up to that much later), as HubSpot's search index can answer.
     #[arg(id = "sandbox_search_disorder", long = "search-disorder", default_value = "0s", value_parser = parse_duration)]
     pub search_disorder: Duration,
+    /// Searches answer as if they had no filter (the same records whatever the window), as a
+    /// broken proxy or a misbehaving index could: a client must notice and stop.
+    #[arg(id = "sandbox_search_ignores_filters", long = "search-ignores-filters")]
+    pub search_ignores_filters: bool,
     /// A change becomes searchable only this long after it was made (HubSpot's index lags).
     #[arg(id = "sandbox_index_delay", long = "index-delay", default_value = "0s", value_parser = parse_duration)]
     pub index_delay: Duration,
@@ -124,6 +128,7 @@ impl SandboxSettings {
         config.search_churn = self.search_churn;
         config.search_disorder_ms = millis(self.search_disorder);
         config.index_delay_ms = millis(self.index_delay);
+        config.search_ignores_filters = self.search_ignores_filters;
         config.max_url_bytes = self.max_url_length;
         config.faults =
             Faults { retry_after: self.fault_retry_after, slow_delay: self.slow_delay, ..self.faults.clone() };

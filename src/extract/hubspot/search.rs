@@ -74,7 +74,14 @@ pub struct ChangedRecords<'a> {
     pub queries: u64,
     /// Slices read again because they returned fewer records than they reported.
     pub rereads: u64,
+    /// Answers in a row that held records, none of them matching the query's filter.
+    contradictions: u32,
 }
+
+/// Answers in a row that contradict their filter before a search is given up. HubSpot's index
+/// can return a few records whose last modification moved since they were indexed, but never
+/// a whole page of them four times running.
+const CONTRADICTIONS: u32 = 4;
 
 impl<'a> ChangedRecords<'a> {
     pub fn new(client: &'a HttpClient, object_type: &ObjectType, window: Window) -> ChangedRecords<'a> {
@@ -92,6 +99,7 @@ impl<'a> ChangedRecords<'a> {
             seen: HashSet::new(),
             queries: 0,
             rereads: 0,
+            contradictions: 0,
         }
     }
 
@@ -99,10 +107,13 @@ impl<'a> ChangedRecords<'a> {
     /// window is exhausted. A page may be empty when it held only records already seen.
     pub async fn next_page(&mut self) -> Result<Option<Vec<api::SimpleObject>>> {
         let to_ms = self.window.to.timestamp_millis();
-        let body = match self.cursor {
+        let (body, asked) = match self.cursor {
             Cursor::Done => return Ok(None),
-            Cursor::Slice { from_ms, span_ms, .. } => self.slice_query(from_ms, (from_ms + span_ms).min(to_ms)),
-            Cursor::Instant { at_ms, after_id } => self.instant_query(at_ms, after_id),
+            Cursor::Slice { from_ms, span_ms, .. } => {
+                let until_ms = (from_ms + span_ms).min(to_ms);
+                (self.slice_query(from_ms, until_ms), from_ms..until_ms)
+            }
+            Cursor::Instant { at_ms, after_id } => (self.instant_query(at_ms, after_id), at_ms..at_ms + 1),
         };
         self.queries += 1;
         let page: api::Page<api::SimpleObject> = self.client.post_json(&self.path, &body).await?;
@@ -112,6 +123,7 @@ impl<'a> ChangedRecords<'a> {
             total: page.total,
             last_id: page.results.last().and_then(|r| r.id.parse::<i64>().ok()),
         };
+        self.check_progress(&page.results, &asked, read, &body)?;
         self.cursor = advance(self.cursor, read, to_ms);
         if matches!(self.cursor, Cursor::Slice { reread: true, .. }) {
             self.rereads += 1;
@@ -126,6 +138,55 @@ impl<'a> ChangedRecords<'a> {
             .filter(|r| r.id.parse::<i64>().map(|id| self.seen.insert(id)).unwrap_or(true))
             .collect();
         Ok(Some(fresh))
+    }
+
+    /// Ends a search that makes no progress: a drain by id whose last id does not rise (the
+    /// server ignores the id filter), or answers that hold records of which none matches the
+    /// time filter, several in a row (the server ignores the time filter). Either would
+    /// otherwise repeat without end; a fixed cap on queries would instead cut a legitimate
+    /// window of millions of changes.
+    fn check_progress(
+        &mut self,
+        results: &[api::SimpleObject],
+        asked: &std::ops::Range<i64>,
+        read: PageRead,
+        body: &Value,
+    ) -> Result<()> {
+        let filter = || body["filterGroups"].to_string();
+        if let (Cursor::Instant { after_id: Some(after), .. }, true) = (self.cursor, read.more)
+            && read.last_id.is_none_or(|last| last <= after)
+        {
+            return Err(self.no_progress(format!(
+                "a page of records modified in one millisecond sorted by id ended at id {:?}, not above the {after} it asked for (filter {})",
+                read.last_id,
+                filter()
+            )));
+        }
+        let modified = |r: &api::SimpleObject| {
+            r.properties.get(self.property).and_then(|v| v.as_deref()).and_then(crate::schema::parse_instant)
+        };
+        let inside = results.iter().filter_map(modified).any(|t| asked.contains(&t.timestamp_millis()));
+        self.contradictions = if results.is_empty() || inside { 0 } else { self.contradictions + 1 };
+        if self.contradictions >= CONTRADICTIONS {
+            return Err(self.no_progress(format!(
+                "{CONTRADICTIONS} answers in a row held {} records, none modified in the window asked for (filter {})",
+                read.returned,
+                filter()
+            )));
+        }
+        Ok(())
+    }
+
+    fn no_progress(&self, detail: String) -> crate::error::Error {
+        crate::error::Error::Inconsistent {
+            method: "POST",
+            path: self.path.clone(),
+            detail: format!(
+                "{detail}: the search ignores its filters (a proxy in between, or a server that is not HubSpot?), so \
+                 the changes of this window cannot be found. Nothing was committed; --mode full reads every record \
+                 without search"
+            ),
+        }
     }
 
     fn slice_query(&self, from_ms: i64, until_ms: i64) -> Value {
