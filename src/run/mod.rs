@@ -372,7 +372,7 @@ impl Run {
                  Use `crmdump backfill --from {day} --to {day}` for the records last modified that day, or --mode full"
             )));
         }
-        if incremental && let Some((stream, at)) = state.from_the_future(self.started_at) {
+        if incremental && let Some((stream, at)) = state.watermark_ahead_of(self.started_at) {
             return Err(Error::Config(format!(
                 "the state {} says {stream} was exported up to {}, later than now ({}): a restored or hand-edited \
                  state, or a clock that jumped. An incremental run would read nothing, so nothing was read or written. \

@@ -203,7 +203,7 @@ impl State {
     /// A watermark later than `now` by more than [`CLOCK_SKEW`], when there is one (the
     /// stream and its instant): a restored or hand-edited state, or a clock that jumped. An
     /// incremental run from it would read an empty window.
-    pub fn from_the_future(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
+    pub fn watermark_ahead_of(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
         self.watermarks
             .iter()
             .chain(self.days.values().flat_map(|starts| starts.iter()))
