@@ -1,6 +1,5 @@
 //! The commit protocol of a day folder, in one place. A day is begun by withdrawing its old
-//! manifest (from then on the folder reads as incomplete) and aborting the uploads a killed
-//! run of the date left open; its parts are written; it is committed by removing every file
+//! manifest (from then on the folder reads as incomplete); its parts are written; it is committed by removing every file
 //! of the date this run did not write and writing the manifest last, or abandoned (the
 //! writers abort their open parts, and without a manifest nothing of it is trusted).
 
@@ -22,13 +21,9 @@ pub struct DayCommit {
 }
 
 impl DayCommit {
-    /// Begins `date`: withdraws its manifest and aborts what a killed run left uploading.
+    /// Begins `date`: withdraws its manifest.
     pub async fn begin(sink: &Sink, layout: Layout, date: &str) -> Result<DayCommit> {
         sink.delete(&layout.manifest_key(date)).await?;
-        let aborted = super::upload::abort_leftovers(sink, date).await?;
-        if aborted > 0 {
-            tracing::info!(uploads = aborted, "Aborted the open uploads of an earlier, killed run of this date.");
-        }
         Ok(DayCommit { sink: sink.clone(), layout, date: date.to_string() })
     }
 
@@ -40,7 +35,7 @@ impl DayCommit {
         written: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> super::ObjectPartSink {
         let (base, dir) = (self.layout.base(&self.date), self.layout.table_dir(&self.date, table));
-        self.sink.part_sink(&self.date, &base, &dir, ext, written)
+        self.sink.part_sink(&base, &dir, ext, written)
     }
 
     /// Where the manifest goes.

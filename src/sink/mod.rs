@@ -6,7 +6,6 @@ pub mod claim;
 pub mod commit;
 pub mod layout;
 pub mod manifest;
-pub mod upload;
 pub mod verify;
 
 use std::sync::Arc;
@@ -23,8 +22,12 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::write::PartSink;
 
-/// Bytes buffered per upload chunk: S3's smallest multipart part.
+/// Bytes buffered per chunk of a local destination's staging file.
 const UPLOAD_CHUNK: usize = 5 * 1024 * 1024;
+
+/// Parts of a cloud destination uploaded at once: each is read into memory for its one PUT,
+/// so this bounds that memory (two parts of at most `--max-file-size`).
+const PUTS_AT_ONCE: usize = 2;
 
 /// How long a cloud destination may keep failing before the export gives up. object_store
 /// retries 5xx, timeouts and refused connections; by default for up to three minutes per
@@ -32,8 +35,8 @@ const UPLOAD_CHUNK: usize = 5 * 1024 * 1024;
 /// after [`RETRY_FOR`], and one attempt takes at most [`ATTEMPT_TIMEOUT`], so a vanished
 /// destination fails the run within about 55 seconds.
 pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
-/// Longest single request to a cloud destination (a 5 MiB part upload included).
-pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Longest single request to a cloud destination: a 15 MiB part in one PUT at 2 Mbit/s.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest wait to abort an upload after a failure (best effort: the next run of the date
 /// removes what is left).
 const ABORT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -54,12 +57,8 @@ fn cloud_settings() -> (object_store::RetryConfig, [(object_store::ClientConfigK
     (retry, timeouts)
 }
 
-/// A cloud store as both of the interfaces the sink uses.
-type Stores = (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>);
-
-fn stores<S: ObjectStore + object_store::multipart::MultipartStore>(store: S) -> Stores {
-    let store = Arc::new(store);
-    (store.clone(), store)
+fn shared<S: ObjectStore>(store: S) -> Arc<dyn ObjectStore> {
+    Arc::new(store)
 }
 
 /// One object of a listing.
@@ -81,9 +80,9 @@ pub struct Sink {
     /// object_store's listing hides its own staging files (`part-00000.csv.gz#1`), which a
     /// killed run leaves behind and which Spark, Athena or Hive would read as data.
     local: Option<std::path::PathBuf>,
-    /// A cloud destination's multipart API, through which uploads are recorded so that a
-    /// later run can abort what a killed one left open ([`upload`]).
-    multipart: Option<Arc<dyn object_store::multipart::MultipartStore>>,
+    /// A cloud destination's permits for part uploads ([`PUTS_AT_ONCE`]); `None` for a
+    /// local or memory destination, whose parts stream into staging files.
+    puts: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -114,10 +113,10 @@ impl Sink {
                 root: Path::from(rest),
                 display: dest.to_string(),
                 local: None,
-                multipart: None,
+                puts: None,
             });
         }
-        let cloud: Option<std::result::Result<Stores, String>> = match dest.split("://").next() {
+        let cloud: Option<std::result::Result<Arc<dyn ObjectStore>, String>> = match dest.split("://").next() {
             Some("s3") => Some(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(dest)
@@ -125,7 +124,7 @@ impl Sink {
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(stores)
+                    .map(shared)
                     .map_err(|e| format!("{e}; set AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a non-AWS server)")),
             ),
             Some("gs") => Some(
@@ -135,7 +134,7 @@ impl Sink {
                     .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::gcp::GoogleConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(stores)
+                    .map(shared)
                     .map_err(|e| format!("{e}; set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)")),
             ),
             Some("az" | "abfs" | "abfss") => Some(
@@ -145,20 +144,20 @@ impl Sink {
                     .with_config(object_store::azure::AzureConfigKey::Client(timeouts[0].0), &timeouts[0].1)
                     .with_config(object_store::azure::AzureConfigKey::Client(timeouts[1].0), &timeouts[1].1)
                     .build()
-                    .map(stores)
+                    .map(shared)
                     .map_err(|e| format!("{e}; set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token)")),
             ),
             _ => None,
         };
         if let Some(store) = cloud {
-            let (store, multipart) = store.map_err(bad)?;
+            let store = store.map_err(bad)?;
             let url = url::Url::parse(dest).map_err(|e| bad(e.to_string()))?;
             return Ok(Sink {
                 store,
                 root: Path::from(url.path().trim_matches('/')),
                 display: dest.to_string(),
                 local: None,
-                multipart: Some(multipart),
+                puts: Some(Arc::new(tokio::sync::Semaphore::new(PUTS_AT_ONCE))),
             });
         }
         let local = match dest.strip_prefix("file://") {
@@ -182,7 +181,7 @@ impl Sink {
             root: Path::default(),
             display: dest.to_string(),
             local: Some(folder),
-            multipart: None,
+            puts: None,
         })
     }
 
@@ -365,17 +364,8 @@ impl Sink {
     /// thread of the tokio runtime (the encoders are synchronous and CPU-bound).
     /// `written` counts the bytes as they go out (for progress).
     /// Parts go to `<base>/<table_dir>/part-NNNNN.<ext>`; receipts name them relative to `base`.
-    /// `date` names the export date whose uploads a later run would abort.
-    pub fn part_sink(
-        &self,
-        date: &str,
-        base: &str,
-        table_dir: &str,
-        ext: &'static str,
-        written: Arc<AtomicU64>,
-    ) -> ObjectPartSink {
+    pub fn part_sink(&self, base: &str, table_dir: &str, ext: &'static str, written: Arc<AtomicU64>) -> ObjectPartSink {
         ObjectPartSink {
-            date: date.to_string(),
             written,
             sink: self.clone(),
             dir: base.to_string(),
@@ -388,22 +378,24 @@ impl Sink {
     }
 }
 
-/// An upload in progress: through object_store's writer (local and memory destinations), or
-/// recorded first so that a later run can abort it (cloud destinations).
+/// A part being written: streamed through object_store's writer into a staging file that a
+/// rename publishes (local and memory destinations), or spooled to a temporary file and sent
+/// with one PUT when it is complete (cloud destinations). A PUT is atomic and leaves nothing
+/// behind when it fails or the process dies, where a multipart upload left open is billed
+/// until someone aborts it, and object_store can neither list nor find it again.
 enum Upload {
     Streamed(WriteMultipart),
-    Recorded(upload::RecordedUpload),
+    Spooled(std::fs::File),
 }
 
-/// Streams one part at a time to the object store through multipart uploads, so a part
-/// is never held whole in memory.
+/// Writes one part at a time to the destination, never holding a part whole in memory while
+/// it is written.
 pub struct ObjectPartSink {
     sink: Sink,
     dir: String,
     table: String,
     ext: &'static str,
     handle: Handle,
-    date: String,
     upload: Option<Upload>,
     key: String,
     written: Arc<AtomicU64>,
@@ -413,24 +405,38 @@ impl ObjectPartSink {
     fn sink_error(&self, source: object_store::Error) -> Error {
         Error::Sink { key: self.key.clone(), source }
     }
+
+    /// Sends the spooled part with one PUT, at most [`PUTS_AT_ONCE`] at a time.
+    fn put_spooled(&self, mut file: std::fs::File) -> Result<()> {
+        use std::io::{Read, Seek};
+        let spool_error = |e| Error::io(format!("reading the spooled part of {}", self.key), e);
+        let size = file.seek(std::io::SeekFrom::End(0)).map_err(spool_error)?;
+        file.rewind().map_err(spool_error)?;
+        let puts = self.sink.puts.clone().expect("a cloud destination");
+        let (store, path) = (self.sink.store.clone(), self.sink.path(&self.key));
+        self.handle.block_on(async {
+            let _permit = puts.acquire_owned().await.map_err(|_| Error::Cancelled)?;
+            let mut body = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut body).map_err(spool_error)?;
+            store.put(&path, PutPayload::from(Bytes::from(body))).await.map_err(|e| self.sink_error(e))?;
+            Ok(())
+        })
+    }
 }
 
 impl PartSink for ObjectPartSink {
     fn begin_part(&mut self, index: usize) -> Result<String> {
         let relative = format!("{}/part-{index:05}.{}", self.table, self.ext);
         self.key = layout::Layout::join(&self.dir, &relative);
-        let path = self.sink.path(&self.key);
-        let upload = if self.sink.multipart.is_some() {
-            Upload::Recorded(upload::RecordedUpload::begin(
-                &self.sink,
-                &self.handle,
-                &self.key,
-                path,
-                &self.date,
-                UPLOAD_CHUNK,
-            )?)
+        let upload = if self.sink.puts.is_some() {
+            // Unnamed: the system removes it when it is closed, whatever ends the process.
+            let file = tempfile::tempfile().map_err(|e| {
+                Error::io(format!("creating a temporary file for {} (set TMPDIR to a disk with room)", self.key), e)
+            })?;
+            Upload::Spooled(file)
         } else {
             let store = self.sink.store.clone();
+            let path = self.sink.path(&self.key);
             let upload = self.handle.block_on(store.put_multipart(&path)).map_err(|e| self.sink_error(e))?;
             Upload::Streamed(WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK))
         };
@@ -440,14 +446,16 @@ impl PartSink for ObjectPartSink {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let waited = match self.upload.as_mut().expect("begin_part came first") {
+        match self.upload.as_mut().expect("begin_part came first") {
             Upload::Streamed(upload) => {
                 upload.write(bytes);
-                self.handle.block_on(upload.wait_for_capacity(2))
+                let waited = self.handle.block_on(upload.wait_for_capacity(2));
+                waited.map_err(|e| self.sink_error(e))
             }
-            Upload::Recorded(upload) => upload.write(&self.handle, bytes),
-        };
-        waited.map_err(|e| self.sink_error(e))
+            Upload::Spooled(file) => std::io::Write::write_all(file, bytes).map_err(|e| {
+                Error::io(format!("spooling {} to a temporary file (set TMPDIR to a disk with room)", self.key), e)
+            }),
+        }
     }
 
     fn finish_part(&mut self) -> Result<()> {
@@ -456,7 +464,7 @@ impl PartSink for ObjectPartSink {
                 self.handle.block_on(upload.finish()).map_err(|e| self.sink_error(e))?;
                 Ok(())
             }
-            Upload::Recorded(upload) => upload.finish(&self.handle, &self.sink),
+            Upload::Spooled(file) => self.put_spooled(file),
         }
     }
 
@@ -464,21 +472,18 @@ impl PartSink for ObjectPartSink {
         let Some(upload) = self.upload.take() else {
             return Ok(());
         };
-        // Bounded: when the destination is gone, the next run of the date aborts what is left
-        // (a recorded upload keeps its marker for it).
-        let aborted = match upload {
-            Upload::Streamed(upload) => self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, async {
-                upload.abort().await.map_err(|e| self.sink_error(e))
-            })),
-            Upload::Recorded(upload) => {
-                self.handle.block_on(tokio::time::timeout(ABORT_WITHIN, upload.abort(&self.sink)))
-            }
+        match upload {
+            // Bounded: when the destination is gone, the next run of the date removes the
+            // staging file.
+            Upload::Streamed(upload) => self
+                .handle
+                .block_on(tokio::time::timeout(ABORT_WITHIN, async {
+                    upload.abort().await.map_err(|e| self.sink_error(e))
+                }))
+                .unwrap_or_else(|_| Err(Error::Internal(format!("aborting the upload of {} timed out", self.key)))),
+            // Nothing was sent: dropping the file is the abort.
+            Upload::Spooled(_) => Ok(()),
         }
-        .unwrap_or_else(|_| Err(Error::Internal(format!("aborting the upload of {} timed out", self.key))));
-        if aborted.is_ok() {
-            tracing::debug!(key = %self.key, "Open part aborted.");
-        }
-        aborted
     }
 }
 
@@ -493,7 +498,7 @@ mod tests {
         sink.put("2026-01-01/_manifest.json", Bytes::from_static(b"{}")).await.unwrap();
         let s = sink.clone();
         tokio::task::spawn_blocking(move || {
-            let mut parts = s.part_sink("2026-01-01", "2026-01-01", "T", "csv.gz", Default::default());
+            let mut parts = s.part_sink("2026-01-01", "T", "csv.gz", Default::default());
             assert_eq!(parts.begin_part(3).unwrap(), "T/part-00003.csv.gz");
             parts.write(b"hello ").unwrap();
             parts.write(b"world").unwrap();

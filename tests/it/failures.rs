@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::s3::{create_bucket, create_bucket_at, with_aws, with_aws_at};
+use crate::s3::{MotoServer, create_bucket, create_bucket_at, with_aws, with_aws_at};
 use crate::support::*;
 
 /// Waits for `child` at most `bound` (reading its output meanwhile, so that a full pipe
@@ -181,21 +181,8 @@ fn a_sink_that_fails_after_some_parts_ends_the_run_promptly() {
 #[test]
 #[ignore = "needs S3 (moto): run scripts/test"]
 fn an_s3_server_stopped_mid_export_fails_the_run_within_a_minute() {
-    let python = python();
-    let moto = python.parent().unwrap().join("moto_server");
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(&moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (run scripts/test): {e}", moto.display()));
-    let s3 = format!("http://127.0.0.1:{port}");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "moto started");
+    let mut server = MotoServer::start();
+    let s3 = server.endpoint.clone();
     create_bucket_at(&s3, "stopping");
     let mut cmd = with_aws_at(crmdump(), &s3);
     let child = spawn(cmd.args(sandbox_args("3000")).args([
@@ -213,8 +200,7 @@ fn an_s3_server_stopped_mid_export_fails_the_run_within_a_minute() {
         http_get(&listing).contains("part-")
     });
     assert!(uploading, "the export started uploading");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let stopped = Instant::now();
     let (out, _) = finish_within(child, Duration::from_secs(150), "an export to a stopped S3 server");
     let took = stopped.elapsed();

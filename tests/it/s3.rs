@@ -23,6 +23,74 @@ pub fn create_bucket_at(endpoint: &str, name: &str) {
     assert!(status.is_success(), "creating bucket {name}: {status}");
 }
 
+/// A moto S3 server of a test's own (one it may stop, freeze and resume), logging every
+/// request it answers to a file; stopped on drop.
+pub struct MotoServer {
+    child: std::process::Child,
+    pub endpoint: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let moto = python().parent().unwrap().join("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} (run scripts/test): {e}", moto.display()));
+        let up = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "moto started");
+        MotoServer { child, endpoint: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// Stops answering (SIGSTOP): connections hang, as with a frozen server.
+    pub fn freeze(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn thaw(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The CreateMultipartUpload requests it answered for `bucket` (`POST /<bucket>/<key>?uploads`).
+    pub fn multipart_uploads_created(&self, bucket: &str) -> usize {
+        let log = std::fs::read_to_string(self.log.path()).unwrap();
+        log.lines().filter(|l| l.contains(&format!("\"POST /{bucket}/")) && l.contains("?uploads")).count()
+    }
+
+    /// The multipart uploads open in `bucket`, as boto3 lists them (`ListMultipartUploads`).
+    pub fn open_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let script = format!(
+            "import boto3, json\n\
+             c = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='a', aws_secret_access_key='b')\n\
+             print(json.dumps([u['UploadId'] for u in c.list_multipart_uploads(Bucket='{bucket}').get('Uploads', [])]))",
+            self.endpoint
+        );
+        let out = Command::new(python()).args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.thaw();
+        self.stop();
+    }
+}
+
 /// Distinctive credentials (moto takes any), searched for in everything crmdump writes.
 const AWS_KEY_ID: &str = "AKIACRMDUMPTESTKEY01";
 const AWS_SECRET: &str = "crmdump-aws-secret-9f8e7d6c5b4a";
