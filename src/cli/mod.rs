@@ -20,6 +20,7 @@ mod check;
 pub mod config;
 mod ddl;
 mod export;
+mod lease;
 mod listen;
 mod output;
 mod sandbox;
@@ -66,6 +67,8 @@ pub enum Command {
     /// Receive HubSpot's and Pipedrive's webhooks and keep every acknowledged event in
     /// <dest>/_webhooks/<source>/<account>/<day>/ (secrets from the environment).
     Listen(listen::ListenArgs),
+    /// List a destination's leases, or break one by hand.
+    Lease(lease::LeaseArgs),
     /// Serve the built-in fake HubSpot (or Pipedrive) API on 127.0.0.1 (for trying crmdump and
     /// for tests).
     Sandbox(sandbox::SandboxArgs),
@@ -167,6 +170,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => verify::run(args).await,
         Command::Ddl(args) => ddl::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Lease(args) => lease::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

@@ -4,7 +4,8 @@
 use clap::{Args, ValueEnum};
 
 use crate::pipeline::DaySummary;
-use crate::run::{DEFAULT_GZIP_LEVEL, OutputSettings};
+use crate::run::DEFAULT_STALE_AFTER;
+use crate::run::{DEFAULT_GZIP_LEVEL, LeaseOptions, OutputSettings};
 use crate::sink::layout::Layout;
 use crate::write::{OutputFormat, parse_size};
 
@@ -45,6 +46,45 @@ pub struct OutputArgs {
     /// for output within 1% of GNU `gzip -6` (BENCHMARKS.md).
     #[arg(long, default_value_t = DEFAULT_GZIP_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// How a run takes the destination's lease (one writer per destination and account).
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Wait up to this long for another run of the same account into the same destination to
+    /// end (a cron overlap, an orchestrator's retry), or for its lease to go stale, instead of
+    /// refusing at once with exit code 75.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub wait_for_lease: Option<chrono::Duration>,
+    /// A lease whose holder has not renewed it for this long (watched by this run's own clock)
+    /// belongs to a dead run and is taken over. It must exceed the store's whole retry budget
+    /// (about 90 s), hence the default.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = super::parse_duration)]
+    pub lease_stale_after: chrono::Duration,
+    /// Write to a store that ignores conditional writes (some S3-compatible servers), without
+    /// a lease: two runs at once could then corrupt the export, so make sure only one runs.
+    #[arg(long)]
+    pub accept_unconditional_writes: bool,
+}
+
+impl LeaseArgs {
+    /// The library's lease options of these flags.
+    pub fn options(&self) -> LeaseOptions {
+        let stale_after = self.lease_stale_after.to_std().unwrap_or(DEFAULT_STALE_AFTER);
+        if stale_after < DEFAULT_STALE_AFTER {
+            tracing::warn!(
+                stale_after = ?stale_after,
+                "--lease-stale-after is below 3 minutes: a run slowed by its store's retries could be taken for dead."
+            );
+        }
+        LeaseOptions {
+            stale_after: stale_after.max(std::time::Duration::from_secs(1)),
+            wait: self.wait_for_lease.and_then(|w| w.to_std().ok()),
+            unconditional: self.accept_unconditional_writes,
+        }
+    }
 }
 
 impl OutputArgs {
@@ -61,6 +101,7 @@ impl OutputArgs {
                 LayoutArg::Daily => Layout::Daily,
                 LayoutArg::Hive => Layout::Hive,
             },
+            lease: self.lease.options(),
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct DaySettings {
     pub merges_reported: Arc<std::collections::HashSet<String>>,
     /// The data is the built-in sandbox's (fake): the manifest says so.
     pub sandbox: bool,
+    /// The destination's lease, checked right before the manifest is written.
+    pub lease: Arc<crate::sink::lease::Lease>,
 }
 
 /// `DELETED_OBJECTS` rows without the merge-property rows of records already reported; the
@@ -250,7 +252,7 @@ pub async fn export(
     tables.extend(routed.tables.iter().cloned());
     let manifest =
         assemble::manifest(assemble::Inputs { extractor, catalog, settings, date, tables, receipts, routed: &routed });
-    let manifest_key = day.commit(&manifest).await?;
+    let manifest_key = day.commit(&manifest, &settings.lease).await?;
     let stats = extractor.http_stats();
     let summary = DaySummary {
         manifest,

@@ -19,6 +19,7 @@ pub use crate::http::RateLimit;
 pub use crate::pipeline::DaySummary;
 pub use crate::progress::ProgressMode;
 pub use crate::sink::layout::Layout;
+pub use crate::sink::lease::{DEFAULT_STALE_AFTER, LeaseOptions};
 pub use crate::sink::manifest::{Manifest, TableEntry, Warning};
 pub use crate::state::Timing;
 pub use crate::write::{OutputFormat, PartReceipt};
@@ -37,6 +38,7 @@ use crate::progress::{Progress, ProgressGuard};
 use crate::schema::iso;
 use crate::sink::Sink;
 use crate::sink::claim::{self, Claim, Owner};
+use crate::sink::lease::Lease;
 use crate::state::baseline::{self, Baseline};
 use crate::state::{Plan, State};
 use crate::webhook::journal::Pending;
@@ -85,13 +87,36 @@ fn strict_check(strict: bool, data_warnings: u64) -> Result<()> {
     if strict && data_warnings > 0 { Err(Error::DataWarnings(data_warnings)) } else { Ok(()) }
 }
 
-/// Exports one date (today by default) and commits it; then moves the state.
+/// Exports one date (today by default) and commits it; then moves the state. The run holds
+/// the destination's lease for the account throughout, and stops without committing if it
+/// loses it.
 pub async fn export(settings: &ExportSettings) -> Result<ExportOutcome> {
     let started_at = Utc::now();
-    let date = settings.date.unwrap_or_else(|| started_at.date_naive());
-    let mut run = Run::open(&settings.output, &settings.source, settings.progress, started_at).await?;
-    let claimed = run.claim(date, settings.force).await?;
+    let mut run = Run::open(&settings.output, &settings.source, settings.progress, started_at, "export").await?;
+    let lost = run.lease.lost();
+    let result = tokio::select! {
+        result = export_date(&mut run, settings) => result,
+        () = lost.cancelled() => Err(run_lost(&run.dest)),
+    };
+    run.lease.release().await;
+    result
+}
+
+/// The error of a run whose lease was lost while it ran.
+fn run_lost(dest: &str) -> Error {
+    Error::LeaseLost {
+        dest: dest.to_string(),
+        why: "it could not be renewed in time, or another run took it over".into(),
+    }
+}
+
+async fn export_date(run: &mut Run, settings: &ExportSettings) -> Result<ExportOutcome> {
+    let date = settings.date.unwrap_or_else(|| run.started_at.date_naive());
     let state = run.load_state().await?;
+    if settings.mode != Some(RequestedMode::Full) {
+        run.refuse_watermarks_ahead(state.as_ref())?;
+    }
+    let claimed = run.claim(date, settings.force).await?;
     let incremental = match settings.mode {
         Some(RequestedMode::Full) => false,
         Some(RequestedMode::Incremental) => true,
@@ -122,15 +147,12 @@ pub async fn export(settings: &ExportSettings) -> Result<ExportOutcome> {
     run.advance(&mut state, committed, report.learnt)
         .await
         .map_err(|e| Error::StateNotSaved { source: Box::new(e) })?;
-    Ok(ExportOutcome { dest: run.dest, day: report.summary })
+    Ok(ExportOutcome { dest: run.dest.clone(), day: report.summary })
 }
 
 /// Exports each day from `settings.from` to `settings.to` (the records last modified that
 /// day), committing each before the next; `each_day` hears of every day as it is done.
-pub async fn backfill(
-    settings: &BackfillSettings,
-    mut each_day: impl FnMut(BackfillDay<'_>),
-) -> Result<BackfillOutcome> {
+pub async fn backfill(settings: &BackfillSettings, each_day: impl FnMut(BackfillDay<'_>)) -> Result<BackfillOutcome> {
     let started_at = Utc::now();
     if settings.from > settings.to {
         return Err(Error::Config(format!("--from {} is after --to {}: swap them", settings.from, settings.to)));
@@ -142,7 +164,27 @@ pub async fn backfill(
             settings.to
         )));
     }
-    let mut run = Run::open(&settings.output, &settings.source, settings.progress, started_at).await?;
+    let mut run = Run::open(&settings.output, &settings.source, settings.progress, started_at, "backfill").await?;
+    let lost = run.lease.lost();
+    let result = tokio::select! {
+        result = backfill_days(&mut run, settings, each_day) => result,
+        () = lost.cancelled() => Err(run_lost(&run.dest)),
+    };
+    run.lease.release().await;
+    result
+}
+
+async fn backfill_days(
+    run: &mut Run,
+    settings: &BackfillSettings,
+    mut each_day: impl FnMut(BackfillDay<'_>),
+) -> Result<BackfillOutcome> {
+    // Another account's committed day in the range refuses the whole backfill before it starts.
+    let mut day = settings.from;
+    while day <= settings.to {
+        run.refuse_foreign(day).await?;
+        day += Duration::days(1);
+    }
     // The pairs the nightly runs found associated or asked about (a backfill reads the state
     // and leaves it alone).
     run.load_state().await?;
@@ -183,7 +225,7 @@ pub async fn backfill(
         each_day(BackfillDay::Committed { date: day, dest: &run.dest, day: Box::new(report.summary) });
         day += Duration::days(1);
     }
-    outcome.dest = run.dest;
+    outcome.dest = run.dest.clone();
     Ok(outcome)
 }
 
@@ -235,6 +277,8 @@ struct Run {
     source: Connected,
     progress: Arc<Progress>,
     catalog: Catalog,
+    /// The destination's lease for this account, held from before the first write.
+    lease: Arc<Lease>,
     _display: ProgressGuard,
 }
 
@@ -246,11 +290,14 @@ async fn open_sink(dest: &str) -> Result<Sink> {
 }
 
 impl Run {
+    /// Opens the destination, connects and discovers the source, and takes the destination's
+    /// lease for the account (for `command`, named in the lease).
     async fn open(
         output: &OutputSettings,
         source_settings: &SourceSettings,
         progress: ProgressMode,
         started_at: DateTime<Utc>,
+        command: &str,
     ) -> Result<Run> {
         source_settings.validate()?;
         // Without placeholders the destination is checked first, so that a missing bucket
@@ -272,7 +319,10 @@ impl Run {
                 open_sink(&dest).await?
             }
         };
+        let name = claim::lease_name(source.extractor.source(), &catalog.account);
+        let lease = Arc::new(Lease::acquire(&sink, &name, command, &output.lease).await?);
         Ok(Run {
+            lease,
             sink,
             dest,
             started_at,
@@ -309,14 +359,13 @@ impl Run {
     /// account is refused; a narrower run is refused unless `force`, which widens it.
     async fn claim(&mut self, date: NaiveDate, force: bool) -> Result<Claimed> {
         let day = day_key(date);
-        let key = self.output.layout.manifest_key(&day);
-        let place = format!("{}/{key}", self.dest.trim_end_matches('/'));
-        let committed = match self.sink.get(&key).await? {
-            None => None,
-            Some(bytes) => Some(Manifest::parse(&bytes, &place)?),
-        };
+        let place = self.place(&day);
         let streams = self.catalog.streams();
         let owner = Owner { source: self.extractor().source(), account: &self.catalog.account, streams: &streams };
+        // Held, the claim keeps every other account's run out of the date; only then does the
+        // committed manifest say for sure whose the date is.
+        claim::take_date(&self.sink, &day, &owner, &place).await?;
+        let committed = self.committed(&day).await?;
         let reread = match claim::check(committed.as_ref(), &owner, &place)? {
             Claim::Free | Claim::Rerun => Vec::new(),
             Claim::Narrower { streams, .. } if !force => return Err(claim::narrower_refusal(&place, &day, &streams)),
@@ -330,6 +379,41 @@ impl Run {
             }
         };
         Ok(Claimed { committed: committed.is_some(), reread })
+    }
+
+    /// Where the manifest of `day` lives, for messages.
+    fn place(&self, day: &str) -> String {
+        format!("{}/{}", self.dest.trim_end_matches('/'), self.output.layout.manifest_key(day))
+    }
+
+    /// The committed manifest of `day`, if any.
+    async fn committed(&self, day: &str) -> Result<Option<Manifest>> {
+        let key = self.output.layout.manifest_key(day);
+        match self.sink.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(Manifest::parse(&bytes, &self.place(day))?)),
+        }
+    }
+
+    /// Refuses `date` when another source or account committed it.
+    async fn refuse_foreign(&self, date: NaiveDate) -> Result<()> {
+        let day = day_key(date);
+        let owner = Owner { source: self.extractor().source(), account: &self.catalog.account, streams: &[] };
+        claim::check(self.committed(&day).await?.as_ref(), &owner, &self.place(&day)).map(|_| ())
+    }
+
+    /// Refuses a state whose watermarks lie in the future (before anything is written).
+    fn refuse_watermarks_ahead(&self, state: Option<&State>) -> Result<()> {
+        let Some((stream, at)) = state.and_then(|s| s.watermark_ahead_of(self.started_at)) else { return Ok(()) };
+        Err(Error::Config(format!(
+            "the state {} says {stream} was exported up to {}, later than now ({}): a restored or hand-edited \
+             state, or a clock that jumped. An incremental run would read nothing, so nothing was read or written. \
+             Restore the state file from before, or run once with --mode full (which reads everything and sets \
+             the watermarks to now)",
+            State::key(self.extractor().source(), &self.catalog.account),
+            iso(at),
+            iso(self.started_at)
+        )))
     }
 
     /// Connects the source again reading these object types too (a forced re-run of a date
@@ -370,17 +454,6 @@ impl Run {
                 "{day} is older than the last export ({newer}) and the watermarks its first run started from are not kept \
                  (or it was never exported): an incremental run would write today's changes under {day}. \
                  Use `crmdump backfill --from {day} --to {day}` for the records last modified that day, or --mode full"
-            )));
-        }
-        if incremental && let Some((stream, at)) = state.watermark_ahead_of(self.started_at) {
-            return Err(Error::Config(format!(
-                "the state {} says {stream} was exported up to {}, later than now ({}): a restored or hand-edited \
-                 state, or a clock that jumped. An incremental run would read nothing, so nothing was read or written. \
-                 Restore the state file from before, or run once with --mode full (which reads everything and sets \
-                 the watermarks to now)",
-                State::key(self.extractor().source(), &self.catalog.account),
-                iso(at),
-                iso(self.started_at)
             )));
         }
         let mut plan = if incremental {
@@ -429,6 +502,7 @@ impl Run {
             journal: None,
             merges_reported: Default::default(),
             sandbox: self.source.sandbox,
+            lease: self.lease.clone(),
         }
     }
 
@@ -464,6 +538,7 @@ impl Run {
             let files = baseline.save(&self.sink, &prefix, &run_name, &next).await?;
             state.commit_baseline(date, files);
         }
+        self.lease.fence().await?;
         let key = state.save(&self.sink).await?;
         tracing::info!(key = %key, until = %iso(plan.until), "Watermarks advanced.");
         let kept: HashSet<&String> = state.baselines.values().flat_map(|refs| refs.values()).collect();

@@ -12,6 +12,7 @@ use crate::extract::hubspot::HistoryLimits;
 use crate::http::RateLimit;
 use crate::progress::ProgressMode;
 use crate::sink::layout::Layout;
+use crate::sink::lease::LeaseOptions;
 use crate::state::Timing;
 use crate::write::OutputFormat;
 
@@ -123,6 +124,8 @@ pub struct OutputSettings {
     /// Largest part, in bytes of the stored file.
     pub max_file_size: u64,
     pub layout: Layout,
+    /// How the destination's lease is taken and kept.
+    pub lease: LeaseOptions,
 }
 
 impl OutputSettings {
@@ -133,6 +136,7 @@ impl OutputSettings {
             format: OutputFormat::Csv { gzip_level: DEFAULT_GZIP_LEVEL },
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             layout: Layout::Daily,
+            lease: LeaseOptions::default(),
         }
     }
 }

@@ -7,6 +7,10 @@
 //! watermarks already said they were delivered. Both are refused here, before anything is
 //! written.
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::Sink;
 use super::manifest::Manifest;
 use crate::error::{Error, Result};
 
@@ -49,6 +53,59 @@ pub fn check(committed: Option<&Manifest>, owner: &Owner<'_>, place: &str) -> Re
         return Ok(Claim::Rerun);
     }
     Ok(Claim::Narrower { streams, objects: m.objects.clone() })
+}
+
+/// Which account's run may write a date's day folder: a small object per date, written with a
+/// conditional create, so that of two accounts racing for one date (each holding its own
+/// lease) one wins and the other refuses before it writes anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DateClaim {
+    pub source: String,
+    pub account: String,
+}
+
+/// Where the claim of `date` lives.
+pub fn date_claim_key(date: &str) -> String {
+    format!("_crmdump/claims/{date}.json")
+}
+
+/// The name of the lease of `source`'s `account` (its `_crmdump/lease-<name>` object or lock).
+pub fn lease_name(source: &str, account: &str) -> String {
+    format!("{source}-{}", safe_segment(account))
+}
+
+/// Claims `date` for `owner` (who holds its own lease). A claim of the same account is the
+/// owner's already; another account's is taken over only when no run of that account holds
+/// its lease (a claim left by a run that ended, committed or not); otherwise the run is
+/// refused (exit 2) before anything is written. The committed manifest is checked after the
+/// claim is held ([`check`]): once held, nobody else can commit the date.
+pub async fn take_date(sink: &Sink, date: &str, owner: &Owner<'_>, place: &str) -> Result<()> {
+    let key = date_claim_key(date);
+    let ours = DateClaim { source: owner.source.into(), account: owner.account.into() };
+    let body = Bytes::from(serde_json::to_vec(&ours).expect("a claim serializes"));
+    loop {
+        if sink.create(&key, body.clone()).await?.is_some() {
+            return Ok(());
+        }
+        let Some((bytes, version)) = sink.get_versioned(&key).await? else { continue };
+        let theirs: Option<DateClaim> = serde_json::from_slice(&bytes).ok();
+        if theirs.as_ref() == Some(&ours) {
+            return Ok(());
+        }
+        if let Some(other) = &theirs
+            && super::lease::is_held(sink, &lease_name(&other.source, &other.account)).await?
+        {
+            return Err(Error::Config(format!(
+                "{place}: {} account {} is exporting {date} into this destination right now; this run reads {} account {}, \
+                 and nothing was touched. Give each account its own destination, for example \
+                 --dest 's3://bucket/crm/{{source}}/{{account}}' (if that run is dead, `crmdump lease break` removes its lease)",
+                other.source, other.account, owner.source, owner.account
+            )));
+        }
+        if sink.update(&key, body.clone(), &version).await?.is_some() {
+            return Ok(());
+        }
+    }
 }
 
 /// The refusal of a narrower re-run without `--force`.

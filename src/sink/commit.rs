@@ -45,8 +45,8 @@ impl DayCommit {
 
     /// Commits the day: removes the files of the date that `manifest` does not list (parts
     /// of an earlier run that had more of them, staging files and parts of a killed run),
-    /// then writes the manifest. Returns its key.
-    pub async fn commit(self, manifest: &Manifest) -> Result<String> {
+    /// then, if `lease` is still this run's, writes the manifest. Returns its key.
+    pub async fn commit(self, manifest: &Manifest, lease: &super::lease::Lease) -> Result<String> {
         let base = self.layout.base(&self.date);
         let keep: HashSet<String> =
             manifest.tables.iter().flat_map(|t| &t.files).map(|f| Layout::join(&base, &f.path)).collect();
@@ -58,6 +58,7 @@ impl DayCommit {
         }
         let key = self.manifest_key();
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        lease.fence().await?;
         self.sink.put(&key, Bytes::from(body)).await?;
         tracing::info!(key = %key, "Manifest written; the export is committed.");
         Ok(key)

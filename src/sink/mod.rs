@@ -5,6 +5,7 @@
 pub mod claim;
 pub mod commit;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod verify;
 
@@ -16,7 +17,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
@@ -221,6 +222,74 @@ impl Sink {
             .await
             .map_err(|source| Error::Sink { key: key.to_string(), source })?;
         Ok(())
+    }
+
+    /// Writes `key` only if it does not exist yet: its version, or `None` when it already
+    /// exists (another writer was first). A store that ignores the condition overwrites, which
+    /// [`Sink::probe_conditional_writes`] finds out.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<Option<UpdateVersion>> {
+        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        match self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await {
+            Ok(put) => Ok(Some(put.into())),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
+            Err(source) => Err(Error::Sink { key: key.to_string(), source }),
+        }
+    }
+
+    /// Replaces `key` only if it is still at `version`: its new version, or `None` when it
+    /// changed or vanished meanwhile. A local folder cannot compare versions, so there the
+    /// object is removed and created again (of two writers doing so, one fails the create).
+    pub async fn update(&self, key: &str, bytes: Bytes, version: &UpdateVersion) -> Result<Option<UpdateVersion>> {
+        if self.local.is_some() {
+            match self.get_versioned(key).await? {
+                Some((_, current)) if current == *version => {}
+                _ => return Ok(None),
+            }
+            self.delete(key).await?;
+            return self.create(key, bytes).await;
+        }
+        let options = PutOptions { mode: PutMode::Update(version.clone()), ..PutOptions::default() };
+        match self.store.put_opts(&self.path(key), PutPayload::from(bytes), options).await {
+            Ok(put) => Ok(Some(put.into())),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::Sink { key: key.to_string(), source }),
+        }
+    }
+
+    /// The object's bytes and version, or `None` when it does not exist.
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, UpdateVersion)>> {
+        match self.store.get(&self.path(key)).await {
+            Ok(r) => {
+                let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+                let bytes = r.bytes().await.map_err(|source| Error::Sink { key: key.to_string(), source })?;
+                Ok(Some((bytes, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::Sink { key: key.to_string(), source }),
+        }
+    }
+
+    /// Whether the store refuses to create an object that exists (`If-None-Match`): some
+    /// S3-compatible stores ignore the header, and two runs at once would then both think
+    /// they hold the destination. Creates one probe object twice and removes it.
+    pub async fn probe_conditional_writes(&self) -> Result<bool> {
+        if self.local.is_some() {
+            return Ok(true);
+        }
+        let key = format!(
+            "_crmdump/probe-{}-{}.tmp",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        let first = self.create(&key, Bytes::from_static(b"1")).await?;
+        let second = self.create(&key, Bytes::from_static(b"2")).await?;
+        self.delete(&key).await?;
+        Ok(first.is_some() && second.is_none())
+    }
+
+    /// Whether this is a local folder (leases there are file locks, not objects).
+    pub fn local_folder(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
     }
 
     /// The object's bytes, or `None` when it does not exist.

@@ -15,6 +15,7 @@ mod faults;
 mod fixture;
 mod hive;
 mod incremental;
+mod lease;
 mod library;
 mod ownership;
 mod parquet;
