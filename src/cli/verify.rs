@@ -1,14 +1,16 @@
-//! `crmdump verify PATH|URL`: a day folder (holding `_manifest.json`), or an export root
-//! whose committed days are all checked, daily or hive layout (`--date` picks one day), and
-//! its webhook journal, part by part.
+//! `crmdump verify PATH|URL`: a day folder (holding `_manifest.json`), or an export root,
+//! daily or hive layout (`--date` picks one day). A root is checked whole: every committed
+//! date against its manifest, every date without one, every file that is no part of an
+//! export, the leases, and the webhook journal part by part.
 
 use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::sink::Sink;
 use crate::sink::layout::Layout;
+use crate::sink::scan::scan;
 use crate::sink::verify::{Target, verify};
-use crate::webhook::journal::verify_journal;
+use crate::webhook::journal::{ROOT as JOURNAL, verify_journal};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -19,71 +21,84 @@ pub struct VerifyArgs {
     pub date: Option<chrono::NaiveDate>,
 }
 
-/// The committed days under `sink`, in both layouts.
-async fn targets(sink: &Sink, date: Option<String>) -> Result<Vec<(String, Target)>> {
-    let own = Layout::day_folder_manifest_key();
-    if date.is_none() && sink.get(own).await?.is_some() {
-        // PATH is a day folder of the daily layout.
-        let present = sink.files_under("").await?.into_iter().filter(|k| k != own).collect();
-        let target = Target { manifest_key: own.into(), base: String::new(), present };
-        return Ok(vec![("(this folder)".into(), target)]);
-    }
-    let mut days: Vec<(String, Layout)> = Vec::new();
-    for (key, _) in sink.list("").await? {
-        if let Some((layout, day)) = Layout::of_manifest_key(&key) {
-            days.push((day, layout));
-        }
-    }
-    if let Some(d) = &date {
-        days.retain(|(day, _)| day == d);
-        if days.is_empty() {
-            // Name the missing manifest of the daily layout.
-            days.push((d.clone(), Layout::Daily));
-        }
-    }
-    days.sort();
-    let mut out = Vec::new();
-    for (day, layout) in days {
-        let target = Target::of_day(sink, layout, &day).await?;
-        out.push((format!("{day} ({})", layout.name()), target));
-    }
-    Ok(out)
+/// Counts problems as they are printed.
+#[derive(Default)]
+struct Tally {
+    problems: usize,
+    checked: usize,
 }
 
-pub async fn run(args: VerifyArgs) -> Result<()> {
-    let sink = Sink::open_existing(&args.path)?;
-    let targets = targets(&sink, args.date.map(crate::model::day_key)).await?;
-    // The webhook journal, when this is an export root (not one day folder or one date).
-    let journal = match (args.date, targets.first()) {
-        (None, Some((_, t))) if t.manifest_key == Layout::day_folder_manifest_key() => Vec::new(),
-        (None, _) => verify_journal(&sink).await?,
-        (Some(_), _) => Vec::new(),
-    };
-    if targets.is_empty() && journal.is_empty() {
-        return Err(Error::Destination {
-            dest: args.path.clone(),
-            detail: "no manifest here (no _manifest.json, no <date>/_manifest.json, no _manifests/<date>.json): nothing committed to verify".into(),
-        });
-    }
-    let mut problems = 0;
-    for (name, target) in &targets {
-        let report = verify(&sink, target).await?;
+impl Tally {
+    fn report(&mut self, name: &str, report: &crate::sink::verify::Report) {
         for p in &report.problems {
             say!("MISMATCH {p}");
         }
         let fake = if report.sandbox { " (sandbox data: generated, not an account's)" } else { "" };
         say!("{name}{fake}: {} files checked, {} problems", report.files_checked, report.problems.len());
-        problems += report.problems.len();
+        self.problems += report.problems.len();
+        self.checked += 1;
     }
-    for (folder, report) in &journal {
-        for p in &report.problems {
-            say!("MISMATCH {p}");
+}
+
+pub async fn run(args: VerifyArgs) -> Result<()> {
+    let sink = Sink::open_existing(&args.path)?;
+    let mut tally = Tally::default();
+    let own = Layout::day_folder_manifest_key();
+    if args.date.is_none() && sink.get(own).await?.is_some() {
+        // PATH is a day folder of the daily layout.
+        let present = sink.files_under("").await?.into_iter().filter(|k| k != own).collect();
+        let target = Target { manifest_key: own.into(), base: String::new(), present };
+        tally.report("(this folder)", &verify(&sink, &target).await?);
+    } else if let Some(date) = args.date.map(crate::model::day_key) {
+        let mut layouts = Vec::new();
+        for layout in [Layout::Daily, Layout::Hive] {
+            if sink.get(&layout.manifest_key(&date)).await?.is_some() {
+                layouts.push(layout);
+            }
         }
-        say!("{folder} (journal): {} parts checked, {} problems", report.files_checked, report.problems.len());
-        problems += report.problems.len();
+        // Without a manifest, the daily layout's is the one named missing.
+        for layout in if layouts.is_empty() { vec![Layout::Daily] } else { layouts } {
+            let target = Target::of_day(&sink, layout, &date).await?;
+            tally.report(&format!("{date} ({})", layout.name()), &verify(&sink, &target).await?);
+        }
+    } else {
+        verify_root(&sink, &args.path, &mut tally).await?;
     }
-    if problems > 0 {
-        return Err(Error::Verify(problems));
+    if tally.problems > 0 {
+        return Err(Error::Verify(tally.problems));
     }
+    Ok(())
+}
+
+/// Every date, stray, lease and journal part of an export root.
+async fn verify_root(sink: &Sink, path: &str, tally: &mut Tally) -> Result<()> {
+    let root = scan(sink, &[JOURNAL]).await?;
+    for day in root.days.iter().filter(|d| d.manifest.is_some()) {
+        let target = Target {
+            manifest_key: day.layout.manifest_key(&day.date),
+            base: day.layout.base(&day.date),
+            present: day.files.clone(),
+        };
+        tally.report(&format!("{} ({})", day.date, day.layout.name()), &verify(sink, &target).await?);
+    }
+    for l in &root.leases {
+        say!("{}", super::lease::describe(l));
+    }
+    let problems = root.problems();
+    for p in &problems {
+        say!("PROBLEM {p}");
+    }
+    tally.problems += problems.len();
+    let journal = verify_journal(sink).await?;
+    for (folder, report) in &journal {
+        tally.report(&format!("{folder} (journal)"), report);
+    }
+    if tally.checked == 0 && problems.is_empty() {
+        return Err(Error::Destination {
+            dest: path.to_string(),
+            detail: "no manifest here (no _manifest.json, no <date>/_manifest.json, no _manifests/<date>.json): nothing committed to verify".into(),
+        });
+    }
+    say!("{path}: {} dates, {} problems of the root", root.days.len(), problems.len());
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod commit;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
+pub mod scan;
 pub mod verify;
 
 use std::sync::Arc;
