@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::sink::claim;
+use crate::sink::lease::Lease;
 use crate::webhook::drain::{Destination, Drainer};
 use crate::webhook::listen::{self, BasicAuth, HubSpotAuth, Settings};
 use crate::webhook::spool::Spool;
@@ -71,6 +72,15 @@ pub struct ListenArgs {
     /// How long requests are gathered before a journal part is written.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub flush_interval: chrono::Duration,
+    /// A connection that takes longer to send a request's headers (or sits idle longer between
+    /// requests) is closed: slow or stalled senders cannot hold the listener.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    pub header_timeout: chrono::Duration,
+    /// A request whose body takes longer is answered 408 (counted as `timed_out`).
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    pub body_timeout: chrono::Duration,
+    #[command(flatten)]
+    pub lease: super::output::LeaseArgs,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -121,6 +131,8 @@ pub async fn run(args: ListenArgs) -> Result<()> {
         max_body: args.max_body as usize,
         max_in_flight: args.max_in_flight,
         flush_interval: args.flush_interval.to_std().unwrap_or_default(),
+        header_timeout: positive("header-timeout", args.header_timeout)?,
+        body_timeout: positive("body-timeout", args.body_timeout)?,
     };
     if settings.hubspot.is_some() && settings.pipedrive.is_some() && settings.hubspot_path == settings.pipedrive_path {
         return Err(Error::Config("--hubspot-path and --pipedrive-path must differ".into()));
@@ -128,11 +140,17 @@ pub async fn run(args: ListenArgs) -> Result<()> {
     if !claim::has_placeholders(&args.dest) {
         crate::sink::Sink::open(&args.dest)?.probe_writable().await?;
     }
+    // One listener per destination: its journal's sequence numbers come from one spool's
+    // clock, so a second one (a rolling update) could write a part below a position a reader
+    // has passed. The lease lives at the destination's root, before any placeholder.
+    let root = crate::sink::Sink::open(claim::static_root(&args.dest))?;
+    let lease = Arc::new(Lease::acquire(&root, "listen", "listen", &args.lease.options()).await?);
     let spool =
         Arc::new(Spool::open(&args.spool, args.spool_limit).map_err(|e| Error::Config(format!("--spool: {e}")))?);
     let stats = Arc::new(Stats::default());
     let drainer =
-        Drainer::open(spool.clone(), &args.spool, Destination::new(&args.dest), args.dedup_window, stats.clone())?;
+        Drainer::open(spool.clone(), &args.spool, Destination::new(&args.dest), args.dedup_window, stats.clone())?
+            .fenced_by(lease.clone());
     let pending = spool.pending().map(|p| p.len()).unwrap_or(0);
     if pending > 0 {
         tracing::info!(requests = pending, "Draining the requests a previous run acknowledged.");
@@ -151,14 +169,30 @@ pub async fn run(args: ListenArgs) -> Result<()> {
     }
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
+    let lost = lease.lost();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("Stopping: no new requests; draining what the spool holds.");
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("Stopping: no new requests; draining what the spool holds."),
+            () = lost.cancelled() => tracing::error!("The destination's lease was lost (another listener took it over): stopping; the spool keeps what it holds."),
+        }
         stop.cancel();
     });
-    listen::serve(listener, settings, spool, drainer, stats.clone(), shutdown).await?;
+    let served = listen::serve(listener, settings, spool, drainer, stats.clone(), shutdown).await;
+    lease.release().await;
+    served?;
     say!("Stopped: {}", stats.snapshot());
+    if lease.lost().is_cancelled() {
+        return Err(lease.lost_error("another listener took it over"));
+    }
     Ok(())
+}
+
+/// A flag's duration, refused when it is zero.
+fn positive(flag: &str, value: chrono::Duration) -> Result<std::time::Duration> {
+    match value.to_std() {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::Config(format!("--{flag} must be longer than zero"))),
+    }
 }
 
 /// Ctrl-C or SIGTERM (how orchestrators stop a service).

@@ -140,6 +140,18 @@ pub fn resolve_dest(dest: &str, source: &str, account: &str) -> Result<String> {
     Ok(resolved)
 }
 
+/// The part of `dest` before its first placeholder, cut at a folder: the root every account's
+/// destination lies under (`s3://lake/crm/{source}/{account}` -> `s3://lake/crm`).
+pub fn static_root(dest: &str) -> &str {
+    match dest.find('{') {
+        None => dest,
+        Some(at) => match dest[..at].trim_end_matches(|c| c != '/').trim_end_matches('/') {
+            "" => ".",
+            root => root,
+        },
+    }
+}
+
 /// Whether `dest` names placeholders to resolve after discovery.
 pub fn has_placeholders(dest: &str) -> bool {
     dest.contains('{')
@@ -186,5 +198,8 @@ mod tests {
         assert_eq!(resolve_dest("./x/{account}", "pipedrive", "a/b c").unwrap(), "./x/a_b_c");
         assert!(resolve_dest("./x/{portal}", "hubspot", "1").unwrap_err().to_string().contains("{portal}"));
         assert!(has_placeholders("s3://x/{account}") && !has_placeholders("./x"));
+        assert_eq!(static_root("s3://lake/crm/{source}/{account}"), "s3://lake/crm");
+        assert_eq!(static_root("./out/x-{account}"), "./out");
+        assert_eq!(static_root("s3://lake/crm"), "s3://lake/crm");
     }
 }

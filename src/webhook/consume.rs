@@ -88,7 +88,7 @@ pub fn tables(
 pub fn named_records(lines: &[Line]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
     let mut named: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for line in lines.iter().filter(|l| l.source == "hubspot") {
-        let e = &line.event;
+        let e = &line.value();
         let field = |k: &str| text(e.get(k));
         let (object, action) = line.kind.split_once('.').unwrap_or((line.kind.as_str(), ""));
         let object_type = field("objectTypeId").or_else(|| hubspot_type_id(object).map(String::from));
@@ -124,7 +124,7 @@ fn mark_gone(gone: &mut BTreeMap<(String, String), Gone>, g: Gone) {
 
 /// The `CHANGE_EVENTS` values of a HubSpot event, in column order (without INGESTEDAT).
 fn hubspot_row(line: &Line, gone: &mut BTreeMap<(String, String), Gone>) -> Vec<Option<String>> {
-    let e = &line.event;
+    let e = &line.value();
     let field = |k: &str| text(e.get(k));
     let (object, action) = line.kind.split_once('.').unwrap_or((line.kind.as_str(), ""));
     let object_type = field("objectTypeId").or_else(|| hubspot_type_id(object).map(String::from));
@@ -196,13 +196,13 @@ fn hubspot_row(line: &Line, gone: &mut BTreeMap<(String, String), Gone>) -> Vec<
         field("primaryObjectId"),
         e.get("mergedObjectIds").map(|v| v.to_string()),
         field("newObjectId"),
-        Some(e.to_string()),
+        Some(line.event.get().to_string()),
     ]
 }
 
 /// The `CHANGE_EVENTS` values of a Pipedrive event (v2, or v1), in column order.
 fn pipedrive_row(line: &Line, gone: &mut BTreeMap<(String, String), Gone>) -> Vec<Option<String>> {
-    let e = &line.event;
+    let e = &line.value();
     let meta = |k: &str| text(e.get("meta").and_then(|m| m.get(k)));
     let entity = meta("entity").or_else(|| meta("object"));
     let action = meta("action").unwrap_or_default();
@@ -237,7 +237,7 @@ fn pipedrive_row(line: &Line, gone: &mut BTreeMap<(String, String), Gone>) -> Ve
         None,
         meta("merged_from_id").map(|id| Value::Array(vec![Value::String(id)]).to_string()),
         meta("merged_from_id").is_some().then(|| line.object_id.clone()).flatten(),
-        Some(e.to_string()),
+        Some(line.event.get().to_string()),
     ]
 }
 
@@ -256,7 +256,7 @@ mod tests {
             object_id: text(event.get("objectId")).or_else(|| text(event.get("meta").and_then(|m| m.get("entity_id")))),
             occurred_at_ms: Some(at),
             received_at_ms: at + 5,
-            event,
+            event: serde_json::value::RawValue::from_string(event.to_string()).unwrap(),
         }
     }
 

@@ -40,7 +40,11 @@ use crate::sink::claim;
 /// The intent's file, in the spool folder.
 const INTENT: &str = "drain.intent";
 /// The de-duplication log's file, in the spool folder.
-const SEEN_LOG: &str = "seen.log";
+/// The de-duplication log of the spool's destination: `seen-<digest of the destination>.log`,
+/// so that the events a journal holds are never taken for those of another's.
+const SEEN_LOG: &str = "seen";
+/// The destination the spool's requests were acknowledged for.
+const DESTINATION: &str = "destination";
 /// Spooled bytes drained per batch, at most: parsed events take several times their raw
 /// size, and a batch's work is one burst of CPU on the listener's cores, so batches stay small
 /// (memory bounded, acknowledgements not held up).
@@ -71,9 +75,10 @@ struct Seen {
 }
 
 impl Seen {
-    /// Loads the last `window` fingerprints of the log (cut to whole fingerprints).
-    fn open(dir: &Path, window: usize) -> io::Result<Seen> {
-        let log = dir.join(SEEN_LOG);
+    /// Loads the last `window` fingerprints of `destination`'s log (cut to whole fingerprints).
+    fn open(dir: &Path, destination: &str, window: usize) -> io::Result<Seen> {
+        let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(destination.as_bytes())[..8]);
+        let log = dir.join(format!("{SEEN_LOG}-{digest}.log"));
         let mut seen = Seen { set: HashSet::new(), order: VecDeque::new(), window, log, log_len: 0 };
         seen.reload(None)?;
         Ok(seen)
@@ -232,6 +237,34 @@ fn plan(entries: &[Entry], seen: &Seen) -> Result<Plan> {
     Ok(Plan { parts, new, events: event_count, duplicates, dead_letters: dead_count })
 }
 
+/// Records that the spool in `dir` serves `destination`, refusing when it holds requests
+/// acknowledged for another.
+fn bind_destination(spool: &Spool, dir: &Path, destination: &str) -> Result<()> {
+    let path = dir.join(DESTINATION);
+    let bound = match fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    if bound.as_deref() == Some(destination) {
+        return Ok(());
+    }
+    let pending = spool.pending()?.len() + usize::from(dir.join(INTENT).exists());
+    if let Some(other) = &bound
+        && pending > 0
+    {
+        return Err(Error::Config(format!(
+            "the spool {} holds {pending} requests acknowledged for the destination {other}: start the listener with \
+             --dest {other} until it has drained them, or give --dest {destination} a spool of its own (--spool)",
+            dir.display()
+        )));
+    }
+    if let Some(other) = bound {
+        tracing::info!(from = %other, to = %destination, "The spool is empty: it now serves another destination.");
+    }
+    write_durably(&path, &[destination.as_bytes()]).map_err(io("recording the spool's destination"))
+}
+
 /// Where the journal goes: one destination, or a template naming `{source}` and `{account}`
 /// (as the exports' `--dest` does), each account's journal beside its exports.
 pub struct Destination {
@@ -271,6 +304,8 @@ pub struct Drainer {
     stats: Arc<Stats>,
     /// Spooled bytes taken per batch, at most (at least one request).
     batch_bytes: u64,
+    /// The destination's lease, checked before each batch's parts are written.
+    lease: Option<Arc<crate::sink::lease::Lease>>,
 }
 
 fn io(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -278,10 +313,20 @@ fn io(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
 }
 
 impl Drainer {
-    /// `dir` is the spool's folder, where the intent and the de-duplication log are kept.
+    /// `dir` is the spool's folder, where the intent and the de-duplication log are kept. A
+    /// spool belongs to one destination: one holding requests acknowledged for another is
+    /// refused (they would land in the wrong journal); an empty one is taken over.
     pub fn open(spool: Arc<Spool>, dir: &Path, dest: Destination, window: usize, stats: Arc<Stats>) -> Result<Drainer> {
-        let seen = Seen::open(dir, window.max(1)).map_err(io("reading the de-duplication log"))?;
-        Ok(Drainer { spool, dir: dir.to_path_buf(), dest, seen, stats, batch_bytes: BATCH_BYTES })
+        bind_destination(&spool, dir, &dest.template)?;
+        let seen = Seen::open(dir, &dest.template, window.max(1)).map_err(io("reading the de-duplication log"))?;
+        Ok(Drainer { spool, dir: dir.to_path_buf(), dest, seen, stats, batch_bytes: BATCH_BYTES, lease: None })
+    }
+
+    /// Checks `lease` before every journal part is written: a listener that lost its lease
+    /// (another took it over while this one was paused) writes no more.
+    pub fn fenced_by(mut self, lease: Arc<crate::sink::lease::Lease>) -> Drainer {
+        self.lease = Some(lease);
+        self
     }
 
     fn read_intent(&self) -> Result<Option<Intent>> {
@@ -340,6 +385,9 @@ impl Drainer {
             let entries: Vec<Entry> =
                 intent.entries.iter().map(|p| self.spool.read(p)).collect::<std::result::Result<_, _>>()?;
             let plan = tokio::task::block_in_place(|| plan(&entries, &self.seen))?;
+            if let Some(lease) = &self.lease {
+                lease.fence().await?;
+            }
             for (id, (table, bytes, rows)) in &plan.parts {
                 let sink = self.dest.sink(&id.source, &id.account)?;
                 if journal::commit_part(&sink, id, table, bytes.clone(), *rows).await? {
@@ -466,7 +514,7 @@ mod tests {
     #[test]
     fn the_window_bounds_memory_and_the_log_compacts() {
         let dir = tempfile::tempdir().unwrap();
-        let mut seen = Seen::open(dir.path(), 10).unwrap();
+        let mut seen = Seen::open(dir.path(), "dest", 10).unwrap();
         for i in 0..25u128 {
             seen.append(&[i]).unwrap();
             seen.compact().unwrap();
@@ -474,7 +522,7 @@ mod tests {
         assert_eq!(seen.set.len(), 10);
         assert!(seen.contains(24) && !seen.contains(14));
         assert!(seen.log_len <= 20 * FINGERPRINT);
-        let reopened = Seen::open(dir.path(), 10).unwrap();
+        let reopened = Seen::open(dir.path(), "dest", 10).unwrap();
         assert_eq!(reopened.order, seen.order);
     }
 }

@@ -12,9 +12,10 @@
 //! letter instead of losing it or refusing an authentic sender, who would only retry it.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// One event of a webhook request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The account it belongs to: HubSpot's portal id, Pipedrive's company id.
     pub account: String,
@@ -26,8 +27,34 @@ pub struct Event {
     pub kind: String,
     /// The record it is about, when it names one.
     pub object_id: Option<String>,
-    /// The event as sent.
-    pub body: Value,
+    /// The event's bytes as sent, insignificant whitespace removed ([`minified`]).
+    pub body: Box<RawValue>,
+}
+
+/// `json` (valid JSON) without insignificant whitespace: every token (numbers, strings with
+/// their escapes, keys in their order) exactly as written, so that a journal keeps an event as
+/// its sender sent it, on one line (JSON strings hold no raw line breaks).
+pub fn minified(json: &str) -> Box<RawValue> {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    RawValue::from_string(out).expect("whitespace removed outside strings leaves valid JSON")
 }
 
 /// Why a body is no event (it goes to the dead letters).
@@ -47,13 +74,15 @@ fn id_text(v: Option<&Value>) -> Option<String> {
 /// The events of a HubSpot request body.
 pub fn hubspot(body: &[u8]) -> Result<Vec<Event>, Unparseable> {
     let parsed: Value = serde_json::from_slice(body).map_err(|e| Unparseable(format!("not JSON: {e}")))?;
-    let Value::Array(items) = parsed else {
+    if !parsed.is_array() {
         return Err(Unparseable("HubSpot sends a JSON array of events".into()));
-    };
-    items
-        .into_iter()
+    }
+    // Each event's own bytes, beside its parsed fields.
+    let raw: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| Unparseable(format!("not JSON: {e}")))?;
+    raw.into_iter()
         .enumerate()
-        .map(|(i, event)| {
+        .map(|(i, raw)| {
+            let event: Value = serde_json::from_str(raw.get()).map_err(|e| Unparseable(format!("event {i}: {e}")))?;
             let field = |k: &str| id_text(event.get(k));
             let missing = |k: &str| Unparseable(format!("event {i} has no {k}"));
             let account = field("portalId").ok_or_else(|| missing("portalId"))?;
@@ -72,7 +101,7 @@ pub fn hubspot(body: &[u8]) -> Result<Vec<Event>, Unparseable> {
                 occurred_at_ms: event.get("occurredAt").and_then(Value::as_i64),
                 kind,
                 object_id: field("objectId"),
-                body: event,
+                body: minified(raw.get()),
             })
         })
         .collect()
@@ -81,6 +110,7 @@ pub fn hubspot(body: &[u8]) -> Result<Vec<Event>, Unparseable> {
 /// The event of a Pipedrive request body (v2, or v1).
 pub fn pipedrive(body: &[u8]) -> Result<Vec<Event>, Unparseable> {
     let event: Value = serde_json::from_slice(body).map_err(|e| Unparseable(format!("not JSON: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(|e| Unparseable(format!("not UTF-8: {e}")))?;
     let meta = event.get("meta").filter(|m| m.is_object()).ok_or_else(|| Unparseable("no meta object".into()))?;
     let field = |k: &str| id_text(meta.get(k));
     let missing = |k: &str| Unparseable(format!("meta has no {k}"));
@@ -106,7 +136,7 @@ pub fn pipedrive(body: &[u8]) -> Result<Vec<Event>, Unparseable> {
         Value::Number(n) => n.as_i64().map(|s| if s < 100_000_000_000 { s * 1000 } else { s }),
         _ => None,
     });
-    Ok(vec![Event { account, key, occurred_at_ms, kind, object_id, body: event }])
+    Ok(vec![Event { account, key, occurred_at_ms, kind, object_id, body: minified(text.trim()) }])
 }
 
 #[cfg(test)]
@@ -137,12 +167,30 @@ mod tests {
         assert_eq!(hubspot(retried.to_string().as_bytes()).unwrap()[0].key, events[0].key);
     }
 
+    /// The journal keeps an event as sent: numbers, key order and escapes byte for byte, only
+    /// the whitespace between tokens gone.
+    #[test]
+    fn events_keep_their_bytes_as_sent() {
+        let body = "{ \"meta\": {\"id\": \"u-1\", \"company_id\": 7, \"entity\": \"deal\", \"action\": \"change\",\n \"entity_id\": \"5\"},\n \"data\": {\"value\": 1500.50, \"z\": 1e2, \"a\": 123456789012345678901234567890, \"s\": \"x \\\" \\u00e9\\n y\"} }";
+        let event = &pipedrive(body.as_bytes()).unwrap()[0];
+        assert_eq!(
+            event.body.get(),
+            r#"{"meta":{"id":"u-1","company_id":7,"entity":"deal","action":"change","entity_id":"5"},"data":{"value":1500.50,"z":1e2,"a":123456789012345678901234567890,"s":"x \" \u00e9\n y"}}"#
+        );
+        let batch = r#"[ {"eventId": 1, "subscriptionId": 2, "portalId": 3, "subscriptionType": "deal.propertyChange", "propertyValue": "1500.50", "amount": 1500.50} ]"#;
+        let event = &hubspot(batch.as_bytes()).unwrap()[0];
+        assert_eq!(
+            event.body.get(),
+            r#"{"eventId":1,"subscriptionId":2,"portalId":3,"subscriptionType":"deal.propertyChange","propertyValue":"1500.50","amount":1500.50}"#
+        );
+    }
+
     #[test]
     fn what_is_not_a_hubspot_batch_is_unparseable() {
         assert!(hubspot(b"not json").is_err());
         assert!(hubspot(br#"{"eventId": 1}"#).is_err());
         assert!(hubspot(br#"[{"eventId": 1, "subscriptionId": 2, "subscriptionType": "contact.creation"}]"#).is_err());
-        assert_eq!(hubspot(b"[]").unwrap(), Vec::new());
+        assert!(hubspot(b"[]").unwrap().is_empty());
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! spool and the drainer.
 //!
 //! A request is answered 200 only once it is durably in the spool; 401 when its sender fails
-//! authentication (nothing of it kept); 413 when its body is over the limit; 503 when the
-//! spool is full, so that the sender retries later. Requests in flight are bounded, and so is
-//! each body, so memory is bounded whatever the load. The drainer runs beside the server and
-//! moves the spool into the journal; on shutdown it drains what it can before the process
-//! exits, and whatever is left waits in the spool for the next start.
+//! authentication (nothing of it kept); 413 when its body is over the limit; 408 when its
+//! headers or body do not arrive within their deadlines; 503 when the spool is full, so that
+//! the sender retries later. Bodies being read and requests being handled are bounded, and so
+//! is each body, so memory is bounded whatever the load; a request takes a handling turn only
+//! once its body is in, so hundreds of slow or stalled senders cannot keep valid requests
+//! waiting. The drainer runs beside the server and moves the spool into the journal; on
+//! shutdown it drains what it can before the process exits, and whatever is left waits in the
+//! spool for the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +64,11 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// How long the drainer gathers requests before writing a journal part.
     pub flush_interval: Duration,
+    /// How long a connection may take to send a request's headers (and may sit idle between
+    /// requests) before it is closed.
+    pub header_timeout: Duration,
+    /// How long a request may take to send its body before it is answered 408.
+    pub body_timeout: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -93,6 +101,9 @@ struct Shared {
     settings: Settings,
     spool: Arc<Spool>,
     stats: Arc<Stats>,
+    /// Bodies being read at once (each at most `max_body`): bounds memory.
+    readers: Semaphore,
+    /// Requests being authenticated and spooled at once.
     permits: Semaphore,
     /// Wakes the drainer when a request was spooled.
     spooled: Notify,
@@ -108,6 +119,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let shared = Arc::new(Shared {
+        readers: Semaphore::new(settings.max_in_flight.max(1) * READERS_PER_TURN),
         permits: Semaphore::new(settings.max_in_flight.max(1)),
         settings,
         spool,
@@ -123,13 +135,55 @@ pub async fn serve(
     if shared.settings.pipedrive.is_some() {
         app = app.route(&shared.settings.pipedrive_path, post(pipedrive));
     }
-    let served = axum::serve(listener, app.with_state(shared.clone()))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|e| Error::io("serving webhooks", e));
+    let served = accept_all(listener, app.with_state(shared.clone()), &shared.settings, shutdown).await;
     stop_draining.cancel();
     drain.await.map_err(|e| Error::Internal(format!("the drainer stopped: {e}")))?;
     served
+}
+
+/// Bodies read at once per handling turn (`--max-in-flight`): a slow sender holds a reader,
+/// never a turn.
+const READERS_PER_TURN: usize = 16;
+
+/// Serves every connection of `listener` with hyper's HTTP/1, each request's headers within
+/// the header deadline, until `shutdown`; then waits for the requests in progress (at most
+/// their deadlines).
+async fn accept_all(
+    listener: TcpListener,
+    app: Router,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A connection that ends badly (reset, headers too slow) concerns that sender only.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let last = settings.header_timeout + settings.body_timeout;
+    if tokio::time::timeout(last, graceful.shutdown()).await.is_err() {
+        tracing::warn!("Connections still open at shutdown were closed.");
+    }
+    Ok(())
 }
 
 /// Drains the spool whenever requests arrive (gathering them for `flush_interval` first),
@@ -190,21 +244,64 @@ fn answer(status: StatusCode, text: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], json!({"status": text}).to_string()).into_response()
 }
 
+/// The body of a request: at most `max` bytes, within `deadline`.
+enum Body {
+    Read(bytes::Bytes),
+    TooLarge,
+    TooSlow,
+    /// The sender went away or sent a broken body.
+    Broken,
+}
+
+async fn read_body(body: axum::body::Body, declared: Option<usize>, max: usize, deadline: Duration) -> Body {
+    use http_body_util::BodyExt;
+    if declared.is_some_and(|n| n > max) {
+        return Body::TooLarge;
+    }
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Body::TooSlow,
+        Ok(Ok(collected)) => Body::Read(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Body::TooLarge,
+        Ok(Err(_)) => Body::Broken,
+    }
+}
+
 async fn receive(shared: &Shared, sender: Sender, request: Request) -> Response {
-    let Ok(_permit) = shared.permits.acquire().await else {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    };
     let (parts, body) = request.into_parts();
     let max = shared.settings.max_body;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let body = match declared {
-        Some(n) if n > max => None,
-        _ => axum::body::to_bytes(body, max).await.ok(),
+    let read = {
+        let Ok(_reader) = shared.readers.acquire().await else {
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        };
+        read_body(body, declared, max, shared.settings.body_timeout).await
     };
-    let Some(body) = body else {
-        add(&shared.stats.too_large, 1);
-        tracing::warn!(source = sender.name(), limit = max, "Refused a request whose body is over the limit (413).");
-        return answer(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {max} bytes"));
+    let body = match read {
+        Body::Read(body) => body,
+        Body::TooLarge => {
+            add(&shared.stats.too_large, 1);
+            tracing::warn!(
+                source = sender.name(),
+                limit = max,
+                "Refused a request whose body is over the limit (413)."
+            );
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {max} bytes"));
+        }
+        Body::TooSlow => {
+            add(&shared.stats.timed_out, 1);
+            let deadline = shared.settings.body_timeout;
+            tracing::warn!(source = sender.name(), deadline = ?deadline, "Refused a request whose body did not arrive in time (408).");
+            return answer(StatusCode::REQUEST_TIMEOUT, &format!("the body did not arrive within {deadline:?}"));
+        }
+        Body::Broken => {
+            add(&shared.stats.broken, 1);
+            return answer(StatusCode::BAD_REQUEST, "the body could not be read");
+        }
+    };
+    // A turn is taken only now that the body is in.
+    let Ok(_permit) = shared.permits.acquire().await else {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
     if let Err(refusal) = authenticate(&shared.settings, sender, &parts, &body, now_ms) {
@@ -322,6 +419,8 @@ mod tests {
             max_body: 1,
             max_in_flight: 1,
             flush_interval: Duration::ZERO,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 

@@ -13,6 +13,10 @@ pub struct Stats {
     pub accepted: AtomicU64,
     /// Requests answered 413 (body over the limit).
     pub too_large: AtomicU64,
+    /// Requests answered 408 (the body did not arrive within its deadline).
+    pub timed_out: AtomicU64,
+    /// Requests whose body could not be read (the sender went away), answered 400.
+    pub broken: AtomicU64,
     /// Requests answered 503 (spool full) or 500 (spool not writable).
     pub unavailable: AtomicU64,
     /// Events written to the journal.
@@ -56,6 +60,8 @@ impl Stats {
             "accepted": n(&self.accepted),
             "refused": *self.refused.lock().expect("stats lock"),
             "too_large": n(&self.too_large),
+            "timed_out": n(&self.timed_out),
+            "broken": n(&self.broken),
             "unavailable": n(&self.unavailable),
             "events": n(&self.events),
             "duplicates": n(&self.duplicates),

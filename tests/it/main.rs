@@ -17,6 +17,7 @@ mod hive;
 mod incremental;
 mod lease;
 mod library;
+mod listen;
 mod ownership;
 mod parquet;
 mod pipedrive;

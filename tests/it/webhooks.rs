@@ -16,20 +16,20 @@ use sha2::Sha256;
 
 use crate::support::{SandboxProcess, crmdump, python, run};
 
-const SECRET: &str = "test-client-secret-5c1e";
-const USER: &str = "pd-hook";
-const PASSWORD: &str = "pd-hook-password-91";
-const PUBLIC: &str = "https://hooks.example.test";
+pub(crate) const SECRET: &str = "test-client-secret-5c1e";
+pub(crate) const USER: &str = "pd-hook";
+pub(crate) const PASSWORD: &str = "pd-hook-password-91";
+pub(crate) const PUBLIC: &str = "https://hooks.example.test";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `crmdump listen` process, killed on drop.
-struct Listener {
+pub(crate) struct Listener {
     child: Option<Child>,
     port: u16,
-    dest: PathBuf,
+    pub(crate) dest: PathBuf,
     /// `--dest` when it is not the local `dest` (an S3 URL).
     dest_url: Option<String>,
     spool: PathBuf,
@@ -39,11 +39,16 @@ struct Listener {
 }
 
 impl Listener {
-    fn start(dir: &Path, extra: &[&str]) -> Listener {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Listener {
+        Listener::start_at(dir, dir.join("dest"), extra)
+    }
+
+    /// A listener into `dest`, its spool in `dir`.
+    pub(crate) fn start_at(dir: &Path, dest: PathBuf, extra: &[&str]) -> Listener {
         let mut l = Listener {
             child: None,
             port: free_port(),
-            dest: dir.join("dest"),
+            dest,
             dest_url: None,
             spool: dir.join("spool"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -92,12 +97,20 @@ impl Listener {
         self.child = Some(child);
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn health(&self) -> Value {
+    pub(crate) fn health(&self) -> Value {
         get(&self.url("/healthz"))
+    }
+
+    /// SIGTERM (how orchestrators stop a service), waiting for the listener to drain and exit;
+    /// its exit code.
+    pub(crate) fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().code()
     }
 
     /// SIGKILL, then the same listener again (same port, spool and destination).
@@ -118,7 +131,7 @@ impl Drop for Listener {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
@@ -126,14 +139,14 @@ pub(crate) fn get(url: &str) -> Value {
     block_on(async { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() })
 }
 
-fn post(url: &str, body: Value) -> Value {
+pub(crate) fn post(url: &str, body: Value) -> Value {
     block_on(async {
         reqwest::Client::new().post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
     })
 }
 
 /// Waits for `done`, panicking with `what` after a minute.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < Duration::from_secs(90), "timed out waiting until {what}");
@@ -143,7 +156,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Waits until the sandbox has delivered everything (nothing in flight) and the listener
 /// has drained its spool.
-fn settle(sandboxes: &[&SandboxProcess], listener: &Listener) {
+pub(crate) fn settle(sandboxes: &[&SandboxProcess], listener: &Listener) {
     wait_until("the sandboxes delivered every batch", || {
         sandboxes.iter().all(|s| s.stats()["webhooks"]["in_flight"] == 0)
     });
@@ -230,11 +243,11 @@ fn pipedrive_sandbox(scale: u64, listener: &Listener) -> SandboxProcess {
     ])
 }
 
-fn hubspot_key(e: &Value) -> String {
+pub(crate) fn hubspot_key(e: &Value) -> String {
     format!("{}/{}/{}", e["portalId"], e["subscriptionId"], e["eventId"])
 }
 
-fn hubspot_sandbox(seed: u64, scale: u64, listener: &Listener, extra: &[&str]) -> SandboxProcess {
+pub(crate) fn hubspot_sandbox(seed: u64, scale: u64, listener: &Listener, extra: &[&str]) -> SandboxProcess {
     let url = listener.url("/hubspot");
     let signed = format!("{PUBLIC}/hubspot");
     let (seed, scale) = (seed.to_string(), scale.to_string());
@@ -335,7 +348,7 @@ fn every_pipedrive_event_lands_once_and_verify_finds_damage() {
     assert!(text.lines().any(|l| l.contains(&name(&parts[1])) && l.contains("missing")), "{text}");
 }
 
-fn v3(body: &[u8], url: &str, timestamp: i64) -> String {
+pub(crate) fn v3(body: &[u8], url: &str, timestamp: i64) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(format!("POST{url}").as_bytes());
     mac.update(body);
