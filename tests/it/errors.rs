@@ -294,3 +294,59 @@ fn a_backfill_refuses_today_and_reversed_ranges() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("swap them"));
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing was written");
 }
+
+/// Logs never decide how a run ends: with stderr closed after its first line (`2>&1 | head -1`)
+/// or full (`2>/dev/full`), the export still commits and exits 0.
+#[test]
+fn a_closed_or_full_stderr_does_not_end_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_crmdump");
+    for (date, redirect) in [("2026-11-20", "2>&1 | head -1 >/dev/null"), ("2026-11-21", "2>/dev/full >/dev/full")] {
+        let dest = dir.path().to_str().unwrap();
+        let script = format!(
+            "set -o pipefail; RUST_LOG=crmdump=debug '{bin}' export --source sandbox --sandbox-scale 200 --no-history --dest '{dest}' --date {date} {redirect}"
+        );
+        let out = run(std::process::Command::new("bash").args(["-c", &script]));
+        assert_eq!(out.status.code(), Some(0), "{redirect}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(dir.path().join(date).join("_manifest.json").exists(), "{redirect}: committed");
+    }
+}
+
+/// The day is committed but the state cannot be written (a directory stands where the state
+/// file goes, as a full disk or a revoked permission would fail the write): exit 5, saying the
+/// export is committed and the next run reads the window again. Leftovers of killed runs under
+/// the baselines (files no state names, empty folders) are removed by the next run.
+#[test]
+fn a_state_that_cannot_be_saved_after_the_commit_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().to_str().unwrap();
+    let export = |date: &str| {
+        run(crmdump()
+            .args(["export", "--source", "sandbox", "--sandbox-scale", "60", "--no-history", "--mode", "full"])
+            .args(["--objects", "contacts,deals", "--dest", dest, "--date", date]))
+    };
+    assert_success(&export("2026-11-20"));
+    let baselines = dir.path().join("_state/baselines");
+    let account = std::fs::read_dir(&baselines).unwrap().next().unwrap().unwrap().path();
+    // A killed run's leftovers: a file no state names, and an empty folder.
+    std::fs::create_dir_all(account.join("20990101T000000000Z")).unwrap();
+    std::fs::write(account.join("20990101T000000000Z/0-1.ids.gz"), b"x").unwrap();
+    std::fs::create_dir_all(account.join("20990102T000000000Z")).unwrap();
+    assert_success(&export("2026-11-21"));
+    let runs: Vec<String> =
+        std::fs::read_dir(&account).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(runs.iter().all(|r| !r.starts_with("2099")), "leftovers removed: {runs:?}");
+    assert!(
+        runs.iter().all(|r| std::fs::read_dir(account.join(r)).unwrap().next().is_some()),
+        "no empty folder: {runs:?}"
+    );
+    let state = crate::incremental::state_file(dir.path());
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let out = export("2026-11-22");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("the export is committed, but the state could not be saved"), "{stderr}");
+    assert!(dir.path().join("2026-11-22/_manifest.json").exists(), "the day is committed");
+    assert!(state.is_dir(), "nothing replaced what stands where the state goes");
+}
