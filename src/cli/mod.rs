@@ -95,7 +95,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Writes `args` and a newline to stderr, ignoring any failure (see [`note!`]).
+/// Writes `args` and a newline to stderr, ignoring any failure: what is written to stderr
+/// never decides how a run ends.
 pub fn stderr_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut err = std::io::stderr().lock();
