@@ -158,9 +158,14 @@ impl Error {
             Error::Io { .. } | Error::Destination { .. } | Error::DailyLimit(_) | Error::Inconsistent { .. } => {
                 ErrorClass::Fatal
             }
-            // A store that kept failing after object_store's own retries (5xx, timeouts,
-            // refused connections) may answer later; a missing object or a denial will not.
-            Error::Sink { source: object_store::Error::Generic { .. }, .. } => ErrorClass::Retryable,
+            // A cloud store that kept failing after object_store's own retries (5xx, timeouts,
+            // refused connections) may answer later; a missing object, a denial or a local
+            // folder that refuses (a full disk, a file in the way) will not.
+            Error::Sink { source: object_store::Error::Generic { store, .. }, .. }
+                if !matches!(*store, "LocalFileSystem" | "InMemory") =>
+            {
+                ErrorClass::Retryable
+            }
             Error::Sink { .. } => ErrorClass::Fatal,
             Error::LeaseHeld { .. } | Error::LeaseLost { .. } => ErrorClass::Retryable,
             Error::StateNotSaved { .. } => ErrorClass::Unsaved,

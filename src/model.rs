@@ -172,6 +172,10 @@ pub struct Extent {
     ids: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Set for a reconcile run: list every id, report the missing, read every association.
     reconcile: Option<Reconcile>,
+    /// The baseline of ids a stream read whole compares its records with, reporting the ids
+    /// that vanished since (confirmed by id, as a reconcile does): a full export lists every
+    /// id anyway, and must not move the baseline past a deletion without saying so.
+    baseline: Option<std::sync::Arc<KnownIds>>,
 }
 
 /// The ids of each object type (by type id) that exist as crmdump last knew them: what a
@@ -228,6 +232,17 @@ impl Extent {
     /// Makes this a reconcile run.
     pub fn reconcile_with(&mut self, reconcile: Reconcile) {
         self.reconcile = Some(reconcile);
+    }
+
+    /// Compares what streams read whole with `known` (see [`Extent::baseline`]).
+    pub fn compare_whole_reads_with(&mut self, known: std::sync::Arc<KnownIds>) {
+        self.baseline = Some(known);
+    }
+
+    /// The ids a stream read whole is compared with: the reconcile's baseline, else the one a
+    /// full read compares with.
+    pub fn baseline(&self) -> Option<&std::sync::Arc<KnownIds>> {
+        self.reconcile.as_ref().and_then(|r| r.known.as_ref()).or(self.baseline.as_ref())
     }
 
     /// What a reconcile run compares with; `None` for any other run.

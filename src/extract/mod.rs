@@ -400,6 +400,10 @@ pub(crate) trait CrmExtractor: Send + Sync {
     async fn discover_all(&self) -> Result<(Catalog, Self::Discovery)>;
     async fn run_all(&self, catalog: &Catalog, discovery: &Self::Discovery, extent: &Extent, out: Sender)
     -> Result<()>;
+    /// See [`Extractor::in_recycle_bin`]; a source without a recycle bin answers none.
+    async fn in_recycle_bin(&self, _catalog: &Catalog, _type_id: &str, _ids: &[String]) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait::async_trait]
@@ -426,6 +430,10 @@ impl<S: CrmExtractor> Extractor for S {
     fn archived_exist(&self) -> bool {
         S::ARCHIVED_EXIST
     }
+
+    async fn in_recycle_bin(&self, catalog: &Catalog, type_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        CrmExtractor::in_recycle_bin(self, catalog, type_id, ids).await
+    }
 }
 
 /// A CRM source: discovery first, then a run that sends every batch downstream.
@@ -448,4 +456,7 @@ pub trait Extractor: Send + Sync {
     /// Whether an archived record still exists for the baseline of ids (Pipedrive's archived
     /// deals and leads are listed apart; HubSpot's archived records are in the recycle bin).
     fn archived_exist(&self) -> bool;
+    /// Which of `ids` (of type `type_id`) the recycle bin holds: archived, which a deletion
+    /// event does not tell from deleted for good.
+    async fn in_recycle_bin(&self, catalog: &Catalog, type_id: &str, ids: &[String]) -> Result<Vec<String>>;
 }

@@ -77,6 +77,9 @@ pub struct DaySettings {
     /// Records merged away that earlier export dates already reported through a survivor's
     /// merge property, as `<type id>/<id>`: not reported again.
     pub merges_reported: Arc<std::collections::HashSet<String>>,
+    /// Records (type id, id) the journal's deletion events name that the recycle bin still
+    /// holds: archived, not deleted.
+    pub archived_now: Arc<std::collections::HashSet<(String, String)>>,
     /// The data is the built-in sandbox's (fake): the manifest says so.
     pub sandbox: bool,
     /// The destination's lease, checked right before the manifest is written.
@@ -109,16 +112,42 @@ fn new_merges(
     arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// `DELETED_OBJECTS` rows without those whose (type id, id, kind) an earlier row of this run
+/// said already (a webhook's archiving and the recycle bin's, a merge the property and an
+/// event both report): one row per record and kind per folder.
+fn once_per_kind(
+    batch: RecordBatch,
+    said: &mut std::collections::HashSet<(String, String, String)>,
+) -> Result<RecordBatch> {
+    use arrow::array::{Array, AsArray, BooleanArray};
+    let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8);
+    let (types, ids, kinds) = (text(0), text(1), text(3));
+    let (types, ids, kinds) = match (types, ids, kinds) {
+        (Ok(t), Ok(i), Ok(k)) => (t, i, k),
+        _ => return Err(Error::Internal("DELETED_OBJECTS columns are not text".into())),
+    };
+    let (types, ids, kinds) = (types.as_string::<i32>(), ids.as_string::<i32>(), kinds.as_string::<i32>());
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|r| {
+            let value =
+                |a: &arrow::array::StringArray| if a.is_null(r) { String::new() } else { a.value(r).to_string() };
+            Some(said.insert((value(types), value(ids), value(kinds))))
+        })
+        .collect();
+    arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// The rows the journal's events make, and the `CHANGE_EVENTS` table they go to, in the
 /// record-id types of the source's `DELETED_OBJECTS` among `tables`.
 fn journal_rows(
     lines: &[crate::webhook::journal::Line],
     tables: &[Arc<crate::schema::TableSchema>],
     ingested_at: &Arc<str>,
+    archived_now: &std::collections::HashSet<(String, String)>,
 ) -> Result<(Vec<Emit>, Arc<crate::schema::TableSchema>)> {
     let (deleted, events) = crate::schema::journal_tables(tables);
     let (gone, gone_bad, changes, changes_bad) =
-        crate::webhook::consume::tables(lines, &deleted, &events, ingested_at)?;
+        crate::webhook::consume::tables(lines, &deleted, &events, ingested_at, archived_now)?;
     let emits = vec![
         Emit::Rows { table: "DELETED_OBJECTS".into(), batch: gone, unparseable: gone_bad },
         Emit::Rows { table: "CHANGE_EVENTS".into(), batch: changes, unparseable: changes_bad },
@@ -168,6 +197,8 @@ struct Routed {
     learnt: Learnt,
     unparseable: BTreeMap<String, u64>,
     warnings: Vec<Warning>,
+    /// (type id, id, kind) of the `DELETED_OBJECTS` rows routed so far.
+    deleted_said: std::collections::HashSet<(String, String, String)>,
 }
 
 /// Discovers what the account holds (every table an export will write).
@@ -203,7 +234,7 @@ pub async fn export(
     let mut tables = catalog.tables.clone();
     let journal = match &settings.journal {
         Some(lines) => {
-            let (emits, change_events) = journal_rows(lines, &tables, &settings.ingested_at)?;
+            let (emits, change_events) = journal_rows(lines, &tables, &settings.ingested_at, &settings.archived_now)?;
             tables.push(change_events);
             emits
         }
@@ -283,6 +314,7 @@ impl Routed {
             },
             unparseable: BTreeMap::new(),
             warnings: Vec::new(),
+            deleted_said: Default::default(),
         }
     }
 
@@ -358,6 +390,7 @@ impl Router<'_> {
         for mut r in rows {
             if r.table == "DELETED_OBJECTS" {
                 r.batch = new_merges(r.batch, self.merges_known, &mut routed.learnt.merges_reported)?;
+                r.batch = once_per_kind(r.batch, &mut routed.deleted_said)?;
                 routed.learnt.sightings.deleted(&r.batch)?;
             }
             routed.count_unparseable(&r.table, r.unparseable);

@@ -98,7 +98,7 @@ pub async fn export(settings: &ExportSettings) -> Result<ExportOutcome> {
         result = export_date(&mut run, settings) => result,
         () = lost.cancelled() => Err(run_lost(&run.dest)),
     };
-    run.lease.release().await;
+    run.release().await;
     result
 }
 
@@ -112,11 +112,18 @@ fn run_lost(dest: &str) -> Error {
 
 async fn export_date(run: &mut Run, settings: &ExportSettings) -> Result<ExportOutcome> {
     let date = settings.date.unwrap_or_else(|| run.started_at.date_naive());
+    refuse_future(date, run.started_at)?;
     let state = run.load_state().await?;
     if settings.mode != Some(RequestedMode::Full) {
         run.refuse_watermarks_ahead(state.as_ref())?;
     }
     let claimed = run.claim(date, settings.force).await?;
+    // A re-run keeps the promise of the committed run: a reconcile's folder held every
+    // deletion it found and every association, and so does its re-run.
+    let reconcile = settings.reconcile || claimed.committed.as_ref().is_some_and(|m| m.reconcile.is_some());
+    if reconcile && !settings.reconcile {
+        tracing::info!("The committed export of this date was a reconcile: re-running it as one.");
+    }
     let incremental = match settings.mode {
         Some(RequestedMode::Full) => false,
         Some(RequestedMode::Incremental) => true,
@@ -130,20 +137,24 @@ async fn export_date(run: &mut Run, settings: &ExportSettings) -> Result<ExportO
     // The ids known to exist, as the last earlier date left them: a reconcile compares with
     // them, and every export moves them by what it sees.
     let baseline = Baseline::load(&run.sink, state.baseline_before(date)).await?;
-    if settings.reconcile {
+    if reconcile {
         plan.extent.reconcile_with(reconcile_against(&baseline));
+    } else if baseline.files.is_some() {
+        // Streams read whole list every id anyway: what vanished since is reported.
+        plan.extent.compare_whole_reads_with(baseline.ids.clone());
     }
     let day = DaySettings {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),
         journal: journal.as_ref().map(|p| p.lines.clone()),
+        archived_now: run.archived_now(journal.as_ref().map(|p| &p.lines[..])).await?,
         merges_reported: Arc::new(state.merges_known_before(date)),
         ..run.day_settings(date)
     };
     let report = run.export_day(&day).await?;
     // Only now, with the day committed, may the watermarks, the journal position and the
     // baseline move.
-    let committed = Committed { date, plan: &plan, journal_start, journal, baseline, reconcile: settings.reconcile };
+    let committed = Committed { date, plan: &plan, journal_start, journal, baseline, reconcile };
     run.advance(&mut state, committed, report.learnt)
         .await
         .map_err(|e| Error::StateNotSaved { source: Box::new(e) })?;
@@ -170,7 +181,7 @@ pub async fn backfill(settings: &BackfillSettings, each_day: impl FnMut(Backfill
         result = backfill_days(&mut run, settings, each_day) => result,
         () = lost.cancelled() => Err(run_lost(&run.dest)),
     };
-    run.lease.release().await;
+    run.release().await;
     result
 }
 
@@ -197,11 +208,27 @@ async fn backfill_days(
         // Another account's day is refused, committed or not; a narrower one too, unless
         // forced (which widens this run to what the committed day read).
         let claimed = run.claim(day, settings.force).await?;
-        if !settings.force && claimed.committed {
-            outcome.skipped += 1;
-            each_day(BackfillDay::Skipped(day));
-            day += Duration::days(1);
-            continue;
+        match &claimed.committed {
+            Some(_) if !settings.force => {
+                outcome.skipped += 1;
+                each_day(BackfillDay::Skipped(day));
+                day += Duration::days(1);
+                continue;
+            }
+            // What an export delivered (its deletions, change events and association changes,
+            // which the state already counts as delivered) is no backfill's to replace.
+            Some(m) if m.mode != Mode::Backfill.name() => {
+                return Err(Error::Config(format!(
+                    "{} was committed by `crmdump export` ({} mode): a backfill would replace that day folder with the \
+                     records last modified that day and lose what the export delivered (its deletions, change events \
+                     and association changes). Nothing was touched; re-run that date with `crmdump export --date {}` \
+                     instead, or back up and remove its day folder first",
+                    run.place(&day_key(day)),
+                    m.mode,
+                    day_key(day)
+                )));
+            }
+            _ => {}
         }
         let window = day_window(day);
         let mut extent = Extent::whole();
@@ -212,8 +239,10 @@ async fn backfill_days(
         let journal = journal
             .as_ref()
             .map(|p| Arc::new(p.lines.iter().filter(|l| in_day(l.occurred_at_ms)).cloned().collect::<Vec<_>>()));
+        let archived_now = run.archived_now(journal.as_ref().map(|j| &j[..])).await?;
         let settings = DaySettings {
             journal,
+            archived_now,
             mode: Mode::Backfill,
             extent,
             counted_before: if outcome.exported == 0 { (0, 0) } else { run.counted() },
@@ -227,6 +256,20 @@ async fn backfill_days(
     }
     outcome.dest = run.dest.clone();
     Ok(outcome)
+}
+
+/// Refuses an export date that has not begun anywhere on Earth yet (UTC+14 is the furthest
+/// ahead): its folder would sit above every nightly that follows.
+fn refuse_future(date: NaiveDate, now: DateTime<Utc>) -> Result<()> {
+    let latest = (now + Duration::hours(14)).date_naive();
+    if date > latest {
+        return Err(Error::Config(format!(
+            "--date {date} is in the future (today is {} in UTC): its folder would sort above every nightly that \
+             follows. Leave --date out for today",
+            now.date_naive()
+        )));
+    }
+    Ok(())
 }
 
 /// `[day 00:00, next day 00:00)` UTC.
@@ -244,10 +287,13 @@ fn reconcile_against(baseline: &Baseline) -> Reconcile {
     Reconcile { known }
 }
 
+/// Records (type id, id) that deletion events name but the recycle bin still holds.
+type ArchivedNow = Arc<std::collections::HashSet<(String, String)>>;
+
 /// What [`Run::claim`] found of a date.
 struct Claimed {
-    /// The date has a committed export.
-    committed: bool,
+    /// The date's committed export, if any.
+    committed: Option<Manifest>,
     /// Streams to read whole: those only the committed export read (when forced).
     reread: Vec<String>,
 }
@@ -279,6 +325,8 @@ struct Run {
     catalog: Catalog,
     /// The destination's lease for this account, held from before the first write.
     lease: Arc<Lease>,
+    /// The dates this run claimed, given back when it ends.
+    claimed: Vec<String>,
     _display: ProgressGuard,
 }
 
@@ -323,6 +371,7 @@ impl Run {
         let lease = Arc::new(Lease::acquire(&sink, &name, command, &output.lease).await?);
         Ok(Run {
             lease,
+            claimed: Vec::new(),
             sink,
             dest,
             started_at,
@@ -365,6 +414,7 @@ impl Run {
         // Held, the claim keeps every other account's run out of the date; only then does the
         // committed manifest say for sure whose the date is.
         claim::take_date(&self.sink, &day, &owner, &place).await?;
+        self.claimed.push(day.clone());
         let committed = self.committed(&day).await?;
         let reread = match claim::check(committed.as_ref(), &owner, &place)? {
             Claim::Free | Claim::Rerun => Vec::new(),
@@ -378,7 +428,22 @@ impl Run {
                 streams
             }
         };
-        Ok(Claimed { committed: committed.is_some(), reread })
+        Ok(Claimed { committed, reread })
+    }
+
+    /// Gives back the dates this run claimed, then its lease (whatever the run's outcome; a
+    /// failure to give back is left to the next run, which takes over what no lease holds).
+    async fn release(&self) {
+        if !self.lease.lost().is_cancelled() {
+            let owner = Owner { source: self.extractor().source(), account: &self.catalog.account, streams: &[] };
+            for day in &self.claimed {
+                if let Err(e) = claim::release_date(&self.sink, day, &owner).await {
+                    tracing::warn!(date = %day, error = %e, "Could not give back the claim of the date.");
+                }
+            }
+            let _ = self.sink.remove_empty_folders("_crmdump/claims");
+        }
+        self.lease.release().await;
     }
 
     /// Where the manifest of `day` lives, for messages.
@@ -477,6 +542,23 @@ impl Run {
         Pending::read(&self.sink, self.extractor().source(), &self.catalog.account, start).await
     }
 
+    /// The records the journal's deletion events name that can still be read from the recycle
+    /// bin: archived, not deleted (HubSpot sends `.deletion` for both).
+    async fn archived_now(&self, journal: Option<&[crate::webhook::journal::Line]>) -> Result<ArchivedNow> {
+        let mut archived = std::collections::HashSet::new();
+        let Some(lines) = journal else { return Ok(Arc::new(archived)) };
+        for (type_id, ids) in crate::webhook::consume::deletions_named(lines) {
+            if !self.catalog.objects.iter().any(|o| o.object_type.type_id == type_id) {
+                continue;
+            }
+            let ids: Vec<String> = ids.into_iter().collect();
+            for id in self.extractor().in_recycle_bin(&self.catalog, &type_id, &ids).await? {
+                archived.insert((type_id.clone(), id));
+            }
+        }
+        Ok(Arc::new(archived))
+    }
+
     /// Records the journal's events name are read by id when search does not show them.
     fn read_named_records(&self, journal: Option<&Pending>, extent: &mut Extent) {
         let Some(journal) = journal else { return };
@@ -501,6 +583,7 @@ impl Run {
             counted_before: (0, 0),
             journal: None,
             merges_reported: Default::default(),
+            archived_now: Default::default(),
             sandbox: self.source.sandbox,
             lease: self.lease.clone(),
         }

@@ -108,6 +108,19 @@ pub async fn take_date(sink: &Sink, date: &str, owner: &Owner<'_>, place: &str) 
     }
 }
 
+/// Gives back the claim of `date` when it is still `owner`'s (at the end of its run, which
+/// still holds its lease): the committed manifest says whose the date is from then on.
+pub async fn release_date(sink: &Sink, date: &str, owner: &Owner<'_>) -> Result<()> {
+    let key = date_claim_key(date);
+    let ours = DateClaim { source: owner.source.into(), account: owner.account.into() };
+    match sink.get(&key).await? {
+        Some(bytes) if serde_json::from_slice::<DateClaim>(&bytes).ok().as_ref() == Some(&ours) => {
+            sink.delete(&key).await
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The refusal of a narrower re-run without `--force`.
 pub fn narrower_refusal(place: &str, date: &str, streams: &[String]) -> Error {
     let shown: Vec<&str> = streams.iter().take(5).map(String::as_str).collect();

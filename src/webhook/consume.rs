@@ -41,11 +41,15 @@ struct Gone {
 
 /// The rows of both tables for `lines` (one source's events, any accounts), built against
 /// `deleted` (`DELETED_OBJECTS`) and `events` (`CHANGE_EVENTS`) as the source writes them.
+/// A deletion event is no deletion until confirmed: HubSpot sends `.deletion` when a record
+/// goes to the recycle bin as well as when it is deleted for good, so the records of
+/// `archived_now` (type id, id: still in the recycle bin) are `archived`, not `deleted`.
 pub fn tables(
     lines: &[Line],
     deleted: &Arc<TableSchema>,
     events: &Arc<TableSchema>,
     ingested_at: &Arc<str>,
+    archived_now: &HashSet<(String, String)>,
 ) -> Result<(RecordBatch, u64, RecordBatch, u64)> {
     let mut ordered: Vec<&Line> = Vec::with_capacity(lines.len());
     let mut keys = HashSet::new();
@@ -69,17 +73,34 @@ pub fn tables(
     let mut out = BatchBuilder::new(deleted.clone(), ingested_at.clone(), gone.len());
     for g in gone.values() {
         let at = g.at_ms.map(|ms| ms.to_string());
+        let key = (g.object_type.clone(), g.object_id.clone());
+        let kind = if g.kind == "deleted" && archived_now.contains(&key) { "archived" } else { g.kind };
         out.push_row([
             Some(g.object_type.as_str()),
             Some(g.object_id.as_str()),
             at.as_deref(),
-            Some(g.kind),
+            Some(kind),
             g.merged_into.as_deref(),
             Some("webhook"),
         ]);
     }
     let deleted_unparseable = out.unparseable();
     Ok((out.finish()?, deleted_unparseable, event_batch, event_batch_unparseable))
+}
+
+/// The records HubSpot's `.deletion` events name, by type id: gone, or only archived (in the
+/// recycle bin), which a read tells apart.
+pub fn deletions_named(lines: &[Line]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut named: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.source == "hubspot" && l.kind.ends_with(".deletion")) {
+        let e = &line.value();
+        let (object, _) = line.kind.split_once('.').unwrap_or((line.kind.as_str(), ""));
+        let object_type = text(e.get("objectTypeId")).or_else(|| hubspot_type_id(object).map(String::from));
+        if let (Some(t), Some(id)) = (object_type, text(e.get("objectId"))) {
+            named.entry(t).or_default().insert(id);
+        }
+    }
+    named
 }
 
 /// The records HubSpot events name as live and changed (created, changed, restored, merged
@@ -297,7 +318,8 @@ mod tests {
             ),
             line("hubspot", "7/6/1", "object.deletion", 70, json!({"objectId": 77, "objectTypeId": "2-123"})),
         ];
-        let (gone, _, changes, bad) = tables(&lines, &deleted, &events, &"2026-11-29T00:00:00.000Z".into()).unwrap();
+        let (gone, _, changes, bad) =
+            tables(&lines, &deleted, &events, &"2026-11-29T00:00:00.000Z".into(), &HashSet::new()).unwrap();
         assert_eq!(bad, 0);
         assert_eq!(changes.num_rows(), 7, "the retried deletion is one event");
         let rows: Vec<[Option<String>; 4]> = (0..gone.num_rows())
@@ -339,7 +361,8 @@ mod tests {
             line("pipedrive", "u2", "person.delete", 20, meta("delete", "4", json!({"merged_to_id": "2"}))),
             line("pipedrive", "u3", "person.change", 20, meta("change", "2", json!({"merged_from_id": "4"}))),
         ];
-        let (gone, _, changes, _) = tables(&lines, &deleted, &events, &"2026-11-29T00:00:00.000Z".into()).unwrap();
+        let (gone, _, changes, _) =
+            tables(&lines, &deleted, &events, &"2026-11-29T00:00:00.000Z".into(), &HashSet::new()).unwrap();
         assert_eq!(column(&gone, &deleted, "KIND"), vec![Some("deleted".into()), Some("merged".into())]);
         assert_eq!(column(&gone, &deleted, "MERGEDINTO"), vec![None, Some("2".into())]);
         assert_eq!(column(&changes, &events, "NEWOBJECTID")[2], Some("2".into()));

@@ -161,7 +161,7 @@ fn the_watermark_does_not_move_when_an_export_fails() {
     let mut root: Vec<String> =
         std::fs::read_dir(dest.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
     root.sort();
-    assert_eq!(root, ["2026-11-21", "2026-11-22", "_state"], "nothing else is left at the destination");
+    assert_eq!(root, ["2026-11-21", "2026-11-22", "_crmdump", "_state"], "nothing else is left at the destination");
 }
 
 /// Thirty days, one folder each, holding the records last modified (or archived) that day:

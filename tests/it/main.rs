@@ -26,6 +26,7 @@ mod reconcile;
 mod repository;
 mod requests;
 mod s3;
+mod sequence;
 mod spec_examples;
 mod verify;
 mod webhooks;

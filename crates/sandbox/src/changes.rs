@@ -87,7 +87,9 @@ struct Log {
     /// (restored, or the survivor of a merge).
     bumped: HashMap<RecordRef, DateTime<Utc>>,
     /// Associations added, both directions.
-    links_added: HashMap<RecordRef, Vec<RecordRef>>,
+    /// Associations hooks added, from each end, with whether that end is the one the hook
+    /// named first (the association's forward direction).
+    links_added: HashMap<RecordRef, Vec<(RecordRef, bool)>>,
     /// Associations removed, both directions.
     links_removed: std::collections::HashSet<(RecordRef, RecordRef)>,
     link_log: Vec<LinkChange>,
@@ -146,8 +148,9 @@ impl Changes {
         self.log.read().expect("changes lock").merged_into.get(&(t, index)).cloned().unwrap_or_default()
     }
 
-    /// Associations of `from` added and removed by hooks.
-    pub fn links_of(&self, from: RecordRef) -> (Vec<RecordRef>, Vec<RecordRef>) {
+    /// Associations of `from` added (each with whether `from` was the end the hook named
+    /// first) and removed by hooks.
+    pub fn links_of(&self, from: RecordRef) -> (Vec<(RecordRef, bool)>, Vec<RecordRef>) {
         if !self.any.load(Ordering::Acquire) {
             return (Vec::new(), Vec::new());
         }
@@ -195,15 +198,15 @@ impl Changes {
     pub fn record_link(&self, from: RecordRef, to: RecordRef, removed: bool, at: DateTime<Utc>) {
         {
             let mut log = self.log.write().expect("changes lock");
-            for (a, b) in [(from, to), (to, from)] {
+            for (a, b, forward) in [(from, to, true), (to, from, false)] {
                 if removed {
                     log.links_removed.insert((a, b));
                     if let Some(added) = log.links_added.get_mut(&a) {
-                        added.retain(|x| *x != b);
+                        added.retain(|(x, _)| *x != b);
                     }
                 } else {
                     log.links_removed.remove(&(a, b));
-                    log.links_added.entry(a).or_default().push(b);
+                    log.links_added.entry(a).or_default().push((b, forward));
                 }
             }
             log.link_log.push(LinkChange { from, to, removed, at });

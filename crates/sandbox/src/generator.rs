@@ -366,6 +366,19 @@ impl Generator {
         !self.is_archived(t, index) && !self.is_gone(t, index)
     }
 
+    /// Every record merged into record `index`, directly or through a record merged into it
+    /// (a into b, then b into c: c's are b and a), in the order they were merged. HubSpot's
+    /// survivor keeps the identities of what it absorbed: a contact carries at most 250 merged
+    /// ids, a limit successive merges reach, which only an accumulating list can.
+    fn merged_chain(&self, t: usize, index: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for merged in self.changes.merged_into(t, index) {
+            out.push(merged);
+            out.extend(self.merged_chain(t, merged));
+        }
+        out
+    }
+
     /// The record a read of record `index` answers: itself, or the survivor it was merged into.
     pub fn survivor(&self, t: usize, index: u64) -> Option<u64> {
         match self.changes.gone(t, index) {
@@ -662,7 +675,7 @@ impl Generator {
     pub fn property_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
         match self.types[t].properties[p].role {
             Role::MergedIds => {
-                let merged = self.changes.merged_into(t, index);
+                let merged = self.merged_chain(t, index);
                 return (!merged.is_empty())
                     .then(|| merged.iter().map(|&i| self.types[t].id_of(i).to_string()).collect::<Vec<_>>().join(";"));
             }
@@ -874,18 +887,30 @@ impl Generator {
                 _ => out.push((target, types.to_vec())),
             }
         }
-        // Associations a hook added: with the pair's default (first) association type.
-        let added: Vec<u64> =
-            added.into_iter().filter(|&(t, i)| t == to && self.is_live(to, i)).map(|(_, i)| i).collect();
-        if !added.is_empty() {
-            let default: Vec<AssociationType> = self.association_labels(from, to).into_iter().take(1).collect();
-            for target in added {
-                if let Err(at) = out.binary_search_by_key(&target, |(t, _)| *t) {
-                    out.insert(at, (target, default.clone()));
-                }
+        // Associations a hook added: with the pair's default association type, seen from this
+        // end (HubSpot labels the two ends of a company-to-company link "Parent Company" and
+        // "Child Company").
+        for ((t, target), forward) in added {
+            if t != to || !self.is_live(to, target) {
+                continue;
+            }
+            if let Err(at) = out.binary_search_by_key(&target, |(t, _)| *t) {
+                out.insert(at, (target, self.default_association(from, to, forward)));
             }
         }
         out
+    }
+
+    /// The association type a hook gives a new association of `from` and `to`: the pair's
+    /// first, or for a type associated with itself, the first of the direction this end is.
+    fn default_association(&self, from: usize, to: usize, forward: bool) -> Vec<AssociationType> {
+        if from == to
+            && let Some(rule) = self.rules.iter().find(|r| (r.from, r.to) == (from, to))
+        {
+            let types = if forward { rule.forward } else { rule.inverse };
+            return types.iter().take(1).cloned().collect();
+        }
+        self.association_labels(from, to).into_iter().take(1).collect()
     }
 }
 

@@ -293,6 +293,15 @@ impl super::CrmExtractor for HubSpot {
         Ok((catalog, Discovery { types: discovered, labels, lists, events, teams }))
     }
 
+    async fn in_recycle_bin(&self, catalog: &Catalog, type_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        let Some(stream) = catalog.objects.iter().find(|o| o.object_type.type_id == type_id) else {
+            return Ok(Vec::new());
+        };
+        objects::in_recycle_bin(&self.client, stream, ids)
+            .await
+            .map_err(|e| e.in_stream(&stream.table.name, "records deletion events name"))
+    }
+
     async fn run_all(&self, catalog: &Catalog, discovery: &Discovery, extent: &Extent, sender: Sender) -> Result<()> {
         let ingested = self.options.ingested_at.clone();
         reference::emit_definitions(catalog, discovery, &ingested, &sender).await?;
@@ -339,6 +348,7 @@ impl super::CrmExtractor for HubSpot {
                 window: extent.window(&stream.table.name),
                 named: extent.ids(&stream.table.name),
                 reconcile: extent.reconcile().cloned(),
+                known: extent.baseline().and_then(|k| k.get(&stream.object_type.type_id)).cloned(),
             };
             async move { objects::extract(&client, stream, found, keep, reach, &ingested, &sender).await }.boxed()
         });

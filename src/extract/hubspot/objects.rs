@@ -144,6 +144,8 @@ pub(super) struct Reach {
     pub named: Vec<String>,
     /// List every id too, and compare with the baseline.
     pub reconcile: Option<crate::model::Reconcile>,
+    /// The type's ids in the baseline, which a whole read (not a reconcile) compares with.
+    pub known: Option<HashSet<String>>,
 }
 
 /// Reads the records of one type: all of them (no window), or those changed in the window,
@@ -157,7 +159,7 @@ pub(super) async fn extract(
     ingested: &Arc<str>,
     out: &Sender,
 ) -> Result<()> {
-    let Reach { window, named, reconcile } = reach;
+    let Reach { window, named, reconcile, known } = reach;
     let mut emitter = Emitter {
         client,
         stream: stream.clone(),
@@ -209,6 +211,19 @@ pub(super) async fn extract(
     if let Some(r) = reconcile {
         let type_id = &stream.object_type.type_id;
         emitter.reconcile(r.known.as_ref().and_then(|k| k.get(type_id))).await?;
+    } else if let (true, Some(known)) = (emitter.whole, known) {
+        // A whole read saw every live and archived record: what the baseline had and the read
+        // lacks vanished since, and is confirmed by id as a reconcile confirms it.
+        let mut missing: Vec<String> = known.into_iter().filter(|id| !emitter.read.contains(id)).collect();
+        missing.sort();
+        let table = stream.table.name.clone();
+        let (gone, _) = confirm_gone(client, &stream, missing)
+            .await
+            .map_err(|e| e.in_stream(&table, "reading the ids the baseline had and the read lacks"))?;
+        if !gone.is_empty() {
+            tracing::info!(table = %table, gone = gone.len(), "Records the baseline had are gone.");
+        }
+        out.reconciled(&stream, &gone, ingested).await?;
     }
     emitter.finish().await
 }
@@ -538,10 +553,13 @@ impl Emitter<'_> {
     }
 }
 
-/// Of ids a listing lacked, those a read confirms are gone: not live (a read of a merged id
-/// answers its survivor, whose `hs_merged_object_ids` names it) and not in the recycle bin
-/// (archivings are reported from there). Returns them with the survivor of each merged one,
-/// and the requests sent.
+/// Of ids a listing lacked, those a read confirms are gone: not live and not in the recycle
+/// bin (archivings are reported from there). A read of a merged id answers its survivor: the
+/// batch reads place the ids the answers' `hs_merged_object_ids` name; each id still unplaced
+/// is read on its own, and when that answers another record the id was merged into it (the
+/// survivor the API names, even when its merge property does not list the id, as after a
+/// chain of merges), and only a 404 makes it deleted. Returns the gone ids with the survivor of
+/// each merged one, and the requests sent.
 async fn confirm_gone(
     client: &HttpClient,
     stream: &ObjectStream,
@@ -574,9 +592,42 @@ async fn confirm_gone(
                 }
             }
         }
-        gone.extend(chunk.iter().filter(|id| !found.contains(*id)).map(|id| (id.clone(), survivors[id].clone())));
+        for id in chunk.iter().filter(|id| !found.contains(*id)) {
+            let survivor = match &survivors[id] {
+                Some(survivor) => Some(survivor.clone()),
+                None => {
+                    requests += 1;
+                    read_survivor(client, stream, id).await?
+                }
+            };
+            gone.push((id.clone(), survivor));
+        }
     }
     Ok((gone, requests))
+}
+
+/// Which of `ids` the type's recycle bin holds (batch reads of 100 with `archived=true`).
+pub(super) async fn in_recycle_bin(client: &HttpClient, stream: &ObjectStream, ids: &[String]) -> Result<Vec<String>> {
+    let path = format!("/crm/v3/objects/{}/batch/read?archived=true", stream.object_type.api_name);
+    let mut found = Vec::new();
+    for chunk in ids.chunks(100) {
+        let inputs: Vec<_> = chunk.iter().map(|id| json!({"id": id})).collect();
+        let body = json!({"inputs": inputs, "properties": ["hs_object_id"]});
+        let page: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
+        found.extend(page.results.into_iter().filter(|r| r.archived && chunk.contains(&r.id)).map(|r| r.id));
+    }
+    Ok(found)
+}
+
+/// The record a read of `id` answers when it is another one (`id` was merged into it); `None`
+/// when the read finds nothing (404: deleted).
+async fn read_survivor(client: &HttpClient, stream: &ObjectStream, id: &str) -> Result<Option<String>> {
+    let path = format!("/crm/v3/objects/{}/{id}", stream.object_type.api_name);
+    match client.get_json::<api::SimpleObject>(&path, &[("properties", "hs_object_id")]).await {
+        Ok(record) => Ok((record.id != id).then_some(record.id)),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads every property (and its history) of the listed records through `batch/read`, in

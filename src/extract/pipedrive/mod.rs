@@ -131,28 +131,45 @@ impl Pipedrive {
     }
 
     /// Every list of one entity (live, then archived).
+    /// `known`: the entity's ids in the baseline, which a whole read compares with: those it
+    /// lacks (or read as deleted) vanished since, and are reported as a reconcile would.
     async fn entity(
         &self,
         d: &Discovered,
         window: Option<Window>,
         pairs: Vec<Arc<AssociationPair>>,
+        known: Option<HashSet<String>>,
         out: &Sender,
     ) -> Result<()> {
+        let mut present = known.as_ref().filter(|_| window.is_none()).map(|_| HashSet::new());
         for list in lists_of(d) {
-            self.list(d, list, window, &pairs, out).await?;
+            self.list(d, list, window, &pairs, present.as_mut(), out).await?;
+        }
+        if let (Some(present), Some(known)) = (present, known) {
+            let mut gone: Vec<(String, Option<String>)> =
+                known.into_iter().filter(|id| !present.contains(id)).map(|id| (id, None)).collect();
+            gone.sort();
+            self.reconciled(d, &gone, out).await?;
         }
         Ok(())
     }
 
-    /// Reads one list of an entity, page by page: records, associations, history.
+    async fn reconciled(&self, d: &Discovered, gone: &[(String, Option<String>)], out: &Sender) -> Result<()> {
+        out.reconciled(&d.stream, gone, &self.options.ingested_at).await
+    }
+
+    /// Reads one list of an entity, page by page: records, associations, history; the ids of
+    /// the records that are not deleted go to `present` when given.
     async fn list(
         &self,
         d: &Discovered,
         list: ListSpec,
         window: Option<Window>,
         pairs: &[Arc<AssociationPair>],
+        present: Option<&mut HashSet<String>>,
         out: &Sender,
     ) -> Result<()> {
+        let mut present = present;
         let ListSpec { path, filter, extra } = list;
         let ingested = &self.options.ingested_at;
         let paging = paging_of(d);
@@ -183,6 +200,10 @@ impl Pipedrive {
                     }
                 })
                 .collect();
+            if let Some(present) = present.as_deref_mut() {
+                let live = items.iter().filter(|r| !is_deleted(r)).filter_map(|r| r.get("id").and_then(api::text));
+                present.extend(live);
+            }
             let (batch, ids, skipped, unparseable) = self.records(d, &items, ingested)?;
             bad += skipped;
             if ids.is_empty() {
@@ -490,7 +511,7 @@ impl Pipedrive {
         let mut missing: Vec<(String, Option<String>)> =
             known.iter().flatten().filter(|id| !listed.contains(id)).map(|id| (id.clone(), None)).collect();
         missing.sort();
-        out.reconciled(&d.stream, &missing, ingested).await?;
+        self.reconciled(d, &missing, out).await?;
         tracing::info!(table = %table, ids = ids.len(), gone = missing.len(), listing_requests, association_requests, "Reconciled.");
         let type_id = d.entity.name.to_string();
         out.send(Emit::Listed { type_id, ids, listing_requests, association_requests }).await
@@ -719,8 +740,13 @@ impl super::CrmExtractor for Pipedrive {
             .map(|d| {
                 let pairs = pairs_from(catalog, d);
                 let window = extent.window(&d.stream.table.name);
+                // A reconcile compares its own listing; a full read compares what it read.
+                let known = match extent.reconcile() {
+                    Some(_) => None,
+                    None => extent.baseline().and_then(|k| k.get(d.entity.name)).cloned(),
+                };
                 let (me, d, out) = (self.clone(), d.clone(), out.clone());
-                async move { me.entity(&d, window, pairs, &out).await }
+                async move { me.entity(&d, window, pairs, known, &out).await }
             })
             .collect();
         super::run_streams(jobs, self.options.concurrency).await?;
