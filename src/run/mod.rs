@@ -124,7 +124,13 @@ async fn export_date(run: &mut Run, settings: &ExportSettings) -> Result<ExportO
     if reconcile && !settings.reconcile {
         tracing::info!("The committed export of this date was a reconcile: re-running it as one.");
     }
+    // A full export's folder held every record and reported what vanished: so does its re-run.
+    let full_again = claimed.committed.as_ref().is_some_and(|m| m.mode == Mode::Full.name());
+    if full_again && settings.mode != Some(RequestedMode::Full) {
+        tracing::info!("The committed export of this date was full: re-running it full.");
+    }
     let incremental = match settings.mode {
+        _ if full_again => false,
         Some(RequestedMode::Full) => false,
         Some(RequestedMode::Incremental) => true,
         None => state.is_some(),

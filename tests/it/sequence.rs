@@ -158,17 +158,35 @@ fn replay(dest: &Path) -> Account {
             account.records.insert(record.clone(), (updated.clone(), *archived));
         }
     }
-    for (record, (version, _, archived)) in &newest {
-        if *archived || !account.records.contains_key(record) {
+    // An association of a and b (either direction) is what the newest of the folders that
+    // speak for a and for b says: the newest that holds the record, or holds every association.
+    let holder = |record: &(String, String)| -> Option<usize> {
+        let version = newest.get(record)?.0;
+        (0..folders.len()).rev().find(|&n| folders[n].all_associations || n == version)
+    };
+    let live = |record: &(String, String)| account.records.get(record).is_some_and(|(_, archived)| !archived);
+    let mut candidates: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    // Both directions of every pair that has both (HubSpot's); Pipedrive's keys point one way.
+    let directions: BTreeSet<(&String, &String)> =
+        folders.iter().flat_map(|f| f.links.iter().map(|l| (&l.0, &l.2))).collect();
+    for f in &folders {
+        for l in &f.links {
+            candidates.insert(l.clone());
+            if directions.contains(&(&l.2, &l.0)) {
+                candidates.insert((l.2.clone(), l.3.clone(), l.0.clone(), l.1.clone()));
+            }
+        }
+    }
+    for link in candidates {
+        let (a, b) = ((link.0.clone(), link.1.clone()), (link.2.clone(), link.3.clone()));
+        if !live(&a) || !live(&b) {
             continue;
         }
-        let holder = (0..folders.len()).rev().find(|&n| folders[n].all_associations || n == *version).unwrap();
-        for link in &folders[holder].links {
-            let other = (link.2.clone(), link.3.clone());
-            let live = account.records.get(&other).is_some_and(|(_, archived)| !archived);
-            if (link.0.as_str(), link.1.as_str()) == (record.0.as_str(), record.1.as_str()) && live {
-                account.links.insert(link.clone());
-            }
+        let (Some(ha), Some(hb)) = (holder(&a), holder(&b)) else { continue };
+        let speaker = &folders[ha.max(hb)];
+        let reverse = (link.2.clone(), link.3.clone(), link.0.clone(), link.1.clone());
+        if speaker.links.contains(&link) || speaker.links.contains(&reverse) {
+            account.links.insert(link);
         }
     }
     account
@@ -267,6 +285,8 @@ struct World {
     /// Records whose deletion or associations the folders may not show yet (without webhooks,
     /// until a reconcile or a full export): (type id, id).
     unseen: BTreeSet<(String, String)>,
+    /// No change since the last export: the replay must show the account now.
+    current: bool,
     log: Log,
     _dir: tempfile::TempDir,
 }
@@ -309,6 +329,7 @@ impl World {
             first,
             latest: first,
             unseen: BTreeSet::new(),
+            current: true,
             log: Vec::new(),
             _dir: dir,
         }
@@ -461,6 +482,7 @@ fn sequence(crm: Crm, webhooks: bool, seed: u64, steps: usize) {
         let (out, exact) = match roll {
             0..=49 => {
                 w.hook(&mut rng);
+                w.current = false;
                 continue;
             }
             50..=64 => {
@@ -499,7 +521,10 @@ fn sequence(crm: Crm, webhooks: bool, seed: u64, steps: usize) {
                         format!("backfill exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)),
                     );
                 }
-                w.check(seed);
+                // Changes since the last export reach the folders with the next export only.
+                if w.current {
+                    w.check(seed);
+                }
                 continue;
             }
             _ => {
@@ -526,6 +551,7 @@ fn sequence(crm: Crm, webhooks: bool, seed: u64, steps: usize) {
         if exact {
             w.unseen.clear();
         }
+        w.current = true;
         w.check(seed);
     }
 }
@@ -563,4 +589,105 @@ fn pipedrive_sequences_replay_to_the_account() {
         sequence(Crm::Pipedrive, false, seed, STEPS);
         sequence(Crm::Pipedrive, true, seed, STEPS);
     }
+}
+
+/// The cases a careful user found, one by one (HubSpot, no webhooks unless said): a merge chain
+/// in one night, a deletion a full export of a new date must report, a reconciled date run
+/// again, a dissociation seen only by a reconcile, and a date in the future.
+#[test]
+fn merge_chains_full_exports_and_reruns_keep_what_is_gone_gone() {
+    let mut w = World::new(Crm::HubSpot, false, 11);
+    let first = w.first;
+    assert_success(&w.export(first, &[]));
+    // 1. A chain in one night: c merged into b, then b into a.
+    let merge = |w: &World| w.sandbox.hook("merge", json!({"objectType": "deals", "count": 1, "at": recently()}));
+    let one = merge(&w);
+    let two = merge(&w);
+    let (c, b) = (
+        one["merges"][0]["merged"].as_str().unwrap().to_string(),
+        one["merges"][0]["survivor"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(two["merges"][0]["merged"], b.as_str(), "a chain: the survivor is merged in turn");
+    let a = two["merges"][0]["survivor"].as_str().unwrap().to_string();
+    let night = first + chrono::Duration::days(1);
+    assert_success(&w.export(night, &[]));
+    let folder = read_folder(&w.dest.join(night.to_string()));
+    let rows = merged_into(&w.dest.join(night.to_string()));
+    assert_eq!(rows.get(&c), Some(&a), "the first merged away is merged into the last survivor");
+    assert_eq!(rows.get(&b), Some(&a));
+    assert!(folder.gone.contains_key(&("0-3".to_string(), c.clone())));
+    w.check(11);
+    // 2. A contact deleted, then a full export of a new date: the deletion is reported.
+    let deleted = w.sandbox.hook("delete", json!({"objectType": "contacts", "count": 1, "at": recently()}));
+    let gone = deleted["ids"][0].as_str().unwrap().to_string();
+    let full = night + chrono::Duration::days(1);
+    assert_success(&w.export(full, &["--mode", "full"]));
+    let kinds = kinds_of(&w.dest.join(full.to_string()), &gone);
+    assert_eq!(kinds, ["deleted/reconcile"], "the full export reports what vanished since");
+    w.check(11);
+    // 3. A reconcile, then a plain re-run of its date: the deletion and "all" stay.
+    let deleted = w.sandbox.hook("delete", json!({"objectType": "companies", "count": 1, "at": recently()}));
+    let company = deleted["ids"][0].as_str().unwrap().to_string();
+    let reconcile = full + chrono::Duration::days(1);
+    assert_success(&w.export(reconcile, &["--reconcile"]));
+    assert_success(&w.export(reconcile, &[]));
+    let day = w.dest.join(reconcile.to_string());
+    assert_eq!(kinds_of(&day, &company), ["deleted/reconcile"], "the re-run is a reconcile again");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["associations"], "all");
+    assert!(manifest["reconcile"].is_object());
+    w.check(11);
+    // 4. A date in the future is refused before anything is written.
+    let future = chrono::Utc::now().date_naive() + chrono::Duration::days(3);
+    let out = w.export(future, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!w.dest.join(future.to_string()).exists());
+    // 5. A forced backfill over a date a nightly committed is refused, naming the way back.
+    let mut c = w.command("backfill");
+    let out = run(c.args(["--from", &night.to_string(), "--to", &night.to_string(), "--force"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("crmdump export --date {night}")), "{stderr}");
+}
+
+/// With `crmdump listen`: archiving a HubSpot record (HubSpot sends `.deletion`) gives one
+/// `archived` row, and the record stays, archived; deleting one for good gives `deleted`.
+#[test]
+fn a_deletion_event_of_a_record_in_the_recycle_bin_is_an_archiving() {
+    let mut w = World::new(Crm::HubSpot, true, 12);
+    let first = w.first;
+    assert_success(&w.export(first, &[]));
+    let archived = w.sandbox.hook("archive", json!({"objectType": "deals", "count": 1, "at": recently()}));
+    let deal = archived["ids"][0].as_str().unwrap().to_string();
+    let deleted = w.sandbox.hook("delete", json!({"objectType": "deals", "count": 1, "at": recently()}));
+    let gone = deleted["ids"][0].as_str().unwrap().to_string();
+    let night = first + chrono::Duration::days(1);
+    assert_success(&w.export(night, &[]));
+    let day = w.dest.join(night.to_string());
+    let kinds = kinds_of(&day, &deal);
+    assert_eq!(kinds.iter().filter(|k| k.starts_with("archived/")).count(), 1, "one archived row: {kinds:?}");
+    assert!(kinds.iter().all(|k| k.starts_with("archived/")), "never deleted: {kinds:?}");
+    assert_eq!(kinds_of(&day, &gone), ["deleted/webhook"]);
+    assert_eq!(read_folder(&day).versions.get(&("0-3".to_string(), deal)).map(|v| v.1), Some(true));
+    w.check(12);
+}
+
+/// `KIND/SOURCE` of the `DELETED_OBJECTS` rows of `id` in a day folder.
+fn kinds_of(day: &Path, id: &str) -> Vec<String> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).unwrap()).unwrap();
+    table(day, &manifest, "DELETED_OBJECTS")
+        .into_iter()
+        .filter(|r| r["OBJECTID"] == id)
+        .map(|r| format!("{}/{}", r["KIND"], r["SOURCE"]))
+        .collect()
+}
+
+/// `OBJECTID -> MERGEDINTO` of the folder's `merged` rows.
+fn merged_into(day: &Path) -> BTreeMap<String, String> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(day.join("_manifest.json")).unwrap()).unwrap();
+    table(day, &manifest, "DELETED_OBJECTS")
+        .into_iter()
+        .filter(|r| r["KIND"] == "merged")
+        .map(|r| (r["OBJECTID"].clone(), r["MERGEDINTO"].clone()))
+        .collect()
 }
