@@ -289,6 +289,7 @@ mod tests {
             sandbox: false,
             objects: vec![],
             streams: vec![],
+            object_types: vec![],
             export_date: "2026-11-23".into(),
             mode: "full".into(),
             window: None,

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::{DaySettings, Routed, warning};
 use crate::extract::{Catalog, Extractor, Notice};
 use crate::schema::{TableSchema, iso};
-use crate::sink::manifest::{ColumnEntry, Manifest, ReconcileEntry, TableEntry, Warning};
+use crate::sink::manifest::{ColumnEntry, Manifest, ObjectTypeEntry, ReconcileEntry, TableEntry, Warning};
 use crate::write::PartReceipt;
 
 /// Everything a manifest is made of.
@@ -67,6 +67,16 @@ pub(super) fn manifest(inputs: Inputs<'_>) -> Manifest {
         sandbox: settings.sandbox,
         objects: catalog.objects.iter().map(|o| o.object_type.type_id.clone()).collect(),
         streams: catalog.streams(),
+        object_types: catalog
+            .objects
+            .iter()
+            .map(|o| ObjectTypeEntry {
+                id: o.object_type.type_id.clone(),
+                table: o.table.name.clone(),
+                singular: o.object_type.singular.clone(),
+                plural: o.object_type.plural.clone(),
+            })
+            .collect(),
         export_date: date,
         mode: settings.mode.name().into(),
         window: settings.extent.span().map(|w| crate::sink::manifest::Window { from: iso(w.from), to: iso(w.to) }),

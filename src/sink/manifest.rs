@@ -25,6 +25,11 @@ pub struct Manifest {
     /// The streams read (object and event tables), whole or by window.
     #[serde(default)]
     pub streams: Vec<String>,
+    /// Each object type read: its type id, its table and the words its association tables'
+    /// names and columns use (`CONTACT`, `CONTACTS`), so that readers can tell a pair's table
+    /// by its type ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_types: Vec<ObjectTypeEntry>,
     pub export_date: String,
     pub mode: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -47,6 +52,15 @@ pub struct Manifest {
     pub requests: u64,
     pub retries: u64,
     pub warnings: Vec<Warning>,
+}
+
+/// One object type of a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectTypeEntry {
+    pub id: String,
+    pub table: String,
+    pub singular: String,
+    pub plural: String,
 }
 
 /// The manifest's account of a reconcile.

@@ -217,6 +217,7 @@ pub async fn commit_part(sink: &Sink, id: &PartId, table: &str, bytes: Bytes, ro
         sandbox: false,
         objects: Vec::new(),
         streams: Vec::new(),
+        object_types: Vec::new(),
         export_date: id.day.clone(),
         mode: "webhook".into(),
         window: None,

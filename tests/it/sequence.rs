@@ -287,6 +287,9 @@ struct World {
     unseen: BTreeSet<(String, String)>,
     /// No change since the last export: the replay must show the account now.
     current: bool,
+    /// HubSpot's survivors and the records merged into them: deleting a survivor before a run
+    /// read it hides its merges too (nothing left names them), until a reconcile.
+    merged_into: BTreeMap<(String, String), Vec<String>>,
     log: Log,
     _dir: tempfile::TempDir,
 }
@@ -330,6 +333,7 @@ impl World {
             latest: first,
             unseen: BTreeSet::new(),
             current: true,
+            merged_into: BTreeMap::new(),
             log: Vec::new(),
             _dir: dir,
         }
@@ -401,12 +405,21 @@ impl World {
         if status != 200 || self.listener.is_some() {
             return;
         }
+        if hook == "merge" {
+            for m in answer["merges"].as_array().into_iter().flatten() {
+                let survivor = (type_id.to_string(), crate::webhooks::text_id(&m["survivor"]));
+                self.merged_into.entry(survivor).or_default().push(crate::webhooks::text_id(&m["merged"]));
+            }
+        }
         // Without webhooks, deletions and association changes wait for a reconcile.
         let id = |v: &Value| crate::webhooks::text_id(v);
         match hook {
             "delete" | "privacy-delete" => {
-                for v in answer["ids"].as_array().into_iter().flatten() {
-                    self.unseen.insert((type_id.into(), id(v)));
+                let mut hidden: Vec<String> = answer["ids"].as_array().into_iter().flatten().map(id).collect();
+                while let Some(gone) = hidden.pop() {
+                    let record = (type_id.to_string(), gone);
+                    hidden.extend(self.merged_into.get(&record).cloned().unwrap_or_default());
+                    self.unseen.insert(record);
                 }
             }
             "associate" | "dissociate" => {

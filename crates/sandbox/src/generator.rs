@@ -1547,3 +1547,32 @@ mod tests {
         assert!(g.association_labels(0, 3).len() == 1 && g.association_labels(3, 2).is_empty());
     }
 }
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    /// A company linked to a company by a hook: "Parent Company" (14) seen from the end the
+    /// hook named first, "Child Company" (13) from the other, as HubSpot labels them.
+    #[test]
+    fn a_company_to_company_link_is_labelled_from_each_end() {
+        let g = Generator::new(SandboxConfig::new(3, 40));
+        let companies = g.type_index("companies").unwrap();
+        let pairs = g.link(companies, companies, 1, false, default_anchor()).unwrap();
+        let (from, to) = pairs[0];
+        let ty = &g.types[companies];
+        let (from, to) = (ty.index_of(from).unwrap(), ty.index_of(to).unwrap());
+        let types_of = |a: u64, b: u64| -> Vec<i32> {
+            g.associations(companies, a, companies)
+                .into_iter()
+                .find(|(t, _)| *t == b)
+                .unwrap()
+                .1
+                .iter()
+                .map(|t| t.type_id)
+                .collect()
+        };
+        assert_eq!(types_of(from, to), [14]);
+        assert_eq!(types_of(to, from), [13]);
+    }
+}
