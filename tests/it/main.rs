@@ -29,4 +29,5 @@ mod s3;
 mod sequence;
 mod spec_examples;
 mod verify;
+mod views;
 mod webhooks;

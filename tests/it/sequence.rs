@@ -40,14 +40,14 @@ impl Rng {
 
 /// Which CRM the sequence runs against.
 #[derive(Clone, Copy, PartialEq)]
-enum Crm {
+pub(crate) enum Crm {
     HubSpot,
     Pipedrive,
 }
 
 impl Crm {
     /// (object type as the hooks and `--objects` name it, type id in the tables).
-    fn types(self) -> &'static [(&'static str, &'static str)] {
+    pub(crate) fn types(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Crm::HubSpot => &[("contacts", "0-1"), ("companies", "0-2"), ("deals", "0-3")],
             Crm::Pipedrive => &[("persons", "person"), ("organizations", "organization"), ("deals", "deal")],
@@ -126,12 +126,12 @@ fn read_folder(day: &Path) -> Folder {
 /// The account by the replay rule: live and archived records with their `UPDATEDAT`, and the
 /// associations of each live record.
 #[derive(Debug, Default, PartialEq)]
-struct Account {
-    records: BTreeMap<(String, String), (String, bool)>,
-    links: BTreeSet<(String, String, String, String)>,
+pub(crate) struct Account {
+    pub(crate) records: BTreeMap<(String, String), (String, bool)>,
+    pub(crate) links: BTreeSet<(String, String, String, String)>,
 }
 
-fn replay(dest: &Path) -> Account {
+pub(crate) fn replay(dest: &Path) -> Account {
     let mut folders: Vec<Folder> = std::fs::read_dir(dest)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -193,13 +193,13 @@ fn replay(dest: &Path) -> Account {
 }
 
 /// An instant as the tables write it (milliseconds, `Z`).
-fn canonical(text: &str) -> String {
+pub(crate) fn canonical(text: &str) -> String {
     let t = chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"));
     t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The account as the sandbox's HubSpot API serves it now.
-fn hubspot_truth(sandbox: &SandboxProcess, types: &[(&str, &str)]) -> Account {
+pub(crate) fn hubspot_truth(sandbox: &SandboxProcess, types: &[(&str, &str)]) -> Account {
     let mut account = Account::default();
     let mut live: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for &(object_type, type_id) in types {
@@ -245,7 +245,7 @@ fn hubspot_truth(sandbox: &SandboxProcess, types: &[(&str, &str)]) -> Account {
 /// The account as the sandbox's Pipedrive API serves it now: persons, organizations and deals
 /// (live and archived; Pipedrive's deleted deals, still listed for 30 days, are gone) and their
 /// foreign keys among them.
-fn pipedrive_truth(sandbox: &SandboxProcess) -> Account {
+pub(crate) fn pipedrive_truth(sandbox: &SandboxProcess) -> Account {
     let mut account = Account::default();
     let lists = [
         ("person", "/api/v2/persons", false),
@@ -273,13 +273,15 @@ fn pipedrive_truth(sandbox: &SandboxProcess) -> Account {
 type Log = Vec<String>;
 
 /// A sequence's world: the sandbox, its listener (with webhooks), the destination, the dates.
-struct World {
+pub(crate) struct World {
     crm: Crm,
-    sandbox: SandboxProcess,
+    pub(crate) sandbox: SandboxProcess,
     listener: Option<Listener>,
-    dest: PathBuf,
+    pub(crate) dest: PathBuf,
+    /// Whether runs read property history (`--no-history` otherwise, which is faster).
+    pub(crate) history: bool,
     /// The first nightly's date; backfills cover the days before it.
-    first: chrono::NaiveDate,
+    pub(crate) first: chrono::NaiveDate,
     /// The newest exported date.
     latest: chrono::NaiveDate,
     /// Records whose deletion or associations the folders may not show yet (without webhooks,
@@ -295,12 +297,12 @@ struct World {
 }
 
 /// Two minutes ago: inside the next run's window, outside the settle lag.
-fn recently() -> String {
+pub(crate) fn recently() -> String {
     crmdump::sandbox::iso(chrono::Utc::now() - chrono::Duration::minutes(2))
 }
 
 impl World {
-    fn new(crm: Crm, webhooks: bool, seed: u64) -> World {
+    pub(crate) fn new(crm: Crm, webhooks: bool, seed: u64) -> World {
         let dir = tempfile::tempdir().unwrap();
         let listener = webhooks.then(|| Listener::start(dir.path(), &["--public-url", PUBLIC]));
         let scale = "60";
@@ -329,6 +331,7 @@ impl World {
             sandbox,
             listener,
             dest,
+            history: false,
             first,
             latest: first,
             unseen: BTreeSet::new(),
@@ -345,6 +348,11 @@ impl World {
 
     /// An export command against the sandbox (`export` or `backfill`).
     fn command(&self, command: &str) -> Command {
+        self.command_to(command, &self.dest)
+    }
+
+    /// An export command writing to `dest`.
+    pub(crate) fn command_to(&self, command: &str, dest: &Path) -> Command {
         let mut c = crmdump();
         let objects: Vec<&str> = self.crm.types().iter().map(|(t, _)| *t).collect();
         match self.crm {
@@ -353,11 +361,11 @@ impl World {
                 .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"),
             Crm::Pipedrive => c.args([command, "--source", "pipedrive"]).env("PIPEDRIVE_API_TOKEN", PIPEDRIVE_TOKEN),
         };
-        c.args(["--base-url", &self.sandbox.base_url, "--dest", self.dest.to_str().unwrap()]).args([
-            "--objects",
-            &objects.join(","),
-            "--no-history",
-        ]);
+        c.args(["--base-url", &self.sandbox.base_url, "--dest", dest.to_str().unwrap()])
+            .args(["--objects", &objects.join(",")]);
+        if !self.history {
+            c.arg("--no-history");
+        }
         c
     }
 

@@ -72,7 +72,10 @@ pub type ModifiedIndex = Arc<Vec<(i64, i64)>>;
 
 #[derive(Default)]
 struct Log {
-    touched: HashMap<(usize, u64), Touch>,
+    /// Every touch of each record, oldest first.
+    touched: HashMap<(usize, u64), Vec<Touch>>,
+    /// Per type: when its late property was added (`POST /_sandbox/add-property`).
+    revealed: HashMap<usize, DateTime<Utc>>,
     archived: HashMap<(usize, u64), DateTime<Utc>>,
     /// Per type: the record index the next touch starts from.
     touch_cursor: HashMap<usize, u64>,
@@ -108,7 +111,30 @@ impl Changes {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        self.log.read().expect("changes lock").touched.get(&(t, index)).cloned()
+        self.log.read().expect("changes lock").touched.get(&(t, index)).and_then(|all| all.last().cloned())
+    }
+
+    /// Every touch of the record, oldest first.
+    pub fn touches(&self, t: usize, index: u64) -> Vec<Touch> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.log.read().expect("changes lock").touched.get(&(t, index)).cloned().unwrap_or_default()
+    }
+
+    /// When type `t`'s late property was added, if it was.
+    pub fn revealed_at(&self, t: usize) -> Option<DateTime<Utc>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.log.read().expect("changes lock").revealed.get(&t).copied()
+    }
+
+    /// Adds type `t`'s late property at `at` (once: later calls keep the first time).
+    pub fn reveal(&self, t: usize, at: DateTime<Utc>) -> DateTime<Utc> {
+        let first = *self.log.write().expect("changes lock").revealed.entry(t).or_insert(at);
+        self.changed(t);
+        first
     }
 
     pub fn archived_at(&self, t: usize, index: u64) -> Option<DateTime<Utc>> {
@@ -229,7 +255,7 @@ impl Changes {
         {
             let mut log = self.log.write().expect("changes lock");
             for (&i, touch) in indexes.iter().zip(touches) {
-                log.touched.insert((t, i), touch.clone());
+                log.touched.entry((t, i)).or_default().push(touch.clone());
             }
             log.touch_cursor.insert(t, cursor);
         }
@@ -253,11 +279,8 @@ impl Changes {
     /// truth `GET /_sandbox/changes` serves.
     pub fn of_type(&self, t: usize) -> Vec<Change> {
         let log = self.log.read().expect("changes lock");
-        let touched = log.touched.iter().filter(|((ty, _), _)| *ty == t).map(|(&(_, index), touch)| Change {
-            index,
-            kind: ChangeKind::Modified,
-            at: touch.at,
-            into: None,
+        let touched = log.touched.iter().filter(|((ty, _), _)| *ty == t).filter_map(|(&(_, index), all)| {
+            all.last().map(|touch| Change { index, kind: ChangeKind::Modified, at: touch.at, into: None })
         });
         let archived = log.archived.iter().filter(|((ty, _), _)| *ty == t).map(|(&(_, index), &at)| Change {
             index,

@@ -174,6 +174,9 @@ enum Role {
     /// `hs_merged_object_ids`: the ids merged into the record, `;`-separated; null until a
     /// merge.
     MergedIds,
+    /// A property added after the account was generated (`POST /_sandbox/add-property`):
+    /// not defined before, then set by each touch after it was added.
+    Late,
     Generic,
 }
 
@@ -682,6 +685,10 @@ impl Generator {
             Role::UpdatedAt if self.changes.bumped_at(t, index).is_some() => {
                 return Some(iso(self.record_times(t, index).1));
             }
+            Role::Late => {
+                let touch = self.changes.touched(t, index)?;
+                return self.late_value(t, &touch);
+            }
             _ => {}
         }
         if let Some(touch) = self.changes.touched(t, index) {
@@ -695,6 +702,29 @@ impl Generator {
         self.generated_value(t, index, p)
     }
 
+    /// The late property's value after `touch`: set by touches after it was added.
+    fn late_value(&self, t: usize, touch: &Touch) -> Option<String> {
+        let added = self.changes.revealed_at(t)?;
+        (touch.at >= added).then(|| format!("tier set at {}", iso(touch.at)))
+    }
+
+    /// Whether property `p` of type `t` is defined (a late property only once added).
+    pub fn is_defined(&self, t: usize, p: usize) -> bool {
+        self.types[t].properties[p].role != Role::Late || self.changes.revealed_at(t).is_some()
+    }
+
+    /// `POST /_sandbox/add-property`: adds type `t`'s late property at `at`; its name.
+    pub fn add_property(&self, t: usize, at: DateTime<Utc>) -> Result<String, String> {
+        let ty = &self.types[t];
+        let p = ty
+            .properties
+            .iter()
+            .position(|p| p.role == Role::Late)
+            .ok_or_else(|| format!("{} has no property to add (contacts has one)", ty.api_name))?;
+        self.changes.reveal(t, at);
+        Ok(ty.properties[p].name.clone())
+    }
+
     /// The value of property `p` before any test hook touched the record.
     fn generated_value(&self, t: usize, index: u64, p: usize) -> Option<String> {
         let ty = &self.types[t];
@@ -704,7 +734,7 @@ impl Generator {
             Role::ObjectId => return Some(ty.id_of(index).to_string()),
             Role::CreatedAt => return Some(iso(self.generated_times(t, index).0)),
             Role::UpdatedAt => return Some(iso(self.generated_times(t, index).1)),
-            Role::MergedIds => return None,
+            Role::MergedIds | Role::Late => return None,
             Role::FirstName => return Some(FIRST_NAMES[(h % 10) as usize].to_string()),
             Role::LastName => return Some(LAST_NAMES[(mix(h) % 10) as usize].to_string()),
             Role::Email => {
@@ -726,19 +756,24 @@ impl Generator {
                 let active: Vec<&Owner> = self.owners.iter().collect();
                 active[(v % active.len() as u64) as usize].id.to_string()
             }
-            Role::Pipeline | Role::Stage => {
-                let pipelines = self.pipelines(t);
-                let pipeline =
-                    &pipelines[(hash(&[self.config.seed, ty.ordinal, index, 77]) % pipelines.len() as u64) as usize];
-                if prop.role == Role::Pipeline {
-                    pipeline.id.clone()
-                } else {
-                    pipeline.stages[(v % pipeline.stages.len() as u64) as usize].0.clone()
-                }
-            }
+            Role::Pipeline => self.pipeline_of(t, index).id,
+            Role::Stage => self.stage_of(t, index, v),
             Role::SloppyNumber if v.is_multiple_of(10) && !self.config.clean_numbers => "N/A".to_string(),
             _ => generic_value(prop, v, self.config.anchor),
         })
+    }
+
+    /// The pipeline of a deal or ticket.
+    fn pipeline_of(&self, t: usize, index: u64) -> Pipeline {
+        let mut pipelines = self.pipelines(t);
+        let at = hash(&[self.config.seed, self.types[t].ordinal, index, 77]) % pipelines.len() as u64;
+        pipelines.swap_remove(at as usize)
+    }
+
+    /// A stage of the record's pipeline, picked by `v`.
+    fn stage_of(&self, t: usize, index: u64, v: u64) -> String {
+        let pipeline = self.pipeline_of(t, index);
+        pipeline.stages[(v % pipeline.stages.len() as u64) as usize].0.clone()
     }
 
     /// Pipelines of a type (deals and tickets have them).
@@ -961,18 +996,26 @@ impl Generator {
     /// decreasing timestamps; the newest is the current value. Empty when the current value
     /// is null.
     pub fn history(&self, t: usize, index: u64, p: usize) -> Vec<HistoryEntry> {
-        let touched = self
+        let role = self.types[t].properties[p].role;
+        let mut entries: Vec<HistoryEntry> = self
             .changes
-            .touched(t, index)
-            .filter(|_| p == self.touch_property(t) || self.types[t].properties[p].role == Role::UpdatedAt);
-        let mut entries: Vec<HistoryEntry> = touched
+            .touches(t, index)
             .iter()
-            .map(|touch| HistoryEntry {
-                value: self.property_value(t, index, p).unwrap_or_default(),
-                timestamp: iso(touch.at),
-                source_type: "API",
-                source_id: None,
-                updated_by_user_id: None,
+            .rev()
+            .filter_map(|touch| {
+                let value = match role {
+                    Role::UpdatedAt => Some(iso(touch.at)),
+                    Role::Late => self.late_value(t, touch),
+                    _ if p == self.touch_property(t) => Some(touch.value.clone()),
+                    _ => None,
+                }?;
+                Some(HistoryEntry {
+                    value,
+                    timestamp: iso(touch.at),
+                    source_type: "API",
+                    source_id: None,
+                    updated_by_user_id: None,
+                })
             })
             .collect();
         let Some(current) = self.generated_value(t, index, p) else {
@@ -987,6 +1030,9 @@ impl Generator {
             let e = mix(h ^ k);
             let value = if k == 0 {
                 current.clone()
+            } else if prop.role == Role::Stage {
+                // A stage the record was in before: one of its pipeline's.
+                self.stage_of(t, index, e)
             } else if prop.role == Role::Generic && prop.ty != "string" {
                 generic_value(prop, e, at)
             } else {
@@ -1228,6 +1274,7 @@ fn build_types(portal_id: i64, scale: u64) -> Vec<SandboxType> {
             &["subscriber", "lead", "marketingqualifiedlead", "customer"],
         ),
         enumeration("hs_buying_role", "Buying Role", "checkbox", &["BUDGET_HOLDER", "CHAMPION", "END_USER"]),
+        prop("customer_tier", "Customer tier", "string", "text", Role::Late),
     ]);
     // Long names, as real portals have: together they overflow an 8 KiB URL.
     contacts.extend(custom_properties("custom_contact_attribute_with_a_long_descriptive_name", 230));

@@ -186,6 +186,7 @@ fn router(state: Shared) -> Router {
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/touch", post(touch))
         .route("/_sandbox/archive", post(archive))
+        .route("/_sandbox/add-property", post(add_property))
         .route("/_sandbox/changes", get(changes))
         .merge(hooks::routes())
         .route("/_sandbox/webhooks", get(webhooks_sent))
@@ -679,7 +680,7 @@ async fn schemas(State(state): State<Shared>) -> Response {
                 "requiredProperties": [ty.primary_display_property],
                 "searchableProperties": [ty.primary_display_property],
                 "secondaryDisplayProperties": [],
-                "properties": (0..ty.properties.len()).map(|p| property_json(g, t, p)).collect::<Vec<_>>(),
+                "properties": (0..ty.properties.len()).filter(|&p| g.is_defined(t, p)).map(|p| property_json(g, t, p)).collect::<Vec<_>>(),
                 "associations": associations,
                 "archived": false,
                 "createdAt": super::iso(g.config.anchor - chrono::Duration::days(800)),
@@ -694,7 +695,8 @@ async fn properties(State(state): State<Shared>, Path(object_type): Path<String>
     let g = &state.generator;
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
-    let results: Vec<Value> = (0..g.types[t].properties.len()).map(|p| property_json(g, t, p)).collect();
+    let results: Vec<Value> =
+        (0..g.types[t].properties.len()).filter(|&p| g.is_defined(t, p)).map(|p| property_json(g, t, p)).collect();
     Ok(Json(json!({ "results": results })).into_response())
 }
 
@@ -924,6 +926,7 @@ pub(super) async fn legacy_properties(State(state): State<Shared>, Path(object_t
     let t = resolve_type(g, &object_type)?;
     require(g, &g.types[t].scope)?;
     let results: Vec<Value> = (0..g.types[t].properties.len())
+        .filter(|&p| g.is_defined(t, p))
         .map(|p| {
             let mut v = property_json(g, t, p);
             let def = &g.types[t].properties[p];
@@ -1409,6 +1412,8 @@ async fn search(
 #[serde(rename_all = "camelCase")]
 struct HookBody {
     object_type: String,
+    /// Default: 1.
+    #[serde(default = "one_record")]
     count: u64,
     /// Default: now.
     at: Option<String>,
@@ -1416,6 +1421,10 @@ struct HookBody {
     /// only; default 0: every record in the same millisecond).
     #[serde(default)]
     spread_ms: i64,
+}
+
+fn one_record() -> u64 {
+    1
 }
 
 impl HookBody {
@@ -1427,6 +1436,17 @@ impl HookBody {
             }),
         }
     }
+}
+
+/// `POST /_sandbox/add-property {"objectType": "contacts"}`: defines the type's late property
+/// (`customer_tier`) from `at` on; touches after it set its value.
+async fn add_property(State(state): State<Shared>, body: Result<Json<HookBody>, JsonRejection>) -> Answer {
+    let g = &state.generator;
+    let Json(body) = body.map_err(invalid_json)?;
+    let t = resolve_type(g, &body.object_type)?;
+    let at = body.at()?;
+    let name = g.add_property(t, at).map_err(|m| reject(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m))?;
+    Ok(Json(json!({"objectType": body.object_type, "property": name, "at": super::iso(at)})).into_response())
 }
 
 /// `POST /_sandbox/touch`: modifies records (a property value and `updatedAt`).

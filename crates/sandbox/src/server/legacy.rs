@@ -49,7 +49,7 @@ fn legacy_properties_of(g: &Generator, t: usize, index: u64, names: Option<&[Str
     let updated = millis(&g.record(t, index).updated_at);
     let mut out = Map::new();
     for (p, def) in g.types[t].properties.iter().enumerate() {
-        if names.is_some_and(|n| !n.contains(&def.name)) {
+        if names.is_some_and(|n| !n.contains(&def.name)) || !g.is_defined(t, p) {
             continue;
         }
         let Some(value) = g.property_value(t, index, p) else { continue };
