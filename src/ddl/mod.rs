@@ -132,3 +132,125 @@ fn header(dialect: Dialect, range: &[Day], options: &Options) -> String {
     out.push_str(dialect.preamble());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::manifest::{ColumnEntry, TableEntry};
+
+    fn day(format: &str, layout: Layout, parts: usize) -> Day {
+        let column = |name: &str, ty: &str| ColumnEntry { name: name.into(), ty: ty.into(), nullable: true };
+        let dir = layout.table_dir("2026-11-23", "OWNERS");
+        Day {
+            root: "s3://bucket/crm".into(),
+            root_index: 0,
+            layout,
+            manifest: Manifest {
+                format_version: 1,
+                crmdump_version: "0".into(),
+                source: "hubspot".into(),
+                account: "42".into(),
+                sandbox: false,
+                objects: vec![],
+                streams: vec![],
+                object_types: vec![],
+                export_date: "2026-11-23".into(),
+                mode: "full".into(),
+                window: None,
+                started_at: "2026-11-23T01:00:00.000Z".into(),
+                finished_at: "2026-11-23T01:05:00.000Z".into(),
+                format: format.into(),
+                layout: layout.name().into(),
+                tables: vec![TableEntry {
+                    name: "OWNERS".into(),
+                    rows: 1,
+                    columns: vec![
+                        column("OWNERID", "Int64"),
+                        column("OBJECTID", "Int64"),
+                        column("UPDATEDAT", "Timestamp(ms, UTC)"),
+                        column("META", "Json"),
+                    ],
+                    files: (0..parts)
+                        .map(|i| PartReceipt {
+                            path: format!("{dir}/part-{i:05}.csv.gz"),
+                            rows: 1,
+                            bytes: 100 + i as u64,
+                            sha256: String::new(),
+                        })
+                        .collect(),
+                }],
+                associations: Some("all".into()),
+                reconcile: None,
+                requests: 0,
+                retries: 0,
+                warnings: vec![],
+            },
+        }
+    }
+
+    fn sql(dialect: Dialect, d: &Day) -> Script {
+        script(dialect, std::slice::from_ref(d), std::slice::from_ref(d), &Options::default())
+    }
+
+    #[test]
+    fn every_table_carries_source_account_and_export_date_and_a_date_is_swapped_in_one_transaction() {
+        let d = day("csv.gz", Layout::Daily, 1);
+        let out = sql(Dialect::Postgres, &d).sql;
+        assert!(out.contains("\"SOURCE\" TEXT NOT NULL,\n  \"ACCOUNT\" TEXT NOT NULL,\n  \"EXPORT_DATE\" DATE NOT NULL"));
+        let begin = out.find("BEGIN;").unwrap();
+        let delete = out.find("DELETE FROM \"OWNERS\" WHERE \"SOURCE\" = 'hubspot' AND \"ACCOUNT\" = '42' AND \"EXPORT_DATE\" = DATE '2026-11-23';").unwrap();
+        let insert = out.find("INSERT INTO \"OWNERS\" (\"SOURCE\", \"ACCOUNT\", \"EXPORT_DATE\", \"OWNERID\"").unwrap();
+        let commit = out.find("COMMIT;").unwrap();
+        assert!(begin < delete && delete < insert && insert < commit, "{out}");
+        assert!(out.contains("\\copy \"_crmdump_stage_OWNERS_"), "{out}");
+        assert!(out.contains("CAST(\"OBJECTID\" AS TEXT)"), "record ids are text: {out}");
+        assert!(out.contains("\"OWNERID\" BIGINT"), "{out}");
+        assert!(out.contains("CAST(\"META\" AS JSONB)"), "{out}");
+    }
+
+    #[test]
+    fn snowflake_copies_name_at_most_a_thousand_files_and_force_reloads() {
+        let out = sql(Dialect::Snowflake, &day("csv.gz", Layout::Daily, 2_500)).sql;
+        let copies: Vec<&str> = out.lines().filter(|l| l.starts_with("COPY INTO")).collect();
+        assert_eq!(copies.len(), 3);
+        for c in &copies {
+            assert!(c.contains("FORCE = TRUE") && c.contains("FROM '@crmdump_stage/2026-11-23/OWNERS/'"), "{c}");
+            assert!(c.matches(".csv.gz'").count() <= 1_000);
+        }
+        assert!(copies[2].contains("'part-02499.csv.gz'"));
+    }
+
+    #[test]
+    fn redshift_reads_a_copy_manifest_of_exactly_the_parts_and_empty_as_null() {
+        let d = day("csv.gz", Layout::Hive, 2);
+        let out = sql(Dialect::Redshift, &d);
+        assert!(out.sql.contains(
+            "FROM 's3://bucket/crm/_crmdump/redshift/2026-11-23/OWNERS.manifest' IAM_ROLE '<your-redshift-role-arn>' MANIFEST FORMAT AS CSV IGNOREHEADER 1 GZIP EMPTYASNULL"
+        ));
+        let (index, key, body) = &out.files[0];
+        assert_eq!((*index, key.as_str()), (0, "_crmdump/redshift/2026-11-23/OWNERS.manifest"));
+        let manifest: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(manifest["entries"][1]["url"], "s3://bucket/crm/OWNERS/dt=2026-11-23/part-00001.csv.gz");
+        assert_eq!(manifest["entries"][1]["meta"]["content_length"], 101);
+    }
+
+    #[test]
+    fn bigquery_loads_exact_uris_and_athena_partitions_committed_dates() {
+        let d = day("parquet", Layout::Hive, 2);
+        let bq = sql(Dialect::Bigquery, &d).sql;
+        assert!(bq.contains("uris = ['s3://bucket/crm/OWNERS/dt=2026-11-23/part-00000.csv.gz', 's3://bucket/crm/OWNERS/dt=2026-11-23/part-00001.csv.gz']"), "{bq}");
+        assert!(bq.contains("BEGIN TRANSACTION;") && bq.contains("COMMIT TRANSACTION;"));
+        let athena = sql(Dialect::Athena, &d).sql;
+        assert!(athena.contains("PARTITIONED BY (`export_date` STRING)\nSTORED AS PARQUET"), "{athena}");
+        assert!(athena.contains("ADD IF NOT EXISTS PARTITION (`export_date` = '2026-11-23') LOCATION 's3://bucket/crm/OWNERS/dt=2026-11-23/'"));
+        assert!(athena.contains("CREATE OR REPLACE VIEW \"OWNERS\" AS"), "{athena}");
+    }
+
+    #[test]
+    fn spark_reads_the_manifests_parts_with_nul_as_its_null_value() {
+        let out = sql(Dialect::Spark, &day("csv.gz", Layout::Daily, 2)).sql;
+        assert!(out.contains(
+            "USING csv OPTIONS (path 's3://bucket/crm/2026-11-23/OWNERS/{part-00000.csv.gz,part-00001.csv.gz}', header 'true', multiLine 'true', escape '\"', nullValue '\\u0000'"
+        ), "{out}");
+    }
+}

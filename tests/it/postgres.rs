@@ -78,7 +78,7 @@ fn postgres_loads_a_csv_export_through_the_generated_ddl() {
                 "\u{1f}",
                 "-c",
                 &format!(
-                    "SELECT \"PROPERTY_JOBTITLE\", \"PROPERTY_ANNUALREVENUE\", to_char(\"UPDATEDAT\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \"PROPERTY_HS_EMAIL_OPTOUT\" FROM \"OBJECTS_CONTACTS\" WHERE \"OBJECTID\" = {id}"
+                    "SELECT \"PROPERTY_JOBTITLE\", \"PROPERTY_ANNUALREVENUE\", to_char(\"UPDATEDAT\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \"PROPERTY_HS_EMAIL_OPTOUT\" FROM \"OBJECTS_CONTACTS\" WHERE \"OBJECTID\" = '{id}'"
                 ),
             ],
         );
