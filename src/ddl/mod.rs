@@ -196,7 +196,9 @@ mod tests {
     fn every_table_carries_source_account_and_export_date_and_a_date_is_swapped_in_one_transaction() {
         let d = day("csv.gz", Layout::Daily, 1);
         let out = sql(Dialect::Postgres, &d).sql;
-        assert!(out.contains("\"SOURCE\" TEXT NOT NULL,\n  \"ACCOUNT\" TEXT NOT NULL,\n  \"EXPORT_DATE\" DATE NOT NULL"));
+        assert!(
+            out.contains("\"SOURCE\" TEXT NOT NULL,\n  \"ACCOUNT\" TEXT NOT NULL,\n  \"EXPORT_DATE\" DATE NOT NULL")
+        );
         let begin = out.find("BEGIN;").unwrap();
         let delete = out.find("DELETE FROM \"OWNERS\" WHERE \"SOURCE\" = 'hubspot' AND \"ACCOUNT\" = '42' AND \"EXPORT_DATE\" = DATE '2026-11-23';").unwrap();
         let insert = out.find("INSERT INTO \"OWNERS\" (\"SOURCE\", \"ACCOUNT\", \"EXPORT_DATE\", \"OWNERID\"").unwrap();

@@ -145,7 +145,12 @@ fn warehouse_statements_parse_in_their_own_dialects_and_read_only_committed_part
         assert!(parsed["statements"].as_u64().unwrap() > 50, "{dialect}: {parsed}");
         assert_eq!(parsed["unparsed"], serde_json::json!([]), "{dialect}: statements sqlglot keeps as opaque commands");
         assert!(!sql.contains("2026-11-25"), "{dialect} reads the killed run's date");
-        for view in ["CURRENT_OBJECTS_CONTACTS", "CURRENT_ASSOCIATIONS", "OBJECT_PROPERTIES_HISTORY_SPANS", "PIPELINE_STAGE_SPANS"] {
+        for view in [
+            "CURRENT_OBJECTS_CONTACTS",
+            "CURRENT_ASSOCIATIONS",
+            "OBJECT_PROPERTIES_HISTORY_SPANS",
+            "PIPELINE_STAGE_SPANS",
+        ] {
             assert!(sql.contains(view), "{dialect}: {view}");
         }
         let part = |p: &str| format!("{}/{d1}/{p}", absolute.display());
@@ -174,18 +179,28 @@ fn warehouse_statements_parse_in_their_own_dialects_and_read_only_committed_part
             }
             "redshift" => {
                 assert!(sql.contains("EMPTYASNULL") && sql.contains("MANIFEST"));
-                assert!(sql.contains("CALL crmdump_add_column('', 'OBJECTS_CONTACTS', 'PROPERTY_CUSTOMER_TIER'"), "drift");
+                assert!(
+                    sql.contains("CALL crmdump_add_column('', 'OBJECTS_CONTACTS', 'PROPERTY_CUSTOMER_TIER'"),
+                    "drift"
+                );
                 let written: serde_json::Value = serde_json::from_slice(
                     &std::fs::read(root.join(format!("_crmdump/redshift/{d1}/OBJECTS_CONTACTS.manifest"))).unwrap(),
                 )
                 .unwrap();
                 let urls: Vec<&str> =
                     written["entries"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();
-                assert_eq!(urls, parts.iter().map(|p| part(p)).collect::<Vec<_>>(), "the COPY manifest lists the parts");
+                assert_eq!(
+                    urls,
+                    parts.iter().map(|p| part(p)).collect::<Vec<_>>(),
+                    "the COPY manifest lists the parts"
+                );
                 assert!(written["entries"].as_array().unwrap().iter().all(|e| e["mandatory"] == true));
             }
             "athena" => {
-                assert!(sql.contains(&format!("PARTITION (`export_date` = '{d1}') LOCATION '{}/{d1}/OBJECTS_CONTACTS/'", absolute.display())));
+                assert!(sql.contains(&format!(
+                    "PARTITION (`export_date` = '{d1}') LOCATION '{}/{d1}/OBJECTS_CONTACTS/'",
+                    absolute.display()
+                )));
             }
             _ => {}
         }
