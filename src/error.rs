@@ -102,6 +102,11 @@ pub enum Error {
     #[error("verify found {0} problems")]
     Verify(usize),
 
+    /// `crmdump status --max-age`: an account's newest committed export is older than allowed
+    /// (or there is none): a monitor's alarm (exit 1).
+    #[error("{0}")]
+    Stale(String),
+
     /// A live run of the same account (or a listener of the same destination) holds the
     /// destination's lease: nothing was touched (exit 75, retry later or wait with
     /// `--wait-for-lease`).
@@ -185,7 +190,9 @@ impl Error {
             Error::Stream { source, .. } => source.class(),
             Error::Row { .. } => ErrorClass::Data,
             Error::DataWarnings(_) => ErrorClass::Strict,
-            Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) | Error::Cancelled => ErrorClass::Fatal,
+            Error::Sandbox(_) | Error::Internal(_) | Error::Verify(_) | Error::Stale(_) | Error::Cancelled => {
+                ErrorClass::Fatal
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub(crate) mod schema;
 pub(crate) mod sink;
 pub(crate) mod split;
 pub(crate) mod state;
+pub(crate) mod status;
 pub(crate) mod webhook;
 pub(crate) mod write;
 

@@ -25,6 +25,7 @@ mod listen;
 mod output;
 mod sandbox;
 mod source;
+mod status;
 mod tables;
 mod verify;
 
@@ -62,8 +63,12 @@ pub enum Command {
     /// Check an export against its manifest: every part present with its size, sha256 and
     /// row count, nothing unlisted; exit 1 naming each mismatch.
     Verify(verify::VerifyArgs),
-    /// CREATE TABLE and load statements for a committed export, per SQL dialect.
+    /// Tables, idempotent loads and analytics views for an export root's committed dates, per
+    /// SQL dialect.
     Ddl(ddl::DdlArgs),
+    /// What a destination holds: committed dates, gaps, killed runs, leases, the webhook
+    /// journal; exit 1 past --max-age (for monitors).
+    Status(status::StatusArgs),
     /// Receive HubSpot's and Pipedrive's webhooks and keep every acknowledged event in
     /// <dest>/_webhooks/<source>/<account>/<day>/ (secrets from the environment).
     Listen(listen::ListenArgs),
@@ -170,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tables(args) => tables::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Ddl(args) => ddl::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Lease(args) => lease::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,

@@ -335,6 +335,20 @@ impl Sink {
             .collect())
     }
 
+    /// The names of the folders directly under `prefix` (one listing level, not every object).
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = self.path(prefix);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&base))
+            .await
+            .map_err(|source| Error::Sink { key: prefix.to_string(), source })?;
+        let mut names: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Keys of every file under `prefix`: for a local destination as the file system shows
     /// them (staging files included), elsewhere as the store lists its objects.
     pub async fn files_under(&self, prefix: &str) -> Result<Vec<String>> {

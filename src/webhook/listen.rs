@@ -32,6 +32,8 @@ use crate::error::{Error, Result};
 
 /// The health endpoint's path.
 pub const HEALTH_PATH: &str = "/healthz";
+/// Where Prometheus scrapes the listener.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// HubSpot's credentials: the app's client secret.
 #[derive(Clone)]
@@ -107,6 +109,8 @@ struct Shared {
     permits: Semaphore,
     /// Wakes the drainer when a request was spooled.
     spooled: Notify,
+    /// What `/metrics` serves.
+    metrics: prometheus_client::registry::Registry,
 }
 
 /// Serves on `listener` until `shutdown`, then drains what it can and returns.
@@ -119,6 +123,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let shared = Arc::new(Shared {
+        metrics: super::stats::registry(stats.clone(), spool.clone()),
         readers: Semaphore::new(settings.max_in_flight.max(1) * READERS_PER_TURN),
         permits: Semaphore::new(settings.max_in_flight.max(1)),
         settings,
@@ -128,7 +133,7 @@ pub async fn serve(
     });
     let stop_draining = CancellationToken::new();
     let drain = tokio::spawn(drain_loop(drainer, shared.clone(), stop_draining.clone()));
-    let mut app = Router::new().route(HEALTH_PATH, get(health));
+    let mut app = Router::new().route(HEALTH_PATH, get(health)).route(METRICS_PATH, get(metrics));
     if shared.settings.hubspot.is_some() {
         app = app.route(&shared.settings.hubspot_path, post(hubspot));
     }
@@ -268,6 +273,7 @@ async fn read_body(body: axum::body::Body, declared: Option<usize>, max: usize, 
 }
 
 async fn receive(shared: &Shared, sender: Sender, request: Request) -> Response {
+    let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let max = shared.settings.max_body;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -314,6 +320,7 @@ async fn receive(shared: &Shared, sender: Sender, request: Request) -> Response 
     match kept {
         Ok(Ok(_)) => {
             add(&shared.stats.accepted, 1);
+            shared.stats.ack_latency.observe(arrived.elapsed().as_secs_f64());
             shared.spooled.notify_one();
             answer(StatusCode::OK, "accepted")
         }
@@ -390,6 +397,16 @@ fn authenticate(
             auth::verify_basic(&basic.user, &basic.password, header_value(headers, "authorization"))
         }
     }
+}
+
+/// Prometheus' text format (OpenMetrics) of [`super::stats`].
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &shared.metrics) {
+        return answer(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the metrics: {e}"));
+    }
+    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (StatusCode::OK, [(header::CONTENT_TYPE, kind)], text).into_response()
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {

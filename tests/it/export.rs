@@ -163,7 +163,7 @@ fn check_objects(g: &Generator, export: &Value) {
             assert_eq!(row[col(&columns, "ARCHIVED")].as_deref(), Some(record.archived.to_string().as_str()));
             assert_eq!(row[col(&columns, "ARCHIVEDAT")], record.archived_at, "{table} {} archivedAt", record.id);
             archived_seen += record.archived as usize;
-            for (p, def) in ty.properties.iter().enumerate() {
+            for (p, def) in g.defined_properties(t) {
                 let raw = g.property_value(t, i, p);
                 let column = format!("PROPERTY_{}", def.name.to_uppercase());
                 assert_eq!(
@@ -189,7 +189,7 @@ fn check_long_tables(g: &Generator, export: &Value) {
     let total: usize = (0..g.types.len())
         .map(|t| {
             (0..g.count(t))
-                .map(|i| (0..g.types[t].properties.len()).filter(|&p| g.property_value(t, i, p).is_some()).count())
+                .map(|i| g.defined_properties(t).filter(|&(p, _)| g.property_value(t, i, p).is_some()).count())
                 .sum::<usize>()
         })
         .sum();
@@ -206,7 +206,7 @@ fn check_long_tables(g: &Generator, export: &Value) {
     for t in 0..g.types.len() {
         for i in (0..g.count(t)).step_by(7) {
             let id = g.record(t, i).id.to_string();
-            for (p, def) in g.types[t].properties.iter().enumerate() {
+            for (p, def) in g.defined_properties(t) {
                 let key = (g.types[t].type_id.as_str(), id.as_str(), def.name.as_str());
                 let raw = g.property_value(t, i, p);
                 saw_na |= raw.as_deref() == Some("N/A");
@@ -299,7 +299,7 @@ fn check_reference(g: &Generator, export: &Value) {
     let (_, owner_teams) = rows(export, "OWNER_TEAM");
     assert_eq!(owner_teams.len(), g.owners.iter().map(|o| o.teams.len()).sum::<usize>());
     let (columns, defs) = rows(export, "PROPERTY_DEFINITIONS");
-    assert_eq!(defs.len(), g.types.iter().map(|t| t.properties.len()).sum::<usize>());
+    assert_eq!(defs.len(), (0..g.types.len()).map(|t| g.defined_properties(t).count()).sum::<usize>());
     assert!(defs.iter().all(|r| { r[col(&columns, "COLUMNNAME")].as_deref().unwrap().starts_with("PROPERTY_") }));
     let (columns, stages) = rows(export, "PIPELINE_STAGES");
     let (deals, tickets) = (g.type_index("deals").unwrap(), g.type_index("tickets").unwrap());
@@ -344,7 +344,7 @@ fn check_history(g: &Generator, export: &Value) {
         let keep = if g.types[t].type_id == "0-1" { 45 } else { 20 };
         for i in 0..g.count(t) {
             let id = g.record(t, i).id.to_string();
-            for (p, def) in g.types[t].properties.iter().enumerate() {
+            for (p, def) in g.defined_properties(t) {
                 let all = g.history(t, i, p);
                 truncated += (all.len() > keep) as usize;
                 let want: Vec<_> = all.into_iter().take(keep).collect();

@@ -136,6 +136,93 @@ fn slow_senders_cannot_hold_the_listener_and_events_are_kept_as_sent() {
     assert!(kept.contains(&format!("\"event\":{minified}")), "kept as sent:\n{kept}\n{minified}");
 }
 
+/// `/metrics` serves the listener's figures in Prometheus' format (read by Prometheus' own
+/// parser), and `crmdump status` reads the journal of an account no export has read yet.
+#[test]
+#[ignore = "needs Python (prometheus_client): run scripts/test"]
+fn metrics_and_status_show_what_the_listener_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
+    let hubspot = listener.url("/hubspot");
+    for batch in 0..3u64 {
+        let events: Vec<Value> = (0..4)
+            .map(|i| {
+                json!({"eventId": batch * 4 + i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
+                            "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": 0})
+            })
+            .collect();
+        let body = serde_json::to_vec(&events).unwrap();
+        assert_eq!(send(&hubspot, &body, &signed(&body, chrono::Utc::now().timestamp_millis())).0, 200);
+    }
+    // The first batch again (a retry of HubSpot's), and a request with a wrong signature.
+    let again: Vec<Value> = (0..4)
+        .map(|i| {
+            json!({"eventId": i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
+                        "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": 1})
+        })
+        .collect();
+    let body = serde_json::to_vec(&again).unwrap();
+    assert_eq!(send(&hubspot, &body, &signed(&body, chrono::Utc::now().timestamp_millis())).0, 200);
+    let mut forged = signed(&body, chrono::Utc::now().timestamp_millis());
+    forged[0].1 = "bm90IGEgc2lnbmF0dXJl".into();
+    assert_eq!(send(&hubspot, &body, &forged).0, 401);
+    wait_until("the listener drained its spool", || listener.health()["spool"]["pending"] == 0);
+    let metrics = scrape(&listener);
+    assert_eq!(metrics["crmdump_listen_requests_accepted_total"], 4.0, "{metrics}");
+    assert_eq!(metrics["crmdump_listen_events_journaled_total"], 12.0, "{metrics}");
+    assert_eq!(metrics["crmdump_listen_duplicates_total"], 4.0, "{metrics}");
+    assert_eq!(metrics["crmdump_listen_ack_latency_seconds_count"], 4.0, "{metrics}");
+    let refused: f64 = metrics
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("crmdump_listen_requests_refused_total{"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert_eq!(refused, 1.0, "{metrics}");
+    assert_eq!(metrics["crmdump_listen_spool_pending"], 0.0);
+    assert_eq!(metrics["crmdump_listen_drain_lag_seconds"], 0.0);
+    assert!(metrics["crmdump_listen_journal_parts_total"].as_f64().unwrap() >= 1.0);
+    assert!(metrics["crmdump_listen_spool_limit_bytes"].as_f64().unwrap() > 0.0);
+    let out = run(crmdump().args(["status", "--json", listener.dest.to_str().unwrap()]));
+    assert_success(&out);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let account = status["accounts"].as_array().unwrap().iter().find(|a| a["source"] == "hubspot").unwrap();
+    let journal = &account["journal"];
+    assert!(journal["parts"].as_u64().unwrap() >= 1 && journal["unconsumed_parts"] == journal["parts"], "{status}");
+    assert!(journal["newest_age_seconds"].as_i64().unwrap() < 300, "{status}");
+}
+
+/// `/metrics` parsed by the `prometheus_client` package's OpenMetrics parser: each sample as
+/// `name` or `name{label=value}` -> value.
+fn scrape(listener: &Listener) -> Value {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "le")
+        if "le" in s.labels:
+            continue
+        out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let text = block_on(async { reqwest::get(listener.url("/metrics")).await.unwrap().text().await.unwrap() });
+    let mut child = std::process::Command::new(python())
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the OpenMetrics parser refused ({why}):\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// One listener per destination: a second one on the same destination refuses with exit 75,
 /// naming the first; with --wait-for-lease it takes over once the first stops.
 #[test]

@@ -28,6 +28,7 @@ mod requests;
 mod s3;
 mod sequence;
 mod spec_examples;
+mod status;
 mod verify;
 mod views;
 mod webhooks;

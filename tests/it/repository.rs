@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["write"],
     &["sink"],
     &["ddl", "state", "progress", "webhook"],
-    &["pipeline"],
+    &["pipeline", "status"],
     &["run"],
     &["cli"],
 ];

@@ -713,6 +713,12 @@ impl Generator {
         self.types[t].properties[p].role != Role::Late || self.changes.revealed_at(t).is_some()
     }
 
+    /// Type `t`'s properties defined now, with their indexes: what the
+    /// properties API lists and an export's columns hold.
+    pub fn defined_properties(&self, t: usize) -> impl Iterator<Item = (usize, &PropertyDef)> + '_ {
+        self.types[t].properties.iter().enumerate().filter(move |(p, _)| self.is_defined(t, *p))
+    }
+
     /// `POST /_sandbox/add-property`: adds type `t`'s late property at `at`; its name.
     pub fn add_property(&self, t: usize, at: DateTime<Utc>) -> Result<String, String> {
         let ty = &self.types[t];

@@ -228,6 +228,28 @@ pub fn opt_id_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D:
 #[derive(Debug, Deserialize)]
 pub struct BatchResults<T> {
     pub results: Vec<T>,
+    /// A batch answer's errors (`207 Multi-Status`); absent from a clean answer.
+    #[serde(default)]
+    pub errors: Vec<BatchError>,
+}
+
+impl<T> BatchResults<T> {
+    /// The ids the errors say were not found (`OBJECT_NOT_FOUND`, `context.ids`).
+    pub fn not_found(&self) -> impl Iterator<Item = &str> {
+        self.errors
+            .iter()
+            .filter(|e| e.category.as_deref() == Some("OBJECT_NOT_FOUND"))
+            .flat_map(|e| e.context.get("ids").into_iter().flatten())
+            .map(String::as_str)
+    }
+}
+
+/// `StandardError` in a batch answer.
+#[derive(Debug, Deserialize)]
+pub struct BatchError {
+    pub category: Option<String>,
+    #[serde(default)]
+    pub context: HashMap<String, Vec<String>>,
 }
 
 /// `Property` (properties API and custom-object schemas).

@@ -558,7 +558,8 @@ impl Emitter<'_> {
 /// batch reads place the ids the answers' `hs_merged_object_ids` name; each id still unplaced
 /// is read on its own, and when that answers another record the id was merged into it (the
 /// survivor the API names, even when its merge property does not list the id, as after a
-/// chain of merges), and only a 404 makes it deleted. Returns the gone ids with the survivor of
+/// chain of merges), and only a 404 makes it deleted. An id the live batch read reports not
+/// found was answered by no survivor: it is deleted without a read of its own. Returns the gone ids with the survivor of
 /// each merged one, and the requests sent.
 async fn confirm_gone(
     client: &HttpClient,
@@ -569,6 +570,8 @@ async fn confirm_gone(
     for chunk in missing.chunks(100) {
         let mut survivors: HashMap<String, Option<String>> = chunk.iter().map(|id| (id.clone(), None)).collect();
         let mut found: HashSet<String> = HashSet::new();
+        // Ids the live read reported not found: answered by no survivor either.
+        let mut not_live: HashSet<String> = HashSet::new();
         for archived in ["false", "true"] {
             let path = format!("/crm/v3/objects/{}/batch/read?archived={archived}", stream.object_type.api_name);
             let inputs: Vec<_> = chunk.iter().filter(|id| !found.contains(*id)).map(|id| json!({"id": id})).collect();
@@ -578,6 +581,9 @@ async fn confirm_gone(
             let body = json!({"inputs": inputs, "properties": ["hs_object_id", "hs_merged_object_ids"]});
             requests += 1;
             let page: api::BatchResults<api::SimpleObject> = client.post_json(&path, &body).await?;
+            if archived == "false" {
+                not_live.extend(page.not_found().map(str::to_string));
+            }
             for r in page.results {
                 if survivors.contains_key(&r.id) {
                     found.insert(r.id.clone());
@@ -595,6 +601,7 @@ async fn confirm_gone(
         for id in chunk.iter().filter(|id| !found.contains(*id)) {
             let survivor = match &survivors[id] {
                 Some(survivor) => Some(survivor.clone()),
+                None if not_live.contains(id) => None,
                 None => {
                     requests += 1;
                     read_survivor(client, stream, id).await?
