@@ -19,9 +19,8 @@ import os
 import subprocess
 from datetime import datetime, timedelta
 
-from airflow.decorators import dag, task
 from airflow.exceptions import AirflowFailException
-from airflow.models import Variable
+from airflow.sdk import Variable, dag, task
 
 CRMDUMP = os.environ.get("CRMDUMP_BIN", "crmdump")
 DEST = os.environ.get("CRMDUMP_DEST", "s3://my-bucket/crm/{source}/{account}")
@@ -42,7 +41,7 @@ def run_crmdump(args: list[str], account: dict) -> None:
 
 
 def accounts() -> list[dict]:
-    return json.loads(Variable.get("crmdump_accounts", default_var="[]"))
+    return json.loads(Variable.get("crmdump_accounts", default="[]"))
 
 
 @dag(

@@ -94,8 +94,9 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Opens `dest`: a local path, `file://...`, `s3://bucket/prefix` (credentials from the
-    /// AWS environment) or `memory://` (for tests).
+    /// Opens `dest`: a local path, `file://...`, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (credentials from each cloud's usual environment variables) or
+    /// `memory://` (for tests).
     pub fn open(dest: &str) -> Result<Sink> {
         Sink::open_with(dest, true)
     }
@@ -165,9 +166,9 @@ impl Sink {
         let local = match dest.strip_prefix("file://") {
             Some(p) => p,
             None if dest.contains("://") => {
-                return Err(
-                    bad("unsupported destination scheme: use a local path, file://, s3:// or memory://".into()),
-                );
+                return Err(bad(
+                    "unsupported destination scheme: use a local path, file://, s3://, gs:// or az://".into()
+                ));
             }
             None => dest,
         };

@@ -10,37 +10,38 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::s3::{MotoServer, create_bucket_at, with_aws_at};
+use crate::clouds::Cloud;
 use crate::support::*;
 
-/// Where a test's runs write: a local folder, or a bucket of its own moto server.
+/// Where a test's runs write: a local folder, or a bucket of its own store server.
 enum Place {
     Local(tempfile::TempDir),
-    S3(MotoServer, String),
+    Cloud(Cloud, String),
 }
+
+const PREFIX: &str = "crm";
 
 impl Place {
     fn local() -> Place {
         Place::Local(tempfile::tempdir().unwrap())
     }
 
-    fn s3(bucket: &str) -> Place {
-        let moto = MotoServer::start();
-        create_bucket_at(&moto.endpoint, bucket);
-        Place::S3(moto, format!("s3://{bucket}/crm"))
+    fn cloud(cloud: Cloud, bucket: &str) -> Place {
+        cloud.create_bucket(bucket);
+        Place::Cloud(cloud, bucket.to_string())
     }
 
     fn dest(&self) -> String {
         match self {
             Place::Local(dir) => dir.path().to_str().unwrap().to_string(),
-            Place::S3(_, url) => url.clone(),
+            Place::Cloud(cloud, bucket) => cloud.url(bucket, PREFIX),
         }
     }
 
     fn command(&self) -> Command {
         match self {
             Place::Local(_) => crmdump(),
-            Place::S3(moto, _) => with_aws_at(crmdump(), &moto.endpoint),
+            Place::Cloud(cloud, _) => cloud.env(crmdump()),
         }
     }
 
@@ -58,22 +59,7 @@ impl Place {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
             Place::Local(dir) => std::fs::read(dir.path().join(key)).ok(),
-            Place::S3(moto, url) => {
-                let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap();
-                let script = format!(
-                    "import boto3, sys\n\
-                     c = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='a', aws_secret_access_key='b')\n\
-                     try:\n    sys.stdout.buffer.write(c.get_object(Bucket='{bucket}', Key='{prefix}/{key}')['Body'].read())\n\
-                     except c.exceptions.NoSuchKey:\n    sys.exit(3)",
-                    moto.endpoint
-                );
-                let out = Command::new(python()).args(["-c", &script]).output().unwrap();
-                match out.status.code() {
-                    Some(0) => Some(out.stdout),
-                    Some(3) => None,
-                    _ => panic!("boto3: {}", String::from_utf8_lossy(&out.stderr)),
-                }
-            }
+            Place::Cloud(cloud, bucket) => cloud.get(bucket, &format!("{PREFIX}/{key}")),
         }
     }
 
@@ -177,7 +163,35 @@ fn two_runs_into_one_local_destination_never_lose_data() {
 #[test]
 #[ignore = "needs S3 (moto): run scripts/test"]
 fn two_runs_into_one_bucket_never_lose_data() {
-    races(&Place::s3("races"));
+    races(&Place::cloud(Cloud::s3(), "races"));
+}
+
+#[test]
+#[ignore = "needs Azurite: run scripts/test"]
+fn two_runs_into_one_azure_container_never_lose_data() {
+    races(&Place::cloud(Cloud::azure(), "races"));
+}
+
+/// On a store that ignores preconditions (fake-gcs-server), a run refuses before it writes
+/// anything (having only discovered the account it would lease) and says how to go on; with --accept-unconditional-writes it runs without a
+/// lease and commits a folder that verifies.
+#[test]
+#[ignore = "needs fake-gcs-server: run scripts/test"]
+fn a_store_without_conditional_writes_is_refused_unless_accepted() {
+    let place = Place::cloud(Cloud::gcs(), "unconditional");
+    let refused = finish(start(place.export(SCALE)));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ignores conditional writes") && stderr.contains("--accept-unconditional-writes"),
+        "{stderr}"
+    );
+    let Place::Cloud(cloud, bucket) = &place else { unreachable!() };
+    assert_eq!(cloud.list(bucket, PREFIX), Default::default(), "refused before writing anything");
+    let accepted = finish(start(place.export(&[SCALE, &["--accept-unconditional-writes"]].concat())));
+    assert_success(&accepted);
+    assert!(String::from_utf8_lossy(&accepted.stderr).contains("running without a lease"));
+    check(&place, &[accepted], &[], &solo(SCALE));
 }
 
 /// A run killed while it holds the lease: the next run takes the lease over (its holder is
@@ -212,7 +226,13 @@ fn a_killed_holders_lease_is_taken_over_on_a_local_folder() {
 #[test]
 #[ignore = "needs S3 (moto): run scripts/test"]
 fn a_killed_holders_lease_is_taken_over_on_s3() {
-    a_killed_holder(&Place::s3("killed-holder"));
+    a_killed_holder(&Place::cloud(Cloud::s3(), "killed-holder"));
+}
+
+#[test]
+#[ignore = "needs Azurite: run scripts/test"]
+fn a_killed_holders_lease_is_taken_over_on_azure() {
+    a_killed_holder(&Place::cloud(Cloud::azure(), "killed-holder"));
 }
 
 /// A run paused past the stale limit (SIGSTOP) loses its lease to a waiting run, which
@@ -221,7 +241,7 @@ fn a_killed_holders_lease_is_taken_over_on_s3() {
 #[test]
 #[ignore = "needs S3 (moto): run scripts/test"]
 fn a_run_paused_past_the_stale_limit_cannot_commit() {
-    let place = Place::s3("paused");
+    let place = Place::cloud(Cloud::s3(), "paused");
     let stale = ["--lease-stale-after", "3s"];
     let paused = start(place.export(&[&["--sandbox-scale", "3000"][..], &stale].concat()));
     std::thread::sleep(Duration::from_millis(1500));

@@ -5,9 +5,11 @@
 mod support;
 
 mod chunking;
+mod clouds;
 mod commands;
 mod conformance;
 mod ddl;
+mod deploy;
 mod errors;
 mod export;
 mod failures;
@@ -29,6 +31,7 @@ mod s3;
 mod sequence;
 mod spec_examples;
 mod status;
+mod stores;
 mod verify;
 mod views;
 mod webhooks;

@@ -111,9 +111,13 @@ pub fn with_aws_at(mut cmd: Command, endpoint: &str) -> Command {
 
 /// Downloads s3://bucket/prefix with boto3; returns the keys relative to the prefix.
 pub fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reader/s3_download.py");
-    let python = python();
-    let out = Command::new(python).arg(script).args([&endpoint(), bucket, prefix]).arg(dest).output().unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reader/store_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(["download", "s3", &endpoint(), bucket, prefix])
+        .arg(dest)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "boto3 download failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -122,7 +126,7 @@ pub fn download(bucket: &str, prefix: &str, dest: &Path) -> BTreeSet<String> {
 /// file with the account's watermarks.
 /// The keys a committed export leaves: the manifest's files, the manifest, the state file, and
 /// the baseline files of ids the state names (read from the download at `root`).
-fn manifest_keys(export: &serde_json::Value, root: &Path) -> BTreeSet<String> {
+pub(crate) fn manifest_keys(export: &serde_json::Value, root: &Path) -> BTreeSet<String> {
     let mut keys: BTreeSet<String> = export["manifest"]["tables"]
         .as_array()
         .unwrap()

@@ -161,11 +161,16 @@ impl SandboxProcess {
 
     /// A `crmdump export` against this sandbox into `dest`.
     pub fn export(&self, dest: &Path, date: &str, extra: &[&str]) -> Output {
-        run(crmdump()
-            .args(["export", "--source", "hubspot", "--base-url", &self.base_url, "--rate-limit", "none"])
-            .args(["--dest", dest.to_str().unwrap(), "--date", date])
+        run(&mut self.export_command(crmdump(), dest.to_str().unwrap(), date, extra))
+    }
+
+    /// `base` (crmdump with its environment) made an export against this sandbox into `dest`.
+    pub fn export_command(&self, mut base: Command, dest: &str, date: &str, extra: &[&str]) -> Command {
+        base.args(["export", "--source", "hubspot", "--base-url", &self.base_url, "--rate-limit", "none"])
+            .args(["--dest", dest, "--date", date])
             .args(extra)
-            .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token"))
+            .env("HUBSPOT_ACCESS_TOKEN", "sandbox-token");
+        base
     }
 }
 

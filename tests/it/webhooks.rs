@@ -34,8 +34,8 @@ pub(crate) struct Listener {
     dest_url: Option<String>,
     spool: PathBuf,
     extra: Vec<String>,
-    /// S3 credentials and endpoint, for an S3 destination.
-    aws_endpoint: Option<String>,
+    /// The environment that reaches a cloud destination (its endpoint and credentials).
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Listener {
@@ -52,7 +52,7 @@ impl Listener {
             dest_url: None,
             spool: dir.join("spool"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            aws_endpoint: None,
+            env: Vec::new(),
         };
         l.spawn();
         l
@@ -60,6 +60,12 @@ impl Listener {
 
     /// A listener writing to `dest_url` on the S3 server at `endpoint`.
     fn start_s3(dir: &Path, dest_url: &str, endpoint: &str, extra: &[&str]) -> Listener {
+        Listener::start_cloud(dir, dest_url, crate::s3::with_aws_at(Command::new("env"), endpoint), extra)
+    }
+
+    /// A listener writing to `dest_url`, reached with the environment `env` sets.
+    pub(crate) fn start_cloud(dir: &Path, dest_url: &str, env: Command, extra: &[&str]) -> Listener {
+        let env = env.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))).collect();
         let mut l = Listener {
             child: None,
             port: free_port(),
@@ -67,7 +73,7 @@ impl Listener {
             dest_url: Some(dest_url.to_string()),
             spool: dir.join("spool"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            aws_endpoint: Some(endpoint.to_string()),
+            env,
         };
         l.spawn();
         l
@@ -75,11 +81,8 @@ impl Listener {
 
     fn spawn(&mut self) {
         let dest = self.dest_url.clone().unwrap_or_else(|| self.dest.to_str().unwrap().to_string());
-        let mut command = match &self.aws_endpoint {
-            Some(endpoint) => crate::s3::with_aws_at(crmdump(), endpoint),
-            None => crmdump(),
-        };
-        let mut child = command
+        let mut child = crmdump()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["listen", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--dest", &dest, "--spool", self.spool.to_str().unwrap()])
             .args(["--flush-interval", "100ms"])
@@ -164,7 +167,7 @@ pub(crate) fn settle(sandboxes: &[&SandboxProcess], listener: &Listener) {
 }
 
 /// The journal as DuckDB reads it.
-fn read_journal(dest: &Path) -> Value {
+pub(crate) fn read_journal(dest: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reader/read_journal.py");
     let out = Command::new(python()).arg(script).arg(dest).output().expect("python runs");
     assert!(out.status.success(), "read_journal.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -185,7 +188,7 @@ fn without_attempt(mut event: Value) -> Value {
 }
 
 /// The journal's events of `account`, by key, each once (a second copy fails).
-fn journal_events(journal: &Value, source: &str, account: &str) -> BTreeMap<String, Value> {
+pub(crate) fn journal_events(journal: &Value, source: &str, account: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for e in journal["events"].as_array().unwrap() {
         if e["source"] == source && e["account"] == account {
@@ -198,7 +201,7 @@ fn journal_events(journal: &Value, source: &str, account: &str) -> BTreeMap<Stri
 }
 
 /// The sandbox's ground truth, by the same keys.
-fn sent_events(sandbox: &SandboxProcess, key: impl Fn(&Value) -> String) -> BTreeMap<String, Value> {
+pub(crate) fn sent_events(sandbox: &SandboxProcess, key: impl Fn(&Value) -> String) -> BTreeMap<String, Value> {
     let truth = get(&format!("{}/_sandbox/webhooks", sandbox.base_url));
     let events = truth["events"].as_array().unwrap();
     assert!(events.iter().all(|e| e["acknowledged"] == true), "an event was never acknowledged");
@@ -206,7 +209,7 @@ fn sent_events(sandbox: &SandboxProcess, key: impl Fn(&Value) -> String) -> BTre
 }
 
 /// Panics naming the first differences between the journal and the ground truth.
-fn assert_same(what: &str, kept: &BTreeMap<String, Value>, sent: &BTreeMap<String, Value>) {
+pub(crate) fn assert_same(what: &str, kept: &BTreeMap<String, Value>, sent: &BTreeMap<String, Value>) {
     let missing: Vec<&String> = sent.keys().filter(|k| !kept.contains_key(*k)).take(3).collect();
     let extra: Vec<&String> = kept.keys().filter(|k| !sent.contains_key(*k)).take(3).collect();
     let differ: Vec<&String> = sent.keys().filter(|k| kept.get(*k).is_some_and(|v| v != &sent[*k])).take(3).collect();
@@ -220,7 +223,7 @@ fn assert_same(what: &str, kept: &BTreeMap<String, Value>, sent: &BTreeMap<Strin
 }
 
 /// The portal of a sandbox's events.
-fn portal_of(sent: &BTreeMap<String, Value>) -> String {
+pub(crate) fn portal_of(sent: &BTreeMap<String, Value>) -> String {
     sent.values().next().expect("events were sent")["portalId"].to_string()
 }
 
