@@ -46,6 +46,9 @@ fn page_of_records(history: Option<usize>) -> usize {
 const ASSOCIATION_INPUTS: usize = 1000;
 /// Room kept in the URL for the `after` cursor and the other parameters.
 const URL_RESERVE: usize = 256;
+/// Properties whose values a history does not hold: the id has no history, and a survivor's
+/// merged ids are asked as values so that a merge never depends on how its history reads.
+const NO_HISTORY: &str = "hs_object_id,hs_merged_object_ids";
 
 /// How one pass reads its records.
 #[derive(Clone)]
@@ -54,6 +57,10 @@ struct Plan {
     archived: &'static str,
     /// Every property (and history) in the list URL; otherwise ids, then batch reads.
     all_in_url: bool,
+    /// With history, when the names fit the URL once but not twice: the list asks every
+    /// property's history and takes the current value from its newest entry
+    /// ([`current_from_history`]); `properties=` asks only [`NO_HISTORY`].
+    current_from_history: bool,
     names: String,
     history: Option<usize>,
     page_size: usize,
@@ -77,19 +84,26 @@ impl Plan {
             path,
             archived: if archived { "true" } else { "false" },
             all_in_url: true,
+            current_from_history: false,
             names,
             history,
             page_size,
             associations,
         };
-        let query = plan.list_query(None);
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let probe = client.url(&plan.path, &query)?;
-        if probe.as_str().len() + URL_RESERVE > client.url_limit() {
-            plan.all_in_url = false;
-            plan.page_size = RECORDS_PER_PAGE;
+        if !plan.fits(client)? && history.is_some() {
+            plan.current_from_history = true;
+        }
+        if !plan.fits(client)? {
+            plan.ids_only();
         }
         Ok(plan)
+    }
+
+    /// Whether the first page's URL stays under the client's limit (with room for `after`).
+    fn fits(&self, client: &HttpClient) -> Result<bool> {
+        let query = self.list_query(None);
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Ok(client.url(&self.path, &query)?.as_str().len() + URL_RESERVE <= client.url_limit())
     }
 
     /// The plan in words, and the requests it takes per 1,000 records. The cheapest that
@@ -100,6 +114,13 @@ impl Plan {
     fn described(&self) -> (String, usize) {
         let pages = 1000usize.div_ceil(self.page_size);
         let what = if self.history.is_some() { "properties and history" } else { "properties" };
+        if self.all_in_url && self.current_from_history {
+            let how = format!(
+                "list pages of {} with every property's history in the URL (values from the newest entry)",
+                self.page_size
+            );
+            return (how, pages);
+        }
         if self.all_in_url {
             return (format!("list pages of {} with every name of the {what} in the URL", self.page_size), pages);
         }
@@ -113,13 +134,15 @@ impl Plan {
     /// Lists ids (and dates) only; properties come through batch reads.
     fn ids_only(&mut self) {
         self.all_in_url = false;
+        self.current_from_history = false;
         self.page_size = RECORDS_PER_PAGE;
     }
 
     fn list_query<'a>(&'a self, after: Option<&'a str>) -> Vec<(&'a str, String)> {
         let mut q = vec![("limit", self.page_size.to_string()), ("archived", self.archived.to_string())];
         if self.all_in_url {
-            q.push(("properties", self.names.clone()));
+            let values = if self.current_from_history { NO_HISTORY.to_string() } else { self.names.clone() };
+            q.push(("properties", values));
             if self.history.is_some() {
                 q.push(("propertiesWithHistory", self.names.clone()));
             }
@@ -267,7 +290,9 @@ async fn listing(
             .map(|_| listed.iter().map(|r| (r.id.clone(), emitter.found.inline.targets(r))).collect());
         let page_name = format!("page {} (archived={})", pages + 1, plan.archived);
         let work = async {
-            let rows = if plan.all_in_url {
+            let rows = if plan.all_in_url && plan.current_from_history {
+                listed.into_iter().map(|r| current_from_history(stream, r)).collect()
+            } else if plan.all_in_url {
                 listed
             } else {
                 batch_read(client, stream, plan.archived, plan.history, listed, &mut emitter.problems)
@@ -303,6 +328,36 @@ async fn listing(
     }
     tracing::info!(table = %table, records, pages, archived = plan.archived, "Records read.");
     Ok(())
+}
+
+/// A record listed with every property's history and only [`NO_HISTORY`] as values: each
+/// other property's value is its history's newest entry, and null when its history is empty
+/// (a property never set). HubSpot's answers hold this: a history's newest entry is the
+/// current value, and a property with no value has an empty history.
+fn current_from_history(stream: &ObjectStream, mut record: api::SimpleObject) -> api::SimpleObject {
+    for p in &stream.properties {
+        if record.properties.contains_key(p.name.as_str()) {
+            continue;
+        }
+        let newest = record
+            .properties_with_history
+            .get(p.name.as_str())
+            .and_then(|h| h.iter().max_by(|a, b| instant_order(&a.timestamp, &b.timestamp)))
+            .and_then(|e| e.value.clone());
+        record.properties.insert(p.name.clone(), newest);
+    }
+    record
+}
+
+/// The order of two history timestamps as instants (canonical ones compare as text; one that
+/// does not parse comes first).
+fn instant_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use crate::schema::{is_canonical_instant, parse_instant};
+    if is_canonical_instant(a) && is_canonical_instant(b) {
+        return a.cmp(b);
+    }
+    let millis = |t: &str| parse_instant(t).map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
+    millis(a).cmp(&millis(b))
 }
 
 type RawPage = (api::Page<Box<RawValue>>, bool);
