@@ -149,6 +149,14 @@ async fn export_date(run: &mut Run, settings: &ExportSettings) -> Result<ExportO
         // Streams read whole list every id anyway: what vanished since is reported.
         plan.extent.compare_whole_reads_with(baseline.ids.clone());
     }
+    // A type read whole should end with about the ids the baseline holds: progress can say
+    // how far along it is.
+    for stream in &run.catalog.objects {
+        let known = baseline.ids.get(&stream.object_type.type_id).map(|ids| ids.len() as u64);
+        if let (None, Some(known)) = (plan.extent.window(&stream.table.name), known) {
+            run.progress.expect(&stream.table.name, known);
+        }
+    }
     let day = DaySettings {
         mode: if plan.extent.is_whole() { Mode::Full } else { Mode::Incremental },
         extent: plan.extent.clone(),
