@@ -103,7 +103,7 @@ impl Holder {
 }
 
 /// This machine's name, as leases record it.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -113,7 +113,7 @@ fn host_name() -> String {
 
 /// Whether process `pid` of this host runs (Linux: it has a `/proc` entry; elsewhere always
 /// assumed, which only makes a waiter wait for staleness).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") { std::path::Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
@@ -210,6 +210,8 @@ impl Lease {
             _ => None,
         };
         tracing::info!(dest = %dest, lease = name, "Lease taken.");
+        // Holding it, clear what killed runs left mid-probe (verify would report it).
+        sink.remove_dead_probes().await?;
         Ok(Lease { dest, held, lost, renewer: std::sync::Mutex::new(renewer) })
     }
 

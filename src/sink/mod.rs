@@ -59,6 +59,26 @@ fn cloud_settings() -> (object_store::RetryConfig, [(object_store::ClientConfigK
     (retry, timeouts)
 }
 
+/// Where [`Sink::probe_writable`] writes (at the root: the folder may not exist yet).
+const ROOT_PROBE: &str = "_crmdump_probe-";
+/// Where [`Sink::probe_conditional_writes`] writes.
+const CONDITIONAL_PROBE: &str = "_crmdump/probe-";
+
+/// A probe key of this process: `<prefix><host>-<pid>-<nanoseconds>.tmp`, so that the next
+/// run can tell a killed run's probe from a live one.
+fn probe_key(prefix: &str) -> String {
+    let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    format!("{prefix}{}-{}-{stamp}.tmp", lease::host_name(), std::process::id())
+}
+
+/// The host and process that wrote probe `key` (of [`probe_key`]'s form with `prefix`).
+fn probe_writer(key: &str, prefix: &str) -> Option<(String, u32)> {
+    let rest = key.strip_prefix(prefix)?.strip_suffix(".tmp")?;
+    let mut fields = rest.rsplitn(3, '-');
+    let (_stamp, pid, host) = (fields.next()?, fields.next()?.parse().ok()?, fields.next()?);
+    Some((host.to_string(), pid))
+}
+
 fn shared<S: ObjectStore>(store: S) -> Arc<dyn ObjectStore> {
     Arc::new(store)
 }
@@ -192,7 +212,7 @@ impl Sink {
     /// what to do, before any extraction work starts. The probe sits at the root, not in a
     /// folder of its own, which a local destination would keep as an empty directory.
     pub async fn probe_writable(&self) -> Result<()> {
-        let key = format!("_crmdump_probe-{}-{}.tmp", std::process::id(), chrono::Utc::now().timestamp_millis());
+        let key = probe_key(ROOT_PROBE);
         let result = async {
             self.put(&key, Bytes::from_static(b"crmdump write probe\n")).await?;
             self.delete(&key).await
@@ -278,15 +298,42 @@ impl Sink {
         if self.local.is_some() {
             return Ok(true);
         }
-        let key = format!(
-            "_crmdump/probe-{}-{}.tmp",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        );
+        let key = probe_key(CONDITIONAL_PROBE);
         let first = self.create(&key, Bytes::from_static(b"1")).await?;
         let second = self.create(&key, Bytes::from_static(b"2")).await?;
         self.delete(&key).await?;
         Ok(first.is_some() && second.is_none())
+    }
+
+    /// Removes the probe objects of runs killed in the middle of a probe (a probe lives for
+    /// milliseconds): those a process of this host wrote that is gone, and any older than a
+    /// minute, wherever it ran. Returns how many.
+    pub async fn remove_dead_probes(&self) -> Result<usize> {
+        let now = chrono::Utc::now();
+        let root = self.store.list_with_delimiter(Some(&self.root)).await;
+        let root = root.map_err(|source| Error::Sink { key: String::new(), source })?.objects;
+        let root_parts = self.root.parts().count();
+        let mut candidates: Vec<(String, chrono::DateTime<chrono::Utc>)> = root
+            .into_iter()
+            .map(|m| (m.location.parts().skip(root_parts).map(|p| p.as_ref().to_string()).collect(), m.last_modified))
+            .collect();
+        candidates.extend(self.list_after("_crmdump", None).await?.into_iter().map(|l| (l.key, l.modified)));
+        let mut removed = 0;
+        for (key, modified) in candidates {
+            let Some(writer) = [ROOT_PROBE, CONDITIONAL_PROBE].iter().find_map(|p| probe_writer(&key, p)) else {
+                continue;
+            };
+            let dead = (writer.0 == lease::host_name() && !lease::process_alive(writer.1))
+                || now - modified > chrono::Duration::minutes(1);
+            if dead && writer.1 != std::process::id() {
+                self.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(dest = %self.display, removed, "Removed the probes of killed runs.");
+        }
+        Ok(removed)
     }
 
     /// Whether this is a local folder (leases there are file locks, not objects).
@@ -575,6 +622,26 @@ impl PartSink for ObjectPartSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn probes_of_killed_runs_are_removed_and_live_ones_kept() {
+        let sink = Sink::open("memory://root").unwrap();
+        let ours = probe_key(CONDITIONAL_PROBE);
+        assert_eq!(probe_writer(&ours, CONDITIONAL_PROBE), Some((lease::host_name(), std::process::id())));
+        assert_eq!(probe_writer("_crmdump/probe-a-b-1.tmp", CONDITIONAL_PROBE), None, "a pid is a number");
+        // A process of this host that is gone (pid 0 never names a user process); one of
+        // another host, just written (it may be running there); and this process's own.
+        let dead = format!("_crmdump/probe-{}-0-1.tmp", lease::host_name());
+        let elsewhere = "_crmdump_probe-other-host-1234-1.tmp".to_string();
+        for key in [&dead, &elsewhere, &ours] {
+            sink.put(key, Bytes::from_static(b"1")).await.unwrap();
+        }
+        sink.put("_crmdump/lease-hubspot-1.json", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(sink.remove_dead_probes().await.unwrap(), 1);
+        let left: Vec<String> = sink.list("").await.unwrap().into_iter().map(|(k, _)| k).collect();
+        assert!(!left.contains(&dead) && left.contains(&elsewhere) && left.contains(&ours), "{left:?}");
+        assert!(left.contains(&"_crmdump/lease-hubspot-1.json".to_string()));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn local_sink_round_trips_lists_and_deletes() {

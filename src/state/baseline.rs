@@ -138,7 +138,7 @@ pub fn encode(ids: &HashSet<String>) -> Result<Bytes> {
 
 pub fn decode(bytes: &[u8], key: &str) -> Result<HashSet<String>> {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes)
+    flate2::read::MultiGzDecoder::new(bytes)
         .read_to_string(&mut text)
         .map_err(|e| Error::io(format!("gunzip baseline {key}"), e))?;
     Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())

@@ -277,7 +277,7 @@ mod tests {
 
     fn gunzip(bytes: &[u8]) -> String {
         let mut out = String::new();
-        flate2::read::GzDecoder::new(bytes).read_to_string(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut out).unwrap();
         out
     }
 

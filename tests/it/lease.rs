@@ -173,8 +173,8 @@ fn two_runs_into_one_azure_container_never_lose_data() {
 }
 
 /// On a store that ignores preconditions (fake-gcs-server), a run refuses before it writes
-/// anything (having only discovered the account it would lease) and says how to go on; with --accept-unconditional-writes it runs without a
-/// lease and commits a folder that verifies.
+/// anything (having only discovered the account it would lease) and says how to go on; with
+/// --accept-unconditional-writes it runs without a lease and commits a folder that verifies.
 #[test]
 #[ignore = "needs fake-gcs-server: run scripts/test"]
 fn a_store_without_conditional_writes_is_refused_unless_accepted() {

@@ -98,13 +98,7 @@ fn slow_senders_cannot_hold_the_listener_and_events_are_kept_as_sent() {
     };
     let hubspot = listener.url("/hubspot");
     for batch in 0..20u64 {
-        let events: Vec<Value> = (0..5)
-            .map(|i| {
-                json!({"eventId": batch * 5 + i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
-                            "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": 0})
-            })
-            .collect();
-        let body = serde_json::to_vec(&events).unwrap();
+        let body = property_changes(batch * 5, 5);
         let (status, took) = send(&hubspot, &body, &signed(&body, chrono::Utc::now().timestamp_millis()));
         assert_eq!(status, 200, "batch {batch}");
         assert!(took < Duration::from_secs(1), "batch {batch} took {took:?} beside 300 slow senders");
@@ -145,23 +139,11 @@ fn metrics_and_status_show_what_the_listener_did() {
     let listener = Listener::start(dir.path(), &["--public-url", PUBLIC]);
     let hubspot = listener.url("/hubspot");
     for batch in 0..3u64 {
-        let events: Vec<Value> = (0..4)
-            .map(|i| {
-                json!({"eventId": batch * 4 + i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
-                            "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": 0})
-            })
-            .collect();
-        let body = serde_json::to_vec(&events).unwrap();
+        let body = property_changes(batch * 4, 4);
         assert_eq!(send(&hubspot, &body, &signed(&body, chrono::Utc::now().timestamp_millis())).0, 200);
     }
     // The first batch again (a retry of HubSpot's), and a request with a wrong signature.
-    let again: Vec<Value> = (0..4)
-        .map(|i| {
-            json!({"eventId": i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
-                        "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": 1})
-        })
-        .collect();
-    let body = serde_json::to_vec(&again).unwrap();
+    let body = property_changes_attempt(0, 4, 1);
     assert_eq!(send(&hubspot, &body, &signed(&body, chrono::Utc::now().timestamp_millis())).0, 200);
     let mut forged = signed(&body, chrono::Utc::now().timestamp_millis());
     forged[0].1 = "bm90IGEgc2lnbmF0dXJl".into();
@@ -191,6 +173,22 @@ fn metrics_and_status_show_what_the_listener_did() {
     let journal = &account["journal"];
     assert!(journal["parts"].as_u64().unwrap() >= 1 && journal["unconsumed_parts"] == journal["parts"], "{status}");
     assert!(journal["newest_age_seconds"].as_i64().unwrap() < 300, "{status}");
+}
+
+/// A HubSpot webhook body: `count` property changes of portal 31, event ids from `first`.
+fn property_changes(first: u64, count: u64) -> Vec<u8> {
+    property_changes_attempt(first, count, 0)
+}
+
+/// The same, as delivery attempt `attempt` (a retry repeats the event ids).
+fn property_changes_attempt(first: u64, count: u64, attempt: u64) -> Vec<u8> {
+    let events: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({"eventId": first + i, "subscriptionId": 1, "portalId": 31, "occurredAt": 1,
+                   "subscriptionType": "contact.propertyChange", "objectId": i, "attemptNumber": attempt})
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap()
 }
 
 /// `/metrics` parsed by the `prometheus_client` package's OpenMetrics parser: each sample as
