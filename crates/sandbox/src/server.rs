@@ -765,19 +765,24 @@ fn object_json<'g>(
     // The defective value goes in the touched property (looked up only for bad records).
     let touched = defect.map(|_| g.touch_property(t));
     let props = &g.types[t].properties;
+    let defective = |p: usize| match defect {
+        Some(Defect::InvalidUtf8) if Some(p) == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
+        Some(Defect::Huge) if Some(p) == touched => Some("h".repeat(HUGE_VALUE)),
+        _ => None,
+    };
     let mut values = Vec::with_capacity(wanted.len());
     for &p in wanted {
-        let value = match defect {
-            Some(Defect::InvalidUtf8) if Some(p) == touched => Some(format!("bad {INVALID_UTF8_MARK} bytes")),
-            Some(Defect::Huge) if Some(p) == touched => Some("h".repeat(HUGE_VALUE)),
-            _ => g.property_value(t, index, p),
-        };
+        let value = defective(p).or_else(|| g.property_value(t, index, p));
         values.push((props[p].name.as_str(), value));
     }
     let with_history = (!history.is_empty()).then(|| {
         let mut with_history = Vec::with_capacity(history.len());
         for &p in history {
             let mut entries = g.history(t, index, p);
+            // The current value is the newest entry, defective values too.
+            if let (Some(value), Some(newest)) = (defective(p), entries.first_mut()) {
+                newest.value = value;
+            }
             // HubSpot does not promise an order: odd records get theirs oldest first.
             if index % 2 == 1 {
                 entries.reverse();
