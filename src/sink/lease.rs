@@ -210,8 +210,11 @@ impl Lease {
             _ => None,
         };
         tracing::info!(dest = %dest, lease = name, "Lease taken.");
-        // Holding it, clear what killed runs left mid-probe (verify would report it).
-        sink.remove_dead_probes().await?;
+        // Holding it, clear what killed runs left mid-probe (verify would report it); a
+        // failure here only leaves them for the next run.
+        if let Err(e) = sink.remove_dead_probes().await {
+            tracing::warn!(error = %e, "Could not remove the probes of killed runs; verify will list them.");
+        }
         Ok(Lease { dest, held, lost, renewer: std::sync::Mutex::new(renewer) })
     }
 
@@ -223,7 +226,13 @@ impl Lease {
             return Err(self.lost_error("it could not be renewed in time"));
         }
         match &mut *self.held.lock().await {
-            Held::Store(lease) => lease.renew(&self.dest).await.inspect_err(|_| self.lost.cancel()),
+            // Lost only when another holder has it: a store that does not answer fails this
+            // write (the caller tries again later) and the renewer's deadline still applies.
+            Held::Store(lease) => lease.renew(&self.dest).await.inspect_err(|e| {
+                if matches!(e, Error::LeaseLost { .. }) {
+                    self.lost.cancel();
+                }
+            }),
             Held::Local(_) | Held::Unconditional => Ok(()),
         }
     }

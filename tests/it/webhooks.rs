@@ -769,6 +769,12 @@ fn an_s3_outage_under_a_steady_stream_loses_no_acknowledged_event() {
     for _ in 0..10 {
         touch(20);
     }
+    // Down for longer than the store client retries (30 s): the lease's renewal before a
+    // journal part fails, and the listener, whose lease nobody else took, keeps acknowledging.
+    while start.elapsed() < Duration::from_secs(45) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(listener.health()["status"], "degraded", "the listener still answers");
     outage.set_up(true);
     for _ in 0..10 {
         touch(20);
