@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::s3::{MotoServer, with_aws_at};
 use crate::support::*;
+use crate::webhooks::free_port;
 
 /// A store server and how crmdump and the independent client reach it.
 pub enum Cloud {
@@ -47,10 +48,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A tool scripts/test installs: `$var`, else `default` under the project.
